@@ -1,0 +1,52 @@
+"""One migration history for every service's tables, on SQLite and PostgreSQL alike.
+
+Batch mode everywhere (SQLite has almost no ALTER; on PostgreSQL batch blocks are plain ALTERs).
+When `rapport db upgrade` passes a connection in, it is used (the cookbook's connection sharing);
+otherwise the URL comes from the same settings the services read."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from sqlalchemy.engine import Connection
+
+import services.alerts.models
+import services.ingest.models
+import services.scoring.models  # noqa: F401  (the three imports register every table)
+from shared.db.base import Base, UtcDateTime
+from shared.db.engine import create_engine
+from shared.settings import Settings
+
+target_metadata = Base.metadata
+
+
+def render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
+    # Migrations name plain SQLAlchemy types, so they never import application code.
+    if type_ == "type" and isinstance(obj, UtcDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
+def run_with(connection: Connection) -> None:
+    context.configure(
+        connection=connection, target_metadata=target_metadata, render_as_batch=True, compare_type=True,
+        render_item=render_item,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def run_online() -> None:
+    engine = create_engine(Settings().resolved_database_url())
+    async with engine.connect() as connection:
+        await connection.run_sync(run_with)
+        await connection.commit()
+    await engine.dispose()
+
+
+shared_connection = context.config.attributes.get("connection")
+if shared_connection is not None:
+    run_with(shared_connection)
+else:
+    asyncio.run(run_online())

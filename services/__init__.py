@@ -1,0 +1,1 @@
+"""Rapport services: each talks to the others only through events."""

@@ -1,0 +1,1 @@
+"""The alerts service: rules over each episode, the alert lifecycle, notifications."""

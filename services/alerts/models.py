@@ -1,0 +1,75 @@
+"""Tables the alerts service owns: alerts and their transitions (the audit trail), the compact
+state of each episode, and its own copy of the scores it has seen (for replaying an episode when a
+late or amended score arrives)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db.base import Base, Document, UtcDateTime
+from shared.db.delivery import inbox_table, outbox_table
+
+
+class StoredAlert(Base):
+    __tablename__ = "alerts_alerts"
+    __table_args__ = (Index("ix_alerts_alerts_episode", "tenant", "client_id", "episode_id", "status"),)
+
+    alert_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    client_id: Mapped[str] = mapped_column(String(128))
+    episode_id: Mapped[str] = mapped_column(String(128))
+    clinician_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    instrument: Mapped[str] = mapped_column(String(32))
+    subscale: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    severity: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    version: Mapped[int] = mapped_column(Integer)
+    document: Mapped[dict[str, Any]] = mapped_column(Document)
+
+
+class StoredTransition(Base):
+    __tablename__ = "alerts_transitions"
+    __table_args__ = (Index("ix_alerts_transitions_alert", "alert_id", "at"),)
+
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    alert_id: Mapped[str] = mapped_column(String(64))
+    tenant: Mapped[str] = mapped_column(String(64))
+    transition: Mapped[str] = mapped_column(String(16))
+    by: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+
+
+class EpisodeRecord(Base):
+    __tablename__ = "alerts_episodes"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    episode_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    latest_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[dict[str, Any]] = mapped_column(Document)
+
+
+class SeenScore(Base):
+    __tablename__ = "alerts_scores"
+    __table_args__ = (Index("ix_alerts_scores_episode", "tenant", "client_id", "episode_id", "administered_at"),)
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    submission_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    episode_id: Mapped[str] = mapped_column(String(128))
+    revision: Mapped[int] = mapped_column(Integer)
+    administered_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    document: Mapped[dict[str, Any]] = mapped_column(Document)
+
+
+inbox = inbox_table("alerts")
+outbox = outbox_table("alerts")

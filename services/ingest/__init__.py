@@ -1,0 +1,1 @@
+"""The ingest service: validate, normalise, store, accept or reject."""

@@ -1,0 +1,21 @@
+"""Composition root of the ingest service: `rapport serve ingest`."""
+
+from __future__ import annotations
+
+from faststream.asgi import AsgiFastStream
+
+from services.ingest.handlers import SERVICE, Ingest
+from services.ingest.models import inbox, outbox
+from shared.instruments import load_registry
+from shared.messaging import subjects
+from shared.service import ServiceRuntime
+from shared.settings import Settings
+
+
+def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFastStream]:
+    runtime = ServiceRuntime(SERVICE, settings, broker_url, inbox=inbox, outbox=outbox)
+    runtime.subscribe(
+        subjects.INBOUND_SUBMISSIONS, "ingest-v1", Ingest(load_registry(), settings),
+        description="FHIR R4 QuestionnaireResponse, Bundle, Observation, or native JSON submissions",
+    )
+    return runtime, runtime.asgi()

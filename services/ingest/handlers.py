@@ -1,0 +1,88 @@
+"""Inbound submissions: normalise, admit, store, answer. Every submission gets exactly one answer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.ingest import repository
+from services.ingest.admission import Admission, admit
+from services.ingest.normalise import Rejection, TenantMapping, normalise
+from shared.contracts.problems import Problem
+from shared.contracts.submission import Submission, SubmissionAccepted, SubmissionRejected
+from shared.db.delivery import Outgoing
+from shared.instruments import Registry
+from shared.messaging import subjects
+from shared.messaging.consumer import Inbound
+from shared.messaging.publish import cloud_event
+from shared.metrics import submissions
+from shared.settings import Settings
+
+SERVICE = "ingest"
+
+
+@dataclass
+class Ingest:
+    registry: Registry
+    settings: Settings
+    mappings: dict[str, TenantMapping] = field(default_factory=dict)
+
+    async def __call__(self, session: AsyncSession, messages: Sequence[Inbound], now: datetime) -> list[Outgoing]:
+        answers = [(m, normalise(m.body, tenant=m.tenant, registry=self.registry,
+                                 mapping=self.mappings.get(m.tenant),
+                                 licensed=self.settings.licensed_for(m.tenant)))
+                   if m.tenant else (m, [_unroutable()])
+                   for m in messages]
+        valid = [s for _, results in answers for s in results if isinstance(s, Submission)]
+        stored = await repository.load_stored(session, [(s.tenant, s.submission_id) for s in valid])
+        admitted: list[tuple[Submission, Admission]] = []
+        events: list[Outgoing] = []
+        for message, results in answers:
+            for n, result in enumerate(results):
+                if isinstance(result, Rejection):
+                    events.append(_rejected(message, n, result))
+                    continue
+                key = (result.tenant, result.submission_id)
+                admission = admit(result, stored.get(key))
+                stored[key] = (admission.revision, admission.content_hash)
+                if admission.changes_anything:
+                    admitted.append((result, admission))
+                events.append(_accepted(message, n, result, admission))
+        await repository.save(session, admitted, now)
+        return events
+
+
+def _accepted(message: Inbound, n: int, submission: Submission, admission: Admission) -> Outgoing:
+    submissions.labels(submission.tenant, submission.instrument, "accepted").inc()
+    data = SubmissionAccepted(
+        submission=submission, revision=admission.revision, disposition=admission.disposition,
+        inbound_message_id=message.message_id,
+    )
+    return cloud_event(
+        entity="submission", verb="accepted", service=SERVICE, tenant=submission.tenant,
+        subject=subjects.outbound(submission.tenant, "submission", "accepted"),
+        about=submission.submission_id, data=data, event_id=message.event_id(SERVICE, n),
+    )
+
+
+def _rejected(message: Inbound, n: int, rejection: Rejection) -> Outgoing:
+    submissions.labels(message.tenant, "unknown", "rejected").inc()
+    data = SubmissionRejected(
+        submission_id=rejection.submission_id, inbound_message_id=message.message_id,
+        source_format=rejection.source_format, problems=rejection.problems,
+    )
+    return cloud_event(
+        entity="submission", verb="rejected", service=SERVICE, tenant=message.tenant,
+        subject=subjects.outbound(message.tenant, "submission", "rejected"),
+        about=rejection.submission_id, data=data, event_id=message.event_id(SERVICE, n),
+    )
+
+
+def _unroutable() -> Rejection:
+    return Rejection(submission_id=None, source_format=None, problems=[Problem(
+        field="subject", code="invalid_tenant",
+        message="the subject does not name a valid tenant", expected="rapport.<tenant>.in.submissions",
+    )])

@@ -1,0 +1,53 @@
+"""Reads and writes of ingest_submissions, a batch at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.ingest.admission import Admission
+from services.ingest.models import StoredSubmission
+from shared.contracts.submission import Submission
+
+Key = tuple[str, str]
+
+
+async def load_stored(session: AsyncSession, keys: Sequence[Key]) -> dict[Key, tuple[int, str]]:
+    if not keys:
+        return {}
+    table = StoredSubmission.__table__
+    rows = await session.execute(
+        select(table.c.tenant, table.c.submission_id, table.c.revision, table.c.content_hash).where(
+            tuple_(table.c.tenant, table.c.submission_id).in_(list(set(keys)))
+        )
+    )
+    return {(r.tenant, r.submission_id): (r.revision, r.content_hash) for r in rows}
+
+
+async def save(session: AsyncSession, admitted: Sequence[tuple[Submission, Admission]], now: datetime) -> None:
+    table = StoredSubmission.__table__
+    fresh = [(s, a) for s, a in admitted if a.disposition == "new"]
+    amended = [(s, a) for s, a in admitted if a.disposition == "amended"]
+    if fresh:
+        await session.execute(table.insert(), [_row(s, a, now) for s, a in fresh])
+    for submission, admission in amended:
+        await session.execute(
+            update(table)
+            .where(table.c.tenant == submission.tenant, table.c.submission_id == submission.submission_id)
+            .values(_row(submission, admission, now))
+        )
+
+
+def _row(submission: Submission, admission: Admission, now: datetime) -> dict[str, object]:
+    return {
+        "tenant": submission.tenant,
+        "submission_id": submission.submission_id,
+        "revision": admission.revision,
+        "content_hash": admission.content_hash,
+        "instrument": submission.instrument,
+        "accepted_at": now,
+        "document": submission.model_dump(mode="json"),
+    }

@@ -1,0 +1,1 @@
+"""The scoring service: exact scores from the instrument registry, the longitudinal record."""

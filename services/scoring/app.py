@@ -1,0 +1,21 @@
+"""Composition root of the scoring service: `rapport serve scoring`."""
+
+from __future__ import annotations
+
+from faststream.asgi import AsgiFastStream
+
+from services.scoring.handlers import SERVICE, Scoring
+from services.scoring.models import inbox, outbox
+from shared.instruments import load_registry
+from shared.messaging import subjects
+from shared.service import ServiceRuntime
+from shared.settings import Settings
+
+
+def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFastStream]:
+    runtime = ServiceRuntime(SERVICE, settings, broker_url, inbox=inbox, outbox=outbox)
+    runtime.subscribe(
+        subjects.SUBMISSION_ACCEPTED, "scoring-v1", Scoring(load_registry()),
+        description="Scores each accepted submission and publishes score.computed",
+    )
+    return runtime, runtime.asgi()

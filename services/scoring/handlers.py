@@ -1,0 +1,112 @@
+"""Accepted submissions: score exactly, place in the episode's series, store, publish score.computed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.scoring import repository
+from services.scoring.domain import change, score
+from services.scoring.series import Placement, Point, append, follows, insert
+from shared.contracts.envelope import CloudEvent
+from shared.contracts.score import ScoreComputed
+from shared.contracts.submission import SubmissionAccepted
+from shared.db.delivery import Outgoing
+from shared.instruments import Instrument, Registry
+from shared.messaging import subjects
+from shared.messaging.consumer import Inbound
+from shared.messaging.publish import cloud_event
+from shared.metrics import scores
+
+SERVICE = "scoring"
+DEFAULT_EPISODE = "default"
+
+
+class UnscorableSubmission(Exception):  # noqa: N818
+    """An accepted event scoring cannot use (unknown instrument version, malformed event): poison."""
+
+
+@dataclass
+class Scoring:
+    registry: Registry
+
+    async def __call__(self, session: AsyncSession, messages: Sequence[Inbound], now: datetime) -> list[Outgoing]:
+        accepted = [a for a in map(_parse, messages) if a.disposition != "unchanged"]
+        keys = [_series_key(a) for a in accepted]
+        summaries = await repository.load_summaries(session, keys)
+        known = set(summaries)
+        computed: list[ScoreComputed] = []
+        for event, key in zip(accepted, keys, strict=True):
+            instrument = self._instrument(event)
+            submission = event.submission
+            scored = score(instrument, submission.responses, reported_total=submission.reported_total,
+                           item_level=submission.item_level)
+            point = Point(submission.submission_id, scored.total, submission.administered_at)
+            summary = summaries.get(key)
+            if event.disposition == "new" and follows(summary, point):
+                placement = append(summary, point)
+            else:
+                placement = insert(await repository.load_points(session, key), point)
+            summaries[key] = placement.summary
+            computed.append(_computed(event, key[2], instrument, scored, placement))
+        await repository.save(session, computed, summaries, known)
+        return [_event(c, messages) for c in computed]
+
+    def _instrument(self, event: SubmissionAccepted) -> Instrument:
+        instrument = self.registry.get(event.submission.instrument)
+        if instrument is None:
+            raise UnscorableSubmission(f"instrument {event.submission.instrument!r} is not in this registry")
+        return instrument
+
+
+def _parse(message: Inbound) -> SubmissionAccepted:
+    try:
+        envelope = CloudEvent.model_validate_json(message.body)
+        return SubmissionAccepted.model_validate(envelope.data)
+    except ValidationError as exc:
+        raise UnscorableSubmission(f"not a submission.accepted event ({exc.error_count()} problems)") from None
+
+
+def _series_key(event: SubmissionAccepted) -> repository.SeriesKey:
+    s = event.submission
+    return (s.tenant, s.client_id, s.episode_id or DEFAULT_EPISODE, s.instrument)
+
+
+def _computed(event: SubmissionAccepted, episode: str, instrument: Instrument, scored, placement: Placement) -> ScoreComputed:  # type: ignore[no-untyped-def]
+    s = event.submission
+    baseline, previous = placement.baseline, placement.previous
+    movement = None
+    if baseline is not None:
+        movement = change(
+            instrument, baseline_total=baseline.total, baseline_at=baseline.at,
+            previous_total=previous.total if previous else None, current_total=scored.total,
+        )
+    parameters: dict[str, str | float | None] = {}
+    if instrument.caseness:
+        parameters["caseness_cutoff"] = instrument.caseness.value
+    if instrument.reliable_change:
+        parameters["reliable_change"] = round(instrument.reliable_change.points(), 2)
+        parameters["reliable_change_source"] = ",".join(instrument.reliable_change.source)
+    if instrument.concern_cutoff:
+        parameters["concern_cutoff"] = instrument.concern_cutoff.value
+    scores.labels(s.tenant, instrument.id, scored.band or "none").inc()
+    return ScoreComputed(
+        tenant=s.tenant, submission_id=s.submission_id, revision=event.revision, client_id=s.client_id,
+        episode_id=episode, clinician_id=s.clinician_id, administered_at=s.administered_at,
+        session_number=s.session_number, score=scored, change=movement, responses=s.responses,
+        supersedes_revision=event.revision - 1 if event.disposition == "amended" else None,
+        parameters=parameters,
+    )
+
+
+def _event(computed: ScoreComputed, messages: Sequence[Inbound]) -> Outgoing:
+    return cloud_event(
+        entity="score", verb="computed", service=SERVICE, tenant=computed.tenant,
+        subject=subjects.outbound(computed.tenant, "score", "computed"),
+        about=computed.submission_id, data=computed,
+        event_id=f"score:{computed.tenant}:{computed.submission_id}:{computed.revision}",
+    )

@@ -1,0 +1,118 @@
+"""Reads and writes of the longitudinal record, a batch at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import bindparam, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.scoring.models import Series, StoredScore
+from services.scoring.series import Point, Summary
+from shared.contracts.score import ScoreComputed
+from shared.db.upsert import insert_ignoring_conflicts
+
+SeriesKey = tuple[str, str, str, str]  # tenant, client, episode, instrument
+
+scores = StoredScore.__table__
+series = Series.__table__
+
+
+async def load_summaries(session: AsyncSession, keys: Sequence[SeriesKey]) -> dict[SeriesKey, Summary]:
+    if not keys:
+        return {}
+    cols = (series.c.tenant, series.c.client_id, series.c.episode_id, series.c.instrument)
+    rows = await session.execute(select(series).where(tuple_(*cols).in_(list(set(keys)))))
+    return {
+        (r.tenant, r.client_id, r.episode_id, r.instrument): Summary(
+            baseline=Point("", r.baseline_total, r.baseline_at),
+            latest=Point(r.latest_submission, r.latest_total, r.latest_at),
+            count=r.count,
+        )
+        for r in rows
+    }
+
+
+async def load_points(session: AsyncSession, key: SeriesKey) -> list[Point]:
+    tenant, client, episode, instrument = key
+    rows = await session.execute(
+        select(scores.c.submission_id, scores.c.total, scores.c.administered_at).where(
+            scores.c.tenant == tenant, scores.c.client_id == client,
+            scores.c.episode_id == episode, scores.c.instrument == instrument,
+        )
+    )
+    return [Point(r.submission_id, r.total, r.administered_at) for r in rows]
+
+
+async def save(
+    session: AsyncSession,
+    computed: Sequence[ScoreComputed],
+    summaries: dict[SeriesKey, Summary],
+    known: set[SeriesKey],
+) -> None:
+    """Store scores (a new revision replaces the old) and the series summaries they changed."""
+    if computed:
+        latest = {(c.tenant, c.submission_id): c for c in computed}  # last revision in the batch wins
+        keys = list(latest)
+        stored = await session.execute(
+            select(scores.c.tenant, scores.c.submission_id).where(
+                tuple_(scores.c.tenant, scores.c.submission_id).in_(keys)
+            )
+        )
+        existing = {(r.tenant, r.submission_id) for r in stored}
+        fresh = [_score_row(c) for k, c in latest.items() if k not in existing]
+        if fresh:
+            await session.execute(insert_ignoring_conflicts(session, scores, ["tenant", "submission_id"]), fresh)
+        for key in existing:
+            row = _score_row(latest[key])
+            await session.execute(
+                update(scores).where(scores.c.tenant == key[0], scores.c.submission_id == key[1]).values(row)
+            )
+    new_rows = [_series_row(k, s) for k, s in summaries.items() if k not in known]
+    old_rows = [_series_row(k, s) for k, s in summaries.items() if k in known]
+    if new_rows:
+        await session.execute(series.insert(), new_rows)
+    if old_rows:
+        await session.execute(
+            update(series)
+            .where(
+                series.c.tenant == bindparam("k_tenant"), series.c.client_id == bindparam("k_client"),
+                series.c.episode_id == bindparam("k_episode"), series.c.instrument == bindparam("k_instrument"),
+            )
+            .values(
+                baseline_total=bindparam("baseline_total"), baseline_at=bindparam("baseline_at"),
+                latest_submission=bindparam("latest_submission"), latest_total=bindparam("latest_total"),
+                latest_at=bindparam("latest_at"), count=bindparam("count"),
+            )
+            .execution_options(synchronize_session=False),
+            [{f"k_{k}": v for k, v in _key_dict(r).items()} | _values(r) for r in old_rows],
+        )
+
+
+def _score_row(c: ScoreComputed) -> dict[str, object]:
+    return {
+        "tenant": c.tenant, "submission_id": c.submission_id, "revision": c.revision,
+        "client_id": c.client_id, "episode_id": c.episode_id, "instrument": c.score.instrument,
+        "administered_at": c.administered_at, "total": c.score.total, "document": c.model_dump(mode="json"),
+    }
+
+
+def _series_row(key: SeriesKey, s: Summary) -> dict[str, object]:
+    tenant, client, episode, instrument = key
+    return {
+        "tenant": tenant, "client_id": client, "episode_id": episode, "instrument": instrument,
+        "baseline_total": s.baseline.total, "baseline_at": s.baseline.at,
+        "latest_submission": s.latest.submission_id, "latest_total": s.latest.total,
+        "latest_at": s.latest.at, "count": s.count,
+    }
+
+
+def _key_dict(row: dict[str, object]) -> dict[str, object]:
+    return {"tenant": row["tenant"], "client": row["client_id"], "episode": row["episode_id"],
+            "instrument": row["instrument"]}
+
+
+def _values(row: dict[str, object]) -> dict[str, object]:
+    names = ("baseline_total", "baseline_at", "latest_submission", "latest_total", "latest_at", "count")
+    return {n: row[n] for n in names}

@@ -1,0 +1,56 @@
+"""Where a new score sits in its episode's series: its baseline and the score before it.
+
+The common case (scores arrive in administration order) needs only the compact summary; a late or
+amended score needs the episode's stored points, and the summary is rebuilt from them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Point:
+    submission_id: str
+    total: float
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Summary:
+    baseline: Point
+    latest: Point
+    count: int
+
+
+@dataclass(frozen=True)
+class Placement:
+    baseline: Point | None  # None: this score is the episode's first
+    previous: Point | None
+    summary: Summary
+
+
+def follows(summary: Summary | None, point: Point) -> bool:
+    """True when the compact summary is enough: the score comes after everything seen so far."""
+    return summary is None or (point.at >= summary.latest.at and point.submission_id != summary.latest.submission_id)
+
+
+def append(summary: Summary | None, point: Point) -> Placement:
+    if summary is None:
+        return Placement(baseline=None, previous=None, summary=Summary(point, point, 1))
+    return Placement(
+        baseline=summary.baseline, previous=summary.latest,
+        summary=Summary(summary.baseline, point, summary.count + 1),
+    )
+
+
+def insert(points: Sequence[Point], point: Point) -> Placement:
+    """Place a late or amended score among the stored points (which may hold its older revision)."""
+    others = [p for p in points if p.submission_id != point.submission_id]
+    ordered = sorted([*others, point], key=lambda p: (p.at, p.submission_id))
+    index = ordered.index(point)
+    summary = Summary(baseline=ordered[0], latest=ordered[-1], count=len(ordered))
+    if index == 0:
+        return Placement(baseline=None, previous=None, summary=summary)
+    return Placement(baseline=ordered[0], previous=ordered[index - 1], summary=summary)

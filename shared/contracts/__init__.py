@@ -1,0 +1,1 @@
+"""The public event contracts: what clinic IT and the services code against. Change only with a new version."""

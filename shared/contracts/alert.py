@@ -1,0 +1,112 @@
+"""Alert lifecycle events, per-clinician notifications and the commands clinicians send back."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from shared.contracts.tenancy import PseudonymousId, SubjectToken, TenantId
+
+AlertKind = Literal["critical_item", "alliance_rupture", "reliable_deterioration", "not_on_track"]
+Severity = Literal["critical", "high", "medium", "low"]
+AlertStatus = Literal["open", "acknowledged", "resolved"]
+Resolution = Literal["repaired", "unrepaired", "back_on_track", "no_longer_deteriorated", "cleared", "by_hand", "superseded"]
+
+
+class Evidence(BaseModel):
+    """Why the rule fired: the scores it looked at, the baseline, the threshold, the rule and version."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule_id: str
+    rule_version: str
+    summary: str = Field(description="one sentence a therapist reads in ten seconds")
+    submission_id: str
+    administered_at: AwareDatetime
+    instrument: str
+    score: float
+    values: dict[str, Any] = Field(default_factory=dict, description="threshold, baseline, previous, z, ...")
+    sources: list[str] = Field(default_factory=list)
+
+
+class Alert(BaseModel):
+    """The state of one alert as it stands after a transition."""
+
+    model_config = ConfigDict(frozen=True)
+
+    alert_id: str
+    tenant: TenantId
+    kind: AlertKind
+    severity: Severity
+    status: AlertStatus
+    priority_raised: bool = Field(default=False, description="not on track together with a falling alliance")
+    client_id: PseudonymousId
+    episode_id: PseudonymousId
+    clinician_id: SubjectToken | None = None
+    instrument: str
+    subscale: str | None = None
+    opened_at: AwareDatetime
+    updated_at: AwareDatetime
+    evidence: list[Evidence]
+    repair_prompt: str | None = None
+    resolution: Resolution | None = None
+    resolved_reason: str | None = None
+    version: int = Field(ge=1)
+
+
+class AlertTransition(BaseModel):
+    """`alert.raised`, `alert.updated` or `alert.resolved`: who or what moved it, and when."""
+
+    model_config = ConfigDict(frozen=True)
+
+    transition: Literal["raised", "updated", "acknowledged", "resolved", "escalated"]
+    alert: Alert
+    by: str = Field(description="`rapport/alerts` for rules, else the clinician id from the command")
+    at: AwareDatetime
+    reason: str | None = None
+
+
+class Notification(BaseModel):
+    """`rapport.<tenant>.notify.<clinician>`: one per alert transition that needs a therapist."""
+
+    model_config = ConfigDict(frozen=True)
+
+    alert_id: str
+    kind: AlertKind
+    severity: Severity
+    transition: str
+    client_id: PseudonymousId
+    episode_id: PseudonymousId
+    headline: str
+    evidence: str
+    prompt: str | None = None
+
+
+class AlertCommand(BaseModel):
+    """Inbound on `rapport.<tenant>.in.alert-commands`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command_id: PseudonymousId
+    alert_id: str
+    action: Literal["acknowledge", "resolve"]
+    by: PseudonymousId
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class EvaluationCompleted(BaseModel):
+    """`rapport.<tenant>.evaluation.completed`: the alerts service has evaluated one score.
+
+    The last event of every accepted submission's journey, so callers (and `rapport bench`) know
+    when the pipeline is done with it, alert or not.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    submission_id: str
+    revision: int
+    instrument: str
+    total: float
+    alert_ids: list[str] = Field(default_factory=list)
+    transitions: list[str] = Field(default_factory=list)

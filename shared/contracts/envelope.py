@@ -1,0 +1,57 @@
+"""CloudEvents 1.0 structured-mode envelope for every outbound event."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from shared.contracts.tenancy import TenantId
+
+
+class CloudEvent(BaseModel):
+    """The envelope. `id` is also sent as the `Nats-Msg-Id` header, so a republish is deduplicated."""
+
+    model_config = ConfigDict(frozen=True)
+
+    specversion: str = "1.0"
+    id: str
+    type: str = Field(description="rapport.<entity>.<verb>.v1")
+    source: str = Field(description="the service that emitted it, e.g. rapport/scoring")
+    time: AwareDatetime
+    subject: str | None = Field(default=None, description="what the event is about, e.g. a submission id")
+    datacontenttype: str = "application/json"
+    tenant: TenantId
+    data: dict[str, Any]
+
+
+def event_type(entity: str, verb: str, version: int = 1) -> str:
+    return f"rapport.{entity}.{verb}.v{version}"
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def make_event(
+    *,
+    entity: str,
+    verb: str,
+    source: str,
+    tenant: str,
+    data: BaseModel,
+    subject: str | None,
+    now: datetime | None = None,
+    event_id: str | None = None,
+) -> CloudEvent:
+    return CloudEvent(
+        id=event_id or new_event_id(),
+        type=event_type(entity, verb),
+        source=source,
+        time=now or datetime.now(UTC),
+        subject=subject,
+        tenant=tenant,
+        data=data.model_dump(mode="json"),
+    )

@@ -1,0 +1,1 @@
+"""Database plumbing shared by the services: the metadata, the engine factory, inbox and outbox tables."""

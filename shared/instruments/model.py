@@ -1,0 +1,192 @@
+"""The shape of an instrument definition. Every clinical parameter carries where it came from.
+
+Confidence follows ../shared/research/clinical-anchors.md: `verified` (seen in a primary or
+authoritative source), `secondary` (secondary source only; have a clinician confirm), `unverified`
+(not found in a source; general knowledge of the field, must be checked before clinical use).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Confidence = Literal["verified", "secondary", "unverified"]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Sourced(Frozen):
+    """Mixed into every parameter block: which sources (keys of `sources`) and how sure."""
+
+    source: list[str] = Field(min_length=1)
+    confidence: Confidence
+
+
+class Source(Frozen):
+    citation: str
+    url: str | None = None
+
+
+class Licence(Sourced):
+    status: Literal["public_domain", "free", "licensed"]
+    holder: str | None = None
+    note: str
+
+
+class Item(Frozen):
+    number: int = Field(ge=1)
+    min: float
+    max: float
+    step: float = Field(default=1, gt=0, description="1 for integer items; 0.1 for visual-analogue scales")
+    reverse: bool = False
+    scored: bool = True
+    loinc: str | None = None
+    aliases: list[str] = Field(default_factory=list, description="linkIds seen in the field for this item")
+    topic: str | None = Field(default=None, description="what the item is about, never its wording")
+
+
+class Subscale(Frozen):
+    id: str
+    title: str
+    items: list[int] = Field(min_length=1)
+
+
+class Scoring(Sourced):
+    method: Literal["sum", "mean"]
+    multiplier: float = 1.0
+
+
+class MissingRule(Sourced):
+    rule: Literal["reject", "prorate"]
+    max_missing: int = Field(default=0, ge=0, description="how many items may be missing and prorated")
+
+
+class Band(Frozen):
+    min: float
+    max: float
+    label: str
+
+
+class Bands(Sourced):
+    bands: list[Band] = Field(min_length=1)
+
+
+class Cutoff(Sourced):
+    value: float = Field(description="caseness: at or above this (lower-is-better) / at or below (higher-is-better)")
+    note: str | None = None
+
+
+class ReliableChangeSpec(Sourced):
+    """A fixed published value, or SD and reliability from which Jacobson & Truax gives the value."""
+
+    method: Literal["fixed", "jacobson_truax"]
+    value: float | None = None
+    sd: float | None = None
+    reliability: float | None = Field(default=None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _complete(self) -> ReliableChangeSpec:
+        if self.method == "fixed" and self.value is None:
+            raise ValueError("a fixed reliable-change value needs `value`")
+        if self.method == "jacobson_truax" and (self.sd is None or self.reliability is None):
+            raise ValueError("Jacobson & Truax needs `sd` and `reliability`")
+        return self
+
+    def points(self) -> float:
+        """The smallest change in raw points that counts as reliable (1.96 × S_diff)."""
+        if self.method == "fixed":
+            assert self.value is not None
+            return self.value
+        assert self.sd is not None and self.reliability is not None
+        se = self.sd * (1 - self.reliability) ** 0.5
+        return 1.96 * (2**0.5) * se
+
+
+class CriticalItem(Sourced):
+    item: int
+    threshold: float = Field(description="fires at or above this value")
+    label: str
+
+
+class Coding(Frozen):
+    """Codes that identify the instrument in FHIR: LOINC panel and total-score codes, canonical URLs."""
+
+    loinc_panel: str | None = None
+    loinc_total: str | None = None
+    canonicals: list[str] = Field(default_factory=list)
+    answer_codes: dict[str, float] = Field(
+        default_factory=dict, description="LOINC answer code -> weight, where the same for every item"
+    )
+    source: list[str] = Field(default_factory=list)
+    confidence: Confidence = "unverified"
+
+
+class Instrument(Frozen):
+    id: str = Field(pattern=r"^[a-z0-9_]{2,32}$")
+    title: str
+    version: str
+    kind: Literal["outcome", "alliance"]
+    better: Literal["lower", "higher"] = Field(description="which direction is improvement")
+    licence: Licence
+    coding: Coding = Coding()
+    items: list[Item] = Field(min_length=1)
+    subscales: list[Subscale] = Field(default_factory=list)
+    scoring: Scoring
+    missing: MissingRule
+    bands: Bands | None = None
+    caseness: Cutoff | None = None
+    reliable_change: ReliableChangeSpec | None = None
+    critical_items: list[CriticalItem] = Field(default_factory=list)
+    concern_cutoff: Cutoff | None = Field(
+        default=None, description="alliance: a total below this is a possible alliance problem"
+    )
+    sources: dict[str, Source]
+    notes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Instrument:
+        numbers = [i.number for i in self.items]
+        if numbers != list(range(1, len(numbers) + 1)):
+            raise ValueError(f"{self.id}: items must be numbered 1..n in order")
+        known = set(numbers)
+        for sub in self.subscales:
+            if not set(sub.items) <= known:
+                raise ValueError(f"{self.id}: subscale {sub.id} names unknown items")
+        for crit in self.critical_items:
+            if crit.item not in known:
+                raise ValueError(f"{self.id}: critical item {crit.item} is not an item")
+        cited = {key for block in self.sourced_blocks() for key in block.source}
+        if missing := cited - set(self.sources):
+            raise ValueError(f"{self.id}: cites undefined sources {sorted(missing)}")
+        return self
+
+    def sourced_blocks(self) -> list[Sourced]:
+        blocks: list[Sourced | None] = [
+            self.licence, self.scoring, self.missing, self.bands, self.caseness,
+            self.reliable_change, self.concern_cutoff, *self.critical_items,
+        ]
+        return [b for b in blocks if b is not None]
+
+    @property
+    def scored_items(self) -> list[Item]:
+        return [i for i in self.items if i.scored]
+
+    def item(self, number: int) -> Item | None:
+        return self.items[number - 1] if 1 <= number <= len(self.items) else None
+
+    @property
+    def total_range(self) -> tuple[float, float]:
+        scored = self.scored_items
+        if self.scoring.method == "sum":
+            low, high = sum(i.min for i in scored), sum(i.max for i in scored)
+        else:
+            low, high = min(i.min for i in scored), max(i.max for i in scored)
+        return low * self.scoring.multiplier, high * self.scoring.multiplier
+
+    @property
+    def least_confidence(self) -> Confidence:
+        order: list[Confidence] = ["unverified", "secondary", "verified"]
+        return min((b.confidence for b in self.sourced_blocks()), key=order.index)

@@ -1,0 +1,67 @@
+"""Checks a canonical submission's responses against its instrument: every problem, precisely."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from shared.contracts.problems import Problem
+from shared.instruments.model import Instrument, Item
+
+
+def _expected(item: Item) -> str:
+    kind = "an integer" if item.step == 1 else f"a number in steps of {item.step:g}"
+    return f"{kind} from {item.min:g} to {item.max:g}"
+
+
+def check_responses(
+    instrument: Instrument, responses: Mapping[int, float | None], *, item_level: bool = True
+) -> list[Problem]:
+    """Problems that stop this submission from being scored. Empty when it can be scored.
+
+    Unknown items, values out of range or off the scale's steps, and more missing scored items than
+    the instrument's missing-item rule allows. Unscored items (PHQ-9's difficulty question) are
+    range-checked when present but never required.
+    """
+    if not item_level:
+        return []
+    problems: list[Problem] = []
+    for number, value in sorted(responses.items()):
+        item = instrument.item(number)
+        if item is None:
+            problems.append(Problem(
+                field=f"responses.{number}", code="unknown_item",
+                message=f"{instrument.id} has no item {number}",
+                expected=f"item numbers 1 to {len(instrument.items)}",
+            ))
+            continue
+        if value is None:
+            continue
+        off_step = abs((value - item.min) / item.step - round((value - item.min) / item.step)) > 1e-9
+        if not item.min <= value <= item.max or off_step:
+            problems.append(Problem(
+                field=f"responses.{number}", code="out_of_range",
+                message=f"{instrument.id} item {number} has value {value:g}",
+                expected=_expected(item),
+            ))
+    missing = [i.number for i in instrument.scored_items if responses.get(i.number) is None]
+    allowed = instrument.missing.max_missing if instrument.missing.rule == "prorate" else 0
+    if len(missing) > allowed:
+        rule = (f"at most {allowed} missing item(s) can be prorated" if allowed
+                else "every scored item is needed")
+        problems.append(Problem(
+            field="responses", code="missing_items",
+            message=f"{instrument.id} is missing item(s) {', '.join(map(str, missing))}; {rule}",
+            expected=f"answers to items {', '.join(str(i.number) for i in instrument.scored_items)}",
+        ))
+    return problems
+
+
+def check_total(instrument: Instrument, total: float) -> list[Problem]:
+    low, high = instrument.total_range
+    if low <= total <= high:
+        return []
+    return [Problem(
+        field="total", code="out_of_range",
+        message=f"{instrument.id} total {total:g} is outside the instrument's range",
+        expected=f"a total from {low:g} to {high:g}",
+    )]

@@ -1,0 +1,76 @@
+"""The outbox relay: publishes events whose fast-path publish never happened (a crash between
+commit and publish, or the broker away), then deletes their rows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.db.delivery import claim_unpublished, forget_published
+from shared.messaging.publish import EventPublisher
+from shared.metrics import outbox_backlog
+
+log = logging.getLogger("rapport.relay")
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        *,
+        service: str,
+        sessions: async_sessionmaker[AsyncSession],
+        outbox: Table,
+        publisher: EventPublisher,
+        clock: Callable[[], datetime],
+        interval_seconds: float = 1.0,
+        grace: timedelta = timedelta(seconds=5),
+        batch: int = 500,
+    ) -> None:
+        self._service = service
+        self._sessions = sessions
+        self._outbox = outbox
+        self._publisher = publisher
+        self._clock = clock
+        self._interval = interval_seconds
+        self._grace = grace  # leaves the fast path time to publish and clear its own rows
+        self._batch = batch
+        self._task: asyncio.Task[None] | None = None
+
+    async def relay_once(self, *, grace: timedelta | None = None) -> int:
+        """Publish what is left over; returns how many events were published."""
+        cutoff = self._clock() - (self._grace if grace is None else grace)
+        async with self._sessions() as session, session.begin():
+            pending = await claim_unpublished(session, self._outbox, cutoff, self._batch)
+            outbox_backlog.labels(self._service).set(len(pending))
+            if not pending:
+                return 0
+            published = await self._publisher.publish_all(pending)
+            await forget_published(session, self._outbox, published)
+        if published:
+            log.info("relayed %d events left in the outbox", len(published))
+        return len(published)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"{self._service}-outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.relay_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("outbox relay pass failed; trying again", exc_info=True)
+            await asyncio.sleep(self._interval)
