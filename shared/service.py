@@ -18,11 +18,13 @@ from faststream.nats import NatsBroker
 from faststream.nats.message import NatsBatchMessage
 from faststream.specification import AsyncAPI
 from prometheus_client import make_asgi_app
+from pydantic import BaseModel, create_model
 from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.contracts.envelope import CloudEvent
 from shared.db.engine import create_engine, session_factory
-from shared.messaging.broker import STREAM, batch_pull, consumer_config, make_broker
+from shared.messaging.broker import batch_pull, consumer_config, make_broker, rapport_stream
 from shared.messaging.consumer import BatchConsumer, Work, utcnow
 from shared.messaging.publish import EventPublisher
 from shared.messaging.relay import OutboxRelay
@@ -56,6 +58,7 @@ class ServiceRuntime:
         self.engine = create_engine(self.settings.resolved_database_url())
         self.sessions = session_factory(self.engine)
         self.broker = make_broker(self.settings, self.broker_url, service=self.name)
+        self.stream = rapport_stream()
         self.publisher = EventPublisher(
             self.broker, service=self.name, timeout=self.settings.publish_timeout_seconds
         )
@@ -76,7 +79,7 @@ class ServiceRuntime:
 
         @self.broker.subscriber(
             subject,
-            stream=STREAM,
+            stream=self.stream,
             durable=durable,
             pull_sub=batch_pull(self.settings),
             config=consumer_config(self.settings),
@@ -88,6 +91,11 @@ class ServiceRuntime:
             await consumer.consume(msg.raw_message)
 
         return consumer
+
+    def publishes(self, subject: str, data: type[BaseModel], *, description: str) -> None:
+        """Declare an outbound event for the AsyncAPI document (publishing itself goes through the outbox)."""
+        envelope = create_model(f"{data.__name__}Event", __base__=CloudEvent, data=(data, ...))
+        self.broker.publisher(subject, schema=envelope, title=subject, description=description)
 
     async def ready(self) -> dict[str, bool]:
         broker_ok = await self.broker.ping(timeout=2.0)

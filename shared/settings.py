@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     # redelivery of a message that failed for a transient reason (database down, broker timeout)
     max_deliver: int = Field(default=6, ge=2, le=100)
     retry_backoff_seconds: list[float] = Field(default=[1.0, 2.0, 5.0, 10.0, 30.0])
+    ack_wait_seconds: float = Field(default=60.0, gt=0, description="redelivery of a batch nobody acked")
     publish_timeout_seconds: float = Field(default=10.0, gt=0)
     graceful_timeout_seconds: float = Field(default=20.0, gt=0)
     # tenants that have enabled licensed instruments (ORS, SRS, ...): "acme:ors,srs;beta:srs"

@@ -6,6 +6,7 @@ from faststream.asgi import AsgiFastStream
 
 from services.ingest.handlers import SERVICE, Ingest
 from services.ingest.models import inbox, outbox
+from shared.contracts.submission import SubmissionAccepted, SubmissionRejected
 from shared.instruments import load_registry
 from shared.messaging import subjects
 from shared.service import ServiceRuntime
@@ -18,4 +19,8 @@ def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFast
         subjects.INBOUND_SUBMISSIONS, "ingest-v1", Ingest(load_registry(), settings),
         description="FHIR R4 QuestionnaireResponse, Bundle, Observation, or native JSON submissions",
     )
+    runtime.publishes("rapport.{tenant}.submission.accepted", SubmissionAccepted,
+                      description="The submission is stored and goes on to scoring")
+    runtime.publishes("rapport.{tenant}.submission.rejected", SubmissionRejected,
+                      description="Not stored: every problem named (field, code, message, expected)")
     return runtime, runtime.asgi()

@@ -42,42 +42,50 @@ class Ingest:
         events: list[Outgoing] = []
         for message, results in answers:
             for n, result in enumerate(results):
+                part = Part(n + 1, len(results))
                 if isinstance(result, Rejection):
-                    events.append(_rejected(message, n, result))
+                    events.append(_rejected(message, part, result))
                     continue
                 key = (result.tenant, result.submission_id)
                 admission = admit(result, stored.get(key))
                 stored[key] = (admission.revision, admission.content_hash)
                 if admission.changes_anything:
                     admitted.append((result, admission))
-                events.append(_accepted(message, n, result, admission))
+                events.append(_accepted(message, part, result, admission))
         await repository.save(session, admitted, now)
         return events
 
 
-def _accepted(message: Inbound, n: int, submission: Submission, admission: Admission) -> Outgoing:
+@dataclass(frozen=True)
+class Part:
+    number: int
+    of: int
+
+
+def _accepted(message: Inbound, part: Part, submission: Submission, admission: Admission) -> Outgoing:
     submissions.labels(submission.tenant, submission.instrument, "accepted").inc()
     data = SubmissionAccepted(
         submission=submission, revision=admission.revision, disposition=admission.disposition,
-        inbound_message_id=message.message_id,
+        inbound_message_id=message.message_id, inbound_part=part.number, inbound_parts=part.of,
     )
     return cloud_event(
         entity="submission", verb="accepted", service=SERVICE, tenant=submission.tenant,
         subject=subjects.outbound(submission.tenant, "submission", "accepted"),
-        about=submission.submission_id, data=data, event_id=message.event_id(SERVICE, n),
+        about=submission.submission_id, data=data, event_id=message.event_id(SERVICE, part.number),
     )
 
 
-def _rejected(message: Inbound, n: int, rejection: Rejection) -> Outgoing:
+def _rejected(message: Inbound, part: Part, rejection: Rejection) -> Outgoing:
     submissions.labels(message.tenant, "unknown", "rejected").inc()
     data = SubmissionRejected(
         submission_id=rejection.submission_id, inbound_message_id=message.message_id,
+        inbound_part=part.number, inbound_parts=part.of,
         source_format=rejection.source_format, problems=rejection.problems,
     )
     return cloud_event(
         entity="submission", verb="rejected", service=SERVICE, tenant=message.tenant,
         subject=subjects.outbound(message.tenant, "submission", "rejected"),
-        about=rejection.submission_id, data=data, event_id=message.event_id(SERVICE, n),
+        about=rejection.submission_id, data=data, event_id=message.event_id(SERVICE, part.number),
     )
 
 

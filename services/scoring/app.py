@@ -6,6 +6,7 @@ from faststream.asgi import AsgiFastStream
 
 from services.scoring.handlers import SERVICE, Scoring
 from services.scoring.models import inbox, outbox
+from shared.contracts.score import ScoreComputed
 from shared.instruments import load_registry
 from shared.messaging import subjects
 from shared.service import ServiceRuntime
@@ -18,4 +19,6 @@ def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFast
         subjects.SUBMISSION_ACCEPTED, "scoring-v1", Scoring(load_registry()),
         description="Scores each accepted submission and publishes score.computed",
     )
+    runtime.publishes("rapport.{tenant}.score.computed", ScoreComputed,
+                      description="Exact score, band, critical items and change in the episode")
     return runtime, runtime.asgi()

@@ -54,6 +54,8 @@ class SubmissionAccepted(BaseModel):
     revision: int = Field(ge=1)
     disposition: Literal["new", "amended", "unchanged"]
     inbound_message_id: str
+    inbound_part: int = Field(default=1, ge=1, description="this answer's place among the message's answers")
+    inbound_parts: int = Field(default=1, ge=1, description="how many answers the message gets (Bundles: >1)")
 
 
 class SubmissionRejected(BaseModel):
@@ -63,5 +65,7 @@ class SubmissionRejected(BaseModel):
 
     submission_id: str | None = Field(default=None, description="the id the source gave, when it could be read")
     inbound_message_id: str
+    inbound_part: int = Field(default=1, ge=1)
+    inbound_parts: int = Field(default=1, ge=1)
     source_format: SourceFormat | None = None
     problems: list[Problem]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 
+import faststream.nats.subscriber.usecases.stream_pull_subscriber as _pull_subscriber
 from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
 from nats.js.api import StorageType
@@ -11,15 +13,24 @@ from nats.js.api import StorageType
 from shared.messaging.subjects import STREAM_NAME, STREAM_SUBJECTS
 from shared.settings import Settings
 
+# FastStream 0.7.8's batch pull loop catches nats.errors.TimeoutError, but nats-py 2.16's
+# multi-message fetch raises the plain asyncio.TimeoutError (a base class of it), which escapes the
+# loop: the messages already fetched for the batch are dropped until ack_wait redelivers them and
+# the task is restarted by FastStream's supervisor. Catching the base class there is the fix.
+_pull_subscriber.TimeoutError = builtins.TimeoutError  # type: ignore[misc,assignment]
+
 DUPLICATE_WINDOW_SECONDS = 300
 
-STREAM = JStream(
-    STREAM_NAME,
-    subjects=STREAM_SUBJECTS,
-    duplicate_window=DUPLICATE_WINDOW_SECONDS,
-    storage=StorageType.FILE,
-    max_age=30 * 24 * 3600,
-)
+def rapport_stream() -> JStream:
+    """The one stream, declared by every service on start. A new object per broker: FastStream
+    remembers on the object that it declared it."""
+    return JStream(
+        STREAM_NAME,
+        subjects=STREAM_SUBJECTS,
+        duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        storage=StorageType.FILE,
+        max_age=30 * 24 * 3600,
+    )
 
 
 def make_broker(settings: Settings, url: str, *, service: str) -> NatsBroker:
@@ -43,4 +54,6 @@ def batch_pull(settings: Settings) -> PullSub:
 def consumer_config(settings: Settings) -> ConsumerConfig:
     # ack_wait covers a slow batch; max_deliver bounds redelivery of a message whose handler dies
     # with its process (the handler dead-letters on its own last attempt otherwise).
-    return ConsumerConfig(max_deliver=settings.max_deliver + 2, ack_wait=60, max_ack_pending=5000)
+    return ConsumerConfig(
+        max_deliver=settings.max_deliver + 2, ack_wait=settings.ack_wait_seconds, max_ack_pending=5000
+    )

@@ -158,8 +158,9 @@ class BatchConsumer:
         if isinstance(plan, Retry):
             messages_failed.labels(self.service, self.subject_pattern, "retried").inc()
             log.warning(
-                "message %s failed (%s), delivery %d; retry in %.1fs",
-                message.message_id, type(error).__name__, message.deliveries, plan.delay_seconds,
+                "message failed (%s); retrying in %.1fs", type(error).__name__, plan.delay_seconds,
+                extra={"message_id": message.message_id, "subject": message.subject,
+                       "deliveries": message.deliveries},
             )
             if message.raw is not None:
                 await message.raw.nak(delay=plan.delay_seconds)
@@ -168,7 +169,8 @@ class BatchConsumer:
 
     async def _dead_letter(self, message: Inbound, plan: DeadLetter, error: BaseException) -> None:
         messages_failed.labels(self.service, self.subject_pattern, "dead_lettered").inc()
-        log.error("message %s dead-lettered: %s", message.message_id, plan.reason)
+        log.error("message dead-lettered: %s", plan.reason,
+                  extra={"message_id": message.message_id, "subject": message.subject})
         letter = Outgoing(
             event_id=f"dlq:{self.service}:{message.message_id}",
             subject=dead_letter(message.tenant or "unknown", self.service),
@@ -187,7 +189,8 @@ class BatchConsumer:
                 },
             )
         except Exception:
-            log.exception("dead-letter publish failed for %s; leaving it to redelivery", message.message_id)
+            log.exception("dead-letter publish failed; leaving it to redelivery",
+                          extra={"message_id": message.message_id})
             if message.raw is not None:
                 await message.raw.nak(delay=self._settings.retry_backoff_seconds[-1])
             return

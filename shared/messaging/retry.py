@@ -23,10 +23,27 @@ class DeadLetter:
     reason: str
 
 
+# SQLSTATE classes of faults that pass by themselves: connection exception (08), transaction
+# rollback such as serialization failure or deadlock (40), insufficient resources (53), object not
+# in prerequisite state such as "database not accepting connections" or a lock not available (55),
+# operator intervention such as admin shutdown (57).
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "55", "57"})
+
+
+def _sqlstate(error: sa_exc.DBAPIError) -> str | None:
+    for candidate in (error.orig, getattr(error.orig, "__cause__", None)):
+        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(state, str):
+            return state
+    return None
+
+
 def is_transient(error: BaseException) -> bool:
     """Faults that can pass by themselves: the database or broker away, a lock or version conflict."""
-    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
-        return True
+    if isinstance(error, sa_exc.DBAPIError):
+        state = _sqlstate(error)
+        if error.connection_invalidated or (state is not None and state[:2] in TRANSIENT_SQLSTATE_CLASSES):
+            return True
     return isinstance(
         error,
         (

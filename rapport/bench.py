@@ -1,0 +1,133 @@
+"""`rapport bench`: submissions through a running pipeline, throughput and latency percentiles.
+
+Latency is from the publish of a submission to the last event of its journey
+(evaluation.completed from the alerts service). With --history H, every episode first gets H
+sessions that are not measured, so evaluation cost with a long history can be compared with a
+short one. Resident memory of each service is read from /proc when the stack runs here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from rapport.journeys import Journey, Journeys
+from rapport.stack import Stack, read_endpoints
+from shared.settings import Settings
+
+EPISODES = 200
+CONCURRENCY = 256
+
+
+def _submission(n: int, episode: int, session: int) -> bytes:
+    at = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=session, seconds=episode)
+    total = 18 - min(session, 12)
+    items = [min(3, max(0, total // 9 + (1 if i < total % 9 else 0))) for i in range(9)]
+    items[8] = 0
+    return json.dumps({
+        "submission_id": f"bench-{n}-e{episode}-s{session}", "instrument": "phq9",
+        "client_id": f"client-b{episode:05d}", "episode_id": f"episode-b{episode:05d}",
+        "clinician_id": f"clinician-b{episode % 20:02d}", "administered_at": at.isoformat(),
+        "session": session, "responses": {str(i + 1): v for i, v in enumerate(items)},
+    }).encode()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+async def _publish_all(journeys: Journeys, bodies: list[bytes], rate: float) -> list[Journey]:
+    sent: list[Journey] = []
+    if rate > 0:
+        start = time.perf_counter()
+        for i, body in enumerate(bodies):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)  # pacing the load, not waiting for an outcome
+            sent.append(await journeys.submit(body))
+        return sent
+    for chunk in range(0, len(bodies), CONCURRENCY):
+        sent += await asyncio.gather(*(journeys.submit(b) for b in bodies[chunk : chunk + CONCURRENCY]))
+    return sent
+
+
+async def _drive(broker_url: str, tenant: str, count: int, rate: float, history: int,
+                 pids: dict[str, int]) -> dict[str, Any]:
+    run = f"{int(time.time())}"
+    journeys = await Journeys.connect(broker_url, tenant)
+    try:
+        episodes = min(EPISODES, count)
+        if history:
+            warm = [_submission(0, e, s) for s in range(history) for e in range(episodes)]
+            warm = [b.replace(b'"bench-0-', f'"bench-{run}h-'.encode()) for b in warm]
+            done = await _publish_all(journeys, warm, 0)
+            await asyncio.wait_for(asyncio.gather(*(j.done.wait() for j in done)), 600)
+        bodies = [_submission(0, n % episodes, history + n // episodes) for n in range(count)]
+        bodies = [b.replace(b'"bench-0-', f'"bench-{run}-'.encode()) for b in bodies]
+        memory: dict[str, float] = {}
+        started = time.perf_counter()
+        sent = await _publish_all(journeys, bodies, rate)
+        published = time.perf_counter()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(j.done.wait() for j in sent)), max(120, count / 50))
+        except TimeoutError:
+            pass
+        for name, pid in pids.items():
+            if (mb := rss_mb(pid)) is not None:
+                memory[name] = round(mb, 1)
+        finished = [j for j in sent if j.latency is not None]
+        latencies = [j.latency for j in finished if j.latency is not None]
+        last = max((j.finished for j in finished if j.finished), default=published)
+        return {
+            "count": count, "completed": len(finished), "rate_requested": rate or "flat out",
+            "history_sessions": history,
+            "publish_seconds": round(published - started, 3),
+            "seconds": round(last - started, 3),
+            "throughput_per_s": round(len(finished) / (last - started), 1) if finished else 0.0,
+            "latency_ms": {
+                "p50": round(percentile(latencies, 0.50) * 1000, 1) if latencies else None,
+                "p95": round(percentile(latencies, 0.95) * 1000, 1) if latencies else None,
+                "p99": round(percentile(latencies, 0.99) * 1000, 1) if latencies else None,
+                "mean": round(statistics.fmean(latencies) * 1000, 1) if latencies else None,
+            },
+            "rss_mb": memory,
+        }
+    finally:
+        await journeys.close()
+
+
+def run_bench(settings: Settings, *, count: int, rate: float, tenant: str, history: int, embedded: bool,
+              broker_url: str | None) -> dict[str, Any]:
+    if embedded:
+        with Stack(settings, quiet=True) as stack:
+            pids = {s.name: s.process.pid for s in stack.services if s.process}
+            result = asyncio.run(_drive(stack.broker_url, tenant, count, rate, history, pids))
+    else:
+        assert broker_url is not None
+        endpoints = read_endpoints(settings.data_dir) or {}
+        services = endpoints.get("services", {})
+        pids = {name: info["pid"] for name, info in services.items() if info.get("pid")}  # type: ignore[union-attr]
+        result = asyncio.run(_drive(broker_url, tenant, count, rate, history, pids))
+    lat = result["latency_ms"]
+    result["text"] = (
+        f"{result['completed']}/{result['count']} submissions ({result['rate_requested']}/s requested, "
+        f"{history} earlier sessions per episode) in {result['seconds']}s: {result['throughput_per_s']}/s\n"
+        f"latency publish -> evaluation.completed: p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms\n"
+        f"resident memory (MB): {result['rss_mb'] or 'not available'}"
+    )
+    return result

@@ -1,0 +1,173 @@
+"""The `rapport` command."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shared.settings import Settings
+
+app = typer.Typer(help="Rapport: measurement-based care over an event broker.", no_args_is_help=True)
+db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+SERVICE_NAMES = ("ingest", "scoring", "alerts")
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    settings = Settings()
+    return settings.model_copy(update={"data_dir": data_dir}) if data_dir else settings
+
+
+def _broker_url(settings: Settings) -> str:
+    if settings.broker_url:
+        return settings.broker_url
+    from rapport.stack import read_endpoints
+
+    endpoints = read_endpoints(settings.data_dir)
+    if not endpoints:
+        typer.echo(
+            f"No broker: set RAPPORT_BROKER_URL or start the stack with `rapport up` "
+            f"(no {settings.data_dir / 'endpoints.json'})", err=True,
+        )
+        raise typer.Exit(2)
+    return str(endpoints["broker_url"])
+
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="default: RAPPORT_DATA_DIR or ./.rapport")]
+
+
+@app.command()
+def up(data_dir: DataDir = None) -> None:
+    """Start broker, database and the three services; stop them all on Ctrl-C or SIGTERM."""
+    from rapport.stack import Stack
+
+    stack = Stack(_settings(data_dir))
+    with stack:
+        typer.echo("Rapport is up. Ctrl-C stops it.")
+        stack.supervise()
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help="ingest | scoring | alerts")],
+    host: str = "127.0.0.1",
+    port: int = 8080,
+) -> None:
+    """Run one service (what `rapport up` starts three of; run any number of replicas)."""
+    if service not in SERVICE_NAMES:
+        typer.echo(f"unknown service {service!r}; expected one of {', '.join(SERVICE_NAMES)}", err=True)
+        raise typer.Exit(2)
+    import uvicorn
+
+    from shared.logs import configure
+
+    settings = Settings()
+    configure(service, settings.log_level)
+    _runtime, asgi = importlib.import_module(f"services.{service}.app").build(settings, _broker_url(settings))
+    uvicorn.run(asgi, host=host, port=port, log_config=None, access_log=False, lifespan="on",
+                timeout_graceful_shutdown=int(settings.graceful_timeout_seconds) + 5)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Migrate RAPPORT_DATABASE_URL (or the embedded SQLite file) to the newest schema."""
+    from rapport.database import upgrade
+    from rapport.stack import redact
+
+    settings = Settings()
+    url = settings.resolved_database_url()
+    asyncio.run(upgrade(url, revision))
+    typer.echo(f"{redact(url)} is at {revision}")
+
+
+@app.command()
+def submit(
+    files: Annotated[list[Path], typer.Argument(help="native or FHIR JSON files", exists=True, dir_okay=False)],
+    tenant: Annotated[str, typer.Option(help="the tenant the submissions are for")],
+    timeout: float = 30.0,
+    data_dir: DataDir = None,
+) -> None:
+    """Publish files to a running stack and print each answer: what clinic IT uses to check a mapping."""
+    from rapport.submit import submit_files
+
+    settings = _settings(data_dir)
+    ok = asyncio.run(submit_files(_broker_url(settings), tenant, files, timeout))
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def demo(
+    clients: int = 12, sessions: int = 10, seed: int = 7,
+    data_dir: DataDir = None,
+) -> None:
+    """Run the stack on the embedded default, push a synthetic cohort through it, print a summary."""
+    from rapport.demo import run_demo
+
+    raise typer.Exit(run_demo(_settings(data_dir) if data_dir else None, clients=clients, sessions=sessions, seed=seed))
+
+
+@app.command()
+def bench(
+    count: Annotated[int, typer.Option("--count", "-n", help="submissions to send")] = 2000,
+    rate: Annotated[float, typer.Option(help="submissions per second; 0 = flat out")] = 0.0,
+    tenant: str = "bench",
+    history: Annotated[int, typer.Option(help="earlier sessions per episode before the measured ones")] = 0,
+    embedded: Annotated[bool, typer.Option(help="start a stack for the run (else use a running one)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Drive submissions through a running pipeline; print throughput and latency percentiles."""
+    from rapport.bench import run_bench
+
+    settings = _settings(data_dir)
+    result = run_bench(settings, count=count, rate=rate, tenant=tenant, history=history, embedded=embedded,
+                       broker_url=None if embedded else _broker_url(settings))
+    typer.echo(json.dumps(result, indent=2) if as_json else result["text"])
+
+
+@app.command()
+def instruments(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the instrument registry with each parameter's confidence and sources."""
+    from shared.instruments import load_registry
+
+    registry = load_registry()
+    if as_json:
+        typer.echo(json.dumps([i.model_dump(mode="json") for i in registry], indent=2))
+        return
+    typer.echo(f"{'id':<8} {'kind':<9} {'items':>5} {'range':<9} {'licence':<14} {'least sure':<11} title")
+    for ins in registry:
+        low, high = ins.total_range
+        mark = {"verified": "verified", "secondary": "secondary", "unverified": "UNVERIFIED"}[ins.least_confidence]
+        typer.echo(f"{ins.id:<8} {ins.kind:<9} {len(ins.scored_items):>5} {f'{low:g}-{high:g}':<9} "
+                   f"{ins.licence.status:<14} {mark:<11} {ins.title}")
+        for block_name in ("scoring", "missing", "bands", "caseness", "reliable_change", "concern_cutoff"):
+            block = getattr(ins, block_name)
+            if block is not None:
+                typer.echo(f"{'':<8} {block_name:<16} {block.confidence:<10} sources {', '.join(block.source)}")
+        for crit in ins.critical_items:
+            typer.echo(f"{'':<8} {'critical item ' + str(crit.item):<16} {crit.confidence:<10} "
+                       f"sources {', '.join(crit.source)}")
+
+
+@app.command()
+def docs(out: Path = Path("docs/asyncapi")) -> None:
+    """Write the AsyncAPI documents of the three services (one JSON file each)."""
+    from rapport.asyncapi import write_asyncapi
+
+    for path in write_asyncapi(out):
+        typer.echo(f"wrote {path}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Follows submissions through the pipeline by listening to a tenant's outbound events.
+
+A journey starts when a message is published to rapport.<tenant>.in.submissions and ends when every
+answer it gets (accepted or rejected; a Bundle gets several) has reached its last event:
+rejected, accepted-unchanged, or evaluation.completed from the alerts service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from shared.messaging import subjects
+
+
+@dataclass
+class Journey:
+    message_id: str
+    published: float
+    parts: int | None = None
+    answers: list[dict[str, Any]] = field(default_factory=list)
+    waiting_for: set[tuple[str, int]] = field(default_factory=set)  # (submission id, revision)
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    finished: float | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def _check(self) -> None:
+        if self.parts is not None and len(self.answers) >= self.parts and not self.waiting_for:
+            self.finished = time.perf_counter()
+            self.done.set()
+
+    @property
+    def latency(self) -> float | None:
+        return None if self.finished is None else self.finished - self.published
+
+
+class Journeys:
+    def __init__(self, client: Client, tenant: str) -> None:
+        self.client = client
+        self.tenant = tenant
+        self.by_message: dict[str, Journey] = {}
+        self.by_submission: dict[str, Journey] = {}
+        self.alert_events: list[dict[str, Any]] = []
+        self.notifications: list[dict[str, Any]] = []
+
+    @classmethod
+    async def connect(cls, url: str, tenant: str) -> Journeys:
+        client = await nats.connect(url, name="rapport-client", max_reconnect_attempts=3)
+        journeys = cls(client, tenant)
+        await client.subscribe(f"{subjects.PREFIX}.{tenant}.>", cb=journeys._on_event, pending_msgs_limit=10_000_000,
+                               pending_bytes_limit=2_000_000_000)
+        await client.flush()
+        return journeys
+
+    async def close(self) -> None:
+        await self.client.drain()
+
+    async def submit(self, body: bytes, message_id: str | None = None) -> Journey:
+        message_id = message_id or str(uuid.uuid4())
+        journey = Journey(message_id=message_id, published=time.perf_counter())
+        self.by_message[message_id] = journey
+        js = self.client.jetstream()
+        await js.publish(
+            subjects.submissions_in(self.tenant), body, headers={"Nats-Msg-Id": message_id}, timeout=30
+        )
+        return journey
+
+    async def _on_event(self, msg: Msg) -> None:
+        if ".in." in msg.subject:
+            return
+        try:
+            event = json.loads(msg.data)
+            kind, data = event["type"], event["data"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if msg.subject.split(".")[2] == "notify":
+            self.notifications.append(event)
+        elif kind.startswith("rapport.submission."):
+            self._on_answer(kind, data)
+        elif kind == "rapport.score.computed.v1":
+            journey = self.by_submission.get(data["submission_id"])
+            if journey:
+                journey.scores[data["submission_id"]] = data
+        elif kind.startswith("rapport.alert."):
+            self.alert_events.append(event)
+            journey = self.by_submission.get(event.get("subject") or "")
+            if journey:
+                journey.alerts.append(event)
+        elif kind == "rapport.evaluation.completed.v1":
+            journey = self.by_submission.get(data["submission_id"])
+            if journey:
+                journey.evaluations[data["submission_id"]] = data
+                journey.waiting_for.discard((data["submission_id"], data["revision"]))
+                journey._check()
+
+    def _on_answer(self, kind: str, data: dict[str, Any]) -> None:
+        journey = self.by_message.get(data.get("inbound_message_id", ""))
+        if journey is None:
+            return
+        journey.parts = data.get("inbound_parts", 1)
+        journey.answers.append({"kind": kind, **data})
+        if kind == "rapport.submission.accepted.v1" and data["disposition"] != "unchanged":
+            submission_id = data["submission"]["submission_id"]
+            self.by_submission[submission_id] = journey
+            journey.waiting_for.add((submission_id, data["revision"]))
+        journey._check()

@@ -1,0 +1,28 @@
+"""Services running in this process against the real NATS JetStream and a real database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+import pytest_asyncio
+from nats.js.errors import NotFoundError
+
+from shared.messaging.subjects import STREAM_NAME
+
+pytestmark = pytest.mark.nats
+
+
+@pytest_asyncio.fixture
+async def fresh_stream(nats_url: str) -> AsyncIterator[str]:
+    """Each test starts with no RAPPORT stream and no durable consumers: nothing left from another test."""
+    client = await nats.connect(nats_url)
+    try:
+        try:
+            await client.jetstream().delete_stream(STREAM_NAME)
+        except NotFoundError:
+            pass
+        yield nats_url
+    finally:
+        await client.close()
