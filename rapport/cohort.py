@@ -112,10 +112,11 @@ def _planted(client: str, storyline: str, phq: list[int], rupture_at: int, risk_
     if storyline.startswith("rupture"):
         return [Planted(client, "alliance_rupture", rupture_at + 1)]
     if storyline == "deterioration":
-        first = next(s for s in range(len(phq)) if phq[s] - phq[0] >= 6)  # PHQ-9 reliable change: 6 points
+        first = next((s for s in range(len(phq)) if phq[s] - phq[0] >= 6), None)  # PHQ-9 reliable change: 6
+        worse = [Planted(client, "reliable_deterioration", first + 1)] if first is not None else []
         # still in the clinical range with no improvement at the checkpoint: not on track as well
         stalled = [Planted(client, "not_on_track", 6)] if len(phq) >= 6 else []
-        return [Planted(client, "reliable_deterioration", first + 1), *stalled]
+        return [*worse, *stalled]
     if storyline == "stall" and len(phq) >= 6:
         return [Planted(client, "not_on_track", 6)]
     return []

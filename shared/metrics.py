@@ -45,3 +45,10 @@ outbox_backlog = Gauge(
     "rapport_outbox_unpublished", "Outbox rows the relay found unpublished on its last pass", ["service"],
     registry=REGISTRY,
 )
+alerts_open = Gauge(
+    "rapport_alerts_open", "Alerts not yet resolved", ["tenant", "kind", "status"], registry=REGISTRY
+)
+alerts_oldest_unacknowledged = Gauge(
+    "rapport_alerts_oldest_unacknowledged_seconds", "Age of the oldest open, unacknowledged alert",
+    ["tenant", "kind"], registry=REGISTRY,
+)

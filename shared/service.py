@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from faststream import Context
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
@@ -39,6 +39,12 @@ VERSION = "0.1.0"
 async def raw_bodies(msg: NatsBatchMessage, _original: Any) -> list[bytes]:
     """Skip FastStream's JSON decoding: services parse (and reject) bodies themselves."""
     return [m.data for m in msg.raw_message]
+
+
+class Background(Protocol):
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 @dataclass
@@ -107,8 +113,10 @@ class ServiceRuntime:
             database_ok = False
         return {"broker": bool(broker_ok), "database": database_ok}
 
-    def asgi(self, *, publishers: Sequence[Any] = ()) -> AsgiFastStream:
+    def asgi(self, *, background: Sequence[Background] = ()) -> AsgiFastStream:
+        """`background` tasks start after the broker and stop before it (like the outbox relay)."""
         runtime = self
+        tasks: list[Background] = [self.relay, *background]
 
         @get(include_in_schema=False)
         async def healthz(scope: Scope) -> AsgiResponse:
@@ -120,8 +128,13 @@ class ServiceRuntime:
             status = 200 if all(checks.values()) else 503
             return AsgiResponse(json.dumps(checks).encode(), status, headers={"content-type": "application/json"})
 
-        async def stop_relay() -> None:
-            await runtime.relay.stop()
+        def start_tasks() -> None:
+            for task in tasks:
+                task.start()
+
+        async def stop_tasks() -> None:
+            for task in tasks:
+                await task.stop()
 
         async def dispose() -> None:
             await runtime.engine.dispose()
@@ -130,8 +143,8 @@ class ServiceRuntime:
             self.broker,
             asgi_routes=[("/healthz", healthz), ("/readyz", readyz), ("/metrics", make_asgi_app(registry=REGISTRY))],
             specification=AsyncAPI(title=f"Rapport {self.name}", version=VERSION),
-            after_startup=[self.relay.start],
-            on_shutdown=[stop_relay],
+            after_startup=[start_tasks],
+            on_shutdown=[stop_tasks],
             after_shutdown=[dispose],
             logger=logging.getLogger(f"rapport.{self.name}"),
         )

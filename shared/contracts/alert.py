@@ -41,6 +41,7 @@ class Alert(BaseModel):
     severity: Severity
     status: AlertStatus
     priority_raised: bool = Field(default=False, description="not on track together with a falling alliance")
+    escalated: bool = Field(default=False, description="a rupture not repaired within the rule's sessions")
     client_id: PseudonymousId
     episode_id: PseudonymousId
     clinician_id: SubjectToken | None = None
@@ -65,6 +66,7 @@ class AlertTransition(BaseModel):
     by: str = Field(description="`rapport/alerts` for rules, else the clinician id from the command")
     at: AwareDatetime
     reason: str | None = None
+    notify: bool = Field(default=False, description="this transition warrants a notification to the clinician")
 
 
 class Notification(BaseModel):
@@ -93,6 +95,16 @@ class AlertCommand(BaseModel):
     action: Literal["acknowledge", "resolve"]
     by: PseudonymousId
     reason: str | None = Field(default=None, max_length=500)
+
+
+class AlertCommandRejected(BaseModel):
+    """`rapport.<tenant>.alert-command.rejected`: the command changed nothing, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    command_id: str | None = None
+    alert_id: str | None = None
+    reason: str
 
 
 class EvaluationCompleted(BaseModel):

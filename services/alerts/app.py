@@ -1,0 +1,38 @@
+"""Composition root of the alerts service: `rapport serve alerts`."""
+
+from __future__ import annotations
+
+from faststream.asgi import AsgiFastStream
+
+from services.alerts.dashboard import DashboardGauges
+from services.alerts.handlers import SERVICE, AlertCommands, Alerting
+from services.alerts.models import inbox, outbox
+from services.alerts.rules import load_ruleset
+from shared.contracts.alert import AlertCommandRejected, AlertTransition, EvaluationCompleted, Notification
+from shared.messaging import subjects
+from shared.service import ServiceRuntime
+from shared.settings import Settings
+
+
+def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFastStream]:
+    runtime = ServiceRuntime(SERVICE, settings, broker_url, inbox=inbox, outbox=outbox)
+    runtime.subscribe(
+        subjects.SCORE_COMPUTED, "alerts-v1", Alerting(load_ruleset()),
+        description="Evaluates each computed score against the alert rules of its episode",
+    )
+    runtime.subscribe(
+        subjects.INBOUND_ALERT_COMMANDS, "alert-commands-v1", AlertCommands(),
+        description="acknowledge / resolve commands from clinicians: "
+                    '{"command_id", "alert_id", "action": "acknowledge"|"resolve", "by", "reason"}',
+    )
+    for verb, text in (("raised", "A new alert"), ("updated", "New evidence, acknowledgement or escalation"),
+                       ("resolved", "Repaired, back on track, no longer deteriorated, or resolved by hand")):
+        runtime.publishes(f"rapport.{{tenant}}.alert.{verb}", AlertTransition, description=text)
+    runtime.publishes("rapport.{tenant}.notify.{clinician}", Notification,
+                      description="What the clinician reads, once per transition that needs them")
+    runtime.publishes("rapport.{tenant}.evaluation.completed", EvaluationCompleted,
+                      description="The last event of every accepted submission's journey")
+    runtime.publishes("rapport.{tenant}.alert-command.rejected", AlertCommandRejected,
+                      description="An alert command that changed nothing, and why")
+    gauges = DashboardGauges(runtime.sessions, runtime.clock)
+    return runtime, runtime.asgi(background=[gauges])

@@ -1,0 +1,63 @@
+"""Keeps the dashboard gauges (open alerts by kind and status, age of the oldest unacknowledged)
+current from the alerts table, every few seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.alerts.models import StoredAlert
+from shared.metrics import alerts_oldest_unacknowledged, alerts_open
+
+log = logging.getLogger("rapport.alerts.dashboard")
+alerts = StoredAlert.__table__
+
+
+async def refresh(session: AsyncSession, now: datetime) -> None:
+    rows = await session.execute(
+        select(alerts.c.tenant, alerts.c.kind, alerts.c.status, func.count(), func.min(alerts.c.opened_at))
+        .where(alerts.c.status != "resolved")
+        .group_by(alerts.c.tenant, alerts.c.kind, alerts.c.status)
+    )
+    alerts_open.clear()
+    alerts_oldest_unacknowledged.clear()
+    for tenant, kind, status, count, oldest in rows:
+        alerts_open.labels(tenant, kind, status).set(count)
+        if status == "open" and oldest is not None:
+            opened = oldest if oldest.tzinfo else oldest.replace(tzinfo=now.tzinfo)
+            alerts_oldest_unacknowledged.labels(tenant, kind).set((now - opened).total_seconds())
+
+
+class DashboardGauges:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Callable[[], datetime],
+                 interval: float = 15.0) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="alerts-dashboard-gauges")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with self._sessions() as session:
+                    await refresh(session, self._clock())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("dashboard gauges not refreshed", exc_info=True)
+            await asyncio.sleep(self._interval)

@@ -1,0 +1,162 @@
+"""Computed scores and clinicians' commands: evaluate the episode, keep the alert lifecycle, notify."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.alerts import repository
+from services.alerts.repository import EpisodeKey
+from services.alerts.rules import (
+    AlertKey,
+    CommandRejected,
+    EpisodeState,
+    RuleSet,
+    apply_command,
+    evaluate,
+    notification_for,
+    reconcile,
+    replay,
+)
+from shared.contracts.alert import AlertCommand, AlertCommandRejected, AlertTransition, EvaluationCompleted
+from shared.contracts.envelope import CloudEvent
+from shared.contracts.score import ScoreComputed
+from shared.db.delivery import Outgoing
+from shared.messaging import subjects
+from shared.messaging.consumer import Inbound
+from shared.messaging.publish import cloud_event
+from shared.metrics import alert_transitions
+
+SERVICE = "alerts"
+
+
+class UnusableScore(Exception):  # noqa: N818
+    """A score.computed event the alerts service cannot read: poison."""
+
+
+def _key(score: ScoreComputed) -> EpisodeKey:
+    return (score.tenant, score.client_id, score.episode_id)
+
+
+@dataclass
+class Alerting:
+    rules: RuleSet
+
+    async def __call__(self, session: AsyncSession, messages: Sequence[Inbound], now: datetime) -> list[Outgoing]:
+        scores = [_parse_score(m) for m in messages]
+        by_episode: dict[EpisodeKey, list[ScoreComputed]] = defaultdict(list)
+        for score in scores:
+            by_episode[_key(score)].append(score)
+        stored = await repository.load_episodes(session, by_episode)
+        open_alerts = await repository.open_alerts(session, by_episode)
+        await repository.remember_scores(session, scores)
+        events: list[Outgoing] = []
+        for key, episode_scores in by_episode.items():
+            version, document = stored.get(key, (None, None))
+            state = EpisodeState.model_validate(document) if document is not None else None
+            current = {AlertKey.of(a): a for a in open_alerts[key]}
+            for score in episode_scores:
+                if state is not None and (score.administered_at < state.latest_at or score.supersedes_revision):
+                    history = await repository.episode_scores(session, key)
+                    result = replay(history, rules=self.rules, now=now)
+                    changes = reconcile(await repository.episode_alerts(session, key), result.alerts, now=now)
+                else:
+                    result = evaluate(state, score, current, rules=self.rules, now=now)
+                    changes = result.transitions
+                state = result.state
+                for change in changes:
+                    if change.alert.status == "resolved":
+                        current.pop(AlertKey.of(change.alert), None)
+                    else:
+                        current[AlertKey.of(change.alert)] = change.alert
+                events += await self._record(session, score, changes)
+            assert state is not None
+            await repository.save_episode(session, key, version, state.model_dump(mode="json"), state.latest_at)
+        return events
+
+    async def _record(self, session: AsyncSession, score: ScoreComputed, changes: Sequence[AlertTransition]) -> list[Outgoing]:
+        transition_events = [_transition_event(c, score.submission_id) for c in changes]
+        await repository.record(session, changes, [e.event_id for e in transition_events])
+        events = [*transition_events, *filter(None, map(_notification_event, changes, transition_events))]
+        for change in changes:
+            alert_transitions.labels(change.alert.tenant, change.alert.kind, change.transition).inc()
+        completed = EvaluationCompleted(
+            submission_id=score.submission_id, revision=score.revision, instrument=score.score.instrument,
+            total=score.score.total, alert_ids=sorted({c.alert.alert_id for c in changes}),
+            transitions=[c.transition for c in changes],
+        )
+        events.append(cloud_event(
+            entity="evaluation", verb="completed", service=SERVICE, tenant=score.tenant,
+            subject=subjects.outbound(score.tenant, "evaluation", "completed"), about=score.submission_id,
+            data=completed, event_id=f"evaluated:{score.tenant}:{score.submission_id}:{score.revision}",
+        ))
+        return events
+
+
+@dataclass
+class AlertCommands:
+    """acknowledge / resolve from clinicians, on rapport.<tenant>.in.alert-commands."""
+
+    async def __call__(self, session: AsyncSession, messages: Sequence[Inbound], now: datetime) -> list[Outgoing]:
+        events: list[Outgoing] = []
+        for message in messages:
+            try:
+                command = AlertCommand.model_validate_json(message.body)
+            except ValidationError as exc:
+                events.append(_command_rejected(message, None, f"not an alert command ({exc.error_count()} problems)"))
+                continue
+            alert = await repository.get_alert(session, message.tenant, command.alert_id)
+            if alert is None:
+                events.append(_command_rejected(message, command, "no such alert for this tenant"))
+                continue
+            outcome = apply_command(alert, command, now)
+            if isinstance(outcome, CommandRejected):
+                events.append(_command_rejected(message, command, outcome.reason))
+                continue
+            event = _transition_event(outcome, command.command_id)
+            await repository.record(session, [outcome], [event.event_id])
+            alert_transitions.labels(alert.tenant, alert.kind, outcome.transition).inc()
+            events.append(event)
+        return events
+
+
+def _parse_score(message: Inbound) -> ScoreComputed:
+    try:
+        return ScoreComputed.model_validate(CloudEvent.model_validate_json(message.body).data)
+    except ValidationError as exc:
+        raise UnusableScore(f"not a score.computed event ({exc.error_count()} problems)") from None
+
+
+def _notification_event(change: AlertTransition, transition_event: Outgoing) -> Outgoing | None:
+    notification = notification_for(change)
+    if notification is None or not change.alert.clinician_id:
+        return None
+    return cloud_event(
+        entity="notify", verb="sent", service=SERVICE, tenant=change.alert.tenant,
+        subject=subjects.notify(change.alert.tenant, change.alert.clinician_id), about=change.alert.alert_id,
+        data=notification, event_id=f"notify:{transition_event.event_id}",
+    )
+
+
+def _transition_event(change: AlertTransition, cause: str) -> Outgoing:
+    verb = {"raised": "raised", "resolved": "resolved"}.get(change.transition, "updated")
+    return cloud_event(
+        entity="alert", verb=verb, service=SERVICE, tenant=change.alert.tenant,
+        subject=subjects.outbound(change.alert.tenant, "alert", verb), about=cause, data=change,
+        event_id=f"alert:{change.alert.alert_id}:{change.alert.version}:{change.transition}",
+    )
+
+
+def _command_rejected(message: Inbound, command: AlertCommand | None, reason: str) -> Outgoing:
+    data = AlertCommandRejected(command_id=command.command_id if command else None,
+                                alert_id=command.alert_id if command else None, reason=reason)
+    return cloud_event(
+        entity="alert-command", verb="rejected", service=SERVICE, tenant=message.tenant,
+        subject=subjects.outbound(message.tenant, "alert-command", "rejected"),
+        about=command.command_id if command else None, data=data, event_id=message.event_id(SERVICE),
+    )

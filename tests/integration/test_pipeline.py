@@ -1,0 +1,149 @@
+"""The clinic's stories, end to end over the real NATS JetStream, on SQLite and on PostgreSQL:
+ingest, scoring and alerts running as they do in production, a client publishing submissions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from harness import running, settings_for, watching
+
+from rapport.journeys import Journey, Journeys
+
+pytestmark = pytest.mark.nats
+SERVICES = ["ingest", "scoring", "alerts"]
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+
+def phq9(sid: str, items: list[int], *, day: int = 0, client: str = "client-0001", **extra: Any) -> bytes:
+    return json.dumps({
+        "submission_id": sid, "instrument": "phq9", "client_id": client, "episode_id": f"{client}-ep1",
+        "clinician_id": "clinician-01", "administered_at": (T0 + timedelta(days=day)).isoformat(),
+        "responses": {str(n + 1): v for n, v in enumerate(items)}, **extra,
+    }).encode()
+
+
+def srs(sid: str, total: float, *, day: int) -> bytes:
+    quarter = round(total / 4, 1)
+    items = [quarter, quarter, quarter, round(total - 3 * quarter, 1)]
+    return json.dumps({
+        "submission_id": sid, "instrument": "srs", "client_id": "client-0002", "episode_id": "client-0002-ep1",
+        "clinician_id": "clinician-02", "administered_at": (T0 + timedelta(days=day)).isoformat(),
+        "responses": {str(n + 1): v for n, v in enumerate(items)},
+    }).encode()
+
+
+async def answered(journeys: Journeys, body: bytes) -> Journey:
+    journey = await journeys.submit(body)
+    await asyncio.wait_for(journey.done.wait(), 30)
+    return journey
+
+
+async def test_a_phq9_endorsing_item_9_raises_a_critical_alert_and_notifies_the_clinician(
+    database_url: str, fresh_stream: str, tenant: str
+) -> None:
+    async with running(SERVICES, settings_for(database_url), fresh_stream), watching(fresh_stream, tenant) as watch:
+        journey = await answered(watch, phq9("sub-0001", [2, 2, 1, 2, 1, 1, 2, 1, 1]))
+        [answer] = journey.answers
+        assert answer["kind"] == "rapport.submission.accepted.v1" and answer["disposition"] == "new"
+        score = journey.scores["sub-0001"]["score"]
+        assert (score["total"], score["band"], score["caseness"]) == (13, "moderate", True)
+        assert [(c["item"], c["value"]) for c in score["critical_items"]] == [(9, 1)]
+        [raised] = [e["data"] for e in journey.alerts]
+        assert raised["transition"] == "raised"
+        assert (raised["alert"]["kind"], raised["alert"]["severity"]) == ("critical_item", "critical")
+        assert raised["alert"]["evidence"][0]["rule_id"] == "critical_item"
+        assert journey.evaluations["sub-0001"]["alert_ids"] == [raised["alert"]["alert_id"]]
+        async with asyncio.timeout(10):
+            while not watch.notifications:
+                await asyncio.sleep(0.02)
+        [note] = watch.notifications
+        assert note["subject"] == raised["alert"]["alert_id"]
+        assert note["data"]["headline"] == "Risk item endorsed" and "item 9 = 1" in note["data"]["evidence"]
+
+
+async def test_a_fhir_questionnaire_response_with_loinc_link_ids_is_scored_like_native_json(
+    database_url: str, fresh_stream: str, tenant: str
+) -> None:
+    codes = ["44250-9", "44255-8", "44259-0", "44254-1", "44251-7", "44258-2", "44252-5", "44253-3", "44260-8"]
+    answers = ["LA6569-3", "LA6570-1", "LA6568-5", "LA6569-3", "LA6568-5", "LA6569-3", "LA6568-5", "LA6568-5",
+               "LA6568-5"]
+    response = {
+        "resourceType": "QuestionnaireResponse", "id": "qr-0001", "status": "completed",
+        "questionnaire": "http://loinc.org/q/44249-1", "subject": {"reference": "Patient/client-0003"},
+        "author": {"reference": "Practitioner/clinician-03"}, "authored": T0.isoformat(),
+        "item": [{"linkId": "/" + c, "answer": [{"valueCoding": {"system": "http://loinc.org", "code": a}}]}
+                 for c, a in zip(codes, answers, strict=True)],
+    }
+    async with running(SERVICES, settings_for(database_url), fresh_stream), watching(fresh_stream, tenant) as watch:
+        journey = await answered(watch, json.dumps(response).encode())
+        assert journey.answers[0]["submission"]["source_format"] == "fhir-questionnaire-response"
+        score = journey.scores["qr-0001"]["score"]
+        assert (score["total"], score["band"], score["critical_items"]) == (5, "mild", [])
+        assert journey.evaluations["qr-0001"]["transitions"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "field"),
+    [
+        (b'{"submission_id": "x", ', "invalid_json", "body"),
+        (phq9("sub-bad-1", [0] * 9).replace(b'"phq9"', b'"phq99"'), "unknown_instrument", "instrument"),
+        (phq9("sub-bad-2", [0] * 8), "missing_items", "responses"),
+        (phq9("sub-bad-3", [0, 4, 0, 0, 0, 0, 0, 0, 0]), "out_of_range", "responses.2"),
+        (phq9("sub-bad-4", [0] * 9, tenant="another-clinic"), "tenant_mismatch", "tenant"),
+    ],
+)
+async def test_bad_input_gets_a_rejection_naming_the_problem(
+    database_url: str, fresh_stream: str, tenant: str, body: bytes, code: str, field: str
+) -> None:
+    async with running(SERVICES, settings_for(database_url), fresh_stream), watching(fresh_stream, tenant) as watch:
+        journey = await answered(watch, body)
+        [answer] = journey.answers
+        assert answer["kind"] == "rapport.submission.rejected.v1"
+        assert [(p["code"], p["field"]) for p in answer["problems"]] == [(code, field)]
+        assert not journey.scores
+
+
+async def test_a_resubmission_changes_nothing_and_a_correction_supersedes_the_score(
+    database_url: str, fresh_stream: str, tenant: str
+) -> None:
+    async with running(SERVICES, settings_for(database_url), fresh_stream), watching(fresh_stream, tenant) as watch:
+        first = await answered(watch, phq9("sub-0005", [1] * 8 + [0]))
+        again = await answered(watch, phq9("sub-0005", [1] * 8 + [0]))
+        corrected = await answered(watch, phq9("sub-0005", [2] * 8 + [0], amends=True))
+        assert first.scores["sub-0005"]["score"]["total"] == 8
+        assert again.answers[0]["disposition"] == "unchanged" and not again.scores
+        assert corrected.answers[0]["disposition"] == "amended"
+        amended = corrected.scores["sub-0005"]
+        assert (amended["revision"], amended["supersedes_revision"], amended["score"]["total"]) == (2, 1, 16)
+
+
+async def test_an_srs_falling_from_38_to_31_raises_a_rupture_that_resolves_as_repaired_at_37(
+    database_url: str, fresh_stream: str, tenant: str
+) -> None:
+    settings = settings_for(database_url, licensed_instruments=f"{tenant}:srs")
+    async with running(SERVICES, settings, fresh_stream), watching(fresh_stream, tenant) as watch:
+        quiet = await answered(watch, srs("srs-1", 38, day=0))
+        dropped = await answered(watch, srs("srs-2", 31, day=7))
+        still_low = await answered(watch, srs("srs-3", 33, day=14))
+        back = await answered(watch, srs("srs-4", 37, day=21))
+    assert quiet.evaluations["srs-1"]["transitions"] == []
+    [raised] = [e["data"] for e in dropped.alerts]
+    assert raised["transition"] == "raised" and raised["alert"]["kind"] == "alliance_rupture"
+    assert "down from 38" in raised["alert"]["evidence"][0]["summary"]
+    assert raised["alert"]["repair_prompt"]
+    assert still_low.evaluations["srs-3"]["transitions"] == ["updated"]
+    [resolved] = [e["data"] for e in back.alerts]
+    assert resolved["transition"] == "resolved" and resolved["alert"]["resolution"] == "repaired"
+    assert resolved["alert"]["alert_id"] == raised["alert"]["alert_id"]
+
+
+async def test_an_srs_is_refused_for_a_tenant_without_a_licence(
+    database_url: str, fresh_stream: str, tenant: str
+) -> None:
+    async with running(SERVICES, settings_for(database_url), fresh_stream), watching(fresh_stream, tenant) as watch:
+        journey = await answered(watch, srs("srs-9", 38, day=0))
+        assert [p["code"] for p in journey.answers[0]["problems"]] == ["instrument_not_licensed"]
