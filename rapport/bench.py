@@ -8,12 +8,13 @@ short one. Resident memory of each service is read from /proc when the stack run
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rapport.journeys import Journey, Journeys
 from rapport.stack import Stack, read_endpoints
@@ -83,10 +84,8 @@ async def _drive(broker_url: str, tenant: str, count: int, rate: float, history:
         started = time.perf_counter()
         sent = await _publish_all(journeys, bodies, rate)
         published = time.perf_counter()
-        try:
+        with contextlib.suppress(TimeoutError):  # what did not finish is reported as not completed
             await asyncio.wait_for(asyncio.gather(*(j.done.wait() for j in sent)), max(120, count / 50))
-        except TimeoutError:
-            pass
         for name, pid in pids.items():
             if (mb := rss_mb(pid)) is not None:
                 memory[name] = round(mb, 1)
@@ -120,8 +119,8 @@ def run_bench(settings: Settings, *, count: int, rate: float, tenant: str, histo
     else:
         assert broker_url is not None
         endpoints = read_endpoints(settings.data_dir) or {}
-        services = endpoints.get("services", {})
-        pids = {name: info["pid"] for name, info in services.items() if info.get("pid")}  # type: ignore[union-attr]
+        services = cast(dict[str, dict[str, Any]], endpoints.get("services", {}))
+        pids = {name: int(info["pid"]) for name, info in services.items() if info.get("pid")}
         result = asyncio.run(_drive(broker_url, tenant, count, rate, history, pids))
     lat = result["latency_ms"]
     result["text"] = (

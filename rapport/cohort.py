@@ -56,10 +56,10 @@ def _split(total: int, items: int, high: int, rng: random.Random) -> list[int]:
 def phq9_totals(storyline: str, sessions: int, rng: random.Random) -> list[int]:
     if storyline == "stall":
         start = rng.randint(14, 18)
-        return [max(10, min(27, start + rng.choice((-1, 0, 1)))) for _ in range(sessions)]
+        return [max(10, min(24, start + rng.choice((-1, 0, 1)))) for _ in range(sessions)]
     if storyline == "deterioration":
         start = rng.randint(8, 11)
-        return [min(27, start + (0 if s < 2 else 2 * (s - 1))) for s in range(sessions)]
+        return [min(24, start + (0 if s < 2 else 2 * (s - 1))) for s in range(sessions)]
     start = rng.randint(15, 20)
     return [max(2, start - round(1.8 * s) + rng.choice((-1, 0, 0, 1))) for s in range(sessions)]
 

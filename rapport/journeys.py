@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,7 @@ class Journeys:
         self.by_submission: dict[str, Journey] = {}
         self.alert_events: list[dict[str, Any]] = []
         self.notifications: list[dict[str, Any]] = []
+        self._changed = asyncio.Condition()
 
     @classmethod
     async def connect(cls, url: str, tenant: str) -> Journeys:
@@ -74,7 +76,17 @@ class Journeys:
         )
         return journey
 
+    async def wait_until(self, predicate: Callable[[], bool], seconds: float = 30) -> None:
+        """Wait for the events that make `predicate` true (checked after every event)."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(predicate), seconds)
+
     async def _on_event(self, msg: Msg) -> None:
+        self._record(msg)
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _record(self, msg: Msg) -> None:
         if ".in." in msg.subject:
             return
         try:

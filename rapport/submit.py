@@ -9,16 +9,16 @@ from typing import Any
 from rapport.journeys import Journey, Journeys
 
 
-async def submit_files(broker_url: str, tenant: str, files: list[Path], timeout: float) -> bool:
+async def submit_files(broker_url: str, tenant: str, files: list[Path], wait_seconds: float) -> bool:
     journeys = await Journeys.connect(broker_url, tenant)
     all_ok = True
     try:
         for path in files:
             journey = await journeys.submit(path.read_bytes())
             try:
-                await asyncio.wait_for(journey.done.wait(), timeout)
+                await asyncio.wait_for(journey.done.wait(), wait_seconds)
             except TimeoutError:
-                print(f"{path}: no complete answer within {timeout:.0f}s (is the stack running?)")
+                print(f"{path}: no complete answer within {wait_seconds:.0f}s (is the stack running?)")
                 all_ok = False
                 continue
             print(f"{path}:")
@@ -35,8 +35,9 @@ def describe(journey: Journey) -> list[str]:
     for answer in sorted(journey.answers, key=lambda a: a.get("inbound_part", 1)):
         if answer["kind"].endswith("rejected.v1"):
             lines.append(f"REJECTED {answer.get('submission_id') or '(no id)'}")
-            lines += [f"  - {p['field']}: {p['message']}" + (f" (expected {p['expected']})" if p.get("expected") else "")
-                      for p in answer["problems"]]
+            for p in answer["problems"]:
+                expected = f" (expected {p['expected']})" if p.get("expected") else ""
+                lines.append(f"  - {p['field']}: {p['message']}{expected}")
             continue
         submission = answer["submission"]
         sid = submission["submission_id"]

@@ -83,7 +83,7 @@ class ServiceRuntime:
         """A durable pull consumer taking batches, acking by hand (see shared/messaging/consumer.py)."""
         consumer = self.consumer(subject, work)
 
-        @self.broker.subscriber(
+        @self.broker.subscriber(  # type: ignore[untyped-decorator]
             subject,
             stream=self.stream,
             durable=durable,
@@ -93,7 +93,7 @@ class ServiceRuntime:
             description=description,
             title=f"{self.name}:{durable}",
         )
-        async def on_batch(msg: NatsBatchMessage = Context("message")) -> None:
+        async def on_batch(msg: NatsBatchMessage = Context("message")) -> None:  # noqa: B008 (FastStream DI)
             await consumer.consume(msg.raw_message)
 
         return consumer
@@ -128,7 +128,7 @@ class ServiceRuntime:
             status = 200 if all(checks.values()) else 503
             return AsgiResponse(json.dumps(checks).encode(), status, headers={"content-type": "application/json"})
 
-        def start_tasks() -> None:
+        async def start_tasks() -> None:
             for task in tasks:
                 task.start()
 

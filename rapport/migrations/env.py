@@ -7,6 +7,7 @@ otherwise the URL comes from the same settings the services read."""
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -21,7 +22,7 @@ from shared.settings import Settings
 target_metadata = Base.metadata
 
 
-def render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
+def render_item(type_: str, obj: object, autogen_context: object) -> str | Literal[False]:
     # Migrations name plain SQLAlchemy types, so they never import application code.
     if type_ == "type" and isinstance(obj, UtcDateTime):
         return "sa.DateTime(timezone=True)"

@@ -8,15 +8,16 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.alerts.models import StoredAlert
 from shared.metrics import alerts_oldest_unacknowledged, alerts_open
 
 log = logging.getLogger("rapport.alerts.dashboard")
-alerts = StoredAlert.__table__
+alerts = cast(Table, StoredAlert.__table__)
 
 
 async def refresh(session: AsyncSession, now: datetime) -> None:

@@ -35,7 +35,7 @@ from shared.metrics import alert_transitions
 SERVICE = "alerts"
 
 
-class UnusableScore(Exception):  # noqa: N818
+class UnusableScore(Exception):
     """A score.computed event the alerts service cannot read: poison."""
 
 
@@ -63,12 +63,12 @@ class Alerting:
             for score in episode_scores:
                 if state is not None and (score.administered_at < state.latest_at or score.supersedes_revision):
                     history = await repository.episode_scores(session, key)
-                    result = replay(history, rules=self.rules, now=now)
-                    changes = reconcile(await repository.episode_alerts(session, key), result.alerts, now=now)
+                    replayed = replay(history, rules=self.rules, now=now)
+                    changes = reconcile(await repository.episode_alerts(session, key), replayed.alerts, now=now)
+                    state = replayed.state
                 else:
-                    result = evaluate(state, score, current, rules=self.rules, now=now)
-                    changes = result.transitions
-                state = result.state
+                    evaluation = evaluate(state, score, current, rules=self.rules, now=now)
+                    changes, state = evaluation.transitions, evaluation.state
                 for change in changes:
                     if change.alert.status == "resolved":
                         current.pop(AlertKey.of(change.alert), None)
@@ -79,7 +79,9 @@ class Alerting:
             await repository.save_episode(session, key, version, state.model_dump(mode="json"), state.latest_at)
         return events
 
-    async def _record(self, session: AsyncSession, score: ScoreComputed, changes: Sequence[AlertTransition]) -> list[Outgoing]:
+    async def _record(
+        self, session: AsyncSession, score: ScoreComputed, changes: Sequence[AlertTransition]
+    ) -> list[Outgoing]:
         transition_events = [_transition_event(c, score.submission_id) for c in changes]
         await repository.record(session, changes, [e.event_id for e in transition_events])
         events = [*transition_events, *filter(None, map(_notification_event, changes, transition_events))]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import CursorResult, Table, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.alerts.models import EpisodeRecord, SeenScore, StoredAlert, StoredTransition
@@ -22,13 +22,15 @@ from shared.messaging.retry import ConcurrencyConflict
 
 EpisodeKey = tuple[str, str, str]  # tenant, client, episode
 
-episodes = EpisodeRecord.__table__
-alerts = StoredAlert.__table__
-transitions = StoredTransition.__table__
-seen = SeenScore.__table__
+episodes = cast(Table, EpisodeRecord.__table__)
+alerts = cast(Table, StoredAlert.__table__)
+transitions = cast(Table, StoredTransition.__table__)
+seen = cast(Table, SeenScore.__table__)
 
 
-async def load_episodes(session: AsyncSession, keys: Iterable[EpisodeKey]) -> dict[EpisodeKey, tuple[int, dict[str, Any]]]:
+async def load_episodes(
+    session: AsyncSession, keys: Iterable[EpisodeKey]
+) -> dict[EpisodeKey, tuple[int, dict[str, Any]]]:
     """(version, state document) per episode that has one. Locked on PostgreSQL, in key order."""
     wanted = sorted(set(keys))
     if not wanted:
@@ -48,7 +50,7 @@ async def save_episode(
         await session.execute(episodes.insert().values(
             tenant=tenant, client_id=client, episode_id=episode, latest_at=latest_at, version=1, state=state))
         return
-    result = await session.execute(
+    result: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
         update(episodes)
         .where(episodes.c.tenant == tenant, episodes.c.client_id == client, episodes.c.episode_id == episode,
                episodes.c.version == version)

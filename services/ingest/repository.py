@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import Table, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ingest.admission import Admission
@@ -13,12 +14,13 @@ from services.ingest.models import StoredSubmission
 from shared.contracts.submission import Submission
 
 Key = tuple[str, str]
+submissions = cast(Table, StoredSubmission.__table__)
 
 
 async def load_stored(session: AsyncSession, keys: Sequence[Key]) -> dict[Key, tuple[int, str]]:
     if not keys:
         return {}
-    table = StoredSubmission.__table__
+    table = submissions
     rows = await session.execute(
         select(table.c.tenant, table.c.submission_id, table.c.revision, table.c.content_hash).where(
             tuple_(table.c.tenant, table.c.submission_id).in_(list(set(keys)))
@@ -28,7 +30,7 @@ async def load_stored(session: AsyncSession, keys: Sequence[Key]) -> dict[Key, t
 
 
 async def save(session: AsyncSession, admitted: Sequence[tuple[Submission, Admission]], now: datetime) -> None:
-    table = StoredSubmission.__table__
+    table = submissions
     fresh = [(s, a) for s, a in admitted if a.disposition == "new"]
     amended = [(s, a) for s, a in admitted if a.disposition == "amended"]
     if fresh:

@@ -13,7 +13,7 @@ from services.scoring import repository
 from services.scoring.domain import change, score
 from services.scoring.series import Placement, Point, append, follows, insert
 from shared.contracts.envelope import CloudEvent
-from shared.contracts.score import ScoreComputed
+from shared.contracts.score import ScoreComputed, Scored
 from shared.contracts.submission import SubmissionAccepted
 from shared.db.delivery import Outgoing
 from shared.instruments import Instrument, Registry
@@ -26,7 +26,7 @@ SERVICE = "scoring"
 DEFAULT_EPISODE = "default"
 
 
-class UnscorableSubmission(Exception):  # noqa: N818
+class UnscorableSubmission(Exception):
     """An accepted event scoring cannot use (unknown instrument version, malformed event): poison."""
 
 
@@ -54,7 +54,7 @@ class Scoring:
             summaries[key] = placement.summary
             computed.append(_computed(event, key[2], instrument, scored, placement))
         await repository.save(session, computed, summaries, known)
-        return [_event(c, messages) for c in computed]
+        return [_event(c) for c in computed]
 
     def _instrument(self, event: SubmissionAccepted) -> Instrument:
         instrument = self.registry.get(event.submission.instrument)
@@ -76,7 +76,9 @@ def _series_key(event: SubmissionAccepted) -> repository.SeriesKey:
     return (s.tenant, s.client_id, s.episode_id or DEFAULT_EPISODE, s.instrument)
 
 
-def _computed(event: SubmissionAccepted, episode: str, instrument: Instrument, scored, placement: Placement) -> ScoreComputed:  # type: ignore[no-untyped-def]
+def _computed(
+    event: SubmissionAccepted, episode: str, instrument: Instrument, scored: Scored, placement: Placement
+) -> ScoreComputed:
     s = event.submission
     baseline, previous = placement.baseline, placement.previous
     movement = None
@@ -103,7 +105,7 @@ def _computed(event: SubmissionAccepted, episode: str, instrument: Instrument, s
     )
 
 
-def _event(computed: ScoreComputed, messages: Sequence[Inbound]) -> Outgoing:
+def _event(computed: ScoreComputed) -> Outgoing:
     return cloud_event(
         entity="score", verb="computed", service=SERVICE, tenant=computed.tenant,
         subject=subjects.outbound(computed.tenant, "score", "computed"),

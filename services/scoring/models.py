@@ -44,7 +44,7 @@ class Series(Base):
     latest_submission: Mapped[str] = mapped_column(String(128))
     latest_total: Mapped[float] = mapped_column(Float)
     latest_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    count: Mapped[int] = mapped_column(Integer)
+    sessions: Mapped[int] = mapped_column(Integer)
 
 
 inbox = inbox_table("scoring")

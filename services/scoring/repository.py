@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from typing import cast
 
-from sqlalchemy import bindparam, select, tuple_, update
+from sqlalchemy import Table, bindparam, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scoring.models import Series, StoredScore
@@ -15,8 +15,8 @@ from shared.db.upsert import insert_ignoring_conflicts
 
 SeriesKey = tuple[str, str, str, str]  # tenant, client, episode, instrument
 
-scores = StoredScore.__table__
-series = Series.__table__
+scores = cast(Table, StoredScore.__table__)
+series = cast(Table, Series.__table__)
 
 
 async def load_summaries(session: AsyncSession, keys: Sequence[SeriesKey]) -> dict[SeriesKey, Summary]:
@@ -28,7 +28,7 @@ async def load_summaries(session: AsyncSession, keys: Sequence[SeriesKey]) -> di
         (r.tenant, r.client_id, r.episode_id, r.instrument): Summary(
             baseline=Point("", r.baseline_total, r.baseline_at),
             latest=Point(r.latest_submission, r.latest_total, r.latest_at),
-            count=r.count,
+            count=r.sessions,
         )
         for r in rows
     }
@@ -83,7 +83,7 @@ async def save(
             .values(
                 baseline_total=bindparam("baseline_total"), baseline_at=bindparam("baseline_at"),
                 latest_submission=bindparam("latest_submission"), latest_total=bindparam("latest_total"),
-                latest_at=bindparam("latest_at"), count=bindparam("count"),
+                latest_at=bindparam("latest_at"), sessions=bindparam("sessions"),
             )
             .execution_options(synchronize_session=False),
             [{f"k_{k}": v for k, v in _key_dict(r).items()} | _values(r) for r in old_rows],
@@ -104,7 +104,7 @@ def _series_row(key: SeriesKey, s: Summary) -> dict[str, object]:
         "tenant": tenant, "client_id": client, "episode_id": episode, "instrument": instrument,
         "baseline_total": s.baseline.total, "baseline_at": s.baseline.at,
         "latest_submission": s.latest.submission_id, "latest_total": s.latest.total,
-        "latest_at": s.latest.at, "count": s.count,
+        "latest_at": s.latest.at, "sessions": s.count,
     }
 
 
@@ -114,5 +114,5 @@ def _key_dict(row: dict[str, object]) -> dict[str, object]:
 
 
 def _values(row: dict[str, object]) -> dict[str, object]:
-    names = ("baseline_total", "baseline_at", "latest_submission", "latest_total", "latest_at", "count")
+    names = ("baseline_total", "baseline_at", "latest_submission", "latest_total", "latest_at", "sessions")
     return {n: row[n] for n in names}

@@ -11,7 +11,9 @@ from shared.contracts.tenancy import PseudonymousId, SubjectToken, TenantId
 AlertKind = Literal["critical_item", "alliance_rupture", "reliable_deterioration", "not_on_track"]
 Severity = Literal["critical", "high", "medium", "low"]
 AlertStatus = Literal["open", "acknowledged", "resolved"]
-Resolution = Literal["repaired", "unrepaired", "back_on_track", "no_longer_deteriorated", "cleared", "by_hand", "superseded"]
+Resolution = Literal[
+    "repaired", "unrepaired", "back_on_track", "no_longer_deteriorated", "cleared", "by_hand", "superseded"
+]
 
 
 class Evidence(BaseModel):

@@ -21,7 +21,7 @@ class Problem(BaseModel):
     expected: str | None = Field(default=None, description="what would have been accepted")
 
 
-class InvalidSubmission(Exception):  # noqa: N818 - it names the clinical situation, not the mechanics
+class InvalidSubmission(Exception):
     """Raised by parsing and validation: the submission cannot be accepted, for these reasons."""
 
     def __init__(self, problems: list[Problem]) -> None:

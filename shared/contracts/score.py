@@ -41,7 +41,9 @@ class Scored(BaseModel):
     subscales: dict[str, float] = Field(default_factory=dict)
     critical_items: list[CriticalItemFinding] = Field(default_factory=list)
     item_level: bool = True
-    risk_checked: bool = Field(description="False when critical items could not be checked (total only, or item missing)")
+    risk_checked: bool = Field(
+        description="False when critical items could not be checked (total only, or item missing)"
+    )
     missing_items: list[int] = Field(default_factory=list)
     prorated: bool = False
     warnings: list[Problem] = Field(default_factory=list)

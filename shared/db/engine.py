@@ -44,4 +44,4 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 def is_postgres(session_or_engine: AsyncSession | AsyncEngine) -> bool:
     bind = session_or_engine.bind if isinstance(session_or_engine, AsyncSession) else session_or_engine
-    return bind.dialect.name == "postgresql"
+    return bind is not None and bind.dialect.name == "postgresql"

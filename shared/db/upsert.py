@@ -9,7 +9,9 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db.engine import is_postgres
+
 
 def insert_ignoring_conflicts(session: AsyncSession, table: Table, index_elements: Sequence[str]) -> Any:
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    dialect = postgresql if is_postgres(session) else sqlite
     return dialect.insert(table).on_conflict_do_nothing(index_elements=list(index_elements))

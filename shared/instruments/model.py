@@ -7,6 +7,7 @@ authoritative source), `secondary` (secondary source only; have a clinician conf
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -101,8 +102,8 @@ class ReliableChangeSpec(Sourced):
             assert self.value is not None
             return self.value
         assert self.sd is not None and self.reliability is not None
-        se = self.sd * (1 - self.reliability) ** 0.5
-        return 1.96 * (2**0.5) * se
+        se = self.sd * math.sqrt(1 - self.reliability)
+        return 1.96 * math.sqrt(2) * se
 
 
 class CriticalItem(Sourced):

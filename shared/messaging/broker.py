@@ -17,7 +17,7 @@ from shared.settings import Settings
 # multi-message fetch raises the plain asyncio.TimeoutError (a base class of it), which escapes the
 # loop: the messages already fetched for the batch are dropped until ack_wait redelivers them and
 # the task is restarted by FastStream's supervisor. Catching the base class there is the fix.
-_pull_subscriber.TimeoutError = builtins.TimeoutError  # type: ignore[misc,assignment]
+_pull_subscriber.TimeoutError = builtins.TimeoutError  # type: ignore[attr-defined,assignment]
 
 DUPLICATE_WINDOW_SECONDS = 300
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import exc as sa_exc
 
 
-class ConcurrencyConflict(Exception):  # noqa: N818 - names the situation
+class ConcurrencyConflict(Exception):
     """Another replica changed the same row first; the message is retried and re-reads it."""
 
 

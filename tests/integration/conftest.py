@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import nats
@@ -19,10 +20,8 @@ async def fresh_stream(nats_url: str) -> AsyncIterator[str]:
     """Each test starts with no RAPPORT stream and no durable consumers: nothing left from another test."""
     client = await nats.connect(nats_url)
     try:
-        try:
+        with contextlib.suppress(NotFoundError):
             await client.jetstream().delete_stream(STREAM_NAME)
-        except NotFoundError:
-            pass
         yield nats_url
     finally:
         await client.close()

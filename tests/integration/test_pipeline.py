@@ -57,9 +57,7 @@ async def test_a_phq9_endorsing_item_9_raises_a_critical_alert_and_notifies_the_
         assert (raised["alert"]["kind"], raised["alert"]["severity"]) == ("critical_item", "critical")
         assert raised["alert"]["evidence"][0]["rule_id"] == "critical_item"
         assert journey.evaluations["sub-0001"]["alert_ids"] == [raised["alert"]["alert_id"]]
-        async with asyncio.timeout(10):
-            while not watch.notifications:
-                await asyncio.sleep(0.02)
+        await watch.wait_until(lambda: bool(watch.notifications))
         [note] = watch.notifications
         assert note["subject"] == raised["alert"]["alert_id"]
         assert note["data"]["headline"] == "Risk item endorsed" and "item 9 = 1" in note["data"]["evidence"]

@@ -23,7 +23,8 @@ def test_the_tenant_comes_from_the_subject(subject: str, tenant: str | None) -> 
 
 
 def test_every_outbound_event_is_a_structured_cloudevent_with_the_tenant_extension() -> None:
-    data = SubmissionRejected(inbound_message_id="m-1", problems=[Problem(field="instrument", code="unknown_instrument", message="x")])
+    problem = Problem(field="instrument", code="unknown_instrument", message="x")
+    data = SubmissionRejected(inbound_message_id="m-1", problems=[problem])
     event = cloud_event(entity="submission", verb="rejected", service="ingest", tenant="acme",
                         subject=subjects.outbound("acme", "submission", "rejected"), about="sub-1", data=data)
     body = json.loads(event.body)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -35,7 +33,7 @@ def test_poison_input_is_dead_lettered_on_first_sight() -> None:
         IntegrityError("INSERT", {}, Exception("duplicate key")),
         ConcurrencyConflict("episode changed"),
         ConnectionRefusedError(),
-        asyncio.TimeoutError(),
+        TimeoutError(),
     ],
 )
 def test_a_database_or_broker_fault_is_retried_with_growing_backoff(error: Exception) -> None:

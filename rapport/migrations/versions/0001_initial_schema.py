@@ -153,7 +153,7 @@ def upgrade() -> None:
     sa.Column('latest_submission', sa.String(length=128), nullable=False),
     sa.Column('latest_total', sa.Float(), nullable=False),
     sa.Column('latest_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('count', sa.Integer(), nullable=False),
+    sa.Column('sessions', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('tenant', 'client_id', 'episode_id', 'instrument', name=op.f('pk_scoring_series'))
     )
 

@@ -178,7 +178,7 @@ def not_on_track(score: ScoreComputed, session: int, rules: RuleSet) -> list[Con
 
 def _raise(score: ScoreComputed, c: Condition, now: datetime) -> AlertTransition:
     alert = Alert(
-        alert_id=alert_id(score, c.key), tenant=score.tenant, kind=c.key.kind,  # type: ignore[arg-type]
+        alert_id=alert_id(score, c.key), tenant=score.tenant, kind=c.key.kind,
         severity=c.severity, status="open", client_id=score.client_id, episode_id=score.episode_id,
         clinician_id=score.clinician_id, instrument=c.key.instrument, subscale=c.key.subscale,
         opened_at=now, updated_at=now, evidence=[c.evidence], repair_prompt=c.prompt, version=1,

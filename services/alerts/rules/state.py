@@ -12,7 +12,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.contracts.alert import Alert
+from shared.contracts.alert import Alert, AlertKind
 
 
 class Running(BaseModel):
@@ -63,7 +63,7 @@ class EpisodeState(BaseModel):
 class AlertKey:
     """At most one open alert per episode, kind, instrument and subscale."""
 
-    kind: str
+    kind: AlertKind
     instrument: str
     subscale: str | None
 

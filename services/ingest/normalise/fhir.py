@@ -23,6 +23,7 @@ EpisodeOfCare/<id>, or the extension http://rapport.dev/fhir/StructureDefinition
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Iterator
@@ -49,7 +50,7 @@ SUBJECT_TOKEN = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
 _aware = TypeAdapter(datetime)
 
 
-class Invalid(Exception):  # noqa: N818
+class Invalid(Exception):
     def __init__(self, *problems: Problem) -> None:
         self.problems = list(problems)
 
@@ -103,7 +104,7 @@ def _reference_id(value: Any, field: str, expected_types: tuple[str, ...]) -> st
         raise Invalid(Problem(field=f"{field}.reference", code="invalid_reference",
                               message=f"{field} does not reference a {' or '.join(expected_types)}",
                               expected=f"{expected_types[0]}/<id>"))
-    return ident
+    return str(ident)
 
 
 def _checked_id(value: str, field: str, pattern: re.Pattern[str] = ID_PATTERN) -> str:
@@ -301,10 +302,8 @@ def _questionnaire_response(resource: dict[str, Any], tenant: str, registry: Reg
             continue
         if number is None:
             if link_id.lstrip("/") == instrument.coding.loinc_total or TOTAL_NAMES.search(link_id):
-                try:
+                with contextlib.suppress(Invalid):  # an unreadable stated total is as good as none
                     stated_total = _value(answers[0], f"{path}.answer[0]", link_id, instrument, weights)
-                except Invalid:
-                    pass
                 continue
             if item.get("item") and not item.get("answer"):
                 continue

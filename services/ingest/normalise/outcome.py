@@ -35,8 +35,10 @@ def finish(draft: Submission | Rejection, registry: Registry, licensed: frozense
     if isinstance(draft, Rejection):
         return draft
     instrument = registry.get(draft.instrument)
-    reject = lambda *p: Rejection.of(*p, submission_id=draft.submission_id,  # noqa: E731
-                                     source_format=draft.source_format)
+
+    def reject(*problems: Problem) -> Rejection:
+        return Rejection.of(*problems, submission_id=draft.submission_id, source_format=draft.source_format)
+
     if instrument is None:
         return reject(Problem(
             field="instrument", code="unknown_instrument", message=f"no instrument {draft.instrument!r}",

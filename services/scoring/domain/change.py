@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from services.scoring.domain.scoring import in_clinical_range
 from shared.contracts.score import ChangeFromBaseline, ClinicalChange, ReliableChange
 from shared.instruments.model import Instrument
-from services.scoring.domain.scoring import in_clinical_range
 
 
 def reliable(instrument: Instrument, before: float, after: float) -> ReliableChange:
@@ -19,7 +19,9 @@ def reliable(instrument: Instrument, before: float, after: float) -> ReliableCha
     points = spec.points()
     delta = after - before
     worse = delta if instrument.better == "lower" else -delta
-    beyond = (lambda d: d >= points - 1e-9) if spec.method == "fixed" else (lambda d: d > points)
+    def beyond(d: float) -> bool:
+        return d >= points - 1e-9 if spec.method == "fixed" else d > points
+
     if beyond(worse):
         return "deteriorated"
     if beyond(-worse):
