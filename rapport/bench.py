@@ -24,14 +24,14 @@ EPISODES = 200
 CONCURRENCY = 256
 
 
-def _submission(n: int, episode: int, session: int) -> bytes:
+def _submission(run: str, episode: int, session: int) -> bytes:
     at = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=session, seconds=episode)
     total = 18 - min(session, 12)
     items = [min(3, max(0, total // 9 + (1 if i < total % 9 else 0))) for i in range(9)]
     items[8] = 0
     return json.dumps({
-        "submission_id": f"bench-{n}-e{episode}-s{session}", "instrument": "phq9",
-        "client_id": f"client-b{episode:05d}", "episode_id": f"episode-b{episode:05d}",
+        "submission_id": f"bench-{run}-e{episode}-s{session}", "instrument": "phq9",
+        "client_id": f"client-{run}-{episode:05d}", "episode_id": f"episode-{run}-{episode:05d}",
         "clinician_id": f"clinician-b{episode % 20:02d}", "administered_at": at.isoformat(),
         "session": session, "responses": {str(i + 1): v for i, v in enumerate(items)},
     }).encode()
@@ -69,17 +69,15 @@ async def _publish_all(journeys: Journeys, bodies: list[bytes], rate: float) -> 
 
 async def _drive(broker_url: str, tenant: str, count: int, rate: float, history: int,
                  pids: dict[str, int]) -> dict[str, Any]:
-    run = f"{int(time.time())}"
+    run = f"{int(time.time()) % 10**6}"  # fresh clients each run: a rerun is not a late submission
     journeys = await Journeys.connect(broker_url, tenant)
     try:
         episodes = min(EPISODES, count)
         if history:
-            warm = [_submission(0, e, s) for s in range(history) for e in range(episodes)]
-            warm = [b.replace(b'"bench-0-', f'"bench-{run}h-'.encode()) for b in warm]
+            warm = [_submission(run, e, s) for s in range(history) for e in range(episodes)]
             done = await _publish_all(journeys, warm, 0)
             await asyncio.wait_for(asyncio.gather(*(j.done.wait() for j in done)), 600)
-        bodies = [_submission(0, n % episodes, history + n // episodes) for n in range(count)]
-        bodies = [b.replace(b'"bench-0-', f'"bench-{run}-'.encode()) for b in bodies]
+        bodies = [_submission(run, n % episodes, history + n // episodes) for n in range(count)]
         memory: dict[str, float] = {}
         started = time.perf_counter()
         sent = await _publish_all(journeys, bodies, rate)

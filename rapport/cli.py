@@ -70,7 +70,7 @@ def serve(
     settings = Settings()
     configure(service, settings.log_level)
     _runtime, asgi = importlib.import_module(f"services.{service}.app").build(settings, _broker_url(settings))
-    uvicorn.run(asgi, host=host, port=port, log_config=None, access_log=False, lifespan="on",
+    uvicorn.run(asgi, host=host, port=port, log_config=None, access_log=False, lifespan="on", loop="uvloop",
                 timeout_graceful_shutdown=int(settings.graceful_timeout_seconds) + 5)
 
 

@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,7 +24,7 @@ from services.alerts.rules import (
     reconcile,
     replay,
 )
-from shared.contracts.alert import AlertCommand, AlertCommandRejected, AlertTransition, EvaluationCompleted
+from shared.contracts.alert import Alert, AlertCommand, AlertCommandRejected, AlertTransition, EvaluationCompleted
 from shared.contracts.envelope import CloudEvent
 from shared.contracts.score import ScoreComputed
 from shared.db.delivery import Outgoing
@@ -55,49 +56,71 @@ class Alerting:
         stored = await repository.load_episodes(session, by_episode)
         open_alerts = await repository.open_alerts(session, by_episode)
         await repository.remember_scores(session, scores)
+        changes: list[AlertTransition] = []
         events: list[Outgoing] = []
+        saved: dict[EpisodeKey, tuple[int | None, dict[str, Any], datetime]] = {}
         for key, episode_scores in by_episode.items():
             version, document = stored.get(key, (None, None))
             state = EpisodeState.model_validate(document) if document is not None else None
             current = {AlertKey.of(a): a for a in open_alerts[key]}
             for score in episode_scores:
                 if state is not None and (score.administered_at < state.latest_at or score.supersedes_revision):
-                    history = await repository.episode_scores(session, key)
-                    replayed = replay(history, rules=self.rules, now=now)
-                    changes = reconcile(await repository.episode_alerts(session, key), replayed.alerts, now=now)
+                    # late or amended: re-evaluate the whole episode in administration order
+                    replayed = replay(await repository.episode_scores(session, key), rules=self.rules, now=now)
+                    stored_alerts = await repository.episode_alerts(session, key)
+                    latest = {a.alert_id: a for a in [*stored_alerts, *changes_for(changes, key)]}
+                    found = reconcile(list(latest.values()), replayed.alerts, now=now)
                     state = replayed.state
                 else:
                     evaluation = evaluate(state, score, current, rules=self.rules, now=now)
-                    changes, state = evaluation.transitions, evaluation.state
-                for change in changes:
+                    found, state = evaluation.transitions, evaluation.state
+                for change in found:
                     if change.alert.status == "resolved":
                         current.pop(AlertKey.of(change.alert), None)
                     else:
                         current[AlertKey.of(change.alert)] = change.alert
-                events += await self._record(session, score, changes)
+                changes += found
+                events += _events(score, found)
             assert state is not None
-            await repository.save_episode(session, key, version, state.model_dump(mode="json"), state.latest_at)
+            saved[key] = (version, state.model_dump(mode="json"), state.latest_at)
+        await repository.save_episodes(session, saved)
+        transition_events = [e for e in events if e.subject.split(".")[2] == "alert"]
+        await repository.record(session, changes, [e.event_id for e in transition_events])
         return events
 
-    async def _record(
-        self, session: AsyncSession, score: ScoreComputed, changes: Sequence[AlertTransition]
-    ) -> list[Outgoing]:
-        transition_events = [_transition_event(c, score.submission_id) for c in changes]
-        await repository.record(session, changes, [e.event_id for e in transition_events])
-        events = [*transition_events, *filter(None, map(_notification_event, changes, transition_events))]
-        for change in changes:
-            alert_transitions.labels(change.alert.tenant, change.alert.kind, change.transition).inc()
-        completed = EvaluationCompleted(
-            submission_id=score.submission_id, revision=score.revision, instrument=score.score.instrument,
-            total=score.score.total, alert_ids=sorted({c.alert.alert_id for c in changes}),
-            transitions=[c.transition for c in changes],
-        )
-        events.append(cloud_event(
-            entity="evaluation", verb="completed", service=SERVICE, tenant=score.tenant,
-            subject=subjects.outbound(score.tenant, "evaluation", "completed"), about=score.submission_id,
-            data=completed, event_id=f"evaluated:{score.tenant}:{score.submission_id}:{score.revision}",
-        ))
-        return events
+
+def changes_for(changes: Sequence[AlertTransition], key: EpisodeKey) -> list[Alert]:
+    """Alerts changed earlier in this batch for the episode, latest version each."""
+    latest: dict[str, Alert] = {}
+    for c in changes:
+        if _key_of_alert(c.alert) == key:
+            latest[c.alert.alert_id] = c.alert
+    return list(latest.values())
+
+
+def _key_of_alert(alert: Alert) -> EpisodeKey:
+    return (alert.tenant, alert.client_id, alert.episode_id)
+
+
+def _events(score: ScoreComputed, changes: Sequence[AlertTransition]) -> list[Outgoing]:
+    """Each transition, its notification where one is warranted, then evaluation.completed."""
+    events: list[Outgoing] = []
+    for change in changes:
+        alert_transitions.labels(change.alert.tenant, change.alert.kind, change.transition).inc()
+        events.append(_transition_event(change, score.submission_id))
+        if (notification := _notification_event(change, events[-1])) is not None:
+            events.append(notification)
+    completed = EvaluationCompleted(
+        submission_id=score.submission_id, revision=score.revision, instrument=score.score.instrument,
+        total=score.score.total, alert_ids=sorted({c.alert.alert_id for c in changes}),
+        transitions=[c.transition for c in changes],
+    )
+    events.append(cloud_event(
+        entity="evaluation", verb="completed", service=SERVICE, tenant=score.tenant,
+        subject=subjects.outbound(score.tenant, "evaluation", "completed"), about=score.submission_id,
+        data=completed, event_id=f"evaluated:{score.tenant}:{score.submission_id}:{score.revision}",
+    ))
+    return events
 
 
 @dataclass

@@ -1,24 +1,25 @@
 """Reads and writes of alerts, transitions, episode state and the scores the service has seen.
 
-Episode rows carry a version: a writer updates `WHERE version = <what it read>`, so two replicas
-evaluating the same episode at once cannot both win; the loser retries the message and re-reads.
-On PostgreSQL the rows are also locked FOR UPDATE while a batch works on them."""
+Two replicas never evaluate one episode at once: on PostgreSQL a batch locks its episodes' rows
+FOR UPDATE (in key order, so replicas cannot deadlock) until it commits, and a brand-new episode
+inserted by two replicas at once fails one of them on the primary key, which retries and then
+reads the other's row. SQLite has a single writer (BEGIN IMMEDIATE). The version column counts
+the episode's evaluations."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, select, tuple_, update
+from sqlalchemy import Table, bindparam, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.alerts.models import EpisodeRecord, SeenScore, StoredAlert, StoredTransition
 from shared.contracts.alert import Alert, AlertTransition
 from shared.contracts.score import ScoreComputed
 from shared.db.engine import is_postgres
-from shared.db.upsert import insert_ignoring_conflicts
-from shared.messaging.retry import ConcurrencyConflict
 
 EpisodeKey = tuple[str, str, str]  # tenant, client, episode
 
@@ -42,22 +43,29 @@ async def load_episodes(
     return {(r.tenant, r.client_id, r.episode_id): (r.version, r.state) for r in rows}
 
 
-async def save_episode(
-    session: AsyncSession, key: EpisodeKey, version: int | None, state: dict[str, Any], latest_at: datetime
+async def save_episodes(
+    session: AsyncSession, states: Mapping[EpisodeKey, tuple[int | None, dict[str, Any], datetime]]
 ) -> None:
-    tenant, client, episode = key
-    if version is None:
-        await session.execute(episodes.insert().values(
-            tenant=tenant, client_id=client, episode_id=episode, latest_at=latest_at, version=1, state=state))
-        return
-    result: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
-        update(episodes)
-        .where(episodes.c.tenant == tenant, episodes.c.client_id == client, episodes.c.episode_id == episode,
-               episodes.c.version == version)
-        .values(state=state, latest_at=latest_at, version=version + 1)
-    )
-    if result.rowcount != 1:
-        raise ConcurrencyConflict("episode state changed under this transaction")
+    """Insert new episodes and update the others (their rows are locked, see the module docstring)."""
+    fresh = [
+        {"tenant": t, "client_id": c, "episode_id": e, "latest_at": at, "version": 1, "state": state}
+        for (t, c, e), (version, state, at) in states.items() if version is None
+    ]
+    known = [
+        {"k_tenant": t, "k_client": c, "k_episode": e, "latest_at": at, "version": version + 1, "state": state}
+        for (t, c, e), (version, state, at) in states.items() if version is not None
+    ]
+    if fresh:
+        await session.execute(episodes.insert(), fresh)
+    if known:
+        await session.execute(
+            update(episodes)
+            .where(episodes.c.tenant == bindparam("k_tenant"), episodes.c.client_id == bindparam("k_client"),
+                   episodes.c.episode_id == bindparam("k_episode"))
+            .values(latest_at=bindparam("latest_at"), version=bindparam("version"), state=bindparam("state"))
+            .execution_options(synchronize_session=False),
+            known,
+        )
 
 
 async def open_alerts(session: AsyncSession, keys: Iterable[EpisodeKey]) -> dict[EpisodeKey, list[Alert]]:
@@ -92,24 +100,30 @@ async def get_alert(session: AsyncSession, tenant: str, alert_id: str) -> Alert 
 
 
 async def remember_scores(session: AsyncSession, scores: Sequence[ScoreComputed]) -> None:
-    """Keep the service's own copy of every score (latest revision), for replays."""
+    """Keep the service's own copy of every score (its latest revision), for replays."""
+    latest: dict[tuple[str, str], ScoreComputed] = {}
     for score in scores:
-        row = {
-            "tenant": score.tenant, "submission_id": score.submission_id, "client_id": score.client_id,
-            "episode_id": score.episode_id, "revision": score.revision, "administered_at": score.administered_at,
-            "document": score.model_dump(mode="json"),
-        }
-        inserted = await session.execute(
-            insert_ignoring_conflicts(session, seen, ["tenant", "submission_id"]).returning(seen.c.submission_id),
-            [row],
-        )
-        if inserted.first() is None:
-            await session.execute(
-                update(seen)
-                .where(seen.c.tenant == score.tenant, seen.c.submission_id == score.submission_id,
-                       seen.c.revision <= score.revision)
-                .values(row)
-            )
+        key = (score.tenant, score.submission_id)
+        if key not in latest or latest[key].revision <= score.revision:
+            latest[key] = score
+    if not latest:
+        return
+    rows = [
+        {"tenant": s.tenant, "submission_id": s.submission_id, "client_id": s.client_id,
+         "episode_id": s.episode_id, "revision": s.revision, "administered_at": s.administered_at,
+         "document": s.model_dump(mode="json")}
+        for s in latest.values()
+    ]
+    dialect = postgresql if is_postgres(session) else sqlite
+    statement = dialect.insert(seen)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["tenant", "submission_id"],
+            set_={c: statement.excluded[c] for c in ("revision", "administered_at", "episode_id", "document")},
+            where=seen.c.revision <= statement.excluded.revision,
+        ),
+        rows,
+    )
 
 
 async def episode_scores(session: AsyncSession, key: EpisodeKey) -> list[ScoreComputed]:
@@ -131,12 +145,17 @@ async def record(session: AsyncSession, changes: Sequence[AlertTransition], even
         existing = set((await session.execute(
             select(alerts.c.alert_id).where(alerts.c.alert_id.in_(list(latest)))
         )).scalars())
-        for alert in latest.values():
-            row = _alert_row(alert)
-            if alert.alert_id in existing:
-                await session.execute(update(alerts).where(alerts.c.alert_id == alert.alert_id).values(row))
-            else:
-                await session.execute(alerts.insert().values(row))
+        fresh = [_alert_row(a) for a in latest.values() if a.alert_id not in existing]
+        known = [{"k_alert_id": a.alert_id, **_alert_row(a)} for a in latest.values() if a.alert_id in existing]
+        if fresh:
+            await session.execute(alerts.insert(), fresh)
+        if known:
+            columns = [c for c in known[0] if c not in ("k_alert_id", "alert_id")]
+            await session.execute(
+                update(alerts).where(alerts.c.alert_id == bindparam("k_alert_id"))
+                .values({c: bindparam(c) for c in columns}).execution_options(synchronize_session=False),
+                [{k: v for k, v in row.items() if k != "alert_id"} for row in known],
+            )
     if changes:
         await session.execute(transitions.insert(), [
             {"event_id": event_id, "alert_id": c.alert.alert_id, "tenant": c.alert.tenant,

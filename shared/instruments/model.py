@@ -3,11 +3,27 @@
 Confidence follows ../shared/research/clinical-anchors.md: `verified` (seen in a primary or
 authoritative source), `secondary` (secondary source only; have a clinician confirm), `unverified`
 (not found in a source; general knowledge of the field, must be checked before clinical use).
+
+Conventions every definition and the scoring code share:
+
+- **Direction.** `better = "lower"`: a lower total is healthier (PHQ-9, CORE-10). `better = "higher"`:
+  a higher total is healthier (ORS, SRS, WAI-SR).
+- **Caseness.** For lower-is-better instruments a total *at or above* the caseness cutoff is in the
+  clinical range (PHQ-9 >= 10). For higher-is-better instruments a total *below* the cutoff is in the
+  clinical range (ORS < 25). `concern_cutoff` (alliance) follows the higher-is-better rule: a total
+  below it is a possible alliance problem (SRS < 36).
+- **Bands.** Listed in ascending order with the bounds as published. A band covers totals from its
+  `min` up to, not including, the next band's `min`; the last band also includes its `max`. So a
+  prorated or visual-analogue total between two printed integer bands (CORE-10 5.56) belongs to the
+  lower band, the same answer the caseness cutoff gives.
+- **Responses** are the answer's position on the item's printed scale (0 = first option for a 0-4 item);
+  reverse-keyed items are turned round by scoring (`min + max - value`), never by the sender.
 """
 
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -24,6 +40,7 @@ class Sourced(Frozen):
 
     source: list[str] = Field(min_length=1)
     confidence: Confidence
+    note: str | None = Field(default=None, description="why, or what the sources disagree on")
 
 
 class Source(Frozen):
@@ -55,9 +72,18 @@ class Subscale(Frozen):
     items: list[int] = Field(min_length=1)
 
 
+class Structure(Sourced):
+    """Where the item map comes from: item count and range, reverse keys, subscales."""
+
+
 class Scoring(Sourced):
     method: Literal["sum", "mean"]
     multiplier: float = 1.0
+    decimals: int = Field(
+        default=2, ge=0, le=4,
+        description="totals are rounded half-up to this many decimals (0 where the source rounds prorated "
+                    "totals to whole points); 2 keeps floating-point error from moving a total across a band edge",
+    )
 
 
 class MissingRule(Sourced):
@@ -72,12 +98,27 @@ class Band(Frozen):
 
 
 class Bands(Sourced):
+    """Severity bands in ascending order. A band covers its `min` up to the next band's `min`."""
+
     bands: list[Band] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ascending(self) -> Bands:
+        for lower, upper in pairwise(self.bands):
+            if lower.min > lower.max or upper.min <= lower.max:
+                raise ValueError(f"bands {lower.label!r} and {upper.label!r} overlap or are out of order")
+        if self.bands[-1].min > self.bands[-1].max:
+            raise ValueError(f"band {self.bands[-1].label!r} has min above max")
+        return self
 
 
 class Cutoff(Sourced):
-    value: float = Field(description="caseness: at or above this (lower-is-better) / at or below (higher-is-better)")
-    note: str | None = None
+    """A cutoff on the total. Lower-is-better: the clinical range is total >= value. Higher-is-better
+    (and every `concern_cutoff`): the clinical range is total < value. See the module docstring."""
+
+    value: float = Field(
+        description="lower-is-better: clinical at or above this; higher-is-better: clinical below this"
+    )
 
 
 class ReliableChangeSpec(Sourced):
@@ -133,6 +174,9 @@ class Instrument(Frozen):
     better: Literal["lower", "higher"] = Field(description="which direction is improvement")
     licence: Licence
     coding: Coding = Coding()
+    structure: Structure | None = Field(
+        default=None, description="source of the item map: count, range, reverse keys, subscales"
+    )
     items: list[Item] = Field(min_length=1)
     subscales: list[Subscale] = Field(default_factory=list)
     scoring: Scoring
@@ -159,14 +203,14 @@ class Instrument(Frozen):
         for crit in self.critical_items:
             if crit.item not in known:
                 raise ValueError(f"{self.id}: critical item {crit.item} is not an item")
-        cited = {key for block in self.sourced_blocks() for key in block.source}
+        cited = {key for block in self.sourced_blocks() for key in block.source} | set(self.coding.source)
         if missing := cited - set(self.sources):
             raise ValueError(f"{self.id}: cites undefined sources {sorted(missing)}")
         return self
 
     def sourced_blocks(self) -> list[Sourced]:
         blocks: list[Sourced | None] = [
-            self.licence, self.scoring, self.missing, self.bands, self.caseness,
+            self.licence, self.structure, self.scoring, self.missing, self.bands, self.caseness,
             self.reliable_change, self.concern_cutoff, *self.critical_items,
         ]
         return [b for b in blocks if b is not None]

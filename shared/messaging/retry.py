@@ -9,10 +9,6 @@ from dataclasses import dataclass
 from sqlalchemy import exc as sa_exc
 
 
-class ConcurrencyConflict(Exception):
-    """Another replica changed the same row first; the message is retried and re-reads it."""
-
-
 @dataclass(frozen=True)
 class Retry:
     delay_seconds: float
@@ -52,7 +48,6 @@ def is_transient(error: BaseException) -> bool:
             sa_exc.TimeoutError,
             sa_exc.DisconnectionError,
             sa_exc.IntegrityError,  # a concurrent replica inserted the same key first
-            ConcurrencyConflict,
             ConnectionError,
             OSError,
             asyncio.TimeoutError,

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from shared.contracts.submission import SubmissionAccepted
-from shared.messaging.retry import ConcurrencyConflict, DeadLetter, Retry, is_transient, plan_retry
+from shared.messaging.retry import DeadLetter, Retry, is_transient, plan_retry
 
 BACKOFF = [1.0, 5.0, 30.0]
 
@@ -31,7 +31,6 @@ def test_poison_input_is_dead_lettered_on_first_sight() -> None:
     [
         OperationalError("SELECT 1", {}, Exception("connection refused")),
         IntegrityError("INSERT", {}, Exception("duplicate key")),
-        ConcurrencyConflict("episode changed"),
         ConnectionRefusedError(),
         TimeoutError(),
     ],

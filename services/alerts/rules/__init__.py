@@ -1,19 +1,39 @@
-"""The pure alert engine: rules as data (rules.toml), compact episode state, the alert lifecycle."""
+"""The pure alert engine: rules as data (rules.toml), compact episode state, the alert lifecycle.
 
-from services.alerts.rules.engine import (
-    CommandRejected,
-    Evaluation,
-    Replayed,
-    apply_command,
-    evaluate,
-    reconcile,
-    replay,
-)
+    evaluate(state, score, open_alerts, rules=, now=) -> Evaluation(state, transitions, notifications,
+                                                                    risk_unchecked)
+    replay(scores, rules=, now=) -> Replayed(state, alerts, transitions)
+    reconcile(stored_alerts, replayed.alerts, now=) -> [AlertTransition]
+    apply_command(alert, command, now) -> AlertTransition | CommandRejected
+    notification_for(transition) -> Notification | None
+"""
+
+from services.alerts.rules.conditions import Check, Clearing, Context, Finding, Verdict
+from services.alerts.rules.engine import CHECKS, Evaluation, Replayed, evaluate, reconcile, replay
+from services.alerts.rules.lifecycle import ENGINE, CommandRejected, alert_id, apply_command
 from services.alerts.rules.notify import notification_for
 from services.alerts.rules.ruleset import RuleSet, load_ruleset
 from services.alerts.rules.state import AlertKey, EpisodeState
 
 __all__ = [
-    "AlertKey", "CommandRejected", "EpisodeState", "Evaluation", "Replayed", "RuleSet", "apply_command",
-    "evaluate", "load_ruleset", "notification_for", "reconcile", "replay",
+    "CHECKS",
+    "ENGINE",
+    "AlertKey",
+    "Check",
+    "Clearing",
+    "CommandRejected",
+    "Context",
+    "EpisodeState",
+    "Evaluation",
+    "Finding",
+    "Replayed",
+    "RuleSet",
+    "Verdict",
+    "alert_id",
+    "apply_command",
+    "evaluate",
+    "load_ruleset",
+    "notification_for",
+    "reconcile",
+    "replay",
 ]

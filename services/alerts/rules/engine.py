@@ -1,345 +1,348 @@
-"""evaluate(state, score) -> new state and alert transitions. Pure: time comes in as `now`.
+"""evaluate(state, score, open alerts) -> new state, alert transitions, notifications. Pure.
 
-Each rule looks at the new score and the episode's compact state and says which conditions hold
-now (one per alert key). The lifecycle then compares them with the open alerts: a new condition
-raises an alert, a continuing one updates it with the new evidence, and a condition that cleared
-resolves it (critical items stay open until a clinician resolves them; a rupture resolves only when
-repaired, and is escalated once if it is not repaired in time)."""
+No broker, database, clock or randomness: time comes in as `now`, alert ids are derived (uuid5).
+
+1. The episode state is read as it stood before the score, less the bookkeeping of alerts that are
+   no longer open (a clinician resolved them by hand).
+2. Every check (`CHECKS`) judges the score against that state: findings and clearings per alert key.
+3. The lifecycle: a finding for a key with no open alert raises one; for an open alert it updates it
+   (the worse severity stands); a clearing resolves the open alert ('repaired', 'back_on_track',
+   'no_longer_deteriorated'). Critical-item alerts are only ever resolved by hand.
+4. Rupture follow-up: each further session of a series with an open rupture counts; after k
+   sessions without repair the alert is escalated once (status open, severity high, `escalated`,
+   a notification). A later repair still resolves it as repaired.
+5. Priority: an open not_on_track alert together with a falling alliance (an open rupture, or the
+   latest alliance total below the client's own mean of the earlier ones) raises the priority of
+   the not_on_track and rupture alerts; it is lowered again, quietly, when that no longer holds.
+6. The state moves on: series stats, session count, rupture and sudden-loss bookkeeping.
+
+Scores must come in administration order. A late (administered before the state's latest) or
+amended score is handled by `replay` over the episode's stored scores, and `reconcile` turns the
+stored alerts into what the replay found (see there)."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from services.alerts.rules.alliance import AllianceRuptures, parts_of
+from services.alerts.rules.conditions import (
+    SEVERITY_ORDER,
+    Check,
+    Clearing,
+    Context,
+    Finding,
+    evidence,
+    points,
+    worst,
+)
+from services.alerts.rules.lifecycle import (
+    ENGINE,
+    EVIDENCE_KEPT,
+    Changes,
+    TransitionName,
+    more_severe,
+    opened,
+    resolved,
+    with_evidence,
+)
+from services.alerts.rules.notify import notification_for
+from services.alerts.rules.outcome import NotOnTrackCheckpoints, ReliableDeteriorations
+from services.alerts.rules.risk import CriticalItems
 from services.alerts.rules.ruleset import RuleSet
-from services.alerts.rules.state import AlertKey, EpisodeState, Rupture, Series, series_name
-from shared.contracts.alert import Alert, AlertCommand, AlertTransition, Evidence, Resolution, Severity
+from services.alerts.rules.state import AlertKey, EpisodeState, Rupture, SuddenLoss, series_name
+from shared.contracts.alert import Alert, AlertTransition, Evidence, Notification
 from shared.contracts.score import ScoreComputed
 
-ENGINE = "rapport/alerts"
-ALERT_NAMESPACE = uuid.UUID("b8a4f5de-2f55-4c39-9f0e-5d7f1c2a9e41")
-EVIDENCE_KEPT = 10
-SEVERITY_ORDER: list[Severity] = ["low", "medium", "high", "critical"]
-
-
-@dataclass(frozen=True)
-class Condition:
-    key: AlertKey
-    severity: Severity
-    evidence: Evidence
-    prompt: str | None
+CHECKS: tuple[Check, ...] = (CriticalItems(), AllianceRuptures(), ReliableDeteriorations(), NotOnTrackCheckpoints())
 
 
 @dataclass(frozen=True)
 class Evaluation:
     state: EpisodeState
     transitions: list[AlertTransition]
-    risk_unchecked: bool = False
+    notifications: list[Notification] = field(default_factory=list)
+    risk_unchecked: bool = False  # the score's critical items could not be checked: report it
 
 
-@dataclass(frozen=True)
-class CommandRejected:
-    reason: str
+def evaluate(state: EpisodeState | None, score: ScoreComputed, open_alerts: Mapping[AlertKey, Alert], *,
+             rules: RuleSet, now: datetime, checks: Sequence[Check] = CHECKS) -> Evaluation:
+    """Evaluate one score of an episode, in administration order, against its open alerts."""
+    open_now = {AlertKey.of(a): a for a in open_alerts.values() if a.status != "resolved"}
+    before = _followed_only(state or EpisodeState(latest_at=score.administered_at), open_now)
+    day = score.administered_at.date()
+    new_session = before.last_session_day is None or day > before.last_session_day
+    sessions = before.sessions + (1 if new_session else 0)
+    context = Context(rules, score.session_number if score.session_number is not None else sessions)
+    verdicts = [check.judge(score, before, context) for check in checks]
+    findings = _by_key(f for v in verdicts for f in v.findings)
+    clearings: dict[AlertKey, Clearing] = {c.key: c for v in verdicts for c in v.clearings if c.key not in findings}
+
+    changes = Changes(now)
+    ruptures = dict(before.ruptures)
+    losses = dict(before.sudden_losses)
+    for key, found in findings.items():
+        alert = open_now.get(key)
+        if alert is None:
+            after = opened(score, found[0], now)
+            for more in found[1:]:
+                after = with_evidence(after, more, score.clinician_id)
+            changes.record(None, after, "raised", notify=True)
+        else:
+            after = alert
+            for finding in found:
+                after = with_evidence(after, finding, score.clinician_id)
+            worse = more_severe(after, alert)
+            changes.record(alert, after, "updated", notify=worse or key.kind == "critical_item",
+                           reason=f"severity raised from {alert.severity} to {after.severity}" if worse else None)
+        open_now[key] = after
+        rupture = next((f.rupture for f in found if f.rupture), None)
+        if key.kind == "alliance_rupture" and rupture is not None and key.series not in ruptures:
+            ruptures[key.series] = rupture
+        loss = next((f.sudden_loss for f in found if f.sudden_loss), None)
+        if key.kind == "reliable_deterioration" and loss is not None and key.instrument not in losses:
+            losses[key.instrument] = loss
+    for key, clearing in clearings.items():
+        alert = open_now.pop(key, None)
+        if alert is None:
+            continue
+        changes.record(alert, resolved(alert, clearing.resolution, clearing.reason), "resolved",
+                       reason=clearing.reason)
+        if key.kind == "alliance_rupture":
+            ruptures.pop(key.series, None)
+        if key.kind == "reliable_deterioration":
+            losses.pop(key.instrument, None)
+    _follow_ruptures(score, before, ruptures, open_now, changes, context)
+    after_state = _advance(before, score, rules, ruptures, losses, sessions, new_session)
+    _prioritise(after_state, open_now, changes, rules)
+    transitions = changes.transitions()
+    notifications = [n for t in transitions if (n := notification_for(t)) is not None]
+    return Evaluation(after_state, transitions, notifications, risk_unchecked=not score.score.risk_checked)
+
+
+def _by_key(findings: Iterable[Finding]) -> dict[AlertKey, list[Finding]]:
+    """Findings per key, the most severe first (several checks may speak about one key)."""
+    grouped: dict[AlertKey, list[Finding]] = {}
+    for f in findings:
+        grouped.setdefault(f.key, []).append(f)
+    return {k: sorted(v, key=lambda f: -SEVERITY_ORDER.index(f.severity)) for k, v in grouped.items()}
+
+
+def _followed_only(state: EpisodeState, open_now: Mapping[AlertKey, Alert]) -> EpisodeState:
+    """Drop rupture and sudden-loss bookkeeping whose alert is no longer open (resolved by hand)."""
+    ruptures = {s: r for s, r in state.ruptures.items() if AlertKey("alliance_rupture", *_split(s)) in open_now}
+    losses = {i: loss for i, loss in state.sudden_losses.items()
+              if AlertKey("reliable_deterioration", i, None) in open_now}
+    if len(ruptures) == len(state.ruptures) and len(losses) == len(state.sudden_losses):
+        return state
+    return state.model_copy(update={"ruptures": ruptures, "sudden_losses": losses})
+
+
+def _split(series: str) -> tuple[str, str | None]:
+    instrument, _, part = series.partition(":")
+    return instrument, part or None
+
+
+def _follow_ruptures(score: ScoreComputed, before: EpisodeState, ruptures: dict[str, Rupture],
+                     open_now: dict[AlertKey, Alert], changes: Changes, context: Context) -> None:
+    """Count a further session for each rupture open before this score; escalate once after k."""
+    rules = context.rules
+    k = rules.alliance_rupture.parameters.repair_within_sessions.value
+    instrument = score.score.instrument
+    in_score = {instrument, *(series_name(instrument, p) for p in score.score.subscales)}
+    for series, rupture in before.ruptures.items():
+        if series not in in_score or series not in ruptures:
+            continue  # not measured this session, or repaired just now
+        key = AlertKey("alliance_rupture", *_split(series))
+        alert = open_now.get(key)
+        if alert is None:
+            continue
+        followed = rupture.model_copy(update={"sessions_since": rupture.sessions_since + 1})
+        if followed.sessions_since >= k and not followed.escalated:
+            followed = followed.model_copy(update={"escalated": True})
+            current = changes.latest(alert)
+            unrepaired = _unrepaired(score, key, current, followed, context)
+            after = current.model_copy(update={
+                "escalated": True, "status": "open",
+                "severity": worst(current.severity, rules.alliance_rupture.severity.unrepaired),
+                "evidence": [*current.evidence, unrepaired][-EVIDENCE_KEPT:],
+            })
+            changes.record(alert, after, "escalated", notify=True, reason=(
+                f"not repaired after {followed.sessions_since} further sessions "
+                f"(pre-rupture level {points(rupture.level_to_regain)})"))
+            open_now[key] = after
+        ruptures[series] = followed
+
+
+def _unrepaired(score: ScoreComputed, key: AlertKey, alert: Alert, rupture: Rupture, context: Context) -> Evidence:
+    """The evidence of an escalation: this session's score against the pre-rupture level."""
+    value = score.score.total if key.subscale is None else score.score.subscales[key.subscale]
+    opening = alert.evidence[0].values if alert.evidence else {}
+    named = key.subscale or opening.get("weakest_part")
+    name = context.rules.name(key.instrument) + (f" {key.subscale}" if key.subscale else "")
+    summary = (f"Rupture not repaired{f' ({named})' if named else ''}: {name} {points(value)} after "
+               f"{rupture.sessions_since} further sessions, pre-rupture level {points(rupture.level_to_regain)}")
+    values = {"value": value, "level_to_regain": rupture.level_to_regain, "session": context.session,
+              "sessions_since_rupture": rupture.sessions_since, "opened_by": rupture.opened_by}
+    return evidence(context, context.rules.alliance_rupture, score, summary, values)
+
+
+def _advance(before: EpisodeState, score: ScoreComputed, rules: RuleSet, ruptures: dict[str, Rupture],
+             losses: dict[str, SuddenLoss], sessions: int, new_session: bool) -> EpisodeState:
+    instrument, kind = score.score.instrument, score.score.kind
+    values: list[tuple[str | None, float]] = [(None, score.score.total), *score.score.subscales.items()]
+    if kind == "alliance" and not score.score.subscales:
+        values += list(parts_of(score, rules.alliance_rupture).items())  # SRS items read as goal/task/bond
+    series = dict(before.series)
+    for part, value in values:
+        name = series_name(instrument, part)
+        series[name] = before.series_of(name).add(value, kind)
+    day = score.administered_at.date()
+    return before.model_copy(update={
+        "latest_at": max(before.latest_at, score.administered_at),
+        "sessions": sessions,
+        "last_session_day": day if new_session else before.last_session_day,
+        "series": series,
+        "ruptures": ruptures,
+        "sudden_losses": losses,
+    })
+
+
+def falling_alliance(state: EpisodeState, rules: RuleSet) -> list[str]:
+    """Alliance totals whose latest score is below the client's own mean of the earlier ones."""
+    needed = rules.alliance_rupture.parameters.min_earlier_sessions.value
+    falling = []
+    for name, s in sorted(state.series.items()):
+        mean = s.mean_before_previous()
+        if s.kind == "alliance" and ":" not in name and s.running.n - 1 >= needed and mean is not None \
+                and s.previous is not None and s.previous < mean:
+            falling.append(rules.name(name))
+    return falling
+
+
+def _prioritise(state: EpisodeState, open_now: dict[AlertKey, Alert], changes: Changes, rules: RuleSet) -> None:
+    ruptured = sorted({rules.name(k.instrument) for k in open_now if k.kind == "alliance_rupture"})
+    below_mean = falling_alliance(state, rules)
+    off_track = any(k.kind == "not_on_track" for k in open_now)
+    raise_it = off_track and bool(ruptured or below_mean)
+    why = "; ".join([*(f"open alliance rupture on {n}" for n in ruptured),
+                     *(f"{n} below the client's own mean" for n in below_mean if n not in ruptured)])
+    for key, alert in list(open_now.items()):
+        if key.kind not in ("not_on_track", "alliance_rupture"):
+            continue
+        current = changes.latest(alert)
+        if current.priority_raised == raise_it:
+            continue
+        after = current.model_copy(update={"priority_raised": raise_it})
+        rule = f"rule {rules.priority.id} v{rules.priority.version}"
+        reason = (f"priority raised: not on track with a falling alliance ({why}; {rule})" if raise_it
+                  else f"priority lowered: the alliance is no longer falling or the client is back on track ({rule})")
+        changes.record(alert, after, "updated", notify=raise_it, reason=reason)
+        open_now[key] = after
+
+
+# --- late and amended scores ------------------------------------------------------------------
 
 
 @dataclass
 class Replayed:
+    """An episode evaluated from the start: its state, and each alert as it last stood (latest last)."""
+
     state: EpisodeState | None
     alerts: dict[str, Alert] = field(default_factory=dict)
+    transitions: list[AlertTransition] = field(default_factory=list)
 
 
-def alert_id(score: ScoreComputed, key: AlertKey) -> str:
-    """The same episode, key and opening submission give the same id on any replica or replay."""
-    name = f"{score.tenant}|{score.client_id}|{score.episode_id}|{key.kind}|{key.instrument}|{key.subscale}|" \
-           f"{score.submission_id}"
-    return str(uuid.uuid5(ALERT_NAMESPACE, name))
+def replay(scores: Sequence[ScoreComputed], *, rules: RuleSet, now: datetime,
+           checks: Sequence[Check] = CHECKS) -> Replayed:
+    """Fold `evaluate` over the episode's scores in administration order from an empty state.
 
-
-def _evidence(rule_id: str, version: str, score: ScoreComputed, summary: str, sources: list[str],
-              **values: object) -> Evidence:
-    return Evidence(rule_id=rule_id, rule_version=version, summary=summary, submission_id=score.submission_id,
-                    administered_at=score.administered_at, instrument=score.score.instrument,
-                    score=score.score.total, values=values, sources=sources)
-
-
-def _name(score: ScoreComputed) -> str:
-    return score.score.instrument.upper().replace("PHQ", "PHQ-").replace("GAD", "GAD-").replace("--", "-")
-
-
-# --- the rules -------------------------------------------------------------------------------
-
-
-def critical_items(score: ScoreComputed, rules: RuleSet) -> list[Condition]:
-    rule = rules.critical_item
-    findings = score.score.critical_items
-    if not findings:
-        return []
-    described = "; ".join(f"item {f.item} = {f.value:g} ({f.label})" for f in findings)
-    evidence = _evidence(rule.id, rule.version, score, f"Risk item endorsed on {_name(score)}: {described}",
-                         rule.source, items={str(f.item): f.value for f in findings},
-                         thresholds={str(f.item): f.threshold for f in findings})
-    return [Condition(AlertKey("critical_item", score.score.instrument, None), "critical", evidence,
-                      rules.prompts.critical_item)]
-
-
-def alliance(score: ScoreComputed, state: EpisodeState, rules: RuleSet) -> tuple[list[Condition], dict[str, str]]:
-    """Rupture conditions per series, and which series were repaired (series -> summary)."""
-    rule = rules.alliance_rupture
-    conditions: list[Condition] = []
-    repaired: dict[str, str] = {}
-    cutoff = score.parameters.get("concern_cutoff")
-    drop_points = rule.drop_points.get(score.score.instrument)
-    parts: list[tuple[str | None, float]] = [(None, score.score.total), *score.score.subscales.items()]
-    for part, value in parts:
-        name = series_name(score.score.instrument, part)
-        series = state.series.get(name, Series())
-        label = f"{_name(score)}" + (f" {part}" if part else "")
-        reasons: list[str] = []
-        values: dict[str, object] = {"value": value, "previous": series.previous}
-        severity: Severity = "medium"
-        if part is None and isinstance(cutoff, int | float) and value < cutoff:
-            reasons.append(f"below the concern cutoff {cutoff:g}")
-            values["cutoff"] = cutoff
-        if drop_points is not None and series.previous is not None and series.previous - value >= drop_points:
-            reasons.append(f"down from {series.previous:g} last session")
-            values["drop_points"] = drop_points
-        sd = series.earlier.sd
-        if series.earlier.n >= rule.min_earlier_sessions and sd:
-            z = (value - series.earlier.mean) / sd
-            values |= {"z": round(z, 2), "own_mean": round(series.earlier.mean, 2), "own_sd": round(sd, 2)}
-            if z <= rule.z_major:
-                reasons.append(f"{abs(z):.1f} SD below the client's own mean {series.earlier.mean:.1f}")
-                severity = "high"
-            elif z <= rule.z_minor:
-                reasons.append(f"{abs(z):.1f} SD below the client's own mean {series.earlier.mean:.1f}")
-        open_rupture = state.ruptures.get(name)
-        if open_rupture is not None and value >= open_rupture.level_to_regain and not reasons:
-            repaired[name] = f"{label} back to {value:g} (pre-rupture level {open_rupture.level_to_regain:g})"
-            continue
-        if not reasons:
-            continue
-        part_text = f" ({part})" if part else ""
-        summary = f"Alliance drop{part_text}: {label} {value:g}, " + ", ".join(reasons)
-        weakest = min(score.score.subscales, key=lambda k: score.score.subscales[k]) if score.score.subscales else None
-        prompt = rules.prompts.for_part(part if part else weakest)
-        conditions.append(Condition(AlertKey("alliance_rupture", score.score.instrument, part), severity,
-                                    _evidence(rule.id, rule.version, score, summary, rule.source, **values), prompt))
-    return conditions, repaired
-
-
-def deterioration(score: ScoreComputed, state: EpisodeState, rules: RuleSet) -> list[Condition]:
-    rule = rules.reliable_deterioration
-    change = score.change
-    if change is None:
-        return []
-    series = state.series.get(score.score.instrument, Series())
-    rcv = change.reliable_change_value
-    sudden = False
-    if rcv is not None and series.previous is not None:
-        worse = (score.score.total - series.previous) * (1 if score.score.better == "lower" else -1)
-        sudden = worse >= rcv and abs(worse) >= rule.sudden_loss_fraction * abs(series.previous)
-    if change.reliable != "deteriorated" and not sudden:
-        return []
-    reasons = []
-    if change.reliable == "deteriorated":
-        reasons.append(f"{change.change_from_baseline:+g} from baseline {change.baseline_total:g} "
-                       f"(reliable change {rcv:g})")
-    if sudden:
-        reasons.append(f"possible sudden loss from {series.previous:g} last session")
-    summary = f"Reliable deterioration on {_name(score)}: {score.score.total:g}, " + "; ".join(reasons)
-    evidence = _evidence(rule.id, rule.version, score, summary, rule.source, baseline=change.baseline_total,
-                         previous=series.previous, reliable_change=rcv, sudden_loss=sudden)
-    return [Condition(AlertKey("reliable_deterioration", score.score.instrument, None), "high", evidence,
-                      rules.prompts.deterioration)]
-
-
-def not_on_track(score: ScoreComputed, session: int, rules: RuleSet) -> list[Condition]:
-    rule = rules.not_on_track
-    change = score.change
-    if change is None or score.score.caseness is not True or session < rule.at_risk_session:
-        return []
-    if change.reliable == "improved":
-        return []
-    stalled = session >= rule.stalled_session
-    summary = (f"{'Stalled' if stalled else 'Not on track'} on {_name(score)} at session {session}: "
-               f"{score.score.total:g}, still in the clinical range, no reliable improvement from "
-               f"{change.baseline_total:g}")
-    evidence = _evidence(rule.id, rule.version, score, summary, rule.source, session=session,
-                         checkpoint=rule.stalled_session if stalled else rule.at_risk_session,
-                         baseline=change.baseline_total)
-    return [Condition(AlertKey("not_on_track", score.score.instrument, None), "high" if stalled else "medium",
-                      evidence, rules.prompts.not_on_track)]
-
-
-# --- the lifecycle ---------------------------------------------------------------------------
-
-
-def _raise(score: ScoreComputed, c: Condition, now: datetime) -> AlertTransition:
-    alert = Alert(
-        alert_id=alert_id(score, c.key), tenant=score.tenant, kind=c.key.kind,
-        severity=c.severity, status="open", client_id=score.client_id, episode_id=score.episode_id,
-        clinician_id=score.clinician_id, instrument=c.key.instrument, subscale=c.key.subscale,
-        opened_at=now, updated_at=now, evidence=[c.evidence], repair_prompt=c.prompt, version=1,
-    )
-    return AlertTransition(transition="raised", alert=alert, by=ENGINE, at=now, notify=True)
-
-
-def _update(alert: Alert, c: Condition, now: datetime) -> AlertTransition:
-    severity = max(alert.severity, c.severity, key=SEVERITY_ORDER.index)
-    updated = alert.model_copy(update={
-        "severity": severity, "updated_at": now, "evidence": [*alert.evidence, c.evidence][-EVIDENCE_KEPT:],
-        "repair_prompt": c.prompt or alert.repair_prompt, "version": alert.version + 1,
-    })
-    worse = SEVERITY_ORDER.index(severity) > SEVERITY_ORDER.index(alert.severity)
-    return AlertTransition(transition="updated", alert=updated, by=ENGINE, at=now,
-                           notify=worse or alert.kind == "critical_item")
-
-
-def _resolve(alert: Alert, resolution: Resolution, reason: str, now: datetime, by: str = ENGINE) -> AlertTransition:
-    resolved = alert.model_copy(update={"status": "resolved", "resolution": resolution, "resolved_reason": reason,
-                                        "updated_at": now, "version": alert.version + 1})
-    return AlertTransition(transition="resolved", alert=resolved, by=by, at=now, reason=reason)
-
-
-def _advance(state: EpisodeState, score: ScoreComputed) -> EpisodeState:
-    series = dict(state.series)
-    parts: list[tuple[str | None, float]] = [(None, score.score.total), *score.score.subscales.items()]
-    for part, value in parts:
-        name = series_name(score.score.instrument, part)
-        before = series.get(name, Series())
-        series[name] = Series(count=before.count + 1, previous=value, earlier=before.earlier.add(value))
-    return state.model_copy(update={"series": series, "latest_at": max(state.latest_at, score.administered_at)})
-
-
-def evaluate(state: EpisodeState | None, score: ScoreComputed, open_alerts: Mapping[AlertKey, Alert], *,
-             rules: RuleSet, now: datetime) -> Evaluation:
-    state = state or EpisodeState(latest_at=score.administered_at)
-    instrument = score.score.instrument
-    session = score.session_number or state.series.get(instrument, Series()).count + 1
-    conditions = critical_items(score, rules)
-    repaired: dict[str, str] = {}
-    if score.score.kind == "alliance":
-        found, repaired = alliance(score, state, rules)
-        conditions += found
-    else:
-        conditions += deterioration(score, state, rules) + not_on_track(score, session, rules)
-    transitions: list[AlertTransition] = []
-    current = dict(open_alerts)
-    ruptures = dict(state.ruptures)
-    desired = {c.key: c for c in conditions}
-    for key, c in desired.items():
-        transitions.append(_update(current[key], c, now) if key in current else _raise(score, c, now))
-        current[key] = transitions[-1].alert
-        name = series_name(key.instrument, key.subscale)
-        if key.kind == "alliance_rupture" and name not in ruptures:
-            ruptures[name] = Rupture(level_to_regain=_level_to_regain(state, name, c, score))
-    for key, alert in list(current.items()):
-        if key.instrument != instrument:
-            continue
-        name = series_name(key.instrument, key.subscale)
-        if key.kind == "alliance_rupture" and name in repaired:
-            transitions.append(_resolve(alert, "repaired", repaired[name], now))
-            ruptures.pop(name, None)
-        elif key.kind == "alliance_rupture" and name in state.ruptures:
-            # a session after the rupture without repair, whether or not it brought new evidence
-            rupture = ruptures[name].model_copy(update={"sessions_since": ruptures[name].sessions_since + 1})
-            ruptures[name] = rupture
-            if rupture.sessions_since >= rules.alliance_rupture.repair_within_sessions and not rupture.escalated:
-                ruptures[name] = rupture.model_copy(update={"escalated": True})
-                escalated = alert.model_copy(update={
-                    "severity": "high", "escalated": True, "updated_at": now, "version": alert.version + 1})
-                transitions.append(AlertTransition(
-                    transition="escalated", alert=escalated, by=ENGINE, at=now, notify=True,
-                    reason=f"not repaired after {rupture.sessions_since} further sessions"))
-                current[key] = escalated
-        elif key in desired:
-            continue
-        elif key.kind == "reliable_deterioration":
-            transitions.append(_resolve(alert, "no_longer_deteriorated", "no longer reliably worse", now))
-        elif key.kind == "not_on_track":
-            transitions.append(_resolve(alert, "back_on_track", "reliable improvement or out of the clinical range",
-                                        now))
-    transitions = _prioritise(transitions, current, score, state)
-    risk_unchecked = not score.score.risk_checked
-    return Evaluation(state=_advance(state.model_copy(update={"ruptures": ruptures}), score), transitions=transitions,
-                      risk_unchecked=risk_unchecked)
-
-
-def _level_to_regain(state: EpisodeState, name: str, c: Condition, score: ScoreComputed) -> float:
-    """The client's own mean before the rupture, or the concern cutoff where that is lower."""
-    before = state.series.get(name, Series())
-    level = before.earlier.mean if before.earlier.n else c.evidence.score
-    cutoff = score.parameters.get("concern_cutoff") if c.key.subscale is None else None
-    if isinstance(cutoff, int | float):
-        level = min(level, float(cutoff))
-    return round(level, 2)
-
-
-def _prioritise(transitions: list[AlertTransition], current: Mapping[AlertKey, Alert], score: ScoreComputed,
-                state: EpisodeState) -> list[AlertTransition]:
-    """Not on track together with a falling alliance (an open rupture in the episode) raises priority."""
-    rupture_open = bool(state.ruptures) or any(
-        t.alert.kind == "alliance_rupture" and t.alert.status != "resolved" for t in transitions
-    ) or any(k.kind == "alliance_rupture" for k in current)
-    if not rupture_open:
-        return transitions
-    out = []
-    for t in transitions:
-        if t.alert.kind == "not_on_track" and t.alert.status != "resolved" and not t.alert.priority_raised:
-            t = t.model_copy(update={"alert": t.alert.model_copy(update={"priority_raised": True}), "notify": True})
-        out.append(t)
-    return out
-
-
-def replay(scores: Sequence[ScoreComputed], *, rules: RuleSet, now: datetime) -> Replayed:
-    """Evaluate an episode from the start, in administration order (late or amended scores)."""
+    The latest revision of each submission counts. Clinicians' commands are not replayed: they
+    are kept by `reconcile`."""
+    latest: dict[str, ScoreComputed] = {}
+    for s in scores:
+        if s.submission_id not in latest or latest[s.submission_id].revision < s.revision:
+            latest[s.submission_id] = s
     result = Replayed(state=None)
-    for score in sorted(scores, key=lambda s: (s.administered_at, s.submission_id)):
-        open_alerts = {AlertKey.of(a): a for a in result.alerts.values() if a.status != "resolved"}
-        evaluation = evaluate(result.state, score, open_alerts, rules=rules, now=now)
+    open_alerts: dict[AlertKey, Alert] = {}
+    for score in sorted(latest.values(), key=lambda s: (s.administered_at, s.submission_id)):
+        evaluation = evaluate(result.state, score, open_alerts, rules=rules, now=now, checks=checks)
         result.state = evaluation.state
+        result.transitions += evaluation.transitions
         for t in evaluation.transitions:
+            result.alerts.pop(t.alert.alert_id, None)
             result.alerts[t.alert.alert_id] = t.alert
+            if t.alert.status == "resolved":
+                open_alerts.pop(AlertKey.of(t.alert), None)
+            else:
+                open_alerts[AlertKey.of(t.alert)] = t.alert
     return result
 
 
 def reconcile(stored: Sequence[Alert], replayed: Mapping[str, Alert], *, now: datetime) -> list[AlertTransition]:
-    """The transitions that turn the stored alerts into what the replay says, keeping clinicians' work:
-    an acknowledged alert stays acknowledged; an alert whose evidence vanished is resolved as superseded."""
-    known = {a.alert_id: a for a in stored}
-    out: list[AlertTransition] = []
-    for alert_id, new in replayed.items():
-        old = known.get(alert_id)
-        if old is None:
-            if new.status != "resolved":
-                out.append(AlertTransition(transition="raised", alert=new.model_copy(update={"version": 1}),
-                                           by=ENGINE, at=now, notify=True))
+    """The transitions that turn the stored alerts into what a replay found, key by key.
+
+    Alerts are matched by key (kind, instrument, subscale), not by id, because a late score can
+    change which submission opened an alert. Clinicians' work is kept: a stored alert keeps its
+    id, status (acknowledged stays acknowledged, unless newly escalated) and opening time, and
+    resolved alerts stay resolved. Per key:
+    - stored open, replay open: the stored alert takes the replay's severity, evidence, prompt,
+      escalation and priority ('updated', or 'escalated' when newly escalated; notified when
+      escalated, more severe or newly prioritised); nothing when nothing changed;
+    - stored open, replay none open: resolved with the replay's resolution for that key when its
+      last alert there was resolved, else 'superseded' (its evidence vanished);
+    - replay open, stored none open: raised (and notified), unless an alert with that id is
+      already stored resolved (a clinician closed it, or it resolved before): that is left alone
+      and the engine drops its bookkeeping at the next score;
+    - alerts the replay opened and resolved again are history: nothing is emitted.
+    Resolutions come first, then updates, then raises, so one key never has two open alerts."""
+    known = {a.alert_id for a in stored}
+    stored_open = {AlertKey.of(a): a for a in stored if a.status != "resolved"}
+    last_by_key: dict[AlertKey, Alert] = {}
+    for alert in replayed.values():
+        last_by_key[AlertKey.of(alert)] = alert  # in order of their last change: the latest wins
+    replay_open = {k: a for k, a in last_by_key.items() if a.status != "resolved"}
+    resolutions: list[AlertTransition] = []
+    updates: list[AlertTransition] = []
+    raises: list[AlertTransition] = []
+    for key, old in sorted(stored_open.items(), key=_order):
+        new = replay_open.get(key)
+        if new is None:
+            last = last_by_key.get(key)
+            if last is not None and last.resolution is not None:
+                closed = resolved(old, last.resolution, last.resolved_reason or "re-evaluated")
+            else:
+                closed = resolved(old, "superseded", "its evidence changed (late or amended submission)")
+            resolutions.append(_moved(old, closed, "resolved", now, closed.resolved_reason))
             continue
-        if old.status == "resolved":
+        merged = old.model_copy(update={
+            "severity": new.severity, "evidence": new.evidence, "repair_prompt": new.repair_prompt,
+            "escalated": new.escalated, "priority_raised": new.priority_raised,
+            "clinician_id": new.clinician_id or old.clinician_id,
+            "status": "open" if new.escalated and not old.escalated else old.status,
+        })
+        if merged == old:
             continue
-        if new.status == "resolved":
-            out.append(_resolve(old, new.resolution or "cleared", new.resolved_reason or "re-evaluated", now))
-        elif new.evidence != old.evidence or new.severity != old.severity:
-            merged = new.model_copy(update={"status": old.status, "version": old.version + 1, "updated_at": now})
-            out.append(AlertTransition(transition="updated", alert=merged, by=ENGINE, at=now))
-    for old in stored:
-        if old.alert_id not in replayed and old.status != "resolved":
-            out.append(_resolve(old, "superseded", "its evidence changed (late or amended submission)", now))
-    return out
+        escalated = new.escalated and not old.escalated
+        notify = escalated or more_severe(merged, old) or (new.priority_raised and not old.priority_raised)
+        updates.append(_moved(old, merged, "escalated" if escalated else "updated", now,
+                              "re-evaluated after a late or amended submission", notify=notify))
+    for key, new in sorted(replay_open.items(), key=_order):
+        if key in stored_open or new.alert_id in known:
+            continue
+        raised = new.model_copy(update={"version": 1, "opened_at": now, "updated_at": now})
+        raises.append(AlertTransition(transition="raised", alert=raised, by=ENGINE, at=now, notify=True,
+                                      reason="found on re-evaluation after a late or amended submission"))
+    return [*resolutions, *updates, *raises]
 
 
-def apply_command(alert: Alert, command: AlertCommand, now: datetime) -> AlertTransition | CommandRejected:
-    if alert.status == "resolved":
-        return CommandRejected(f"the alert is already resolved ({alert.resolution})")
-    if command.action == "acknowledge":
-        if alert.status == "acknowledged":
-            return CommandRejected("the alert is already acknowledged")
-        acknowledged = alert.model_copy(update={"status": "acknowledged", "updated_at": now,
-                                                "version": alert.version + 1})
-        return AlertTransition(transition="acknowledged", alert=acknowledged, by=command.by, at=now,
-                               reason=command.reason)
-    if not command.reason:
-        return CommandRejected("resolving by hand needs a reason")
-    return _resolve(alert, "by_hand", command.reason, now, by=command.by)
+def _order(item: tuple[AlertKey, Alert]) -> tuple[str, str, str]:
+    key = item[0]
+    return key.kind, key.instrument, key.subscale or ""
+
+
+def _moved(old: Alert, new: Alert, transition: TransitionName, now: datetime, reason: str | None, *,
+           notify: bool = False) -> AlertTransition:
+    alert = new.model_copy(update={"version": old.version + 1, "updated_at": now})
+    return AlertTransition(transition=transition, alert=alert, by=ENGINE, at=now, reason=reason, notify=notify)

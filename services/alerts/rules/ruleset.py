@@ -1,16 +1,30 @@
-"""The alert rules' parameters, read from rules.toml."""
+"""The alert rules' parameters, read from rules.toml: each with its sources and confidence."""
 
 from __future__ import annotations
 
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.contracts.alert import Severity
 
 RULES_FILE = Path(__file__).with_name("rules.toml")
 Confidence = Literal["verified", "secondary", "unverified", "proposal"]
+T = TypeVar("T")
+
+
+class Parameter(BaseModel, Generic[T]):
+    """One rule parameter: its value and where it came from."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    value: T
+    source: list[str]
+    confidence: Confidence
+    note: str
 
 
 class Rule(BaseModel):
@@ -23,49 +37,119 @@ class Rule(BaseModel):
     note: str
 
 
-class AllianceRupture(Rule):
-    min_earlier_sessions: int
-    z_minor: float
-    z_major: float
-    repair_within_sessions: int
-    drop_points: dict[str, float]
+class CriticalItem(Rule):
+    severity: Severity
+    prompt: str
 
 
-class ReliableDeterioration(Rule):
-    sudden_loss_fraction: float
+class RuptureSeverity(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    drop: Severity
+    below_cutoff: Severity
+    minor: Severity
+    major: Severity
+    unrepaired: Severity
 
 
-class NotOnTrack(Rule):
-    at_risk_session: int
-    stalled_session: int
-
-
-class Prompts(BaseModel):
+class RepairPrompts(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     goal: str
     task: str
     bond: str
     total: str
-    not_on_track: str
-    deterioration: str
-    critical_item: str
 
     def for_part(self, part: str | None) -> str:
+        """The prompt for the part of the alliance that dropped; the general one when none is known."""
         return {"goal": self.goal, "task": self.task, "bond": self.bond}.get(part or "", self.total)
 
 
-class RuleSet(BaseModel):
+class RuptureParameters(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    critical_item: Rule
+    drop_points: Parameter[dict[str, float]]
+    drop_points_default: Parameter[float]
+    min_earlier_sessions: Parameter[int]
+    z_minor: Parameter[float]
+    z_major: Parameter[float]
+    sd_floor_points: Parameter[float]
+    repair_within_sessions: Parameter[int]
+    item_parts: Parameter[dict[str, dict[str, str]]]
+
+
+class AllianceRupture(Rule):
+    severity: RuptureSeverity
+    prompts: RepairPrompts
+    parameters: RuptureParameters
+
+    def drop_points(self, series: str) -> float:
+        """The drop that counts for a series ('srs', 'waisr:bond'): its own, its instrument's, or the default."""
+        own = self.parameters.drop_points.value
+        instrument = series.split(":", 1)[0]
+        return own.get(series, own.get(instrument, self.parameters.drop_points_default.value))
+
+    def item_parts(self, instrument: str) -> dict[int, str]:
+        return {int(item): part for item, part in self.parameters.item_parts.value.get(instrument, {}).items()}
+
+
+class DeteriorationSeverity(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    deteriorated: Severity
+    sudden_loss: Severity
+
+
+class DeteriorationParameters(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sudden_loss_fraction: Parameter[float]
+
+
+class ReliableDeterioration(Rule):
+    severity: DeteriorationSeverity
+    prompt: str
+    parameters: DeteriorationParameters
+
+
+class NotOnTrackSeverity(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    at_risk: Severity
+    stalled: Severity
+
+
+class NotOnTrackParameters(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    at_risk_session: Parameter[int]
+    stalled_session: Parameter[int]
+
+
+class NotOnTrack(Rule):
+    severity: NotOnTrackSeverity
+    prompt: str
+    parameters: NotOnTrackParameters
+
+
+class RuleSet(BaseModel):
+    """All rules, as loaded from rules.toml. Frozen: one instance is shared by every evaluation."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    names: dict[str, str] = Field(default_factory=dict)
+    critical_item: CriticalItem
     alliance_rupture: AllianceRupture
     reliable_deterioration: ReliableDeterioration
     not_on_track: NotOnTrack
-    prompts: Prompts
+    priority: Rule
+
+    def name(self, instrument: str) -> str:
+        """An instrument as a therapist knows it: 'PHQ-9', not 'phq9'."""
+        return self.names.get(instrument, instrument.upper())
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=4)
 def load_ruleset(path: Path = RULES_FILE) -> RuleSet:
     with path.open("rb") as f:
         return RuleSet.model_validate(tomllib.load(f))

@@ -1,27 +1,46 @@
-"""From whatever the clinic sent to canonical submissions, or precise rejections. Pure: no I/O.
+"""From whatever the clinic sent to canonical submissions, or precise rejections. Pure: no I/O, no clock.
 
-One inbound message may hold several submissions (a FHIR Bundle): each gets its own answer.
-Accepted forms, tried in this order:
-1. a CloudEvent (`specversion` present) wrapping any of the forms below in `data`;
-2. a FHIR R4 resource (`resourceType`): QuestionnaireResponse, Bundle of them, or an Observation
+One inbound message may hold several submissions (a FHIR Bundle): each gets its own answer, in
+order, so the result is never empty. Accepted forms:
+1. a CloudEvent (a JSON object with `specversion`) wrapping any form below in `data` (a JSON object,
+   a JSON string, or `data_base64`); a `tenant` extension naming another tenant is `tenant_mismatch`;
+2. a FHIR R4 resource (`resourceType`): QuestionnaireResponse, a Bundle of them, or an Observation
    carrying an instrument's LOINC total-score code (a total-only submission), see fhir.py;
 3. the native JSON submission, see native.py.
+The body must be UTF-8 JSON (a byte-order mark is tolerated); anything else is one `invalid_json`
+rejection with the line and column, never an echo of the payload. NaN and Infinity are refused.
+Every draft then passes the shared checks (outcome.finish): a known instrument, its licence for this
+tenant, `check_responses` (ranges, steps, the missing-item rule) or `check_total`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Sequence
 from typing import Any
 
 from services.ingest.normalise.fhir import normalise_fhir
 from services.ingest.normalise.native import normalise_native
-from services.ingest.normalise.outcome import Rejection, TenantMapping, finish
+from services.ingest.normalise.outcome import Draft, Rejection, TenantMapping, finish
 from shared.contracts.problems import Problem
 from shared.contracts.submission import Submission
+from shared.contracts.tenancy import is_tenant_id
 from shared.instruments import Registry
 
-__all__ = ["Rejection", "TenantMapping", "normalise"]
+__all__ = ["Rejection", "TenantMapping", "normalise", "problems_of"]
+
+# Keys that say "this is a FHIR resource" when `resourceType` was forgotten.
+FHIR_KEYS = frozenset({"item", "questionnaire", "authored", "subject", "entry", "valueQuantity"})
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not a JSON number")
 
 
 def normalise(
@@ -32,30 +51,54 @@ def normalise(
     mapping: TenantMapping | None = None,
     licensed: frozenset[str] = frozenset(),
 ) -> list[Submission | Rejection]:
-    try:
-        document: Any = json.loads(body)
-    except UnicodeDecodeError:
-        return [Rejection.of(Problem(field="body", code="invalid_json", message="the body is not UTF-8 text",
-                                     expected="a UTF-8 JSON document"))]
-    except json.JSONDecodeError as exc:
-        return [Rejection.of(Problem(
-            field="body", code="invalid_json",
-            message=f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-            expected="a JSON object",
-        ))]
-    if not isinstance(document, dict):
-        return [Rejection.of(Problem(field="body", code="not_an_object",
-                                     message=f"the body is a JSON {type(document).__name__}",
-                                     expected="a JSON object"))]
+    if not is_tenant_id(tenant):
+        return [Rejection.of(Problem(field="subject", code="invalid_tenant",
+                                     message="the subject does not name a valid tenant",
+                                     expected="rapport.<tenant>.in.submissions, tenant [a-z0-9_-]{1,64}"))]
+    document = _parse(body)
+    if isinstance(document, Rejection):
+        return [document]
     if "specversion" in document:
         unwrapped = _unwrap_cloudevent(document, tenant)
         if isinstance(unwrapped, Rejection):
             return [unwrapped]
         document = unwrapped
-    mapping = mapping or TenantMapping()
-    drafts = normalise_fhir(document, tenant, registry, mapping) if "resourceType" in document \
-        else [normalise_native(document, tenant)]
+    drafts: list[Draft | Rejection]
+    if "resourceType" in document:
+        drafts = list(normalise_fhir(document, tenant, registry, mapping or TenantMapping()))
+    elif "submission_id" not in document and FHIR_KEYS & document.keys():
+        drafts = [Rejection.of(Problem(field="resourceType", code="missing_field",
+                                       message="the body looks like a FHIR resource but has no resourceType",
+                                       expected="resourceType QuestionnaireResponse, Bundle or Observation"))]
+    else:
+        drafts = [normalise_native(document, tenant)]
     return [finish(d, registry, licensed) for d in drafts]
+
+
+def _parse(body: bytes | str, where: str = "body") -> dict[str, Any] | Rejection:
+    def invalid(message: str) -> Rejection:
+        return Rejection.of(Problem(field=where, code="invalid_json", message=message.replace("the body", where),
+                                    expected="a UTF-8 JSON object"))
+
+    try:
+        text = body.decode("utf-8-sig") if isinstance(body, bytes | bytearray | memoryview) else str(body)
+    except UnicodeDecodeError as exc:
+        return invalid(f"the body is not UTF-8 text (byte {exc.start})")
+    try:
+        document: Any = json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        return invalid(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+    except _NotJson as exc:
+        return invalid(f"the body is not valid JSON: {exc}")
+    except RecursionError:
+        return invalid("the body is nested too deeply")
+    except ValueError:  # e.g. an integer longer than Python converts
+        return invalid("the body holds a number too long to read")
+    if not isinstance(document, dict):
+        kind = {list: "an array", str: "a string", type(None): "null"}.get(type(document), "a number or boolean")
+        return Rejection.of(Problem(field=where, code="not_an_object", message=f"{where} is {kind}",
+                                    expected="a JSON object"))
+    return document
 
 
 def _unwrap_cloudevent(event: dict[str, Any], tenant: str) -> dict[str, Any] | Rejection:
@@ -67,15 +110,21 @@ def _unwrap_cloudevent(event: dict[str, Any], tenant: str) -> dict[str, Any] | R
             expected=f"tenant {tenant!r} or no tenant attribute",
         ))
     data = event.get("data")
-    if isinstance(data, str):
+    if data is None and isinstance(event.get("data_base64"), str):
         try:
-            data = json.loads(data)
-        except json.JSONDecodeError:
-            data = None
+            data = base64.b64decode(event["data_base64"], validate=True)
+        except (binascii.Error, ValueError):
+            return Rejection.of(Problem(field="data_base64", code="invalid_cloudevent",
+                                        message="data_base64 is not base64", expected="base64 of a JSON object"))
+    if isinstance(data, str | bytes):
+        parsed = _parse(data, "data")
+        if isinstance(parsed, Rejection):
+            return parsed
+        data = parsed
     if not isinstance(data, dict):
         return Rejection.of(Problem(field="data", code="invalid_cloudevent",
-                                    message="the CloudEvent has no JSON object in `data`",
-                                    expected="a submission object in `data`"))
+                                    message="the CloudEvent has no JSON object in data",
+                                    expected="a submission object in data"))
     return data
 
 

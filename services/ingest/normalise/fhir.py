@@ -1,38 +1,82 @@
 """FHIR R4 QuestionnaireResponse, Bundle and total-score Observation, as real EHRs send them.
 
-Instrument: the `questionnaire` canonical (with or without `|version`), a canonical ending in the
-LOINC panel code, the registry's known canonicals, or the tenant's configured map.
+Hand-written and lenient where the real world differs, precise where it is wrong: every problem
+names its field path (`entry[1].resource.item[3].answer[0].valueCoding`), never free text.
 
-linkId -> item number, first match wins:
-1. the tenant's configured map for the instrument (descriptive names, opaque ids);
-2. the item's LOINC code, with or without a leading slash ("44250-9", "/44250-9");
-3. the item's aliases in the registry;
-4. a positional name ending in the item number: "1", "q1", "item1", "g1.q1", "phq9-1", "PHQ.1".
-Items nest (groups, answers with sub-items): all levels are read.
+**Resources.** A QuestionnaireResponse; a Bundle of any type (collection, transaction, batch,
+document, searchset, ...) whose entries are answered one by one (`entry.resource`; Questionnaires in
+the Bundle are read as definitions for its responses, and every entry that is not a submission gets
+its own rejection); an Observation whose `code` is an instrument's LOINC total-score code.
 
-Answer value: valueInteger, valueDecimal, a numeric valueString, or valueCoding weighed by, in order,
-an itemWeight (or older ordinalValue) extension on the coding or the answer, the contained
-Questionnaire's answerOption weight for that item, the instrument's LOINC answer codes, a code that
-is a number, a display that is a number. Weights belong to the item, never to a code in general.
+**Instrument**, first match wins: the tenant's questionnaire map (canonical with or without
+`|version`); the registry's canonicals and LOINC panels (`http://loinc.org/q/44249-1`); any canonical
+whose last path segment is a LOINC panel code; for `questionnaire: "#id"` the contained
+Questionnaire's url, identifiers and codes; then `meta.tag` codes. A Reference object (STU3 style) is
+refused as `not_fhir_r4`.
 
-An item asked and declined (no answer, or a data-absent-reason extension) counts as missing; the
-instrument's missing-item rule decides. A total-score item is never trusted: it is dropped, and a
-total that disagrees with the responses is reported as a warning. Episode: `basedOn`
-EpisodeOfCare/<id>, or the extension http://rapport.dev/fhir/StructureDefinition/episode.
+**linkId -> item number**, first match wins:
+1. the tenant's linkId map for the instrument (descriptive names, opaque ids);
+2. a total-score item (the instrument's LOINC total code as linkId or definition, or a linkId
+   containing "total", "score" or the word "sum"): never scored, see below;
+3. a group (sub-items and no answer) is a container, never an item; its sub-items are read;
+4. the item's LOINC code as the linkId's last path segment ("44250-9", "/44250-9",
+   "/44249-1/44250-9");
+5. `item.definition` ending in the item's LOINC code;
+6. the item's aliases in the registry (case-insensitive);
+7. a positional name whose last part is the item number: "1", "q1", "item1", "item_01", "g1.q1",
+   "phq9-1", "PHQ.1". Never for LOINC-shaped linkIds of other codes. In nested groups the last number
+   counts, so two groups both numbering from q1 are rejected as `duplicate_item`, not guessed.
+Items nest (groups, answers with sub-items): all levels are read, at most 10 deep.
+
+**Answer value**: valueInteger, valueDecimal, valueQuantity.value, a numeric valueString, or a
+valueCoding weighed by, in order: an itemWeight (or the older ordinalValue) extension on the coding,
+then on the answer; the contained (or bundled) Questionnaire's answerOption weight for that linkId;
+the instrument's LOINC answer codes; a known alternate LOINC answer code (LA18938-3 "More days than
+not" weighs as LA6570-1 on the 0-3 frequency scale); a code that is a number; a display that is a
+number. Weights belong to the item (linkId), never to a code in general. An answer without a value,
+or with a data-absent-reason extension, and an item without answers count as missing (None): the
+instrument's missing-item rule decides (a PHQ-9 without item 9 is rejected).
+
+**Unscored items** (PHQ-9 item 10, difficulty) are kept in the responses when their answer can be
+read (range-checked like any item, never scored); when it cannot be weighed they are left out with
+the warning `unscored_item_ignored` rather than rejecting the submission.
+
+**Total-score item**: dropped, never scored. When every scored item is present the items' total is
+computed and a stated total that differs gives the warning `total_mismatch` on the accepted
+submission; with items missing it gives `stated_total_ignored`.
+
+**Header.** `id` (else `identifier.value`) is the submission id. `status` completed or amended
+(amended sets `amends`). `subject` Patient/<id> (or a logical reference `identifier.value`) is the
+client. `author` Practitioner/<id> or PractitionerRole/<id> is the clinician; an author that is the
+Patient, a RelatedPerson, Device or Organization, or a logical reference without a type, gives no
+clinician. `authored` must be a date and
+time with a UTC offset. Episode: the extension http://rapport.dev/fhir/StructureDefinition/episode
+(valueString, valueIdentifier or valueReference), else `basedOn` EpisodeOfCare/<id>, else none (the
+client's default episode). `encounter` is one visit, not an episode, and is not used: taking it as
+the episode would start a new episode at every session and no change could ever be measured.
+
+**Observation** (total only, `item_level` False): value from valueQuantity.value or valueInteger,
+range-checked; status final, amended or corrected; time from effectiveDateTime, effectiveInstant,
+effectivePeriod.start or issued; clinician from the first Practitioner(Role) performer. Observation
+ids are not unique across patients in real feeds, so the submission id is `obs:<client>:<id>`, or
+`obs:` + the first 40 hex digits of sha256(client NUL id) when that breaks the id rule. An
+Observation `derivedFrom` a QuestionnaireResponse in the same Bundle is rejected as
+`derived_from_response`: that response is scored from its items, and scoring both would count the
+administration twice.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 from collections.abc import Iterator
-from datetime import datetime
+from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
-from services.ingest.normalise.outcome import Rejection, TenantMapping
+from services.ingest.normalise.outcome import Draft, Rejection, StatedTotal, TenantMapping
+from services.ingest.normalise.reading import check_id, finite_number, read_instant, readable_id, shown
 from shared.contracts.problems import Problem
 from shared.contracts.submission import SourceFormat, Submission
 from shared.contracts.tenancy import ID_PATTERN
@@ -42,343 +86,732 @@ ITEM_WEIGHT = "http://hl7.org/fhir/StructureDefinition/itemWeight"
 ORDINAL_VALUE = "http://hl7.org/fhir/StructureDefinition/ordinalValue"
 DATA_ABSENT = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 EPISODE_EXTENSION = "http://rapport.dev/fhir/StructureDefinition/episode"
-FINAL_QR = {"completed", "amended"}
-FINAL_OBSERVATION = {"final", "amended", "corrected"}
-POSITIONAL = re.compile(r"(?:^|\D)(\d{1,3})$")
-TOTAL_NAMES = re.compile(r"(total|score|sum)", re.IGNORECASE)
-SUBJECT_TOKEN = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
-_aware = TypeAdapter(datetime)
+FINAL_QR = ("completed", "amended")
+FINAL_OBSERVATION = ("final", "amended", "corrected")
+PRACTITIONER = ("Practitioner", "PractitionerRole")
+OTHER_AUTHORS = ("Patient", "RelatedPerson", "Device", "Organization")
+MAX_DEPTH = 10
+LOINC_CODE = re.compile(r"^\d{1,7}-\d$")
+POSITIONAL = re.compile(r"^(?:.*[._\-/:])?(?:q|qn|item|question|i)?[._\-]?(\d{1,3})$", re.IGNORECASE)
+TOTAL_NAME = re.compile(r"total|score|(?:^|[^a-z])sum(?:[^a-z]|$)", re.IGNORECASE)
+NUMERIC = re.compile(r"^\s*[+-]?\d{1,6}(?:\.\d{1,6})?\s*$")
+# The 0-3 frequency scale of PHQ and GAD items, and an alternate LOINC answer for its "2": LA18938-3
+# "More days than not", seen with ordinalValue 2 in public GAD-7 and PHQ Questionnaires (LHC-Forms,
+# HL7 SDC examples). Used only when the instrument's answer codes are exactly this scale.
+FREQUENCY_SCALE = {"LA6568-5": 0.0, "LA6569-3": 1.0, "LA6570-1": 2.0, "LA6571-9": 3.0}
+ALTERNATE_ANSWERS = {"LA18938-3": "LA6570-1"}
+ANSWER_TYPES = ("valueBoolean", "valueDate", "valueDateTime", "valueTime", "valueUri", "valueAttachment",
+                "valueReference")
 
 
 class Invalid(Exception):
-    def __init__(self, *problems: Problem) -> None:
-        self.problems = list(problems)
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+
+
+@dataclass
+class Context:
+    tenant: str
+    registry: Registry
+    mapping: TenantMapping
+    definitions: dict[str, dict[str, Any]] = field(default_factory=dict)  # bundled Questionnaires by url
+    bundled_responses: set[str] = field(default_factory=set)  # references to the Bundle's responses
 
 
 def normalise_fhir(document: dict[str, Any], tenant: str, registry: Registry,
-                   mapping: TenantMapping) -> list[Submission | Rejection]:
-    kind = document.get("resourceType")
-    if kind == "Bundle":
-        entries = document.get("entry")
-        if not isinstance(entries, list) or not entries:
-            return [Rejection.of(Problem(field="entry", code="empty_bundle", message="the Bundle has no entries",
-                                         expected="entries whose resource is a QuestionnaireResponse"))]
-        results: list[Submission | Rejection] = []
-        for n, entry in enumerate(entries):
-            resource = entry.get("resource") if isinstance(entry, dict) else None
-            if not isinstance(resource, dict):
-                results.append(Rejection.of(Problem(field=f"entry[{n}].resource", code="missing_field",
-                                                    message=f"entry {n} has no resource")))
-                continue
-            results.append(_one(resource, tenant, registry, mapping, prefix=f"entry[{n}]."))
-        return results
-    return [_one(document, tenant, registry, mapping, prefix="")]
+                   mapping: TenantMapping) -> list[Draft | Rejection]:
+    context = Context(tenant, registry, mapping)
+    if document.get("resourceType") != "Bundle":
+        return [_resource(document, context, prefix="")]
+    entries = document.get("entry")
+    if entries is None or entries == []:
+        return [Rejection.of(Problem(field="entry", code="empty_bundle", message="the Bundle has no entries",
+                                     expected="entries whose resource is a QuestionnaireResponse"))]
+    if not isinstance(entries, list):
+        return [Rejection.of(Problem(field="entry", code="invalid_fhir", message="entry is not a list",
+                                     expected="a list of Bundle entries"))]
+    _index_bundle(entries, context)
+    results: list[Draft | Rejection] = []
+    for n, entry in enumerate(entries):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict):
+            results.append(Rejection.of(Problem(field=f"entry[{n}]", code="invalid_fhir",
+                                                message=f"entry[{n}] is not an object")))
+        elif resource is None:
+            results.append(Rejection.of(Problem(field=f"entry[{n}].resource", code="missing_field",
+                                                message=f"entry[{n}] has no resource",
+                                                expected="a QuestionnaireResponse in entry.resource")))
+        elif not isinstance(resource, dict):
+            results.append(Rejection.of(Problem(field=f"entry[{n}].resource", code="invalid_fhir",
+                                                message=f"entry[{n}].resource is not an object")))
+        else:
+            results.append(_resource(resource, context, prefix=f"entry[{n}].resource."))
+    return results
 
 
-def _one(resource: dict[str, Any], tenant: str, registry: Registry, mapping: TenantMapping,
-         prefix: str) -> Submission | Rejection:
+def _index_bundle(entries: list[Any], context: Context) -> None:
+    for entry in entries:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict):
+            continue
+        full_url = entry.get("fullUrl")
+        kind, ident = resource.get("resourceType"), resource.get("id")
+        keys = [k for k in (full_url, f"{kind}/{ident}" if isinstance(ident, str) else None) if isinstance(k, str)]
+        if kind == "Questionnaire":
+            url = resource.get("url")
+            if isinstance(url, str):
+                keys.append(url.split("|", 1)[0])
+            context.definitions.update(dict.fromkeys(keys, resource))
+        elif kind == "QuestionnaireResponse":
+            context.bundled_responses.update(keys)
+
+
+def _resource(resource: dict[str, Any], context: Context, prefix: str) -> Draft | Rejection:
     kind = resource.get("resourceType")
     source: SourceFormat = "fhir-observation" if kind == "Observation" else "fhir-questionnaire-response"
-    submission_id = resource.get("id") if isinstance(resource.get("id"), str) else None
     try:
         if kind == "QuestionnaireResponse":
-            return _questionnaire_response(resource, tenant, registry, mapping)
+            return _questionnaire_response(resource, context)
         if kind == "Observation":
-            return _observation(resource, tenant, registry)
-        raise Invalid(Problem(
-            field="resourceType", code="unsupported_resource",
-            message=f"resourceType {str(kind)[:40]!r} is not accepted",
-            expected="QuestionnaireResponse, a Bundle of them, or an Observation with a LOINC total-score code",
-        ))
+            return _observation(resource, context)
+        raise Invalid([_not_a_submission(kind)])
     except Invalid as invalid:
         problems = [p.model_copy(update={"field": prefix + p.field}) for p in invalid.problems]
-        return Rejection(submission_id=submission_id, source_format=source, problems=problems)
+        submission_id = _observation_id(resource) if kind == "Observation" else _response_id(resource)
+        return Rejection(submission_id=submission_id, source_format=source if kind in (
+            "QuestionnaireResponse", "Observation") else None, problems=problems)
 
 
-def _reference_id(value: Any, field: str, expected_types: tuple[str, ...]) -> str:
-    if not isinstance(value, dict) or not isinstance(value.get("reference"), str):
-        raise Invalid(Problem(field=field, code="missing_field", message=f"{field} has no reference",
-                              expected=f"{{'reference': '{expected_types[0]}/<id>'}}"))
-    kind, _, ident = value["reference"].rstrip("/").rpartition("/")
-    if kind.rsplit("/", 1)[-1] not in expected_types or not ident:
-        raise Invalid(Problem(field=f"{field}.reference", code="invalid_reference",
-                              message=f"{field} does not reference a {' or '.join(expected_types)}",
-                              expected=f"{expected_types[0]}/<id>"))
-    return str(ident)
+def _not_a_submission(kind: Any) -> Problem:
+    expected = "QuestionnaireResponse, a Bundle of them, or an Observation with a LOINC total-score code"
+    if not isinstance(kind, str):
+        return Problem(field="resourceType", code="invalid_fhir", message="resourceType is not a string",
+                       expected=expected)
+    if kind == "QuestionnaireAnswers":
+        return Problem(field="resourceType", code="not_fhir_r4",
+                       message="QuestionnaireAnswers is FHIR DSTU2; R4 calls it QuestionnaireResponse",
+                       expected="an R4 QuestionnaireResponse")
+    if kind == "Questionnaire":
+        return Problem(field="resourceType", code="unsupported_resource",
+                       message="a Questionnaire is a definition, not a submission (in a Bundle it is read to "
+                               "weigh the answers of the Bundle's responses)", expected=expected)
+    if kind == "Bundle":
+        return Problem(field="resourceType", code="unsupported_resource", message="a Bundle inside a Bundle",
+                       expected=expected)
+    return Problem(field="resourceType", code="unsupported_resource",
+                   message=f"resourceType {shown(kind)} is not a submission", expected=expected)
 
 
-def _checked_id(value: str, field: str, pattern: re.Pattern[str] = ID_PATTERN) -> str:
-    if not pattern.fullmatch(value):
-        raise Invalid(Problem(field=field, code="invalid_id", message=f"{field} has characters ids cannot have",
-                              expected=f"an id matching {pattern.pattern}"))
-    return value
+# --- small typed readers -------------------------------------------------------------------------
 
-
-def _datetime(value: Any, field: str) -> datetime:
-    if not isinstance(value, str) or "T" not in value:
-        raise Invalid(Problem(field=field, code="invalid_datetime",
-                              message=f"{field} is not a date and time (a date alone is not enough)",
-                              expected="an ISO-8601 dateTime with a UTC offset, e.g. 2026-03-02T10:15:00+00:00"))
-    try:
-        parsed = _aware.validate_python(value)
-    except ValidationError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        raise Invalid(Problem(field=field, code="invalid_datetime", message=f"{field} has no valid UTC offset",
-                              expected="an ISO-8601 dateTime with a UTC offset"))
-    return parsed
-
-
-def _instrument(resource: dict[str, Any], registry: Registry, mapping: TenantMapping) -> Instrument:
-    canonical = resource.get("questionnaire")
-    if isinstance(canonical, dict):
-        raise Invalid(Problem(field="questionnaire", code="not_fhir_r4",
-                              message="questionnaire is a Reference (FHIR STU3); R4 uses a canonical URL string",
-                              expected="a canonical URL such as http://loinc.org/q/44249-1"))
-    if not isinstance(canonical, str) or not canonical:
-        raise Invalid(Problem(field="questionnaire", code="missing_field", message="questionnaire is missing",
-                              expected="the Questionnaire's canonical URL"))
-    bare = canonical.split("|", 1)[0]
-    mapped = mapping.questionnaires.get(canonical) or mapping.questionnaires.get(bare)
-    instrument = (registry.get(mapped) if mapped else None) or registry.by_questionnaire(bare) \
-        or registry.by_questionnaire(bare.rstrip("/").rsplit("/", 1)[-1])
-    if instrument is None:
-        raise Invalid(Problem(field="questionnaire", code="unknown_instrument",
-                              message="the questionnaire is not one Rapport knows",
-                              expected="a LOINC panel canonical (e.g. http://loinc.org/q/44249-1) or one "
-                                       "configured for this tenant"))
-    return instrument
-
-
-def _items(items: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    if items is None:
-        return
-    if not isinstance(items, list):
-        raise Invalid(Problem(field=path, code="invalid_fhir", message=f"{path} is not a list", expected="a list"))
-    for n, item in enumerate(items):
-        here = f"{path}[{n}]"
-        if not isinstance(item, dict):
-            raise Invalid(Problem(field=here, code="invalid_fhir", message=f"{here} is not an object"))
-        yield here, item
-        yield from _items(item.get("item"), f"{here}.item")
-        for a, answer in enumerate(item.get("answer") or []):
-            if isinstance(answer, dict):
-                yield from _items(answer.get("item"), f"{here}.answer[{a}].item")
-
-
-def _item_number(link_id: str, instrument: Instrument, mapping: TenantMapping) -> int | None:
-    configured = mapping.link_ids.get(instrument.id, {})
-    if link_id in configured:
-        return configured[link_id]
-    code = link_id.lstrip("/")
-    for item in instrument.items:
-        if item.loinc == code or link_id in item.aliases:
-            return item.number
-    if code == instrument.coding.loinc_total:
-        return None
-    match = POSITIONAL.search(link_id)
-    if match and not TOTAL_NAMES.search(link_id):
-        number = int(match.group(1))
-        return number if 1 <= number <= len(instrument.items) else None
-    return None
-
-
-def _extension_number(holder: dict[str, Any]) -> float | None:
-    for ext in holder.get("extension") or []:
-        if isinstance(ext, dict) and ext.get("url") in (ITEM_WEIGHT, ORDINAL_VALUE):
-            for key in ("valueDecimal", "valueInteger"):
-                if isinstance(ext.get(key), int | float):
-                    return float(ext[key])
-    return None
+def _extensions(holder: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Extensions are optional annotations: malformed ones are skipped, not fatal."""
+    extensions = holder.get("extension")
+    if extensions and isinstance(extensions, list):
+        yield from (e for e in extensions if isinstance(e, dict))
 
 
 def _declined(holder: dict[str, Any]) -> bool:
-    return any(isinstance(e, dict) and e.get("url") == DATA_ABSENT for e in holder.get("extension") or [])
+    return "extension" in holder and any(e.get("url") == DATA_ABSENT for e in _extensions(holder))
 
 
-def _option_weights(resource: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """linkId -> {answer code -> weight} from a contained Questionnaire's answerOptions."""
-    weights: dict[str, dict[str, float]] = {}
-    for contained in resource.get("contained") or []:
-        if not isinstance(contained, dict) or contained.get("resourceType") != "Questionnaire":
-            continue
-        for _path, item in _items(contained.get("item"), "contained.item"):
-            for option in item.get("answerOption") or []:
-                coding = option.get("valueCoding") if isinstance(option, dict) else None
-                if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-                    weight = _extension_number(coding)
-                    weight = weight if weight is not None else _extension_number(option)
-                    if weight is not None:
-                        weights.setdefault(str(item.get("linkId")), {})[coding["code"]] = weight
-    return weights
-
-
-def _value(answer: dict[str, Any], field: str, link_id: str, instrument: Instrument,
-           option_weights: dict[str, dict[str, float]]) -> float | None:
-    if _declined(answer):
+def _weight(holder: dict[str, Any]) -> float | None:
+    if "extension" not in holder:
         return None
-    for key in ("valueInteger", "valueDecimal"):
-        if key in answer:
-            if isinstance(answer[key], bool) or not isinstance(answer[key], int | float):
-                raise Invalid(Problem(field=f"{field}.{key}", code="invalid_fhir",
-                                      message=f"{key} is not a number", expected="a number"))
-            return float(answer[key])
-    if "valueString" in answer:
-        try:
-            return float(str(answer["valueString"]).strip())
-        except ValueError:
-            raise Invalid(Problem(field=f"{field}.valueString", code="not_a_number",
-                                  message="valueString is not a number", expected="a numeric answer")) from None
-    coding = answer.get("valueCoding")
-    if isinstance(coding, dict):
-        for weight in (_extension_number(coding), _extension_number(answer)):
-            if weight is not None:
-                return weight
-        code = coding.get("code")
-        if isinstance(code, str):
-            if code in option_weights.get(link_id, {}):
-                return option_weights[link_id][code]
-            if code in instrument.coding.answer_codes:
-                return instrument.coding.answer_codes[code]
-        for text in (code, coding.get("display")):
-            if isinstance(text, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", text):
-                return float(text)
-        raise Invalid(Problem(
-            field=f"{field}.valueCoding", code="unscorable_answer",
-            message=f"the answer code {str(code)[:20]!r} has no weight for item {link_id[:40]!r}",
-            expected="an itemWeight extension, a contained Questionnaire with weights, or a LOINC answer code",
-        ))
-    present = [k for k in answer if k.startswith("value")]
-    raise Invalid(Problem(field=field, code="unscorable_answer",
-                          message=f"answer of type {present[0] if present else 'none'} cannot be scored",
-                          expected="valueInteger, valueDecimal, numeric valueString or valueCoding"))
-
-
-def _episode(resource: dict[str, Any]) -> str | None:
-    for ext in resource.get("extension") or []:
-        if isinstance(ext, dict) and ext.get("url") == EPISODE_EXTENSION:
-            value = ext.get("valueString") or (ext.get("valueReference") or {}).get("reference", "")
-            return _checked_id(str(value).rsplit("/", 1)[-1], "extension[episode]")
-    for n, based in enumerate(resource.get("basedOn") or []):
-        reference = based.get("reference", "") if isinstance(based, dict) else ""
-        if reference.startswith("EpisodeOfCare/"):
-            return _checked_id(reference.split("/", 1)[1], f"basedOn[{n}].reference")
+    for ext in _extensions(holder):
+        if ext.get("url") in (ITEM_WEIGHT, ORDINAL_VALUE):
+            for key in ("valueDecimal", "valueInteger"):
+                if (number := finite_number(ext.get(key))) is not None:
+                    return number
     return None
 
 
-def _questionnaire_response(resource: dict[str, Any], tenant: str, registry: Registry,
-                            mapping: TenantMapping) -> Submission:
-    ident = resource.get("id") or ((resource.get("identifier") or {}).get("value"))
+def _objects(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _parse_reference(value: Any, path: str, problems: list[Problem]) -> tuple[str | None, str, str] | None:
+    """(resource type if known, id, field path of the id) of a Reference, or None with a problem."""
+    if not isinstance(value, dict):
+        problems.append(Problem(field=path, code="invalid_fhir", message=f"{path} is not a Reference object",
+                                expected="{\"reference\": \"<Type>/<id>\"}"))
+        return None
+    reference = value.get("reference")
+    if isinstance(reference, str):
+        parts = reference.strip().split("/")
+        if "_history" in parts:
+            parts = parts[: parts.index("_history")]
+        if len(parts) >= 2 and parts[-1] and parts[-2]:
+            return parts[-2], parts[-1], f"{path}.reference"
+        why = "a urn:uuid or contained reference is not resolved" if reference.startswith(("urn:", "#")) \
+            else "it is not of the form <Type>/<id>"
+        problems.append(Problem(field=f"{path}.reference", code="invalid_reference",
+                                message=f"{path}.reference cannot be read: {why}",
+                                expected="<Type>/<id>, or an identifier with a value"))
+        return None
+    if reference is not None:
+        problems.append(Problem(field=f"{path}.reference", code="invalid_fhir",
+                                message=f"{path}.reference is not a string"))
+        return None
+    identifier = value.get("identifier")
+    if isinstance(identifier, dict) and isinstance(identifier.get("value"), str):
+        kind = value.get("type")
+        return (kind if isinstance(kind, str) else None), identifier["value"], f"{path}.identifier.value"
+    problems.append(Problem(field=f"{path}.reference", code="missing_field", message=f"{path} has no reference",
+                            expected="<Type>/<id>, or an identifier with a value"))
+    return None
+
+
+def _reference_id(value: Any, path: str, types: tuple[str, ...], problems: list[Problem], *,
+                  token: bool = False) -> str | None:
+    parsed = _parse_reference(value, path, problems)
+    if parsed is None:
+        return None
+    kind, ident, id_field = parsed
+    if kind is not None and kind not in types:
+        problems.append(Problem(field=f"{path}.reference", code="invalid_reference",
+                                message=f"{path} references a {shown(kind)}, not a {' or '.join(types)}",
+                                expected=f"{types[0]}/<id>"))
+        return None
+    if (problem := check_id(ident, id_field, token=token)) is not None:
+        problems.append(problem)
+        return None
+    return ident
+
+
+def _subject(resource: dict[str, Any], problems: list[Problem]) -> str | None:
+    if resource.get("subject") is None:
+        problems.append(Problem(field="subject", code="missing_field", message="subject is missing",
+                                expected="{\"reference\": \"Patient/<client id>\"}"))
+        return None
+    return _reference_id(resource["subject"], "subject", ("Patient",), problems)
+
+
+def _clinician(value: Any, path: str, problems: list[Problem]) -> str | None:
+    """Practitioner(Role) -> clinician id; other authors (the client, a relative, a device) -> None."""
+    if value is None:
+        return None
+    scratch: list[Problem] = []
+    parsed = _parse_reference(value, path, scratch)
+    if parsed is not None and parsed[0] in OTHER_AUTHORS:
+        return None
+    if parsed is not None and parsed[0] is None:  # a logical reference of unknown type: not a clinician
+        return None
+    if parsed is None:
+        problems.extend(scratch)
+        return None
+    return _reference_id(value, path, PRACTITIONER, problems, token=True)
+
+
+def _episode(resource: dict[str, Any], problems: list[Problem]) -> str | None:
+    extensions = resource.get("extension")
+    for n, ext in enumerate(extensions if isinstance(extensions, list) else []):
+        if not isinstance(ext, dict) or ext.get("url") != EPISODE_EXTENSION:
+            continue
+        path = f"extension[{n}]"
+        ident: str | None = None
+        if isinstance(ext.get("valueString"), str):
+            ident, path = ext["valueString"], f"{path}.valueString"
+        elif isinstance(ext.get("valueIdentifier"), dict) and isinstance(ext["valueIdentifier"].get("value"), str):
+            ident, path = ext["valueIdentifier"]["value"], f"{path}.valueIdentifier.value"
+        elif "valueReference" in ext:
+            return _reference_id(ext["valueReference"], f"{path}.valueReference", ("EpisodeOfCare",), problems)
+        if ident is None:
+            problems.append(Problem(field=path, code="invalid_fhir", message=f"{path} has no episode id",
+                                    expected="valueString, valueIdentifier or valueReference EpisodeOfCare/<id>"))
+            return None
+        if (problem := check_id(ident, path)) is not None:
+            problems.append(problem)
+        return ident if problem is None else None
+    for n, based in enumerate(_objects(resource.get("basedOn"))):
+        reference = based.get("reference")
+        if isinstance(reference, str) and (match := re.search(r"(?:^|/)EpisodeOfCare/([^/]+)", reference)):
+            if (problem := check_id(match.group(1), f"basedOn[{n}].reference")) is not None:
+                problems.append(problem)
+                return None
+            return match.group(1)
+    return None
+
+
+# --- QuestionnaireResponse -----------------------------------------------------------------------
+
+def _response_id(resource: dict[str, Any]) -> str | None:
+    ident = resource.get("id")
+    if ident is None:
+        identifier = resource.get("identifier")
+        if isinstance(identifier, list):  # R5 and some R4 senders: a list
+            identifier = next(iter(_objects(identifier)), None)
+        ident = identifier.get("value") if isinstance(identifier, dict) else None
+    return readable_id(ident)
+
+
+def _submission_id(resource: dict[str, Any], problems: list[Problem]) -> str | None:
+    ident, path = resource.get("id"), "id"
+    if ident is None:
+        identifier, path = resource.get("identifier"), "identifier.value"
+        if isinstance(identifier, list):
+            identifier, path = next(iter(_objects(identifier)), None), "identifier[0].value"
+        ident = identifier.get("value") if isinstance(identifier, dict) else None
+    if ident is None:
+        problems.append(Problem(field="id", code="missing_field", message="the resource has no id",
+                                expected="id (or identifier.value), unique per tenant"))
+        return None
     if not isinstance(ident, str):
-        raise Invalid(Problem(field="id", code="missing_field", message="the QuestionnaireResponse has no id",
-                              expected="id (or identifier.value), unique per tenant"))
-    submission_id = _checked_id(ident, "id")
+        problems.append(Problem(field=path, code="invalid_fhir", message=f"{path} is not a string"))
+        return None
+    if (problem := check_id(ident, path)) is not None:
+        problems.append(problem)
+        return None
+    return ident
+
+
+def _questionnaire_response(resource: dict[str, Any], context: Context) -> Draft:
+    problems: list[Problem] = []
+    submission_id = _submission_id(resource, problems)
     status = resource.get("status")
     if status not in FINAL_QR:
-        raise Invalid(Problem(field="status", code="status_not_final",
-                              message=f"status is {str(status)[:20]!r}", expected="completed or amended"))
-    instrument = _instrument(resource, registry, mapping)
-    client = _checked_id(_reference_id(resource.get("subject"), "subject", ("Patient",)), "subject.reference")
-    clinician = None
-    if resource.get("author") is not None:
-        clinician = _checked_id(
-            _reference_id(resource["author"], "author", ("Practitioner", "PractitionerRole")),
-            "author.reference", SUBJECT_TOKEN)
-    authored = _datetime(resource.get("authored"), "authored")
-    weights = _option_weights(resource)
-    responses: dict[int, float | None] = {}
-    stated_total: float | None = None
-    problems: list[Problem] = []
-    for path, item in _items(resource.get("item"), "item"):
-        link_id = item.get("linkId")
-        answers = item.get("answer")
-        if not isinstance(link_id, str):
-            problems.append(Problem(field=f"{path}.linkId", code="missing_field", message="an item has no linkId"))
-            continue
-        number = _item_number(link_id, instrument, mapping)
-        if not answers:
-            if number is not None:
-                responses[number] = None  # asked, declined or left blank
-            continue
-        if number is None:
-            if link_id.lstrip("/") == instrument.coding.loinc_total or TOTAL_NAMES.search(link_id):
-                with contextlib.suppress(Invalid):  # an unreadable stated total is as good as none
-                    stated_total = _value(answers[0], f"{path}.answer[0]", link_id, instrument, weights)
-                continue
-            if item.get("item") and not item.get("answer"):
-                continue
-            problems.append(Problem(
-                field=f"{path}.linkId", code="unmapped_link_id",
-                message=f"linkId {link_id[:60]!r} is not an item of {instrument.id}",
-                expected="LOINC item codes, positional names (q1, phq9-1), or a linkId map for this tenant",
-            ))
-            continue
-        if len(answers) > 1:
-            problems.append(Problem(field=f"{path}.answer", code="several_answers",
-                                    message=f"item {number} has {len(answers)} answers", expected="one answer"))
-            continue
-        try:
-            responses[number] = _value(answers[0], f"{path}.answer[0]", link_id, instrument, weights)
-        except Invalid as invalid:
-            problems += invalid.problems
-    if problems:
-        raise Invalid(*problems)
-    return Submission(
-        tenant=tenant, submission_id=submission_id, instrument=instrument.id, client_id=client,
-        episode_id=_episode(resource), clinician_id=clinician, administered_at=authored, responses=responses,
-        amends=status == "amended", source_format="fhir-questionnaire-response",
-        warnings=_total_warning(instrument, responses, stated_total),
+        problems.append(Problem(field="status", code="status_not_final", message=f"status is {shown(status)}",
+                                expected="completed or amended"))
+    instrument, definitions = _instrument(resource, context, problems)
+    client = _subject(resource, problems)
+    clinician = _clinician(resource.get("author"), "author", problems)
+    authored = read_instant(resource.get("authored"), "authored")
+    if isinstance(authored, Problem):
+        problems.append(authored)
+    episode = _episode(resource, problems)
+    reading = None
+    if instrument is not None:
+        reading = _Responses(instrument, context.mapping, _option_weights(definitions))
+        reading.walk(resource.get("item"), "item", 0)
+        problems += reading.problems
+    if problems or reading is None or isinstance(authored, Problem):
+        raise Invalid(problems)
+    assert submission_id is not None and client is not None and instrument is not None
+    submission = _submission(
+        tenant=context.tenant, submission_id=submission_id, instrument=instrument.id, client_id=client,
+        episode_id=episode, clinician_id=clinician, administered_at=authored, responses=reading.responses,
+        amends=status == "amended", source_format="fhir-questionnaire-response", warnings=reading.warnings,
     )
+    return Draft(submission, reading.stated_total)
 
 
-def _total_warning(instrument: Instrument, responses: dict[int, float | None],
-                   stated: float | None) -> list[Problem]:
-    if stated is None:
-        return []
-    scored = instrument.scored_items
-    simple = instrument.scoring.method == "sum" and not any(i.reverse for i in scored)
-    values = [responses.get(i.number) for i in scored]
-    if simple and all(v is not None for v in values):
-        computed = sum(v for v in values if v is not None) * instrument.scoring.multiplier
-        if abs(computed - stated) > 1e-6:
-            return [Problem(field="item[total]", code="total_mismatch",
-                            message=f"the stated total {stated:g} differs from the items' total {computed:g}; "
-                                    "the items' total is used", expected=f"{computed:g}")]
-        return []
-    return [Problem(field="item[total]", code="stated_total_ignored",
-                    message="the stated total is ignored; the score is computed from the items")]
+def _submission(**fields: Any) -> Submission:
+    """Every field was checked above; the model's own validation is the last line of defence."""
+    try:
+        return Submission(**fields)
+    except ValidationError as exc:
+        raise Invalid([Problem(field=".".join(str(p) for p in e["loc"]) or "body", code="invalid_submission",
+                               message=f"{e['msg']}") for e in exc.errors(include_input=False, include_url=False,
+                                                                          include_context=False)]) from None
 
 
-def _observation(resource: dict[str, Any], tenant: str, registry: Registry) -> Submission:
-    codings = (resource.get("code") or {}).get("coding") or []
-    instrument = next((i for c in codings if isinstance(c, dict)
-                       and (i := registry.by_total_code(str(c.get("code"))))), None)
-    if instrument is None:
-        raise Invalid(Problem(field="code.coding", code="unknown_instrument",
-                              message="the Observation's code is not a known instrument total score",
-                              expected="a LOINC total-score code such as 44261-6 (PHQ-9) or 70274-6 (GAD-7)"))
-    status = resource.get("status")
-    if status not in FINAL_OBSERVATION:
-        raise Invalid(Problem(field="status", code="status_not_final", message=f"status is {str(status)[:20]!r}",
-                              expected="final, amended or corrected"))
-    quantity = resource.get("valueQuantity")
-    value = quantity.get("value") if isinstance(quantity, dict) else resource.get("valueInteger",
-                                                                                  resource.get("valueDecimal"))
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise Invalid(Problem(field="valueQuantity.value", code="not_a_number", message="the total is not a number",
-                              expected="valueQuantity.value or valueInteger"))
-    client = _checked_id(_reference_id(resource.get("subject"), "subject", ("Patient",)), "subject.reference")
-    when = resource.get("effectiveDateTime") or resource.get("effectiveInstant") or resource.get("issued")
-    observed = _datetime(when, "effectiveDateTime")
-    ident = resource.get("id")
-    if not isinstance(ident, str):
-        raise Invalid(Problem(field="id", code="missing_field", message="the Observation has no id"))
+def _instrument(resource: dict[str, Any], context: Context,
+                problems: list[Problem]) -> tuple[Instrument | None, list[dict[str, Any]]]:
+    """The instrument, and the Questionnaire definitions at hand (contained or bundled) for weights."""
+    canonical = resource.get("questionnaire")
+    contained = [c for c in _objects(resource.get("contained")) if c.get("resourceType") == "Questionnaire"]
+    if isinstance(canonical, dict):
+        problems.append(Problem(field="questionnaire", code="not_fhir_r4",
+                                message="questionnaire is a Reference object (FHIR STU3); R4 uses a canonical URL",
+                                expected="a canonical URL string such as http://loinc.org/q/44249-1"))
+        return None, contained
+    if canonical is not None and not isinstance(canonical, str):
+        problems.append(Problem(field="questionnaire", code="invalid_fhir", message="questionnaire is not a string",
+                                expected="a canonical URL string such as http://loinc.org/q/44249-1"))
+        return None, contained
+    keys: list[str] = []
+    definitions = list(contained)
+    if canonical:
+        if canonical.startswith("#"):
+            target = [c for c in contained if c.get("id") == canonical[1:]]
+            definitions = target or contained
+            keys += [k for c in target for k in _definition_keys(c)]
+        else:
+            keys.append(canonical)
+            bundled = context.definitions.get(canonical.split("|", 1)[0])
+            if bundled is not None:
+                definitions.append(bundled)
+                keys += _definition_keys(bundled)
+    meta = resource.get("meta")
+    for tag in _objects(meta.get("tag")) if isinstance(meta, dict) else []:
+        if isinstance(tag.get("code"), str):
+            if isinstance(tag.get("system"), str):
+                keys.append(f"{tag['system']}|{tag['code']}")
+            keys.append(tag["code"])
+    for key in keys:
+        found = _resolve(key, context)
+        if isinstance(found, Problem):
+            problems.append(found)
+            return None, definitions
+        if found is not None:
+            return found, definitions
+    if not canonical and not keys:
+        problems.append(Problem(field="questionnaire", code="missing_field", message="questionnaire is missing",
+                                expected="the Questionnaire's canonical URL, e.g. http://loinc.org/q/44249-1"))
+    else:
+        problems.append(Problem(
+            field="questionnaire", code="unknown_instrument",
+            message=f"the questionnaire {shown(canonical)} is not one Rapport knows",
+            expected="a LOINC panel canonical (e.g. http://loinc.org/q/44249-1), a known canonical, or one "
+                     "in this tenant's questionnaire map"))
+    return None, definitions
+
+
+def _definition_keys(questionnaire: dict[str, Any]) -> list[str]:
+    keys = [questionnaire["url"]] if isinstance(questionnaire.get("url"), str) else []
+    keys += [i["value"] for i in _objects(questionnaire.get("identifier")) if isinstance(i.get("value"), str)]
+    keys += [c["code"] for c in _objects(questionnaire.get("code")) if isinstance(c.get("code"), str)]
+    return keys
+
+
+def _resolve(key: str, context: Context) -> Instrument | Problem | None:
+    bare = key.split("|", 1)[0]
+    mapped = context.mapping.questionnaires.get(key) or context.mapping.questionnaires.get(bare)
+    if mapped is not None:
+        return context.registry.get(mapped) or Problem(
+            field="questionnaire", code="unknown_instrument",
+            message=f"this tenant's questionnaire map names {shown(mapped)}, which is not an instrument Rapport has",
+            expected="one of " + ", ".join(i.id for i in context.registry))
+    found = context.registry.by_questionnaire(bare)
+    last = bare.rstrip("/").rsplit("/", 1)[-1]
+    if found is None and LOINC_CODE.fullmatch(last):
+        found = context.registry.by_questionnaire(last)
+    return found
+
+
+def _questionnaire_items(items: Any, depth: int = 0) -> Iterator[dict[str, Any]]:
+    if depth > MAX_DEPTH:
+        return
+    for item in _objects(items):
+        yield item
+        yield from _questionnaire_items(item.get("item"), depth + 1)
+
+
+def _option_weights(definitions: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """linkId -> {answer code -> weight} from Questionnaire answerOptions (itemWeight, ordinalValue)."""
+    weights: dict[str, dict[str, float]] = {}
+    for questionnaire in definitions:
+        for item in _questionnaire_items(questionnaire.get("item")):
+            link_id = item.get("linkId")
+            for option in _objects(item.get("answerOption")):
+                coding = option.get("valueCoding")
+                if isinstance(link_id, str) and isinstance(coding, dict) and isinstance(coding.get("code"), str):
+                    weight = _weight(coding)
+                    weight = weight if weight is not None else _weight(option)
+                    if weight is not None:
+                        weights.setdefault(link_id, {}).setdefault(coding["code"], weight)
+    return weights
+
+
+class _Responses:
+    """Walks a QuestionnaireResponse's items into item number -> value, collecting every problem."""
+
+    def __init__(self, instrument: Instrument, mapping: TenantMapping,
+                 option_weights: dict[str, dict[str, float]]) -> None:
+        self.instrument = instrument
+        self.configured = mapping.link_ids.get(instrument.id, {})
+        self.by_loinc = {i.loinc: i.number for i in instrument.items if i.loinc}
+        self.by_alias = {a.casefold(): i.number for i in instrument.items for a in i.aliases}
+        self.total_code = instrument.coding.loinc_total
+        self.option_weights = option_weights
+        self.responses: dict[int, float | None] = {}
+        self.where: dict[int, str] = {}
+        self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+        self.stated_total: StatedTotal | None = None
+
+    def walk(self, items: Any, path: str, depth: int) -> None:
+        if items is None:
+            return
+        if not isinstance(items, list):
+            self.problems.append(Problem(field=path, code="invalid_fhir", message=f"{path} is not a list",
+                                         expected="a list of items"))
+            return
+        if depth >= MAX_DEPTH:
+            self.problems.append(Problem(field=path, code="invalid_fhir",
+                                         message=f"items are nested more than {MAX_DEPTH} levels deep"))
+            return
+        for n, item in enumerate(items):
+            here = f"{path}[{n}]"
+            if not isinstance(item, dict):
+                self.problems.append(Problem(field=here, code="invalid_fhir", message=f"{here} is not an object"))
+                continue
+            answers = item.get("answer")
+            if answers is not None and not isinstance(answers, list):
+                self.problems.append(Problem(field=f"{here}.answer", code="invalid_fhir",
+                                             message=f"{here}.answer is not a list", expected="a list of answers"))
+                continue
+            answers = answers or []
+            bad = [a for a, answer in enumerate(answers) if not isinstance(answer, dict)]
+            for a in bad:
+                self.problems.append(Problem(field=f"{here}.answer[{a}]", code="invalid_fhir",
+                                             message=f"{here}.answer[{a}] is not an object"))
+            link_id = item.get("linkId")
+            if not isinstance(link_id, str) or not link_id:
+                self.problems.append(Problem(field=f"{here}.linkId",
+                                             code="missing_field" if link_id is None else "invalid_fhir",
+                                             message=f"{here} has no linkId string", expected="a linkId"))
+            elif not bad:
+                self._item(here, item, link_id, answers)
+            if "item" in item:
+                self.walk(item["item"], f"{here}.item", depth + 1)
+            for a, answer in enumerate(answers):
+                if isinstance(answer, dict) and "item" in answer:
+                    self.walk(answer["item"], f"{here}.answer[{a}].item", depth + 1)
+
+    def _item(self, here: str, item: dict[str, Any], link_id: str, answers: list[dict[str, Any]]) -> None:
+        instrument = self.instrument
+        number = self.configured.get(link_id)
+        code = _last_segment(link_id)
+        if number is None:
+            if self._is_total(link_id, code, item):
+                if answers and self.stated_total is None:
+                    scratch: list[Problem] = []  # an unreadable stated total is as good as none
+                    value = self._value(answers[0], f"{here}.answer[0]", link_id, 0, scratch)
+                    if value is not None and not scratch:
+                        self.stated_total = StatedTotal(f"{here}.answer[0]", value)
+                return
+            if isinstance(item.get("item"), list) and item["item"] and not answers:
+                return  # a group: its sub-items are read
+            number = self._item_number(link_id, code, item)
+        if number is None:
+            if answers:
+                self.problems.append(Problem(
+                    field=f"{here}.linkId", code="unmapped_link_id",
+                    message=f"linkId {shown(link_id)} is not an item of {instrument.id}",
+                    expected="LOINC item codes, positional names (q1, phq9-1), or this tenant's linkId map"))
+            return
+        if number in self.where:
+            self.problems.append(Problem(
+                field=f"{here}.linkId", code="duplicate_item",
+                message=f"{instrument.id} item {number} is answered twice ({self.where[number]} and {here})",
+                expected="each item once"))
+            return
+        self.where[number] = here
+        if not answers:
+            self.responses[number] = None  # asked and declined (data-absent-reason) or left blank
+            return
+        if len(answers) > 1:
+            self.problems.append(Problem(field=f"{here}.answer", code="several_answers",
+                                         message=f"{instrument.id} item {number} has {len(answers)} answers",
+                                         expected="one answer"))
+            return
+        problems: list[Problem] = []
+        value = self._value(answers[0], f"{here}.answer[0]", link_id, number, problems)
+        definition = instrument.item(number)
+        if problems and definition is not None and not definition.scored:
+            self.warnings.append(Problem(
+                field=f"{here}.answer[0]", code="unscored_item_ignored",
+                message=f"{instrument.id} item {number} is not scored and its answer could not be weighed; "
+                        "it is left out"))
+            return
+        self.problems += problems
+        if not problems:
+            self.responses[number] = value
+
+    def _is_total(self, link_id: str, code: str, item: dict[str, Any]) -> bool:
+        if self.total_code and self.total_code in (code, _last_segment(item.get("definition"))):
+            return True
+        return bool(TOTAL_NAME.search(link_id))
+
+    def _item_number(self, link_id: str, code: str, item: dict[str, Any]) -> int | None:
+        number = self.by_loinc.get(code) or self.by_loinc.get(_last_segment(item.get("definition"))) \
+            or self.by_alias.get(link_id.casefold())
+        if number is not None:
+            return number
+        if LOINC_CODE.fullmatch(code):
+            return None  # the LOINC code of something else: never read as a position
+        match = POSITIONAL.fullmatch(link_id)
+        if match:
+            number = int(match.group(1))
+            return number if 1 <= number <= len(self.instrument.items) else None
+        return None
+
+    def _value(self, answer: dict[str, Any], path: str, link_id: str, number: int,
+               problems: list[Problem]) -> float | None:
+        if _declined(answer):
+            return None
+        keys = [k for k in answer if k.startswith("value")]
+        if not keys:
+            return None  # an answer with no value (only sub-items) counts as missing
+        if len(keys) > 1:
+            problems.append(Problem(field=path, code="invalid_fhir", message=f"{path} has more than one value[x]",
+                                    expected="one value[x]"))
+            return None
+        key = keys[0]
+        raw, here = answer[key], f"{path}.{key}"
+        if key == "valueInteger":
+            if isinstance(raw, int) and not isinstance(raw, bool) and (value := finite_number(raw)) is not None:
+                return value
+            return self._wrong_type(problems, here, "a JSON integer")
+        if key == "valueDecimal":
+            value = finite_number(raw)
+            return value if value is not None else self._wrong_type(problems, here, "a JSON number")
+        if key == "valueQuantity":
+            value = finite_number(raw.get("value")) if isinstance(raw, dict) else None
+            return value if value is not None else self._wrong_type(problems, f"{here}.value", "a JSON number")
+        if key == "valueString":
+            if not isinstance(raw, str):
+                return self._wrong_type(problems, here, "a string")
+            if NUMERIC.fullmatch(raw):
+                return float(raw)
+            problems.append(Problem(field=here, code="not_a_number", message=f"{here} is not a number",
+                                    expected="a numeric answer such as \"2\""))
+            return None
+        if key == "valueCoding":
+            if not isinstance(raw, dict):
+                return self._wrong_type(problems, here, "a Coding object")
+            return self._coding(raw, answer, here, link_id, number, problems)
+        if key in ANSWER_TYPES:
+            problems.append(Problem(field=here, code="unscorable_answer",
+                                    message=f"{self.instrument.id} item {number}: a {key} answer cannot be scored",
+                                    expected="valueInteger, valueDecimal, valueQuantity, a numeric valueString "
+                                             "or a weighed valueCoding"))
+            return None
+        problems.append(Problem(field=path, code="invalid_fhir",
+                                message=f"{path} has {shown(key)}, which is not an R4 answer value type",
+                                expected="valueInteger, valueDecimal, valueString, valueCoding, ..."))
+        return None
+
+    @staticmethod
+    def _wrong_type(problems: list[Problem], path: str, expected: str) -> None:
+        problems.append(Problem(field=path, code="invalid_fhir", message=f"{path} has the wrong type",
+                                expected=expected))
+
+    def _coding(self, coding: dict[str, Any], answer: dict[str, Any], path: str, link_id: str, number: int,
+                problems: list[Problem]) -> float | None:
+        for weight in (_weight(coding), _weight(answer)):
+            if weight is not None:
+                return weight
+        answer_codes = self.instrument.coding.answer_codes
+        code = coding.get("code")
+        if isinstance(code, str):
+            if code in self.option_weights.get(link_id, {}):
+                return self.option_weights[link_id][code]
+            if code in answer_codes:
+                return answer_codes[code]
+            alternate = ALTERNATE_ANSWERS.get(code)
+            if alternate is not None and answer_codes == FREQUENCY_SCALE:
+                return answer_codes[alternate]
+        for text in (code, coding.get("display")):
+            if isinstance(text, str) and NUMERIC.fullmatch(text):
+                return float(text)
+        problems.append(Problem(
+            field=path, code="unscorable_answer",
+            message=f"{self.instrument.id} item {number}: the answer code {shown(code)} has no weight",
+            expected="an itemWeight extension, a contained Questionnaire with answerOption weights, a LOINC "
+                     "answer code of the instrument, or a numeric code or display"))
+        return None
+
+
+def _relative(reference: str) -> str:
+    """`https://ehr.example/fhir/QuestionnaireResponse/1/_history/2` -> `QuestionnaireResponse/1`."""
+    parts = reference.split("/")
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    return "/".join(parts[-2:])
+
+
+def _last_segment(value: Any) -> str:
+    """`/44249-1/44250-9` and `http://loinc.org#44250-9` -> `44250-9`."""
+    if not isinstance(value, str):
+        return ""
+    value = value.rstrip("/")
+    return str(value[max(value.rfind("/"), value.rfind("#")) + 1:])
+
+
+# --- Observation (total only) --------------------------------------------------------------------
+
+def _observation_instrument(resource: dict[str, Any], context: Context,
+                            problems: list[Problem]) -> Instrument | None:
+    code = resource.get("code")
+    codings = _objects(code.get("coding")) if isinstance(code, dict) else []
+    for coding in codings:
+        if isinstance(coding.get("code"), str) and (found := context.registry.by_total_code(coding["code"])):
+            return found
+    known = ", ".join(f"{i.coding.loinc_total} ({i.id})" for i in context.registry if i.coding.loinc_total)
+    problems.append(Problem(
+        field="code.coding", code="unknown_instrument" if codings else "missing_field",
+        message="the Observation's code is not a known instrument total score" if codings
+        else "the Observation has no code.coding", expected=f"a LOINC total-score code: {known}"))
+    return None
+
+
+def _observed_at(resource: dict[str, Any]) -> Any:
+    period = resource.get("effectivePeriod")
+    for path, value in (("effectiveDateTime", resource.get("effectiveDateTime")),
+                        ("effectiveInstant", resource.get("effectiveInstant")),
+                        ("effectivePeriod.start", period.get("start") if isinstance(period, dict) else None),
+                        ("issued", resource.get("issued"))):
+        if value is not None:
+            return read_instant(value, path)
+    return read_instant(None, "effectiveDateTime")
+
+
+def _observation_value(resource: dict[str, Any], problems: list[Problem]) -> float | None:
+    for key, path in (("valueQuantity", "valueQuantity.value"), ("valueInteger", "valueInteger")):
+        if key in resource:
+            raw = resource[key]
+            value = finite_number(raw.get("value") if isinstance(raw, dict) else raw)
+            if value is None:
+                problems.append(Problem(field=path, code="invalid_fhir", message=f"{path} is not a number",
+                                        expected="the total as a JSON number"))
+            return value
+    problems.append(Problem(field="valueQuantity", code="missing_field", message="the Observation has no value",
+                            expected="the total in valueQuantity.value or valueInteger"))
+    return None
+
+
+def _observation_id(resource: dict[str, Any]) -> str | None:
+    scratch: list[Problem] = []
+    client = _reference_id(resource.get("subject"), "subject", ("Patient",), scratch) \
+        if resource.get("subject") is not None else None
+    ident = _submission_id(resource, scratch)
+    if client is None or ident is None:
+        return readable_id(resource.get("id"))
     # Observation ids repeat across patients in real feeds: the submission id includes the patient.
     submission_id = f"obs:{client}:{ident}"
     if not ID_PATTERN.fullmatch(submission_id):
         submission_id = "obs:" + hashlib.sha256(f"{client}\x00{ident}".encode()).hexdigest()[:40]
-    return Submission(
-        tenant=tenant, submission_id=submission_id, instrument=instrument.id, client_id=client,
-        episode_id=_episode(resource), administered_at=observed, reported_total=float(value), item_level=False,
-        amends=status in ("amended", "corrected"), source_format="fhir-observation",
+    return submission_id
+
+
+def _observation(resource: dict[str, Any], context: Context) -> Draft:
+    problems: list[Problem] = []
+    instrument = _observation_instrument(resource, context, problems)
+    status = resource.get("status")
+    if status not in FINAL_OBSERVATION:
+        problems.append(Problem(field="status", code="status_not_final", message=f"status is {shown(status)}",
+                                expected="final, amended or corrected"))
+    value = _observation_value(resource, problems)
+    client = _subject(resource, problems)
+    _submission_id(resource, problems)
+    observed = _observed_at(resource)
+    if isinstance(observed, Problem):
+        problems.append(observed)
+    clinician = None
+    for n, performer in enumerate(_objects(resource.get("performer"))):
+        reference = performer.get("reference")
+        if isinstance(reference, str) and re.search(r"(?:^|/)(Practitioner|PractitionerRole)/", reference):
+            clinician = _reference_id(performer, f"performer[{n}]", PRACTITIONER, problems, token=True)
+            break
+    for n, source in enumerate(_objects(resource.get("derivedFrom"))):
+        reference = source.get("reference")
+        if isinstance(reference, str) and (reference in context.bundled_responses
+                                           or _relative(reference) in context.bundled_responses):
+            problems.append(Problem(
+                field=f"derivedFrom[{n}]", code="derived_from_response",
+                message="this total is derived from a QuestionnaireResponse in the same Bundle, which is scored "
+                        "from its items; scoring both would count the administration twice",
+                expected="the QuestionnaireResponse alone, or this Observation without it"))
+    episode = _episode(resource, problems)
+    if problems or isinstance(observed, Problem):
+        raise Invalid(problems)
+    submission_id = _observation_id(resource)
+    assert instrument is not None and client is not None and value is not None and submission_id is not None
+    submission = _submission(
+        tenant=context.tenant, submission_id=submission_id, instrument=instrument.id, client_id=client,
+        episode_id=episode, clinician_id=clinician, administered_at=observed, reported_total=value,
+        item_level=False, amends=status in ("amended", "corrected"), source_format="fhir-observation",
     )
+    return Draft(submission)

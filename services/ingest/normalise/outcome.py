@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from shared.contracts.problems import Problem
 from shared.contracts.submission import SourceFormat, Submission
-from shared.instruments import Registry
+from shared.instruments import Instrument, Registry
 from shared.instruments.validation import check_responses, check_total
 
 
 @dataclass(frozen=True)
 class Rejection:
-    submission_id: str | None
+    submission_id: str | None  # the id the source gave, if readable
     source_format: SourceFormat | None
     problems: list[Problem]
 
@@ -24,24 +25,40 @@ class Rejection:
 
 @dataclass(frozen=True)
 class TenantMapping:
-    """Per-tenant configuration clinic IT provides for its own conventions."""
+    """Per-tenant configuration clinic IT provides for its own conventions (may be empty)."""
 
     questionnaires: dict[str, str] = field(default_factory=dict)  # canonical or identifier -> instrument id
     link_ids: dict[str, dict[str, int]] = field(default_factory=dict)  # instrument -> {linkId: item number}
 
 
-def finish(draft: Submission | Rejection, registry: Registry, licensed: frozenset[str]) -> Submission | Rejection:
+@dataclass(frozen=True)
+class StatedTotal:
+    """A total the source stated beside item responses: never scored, only compared."""
+
+    field: str
+    value: float
+
+
+@dataclass(frozen=True)
+class Draft:
+    submission: Submission
+    stated_total: StatedTotal | None = None
+
+
+def finish(draft: Draft | Rejection, registry: Registry, licensed: frozenset[str]) -> Submission | Rejection:
     """The checks every form shares: known instrument, licence, responses or total in range."""
     if isinstance(draft, Rejection):
         return draft
-    instrument = registry.get(draft.instrument)
+    submission = draft.submission
+    instrument = registry.get(submission.instrument)
 
     def reject(*problems: Problem) -> Rejection:
-        return Rejection.of(*problems, submission_id=draft.submission_id, source_format=draft.source_format)
+        return Rejection.of(*problems, submission_id=submission.submission_id,
+                            source_format=submission.source_format)
 
     if instrument is None:
         return reject(Problem(
-            field="instrument", code="unknown_instrument", message=f"no instrument {draft.instrument!r}",
+            field="instrument", code="unknown_instrument", message="the instrument is not one Rapport knows",
             expected="one of " + ", ".join(i.id for i in registry),
         ))
     if instrument.licence.status == "licensed" and instrument.id not in licensed:
@@ -50,11 +67,40 @@ def finish(draft: Submission | Rejection, registry: Registry, licensed: frozense
             message=f"{instrument.id} is a licensed instrument this tenant has not enabled",
             expected="RAPPORT_LICENSED_INSTRUMENTS to list it for this tenant, with the holder's licence",
         ))
-    if not draft.item_level:
-        if draft.reported_total is None:
-            return reject(Problem(field="total", code="missing_total", message="no total and no item responses",
-                                  expected="responses for each item, or a total"))
-        problems = check_total(instrument, draft.reported_total)
+    if submission.item_level:
+        problems = check_responses(instrument, submission.responses, item_level=True)
+    elif submission.reported_total is None:
+        problems = [Problem(field="total", code="missing_total", message="no total and no item responses",
+                            expected="responses for each item, or a total")]
     else:
-        problems = check_responses(instrument, draft.responses)
-    return reject(*problems) if problems else draft
+        problems = check_total(instrument, submission.reported_total)
+    if problems:
+        return reject(*problems)
+    if draft.stated_total is not None and submission.item_level:
+        warning = stated_total_warning(instrument, submission.responses, draft.stated_total)
+        if warning is not None:
+            return submission.model_copy(update={"warnings": [*submission.warnings, warning]})
+    return submission
+
+
+def stated_total_warning(instrument: Instrument, responses: Mapping[int, float | None],
+                         stated: StatedTotal) -> Problem | None:
+    """A stated total is never scored. When every scored item is present the items' total is cheap to
+    compute (reverse keys, sum or mean, multiplier, rounded to 2 decimals as scoring does), so a
+    disagreeing total is named (`total_mismatch`); with items missing it cannot be compared
+    (`stated_total_ignored`). The scoring service's score is the one that counts either way."""
+    scored = instrument.scored_items
+    values = [responses.get(i.number) for i in scored]
+    if any(v is None for v in values):
+        return Problem(field=stated.field, code="stated_total_ignored",
+                       message=f"the stated total {stated.value:g} is not used and, with items missing, "
+                               "could not be compared; the score is computed from the items")
+    keyed = [(i.min + i.max - v) if i.reverse else v for i, v in zip(scored, values, strict=True) if v is not None]
+    raw = sum(keyed) if instrument.scoring.method == "sum" else sum(keyed) / len(keyed)
+    computed = round(raw * instrument.scoring.multiplier, 2)
+    if abs(computed - stated.value) <= 0.005:
+        return None
+    return Problem(field=stated.field, code="total_mismatch",
+                   message=f"the stated total {stated.value:g} differs from the items' total {computed:g}; "
+                           "the items' total is used",
+                   expected=f"{computed:g}")

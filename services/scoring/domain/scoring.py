@@ -1,48 +1,84 @@
-"""Totals, subscales, bands, caseness and critical items, exactly as each instrument's rule says.
+"""Totals, subscales, bands, caseness and critical items, exactly as each instrument's definition says.
 
-Assumes the responses passed `shared.instruments.validation.check_responses` (ingest guarantees it).
-Totals are rounded to 2 decimals so floating-point error never moves a score across a band edge."""
+Plain functions over an `Instrument` and one administration's responses: no I/O, no clock. The
+conventions (direction, caseness, band edges, reverse keys) are in `shared.instruments.model`'s
+module docstring; this module only applies them.
+
+`score` assumes the responses passed `shared.instruments.validation.check_responses` (ingest
+guarantees it): every value is on its item's scale and no more items are missing than the
+instrument's missing-item rule allows.
+
+Rounding: totals and subscale scores are rounded half-up to `instrument.scoring.decimals` places
+(2 unless the source says otherwise; K10 rounds prorated totals to whole points). Rounding works on the
+shortest decimal form of the float (`Decimal(str(x))`), so 13.199999999999999 (four ORS items of 3.3)
+becomes 13.2 and floating-point error can never move a total across a band edge or a cutoff.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from decimal import ROUND_HALF_UP, Decimal
 
+from shared.contracts.problems import Problem
 from shared.contracts.score import CriticalItemFinding, Scored
 from shared.instruments.model import Instrument, Item
 
 
-def _keyed(item: Item, value: float) -> float:
+def round_half_up(value: float, decimals: int) -> float:
+    """`value` rounded half-up to `decimals` places, from its shortest decimal form."""
+    return float(Decimal(str(value)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP))
+
+
+def keyed(item: Item, value: float) -> float:
+    """The value as scored: reverse-keyed items are turned round on their own scale (min + max - value)."""
     return item.min + item.max - value if item.reverse else value
 
 
-def _combine(instrument: Instrument, items: list[Item], responses: Mapping[int, float | None]) -> tuple[float, bool]:
-    """Sum or mean of the items (reverse-keyed), prorated for missing items. Returns (score, prorated)."""
-    answered = [_keyed(i, v) for i in items if (v := responses.get(i.number)) is not None]
+def combine(
+    instrument: Instrument, items: Sequence[Item], responses: Mapping[int, float | None]
+) -> tuple[float, bool] | None:
+    """Sum or mean of `items` (reverse-keyed, times the multiplier), prorated over missing ones.
+
+    Sum: (sum of answered) x (number of items) / (number answered), i.e. the mean of the answered items
+    times the number of items. Mean: the mean of the answered items. Either way, times the multiplier.
+    Returns (score, prorated), or None when no item in `items` was answered.
+    """
+    answered = [keyed(item, value) for item in items if (value := responses.get(item.number)) is not None]
     if not answered:
-        return 0.0, False
-    mean = sum(answered) / len(answered)
-    prorated = len(answered) < len(items)
-    raw = mean * len(items) if instrument.scoring.method == "sum" else mean
-    return round(raw * instrument.scoring.multiplier, 2), prorated
+        return None
+    if instrument.scoring.method == "sum":
+        raw = sum(answered) * len(items) / len(answered)
+    else:
+        raw = sum(answered) / len(answered)
+    value = round_half_up(raw * instrument.scoring.multiplier, instrument.scoring.decimals)
+    return value, len(answered) < len(items)
 
 
 def band_of(instrument: Instrument, total: float) -> str | None:
+    """The severity band: the last band whose `min` is at or below the total (see model docstring)."""
     if instrument.bands is None:
         return None
+    label = None
     for band in instrument.bands.bands:
-        if band.min <= total <= band.max:
-            return band.label
-    # Between two integer bands (prorated or decimal totals): the band whose range starts below.
-    below = [b for b in instrument.bands.bands if b.min <= total]
-    return below[-1].label if below else None
+        if band.min <= total:
+            label = band.label
+    last = instrument.bands.bands[-1]
+    return None if total > last.max else label
 
 
 def in_clinical_range(instrument: Instrument, total: float) -> bool | None:
-    """Caseness: at or above the cutoff where lower is better; below it where higher is better."""
+    """Caseness: total >= cutoff where lower is better; total < cutoff where higher is better."""
     if instrument.caseness is None:
         return None
     cutoff = instrument.caseness.value
     return total >= cutoff if instrument.better == "lower" else total < cutoff
+
+
+def below_concern(instrument: Instrument, total: float) -> bool | None:
+    """Alliance: a total below the concern cutoff is a possible alliance problem (SRS < 36)."""
+    if instrument.concern_cutoff is None:
+        return None
+    return total < instrument.concern_cutoff.value
 
 
 def score(
@@ -52,31 +88,77 @@ def score(
     reported_total: float | None = None,
     item_level: bool = True,
 ) -> Scored:
-    low, high = instrument.total_range
+    """Score one administration.
+
+    Item-level: the total from the scored items (unscored items never count), each subscale by the
+    same method, the band, caseness, and every critical item at or above its threshold (on the answer
+    as given, before any reverse keying). `risk_checked` is False when a critical item is missing.
+
+    Total-only (`item_level=False`): the reported total as given (rounded), with its band and caseness;
+    no subscales and no critical items. `risk_checked` is False when the instrument has critical items,
+    since none could be checked; an instrument without critical items has nothing left unchecked.
+    """
     if not item_level:
-        total = round(reported_total or 0.0, 2)
-        return Scored(
-            instrument=instrument.id, instrument_version=instrument.version, kind=instrument.kind,
-            better=instrument.better, total=total, total_min=low, total_max=high, band=band_of(instrument, total),
-            caseness=in_clinical_range(instrument, total), item_level=False,
-            risk_checked=not instrument.critical_items,
-        )
+        if reported_total is None:
+            raise ValueError(f"a total-only {instrument.id} submission needs reported_total")
+        return _total_only(instrument, reported_total)
+
     scored_items = instrument.scored_items
-    total, prorated = _combine(instrument, scored_items, responses)
+    combined = combine(instrument, scored_items, responses)
+    if combined is None:
+        raise ValueError(f"{instrument.id}: no scored item was answered (check_responses should have refused it)")
+    total, prorated = combined
     subscales = {
-        sub.id: _combine(instrument, [instrument.items[n - 1] for n in sub.items], responses)[0]
+        sub.id: result[0]
         for sub in instrument.subscales
+        if (result := combine(instrument, [instrument.items[n - 1] for n in sub.items], responses)) is not None
     }
     findings = [
-        CriticalItemFinding(item=c.item, value=value, threshold=c.threshold, label=c.label)
-        for c in instrument.critical_items
-        if (value := responses.get(c.item)) is not None and value >= c.threshold
+        CriticalItemFinding(item=crit.item, value=value, threshold=crit.threshold, label=crit.label)
+        for crit in instrument.critical_items
+        if (value := responses.get(crit.item)) is not None and value >= crit.threshold
     ]
-    missing = [i.number for i in scored_items if responses.get(i.number) is None]
-    risk_checked = all(responses.get(c.item) is not None for c in instrument.critical_items)
+    missing = [item.number for item in scored_items if responses.get(item.number) is None]
+    unchecked = [crit.item for crit in instrument.critical_items if responses.get(crit.item) is None]
+    warnings: list[Problem] = []
+    if prorated:
+        warnings.append(Problem(
+            field="responses", code="prorated",
+            message=(f"{instrument.id} item(s) {_numbers(missing)} missing; the total is prorated from "
+                     f"{len(scored_items) - len(missing)} of {len(scored_items)} items"),
+        ))
+    if unchecked:
+        warnings.append(Problem(
+            field="responses", code="risk_unchecked",
+            message=f"{instrument.id} critical item(s) {_numbers(unchecked)} missing; risk could not be checked",
+        ))
+    low, high = instrument.total_range
     return Scored(
         instrument=instrument.id, instrument_version=instrument.version, kind=instrument.kind,
         better=instrument.better, total=total, total_min=low, total_max=high, band=band_of(instrument, total),
         caseness=in_clinical_range(instrument, total), subscales=subscales, critical_items=findings,
-        item_level=True, risk_checked=risk_checked, missing_items=missing, prorated=prorated,
+        item_level=True, risk_checked=not unchecked, missing_items=missing, prorated=prorated,
+        warnings=warnings,
     )
+
+
+def _total_only(instrument: Instrument, reported_total: float) -> Scored:
+    total = round_half_up(reported_total, instrument.scoring.decimals)
+    warnings = []
+    if instrument.critical_items:
+        warnings.append(Problem(
+            field="responses", code="risk_unchecked",
+            message=(f"{instrument.id} arrived as a total only; critical item(s) "
+                     f"{_numbers([c.item for c in instrument.critical_items])} could not be checked"),
+        ))
+    low, high = instrument.total_range
+    return Scored(
+        instrument=instrument.id, instrument_version=instrument.version, kind=instrument.kind,
+        better=instrument.better, total=total, total_min=low, total_max=high, band=band_of(instrument, total),
+        caseness=in_clinical_range(instrument, total), item_level=False,
+        risk_checked=not instrument.critical_items, warnings=warnings,
+    )
+
+
+def _numbers(numbers: Sequence[int]) -> str:
+    return ", ".join(map(str, numbers))

@@ -1,0 +1,91 @@
+"""What a rule says about one score: the conditions that hold now, and those it positively cleared.
+
+A rule (a `Check`) looks at the new score and the episode's state *before* it, and returns a
+`Verdict`: findings (an alert key, a severity, the evidence, a prompt) and clearings (an alert key
+and the resolution, e.g. 'repaired'). It knows nothing of the open alerts: the lifecycle in
+`engine.py` turns findings into raised or updated alerts and clearings into resolutions. A new rule
+(the expected-trajectory not-on-track rule, say) is one more `Check` in `engine.CHECKS`, producing
+the same alert kinds; findings for one key from several checks are merged."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.alerts.rules.ruleset import Rule, RuleSet
+from services.alerts.rules.state import AlertKey, EpisodeState, Rupture, SuddenLoss
+from shared.contracts.alert import Evidence, Resolution, Severity
+from shared.contracts.score import ScoreComputed
+
+SEVERITY_ORDER: list[Severity] = ["low", "medium", "high", "critical"]
+RISK_UNCHECKED = "risk items could not be checked (total only, or the item missing)"
+
+
+def worst(*severities: Severity) -> Severity:
+    return max(severities, key=SEVERITY_ORDER.index)
+
+
+@dataclass(frozen=True)
+class Context:
+    rules: RuleSet
+    session: int  # this score's session number in the episode
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A condition that holds now for one alert key."""
+
+    key: AlertKey
+    severity: Severity
+    evidence: Evidence
+    prompt: str | None
+    rupture: Rupture | None = None  # kept while the rupture alert this opens is open
+    sudden_loss: SuddenLoss | None = None  # kept while the deterioration alert is open
+
+
+@dataclass(frozen=True)
+class Clearing:
+    """The rule positively says the condition for this key no longer holds."""
+
+    key: AlertKey
+    resolution: Resolution
+    reason: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    findings: Sequence[Finding] = ()
+    clearings: Sequence[Clearing] = ()
+
+
+class Check(Protocol):
+    """One alert rule over one score and the episode's state before it."""
+
+    def judge(self, score: ScoreComputed, before: EpisodeState, context: Context) -> Verdict: ...
+
+
+def evidence(context: Context, rule: Rule, score: ScoreComputed, summary: str,
+             values: Mapping[str, object]) -> Evidence:
+    """The evidence of one finding; says so when the score's risk items could not be checked."""
+    found = {k: v for k, v in values.items() if v is not None}
+    found["instrument_name"] = context.rules.name(score.score.instrument)
+    found["rule_confidence"] = rule.confidence
+    if not score.score.risk_checked:
+        summary = f"{summary} ({RISK_UNCHECKED})"
+        found["risk_checked"] = False
+    return Evidence(rule_id=rule.id, rule_version=rule.version, summary=summary, submission_id=score.submission_id,
+                    administered_at=score.administered_at, instrument=score.score.instrument,
+                    score=score.score.total, values=found, sources=list(rule.source))
+
+
+def number(value: object) -> float | None:
+    """A numeric parameter from ScoreComputed.parameters, or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def points(value: float) -> str:
+    """A score as a therapist reads it: 31, 7.5, 2.33."""
+    return f"{round(value, 2):g}"

@@ -1,0 +1,90 @@
+"""Small readers every inbound form shares: ids, date-times, numbers, and what a message may show.
+
+Problem messages never echo free text from the payload (it may hold PHI). `shown` is used only for
+elements FHIR types as codes or definitions (status, resourceType, linkId, Coding.code, canonical,
+reference type), and even then only when the value looks like a code; ids that break the id rule
+are never shown, the message names the field and the rule.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, TypeAdapter, ValidationError
+
+from shared.contracts.problems import Problem
+from shared.contracts.tenancy import ID_PATTERN
+
+SUBJECT_TOKEN = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")  # a clinician id becomes a subject token
+CODE_LIKE = re.compile(r"^[A-Za-z0-9_.:/|#\-]{1,64}$")
+# An id we may repeat in a rejection so clinic IT can find the message: FHIR ids also allow dots.
+READABLE_ID = re.compile(r"^[A-Za-z0-9_.:/\-]{1,128}$")
+DATE_ONLY = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
+_instant = TypeAdapter(AwareDatetime)
+_naive = TypeAdapter(datetime)
+
+ID_RULE = f"an id matching {ID_PATTERN.pattern} (letters, digits, _ - : /; at most 128)"
+TOKEN_RULE = f"an id matching {SUBJECT_TOKEN.pattern} (letters, digits, _ -; no dots, it names a subject)"
+
+
+def shown(value: object) -> str:
+    """A value for a message: shown when it looks like a code or a number, else a placeholder."""
+    if isinstance(value, bool) or value is None:
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return f"{value:g}" if abs(value) < 1e15 else "a very large number"
+    if isinstance(value, str):
+        return repr(value) if CODE_LIKE.fullmatch(value) else "a text value (not shown)"
+    return f"a JSON {_json_kind(value)}"
+
+
+def _json_kind(value: object) -> str:
+    return "object" if isinstance(value, dict) else "array" if isinstance(value, list) else type(value).__name__
+
+
+def readable_id(value: object) -> str | None:
+    return value if isinstance(value, str) and READABLE_ID.fullmatch(value) else None
+
+
+def check_id(value: str, field: str, *, token: bool = False) -> Problem | None:
+    pattern = SUBJECT_TOKEN if token else ID_PATTERN
+    if pattern.fullmatch(value):
+        return None
+    return Problem(field=field, code="invalid_id", message=f"{field} breaks the id rule",
+                   expected=TOKEN_RULE if token else ID_RULE)
+
+
+def read_instant(value: Any, field: str) -> datetime | Problem:
+    """An ISO-8601 date and time with a UTC offset; a date alone or a naive time is refused."""
+    expected = "an ISO-8601 date and time with a UTC offset, e.g. 2026-03-02T10:15:00+00:00"
+    if value is None:
+        return Problem(field=field, code="missing_field", message=f"{field} is missing", expected=expected)
+    if not isinstance(value, str):
+        return Problem(field=field, code="invalid_datetime", message=f"{field} is not a string", expected=expected)
+    if DATE_ONLY.fullmatch(value.strip()):
+        return Problem(field=field, code="date_without_time",
+                       message=f"{field} is a date without a time of day", expected=expected)
+    try:
+        return _instant.validate_python(value)
+    except ValidationError:
+        pass
+    try:
+        _naive.validate_python(value)
+    except ValidationError:
+        return Problem(field=field, code="invalid_datetime", message=f"{field} is not an ISO-8601 date and time",
+                       expected=expected)
+    return Problem(field=field, code="missing_timezone", message=f"{field} has no UTC offset", expected=expected)
+
+
+def finite_number(value: Any) -> float | None:
+    """A JSON number (not a boolean) that is finite, as a float; None otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None

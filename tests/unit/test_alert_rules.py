@@ -1,0 +1,402 @@
+"""The alert rules, told as clinic stories with synthetic people (pure: no broker, no database)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.alerts.rules import AlertKey, EpisodeState, Evaluation, evaluate, load_ruleset
+from services.alerts.rules.ruleset import Parameter
+from shared.contracts.alert import Alert, AlertTransition, Notification
+from shared.contracts.score import ChangeFromBaseline, CriticalItemFinding, ScoreComputed, Scored
+
+RULES = load_ruleset()
+T0 = datetime(2026, 2, 2, 9, tzinfo=UTC)
+NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)  # the engine's clock, unrelated to when measures were taken
+PROMPTS = RULES.alliance_rupture.prompts
+
+
+def _at(session: int) -> datetime:
+    return T0 + timedelta(days=7 * (session - 1))
+
+
+def srs(total: float, session: int, *, items: tuple[float, float, float, float] | None = None,
+        numbered: bool = True) -> ScoreComputed:
+    """An SRS: items 1 relationship (bond), 2 goals (goal), 3 approach (task), 4 overall."""
+    values = items or (total / 4,) * 4
+    assert abs(sum(values) - total) < 1e-9
+    scored = Scored(instrument="srs", instrument_version="3", kind="alliance", better="higher", total=total,
+                    total_min=0, total_max=40, risk_checked=True)
+    return ScoreComputed(
+        tenant="clinic-a", submission_id=f"srs-{session}", revision=1, client_id="client-001", episode_id="ep-001",
+        clinician_id="clin-07", administered_at=_at(session) + timedelta(hours=1),
+        session_number=session if numbered else None, score=scored,
+        responses=dict(enumerate(values, start=1)), parameters={"concern_cutoff": 36},
+    )
+
+
+def waisr(goal: float, task: float, bond: float, session: int) -> ScoreComputed:
+    scored = Scored(instrument="waisr", instrument_version="1", kind="alliance", better="higher",
+                    total=goal + task + bond, total_min=12, total_max=60, risk_checked=True,
+                    subscales={"goal": goal, "task": task, "bond": bond})
+    return ScoreComputed(tenant="clinic-a", submission_id=f"wai-{session}", revision=1, client_id="client-002",
+                         episode_id="ep-002", clinician_id="clin-07", administered_at=_at(session),
+                         session_number=session, score=scored)
+
+
+def phq9(total: float, session: int, *, baseline: float | None = None, previous: float | None = None,
+         item9: float = 0, risk_checked: bool = True, numbered: bool = True) -> ScoreComputed:
+    """A PHQ-9 with the change scoring would compute (reliable change 6, caseness 10)."""
+    change = None
+    if baseline is not None:
+        delta = total - baseline
+        reliable = "deteriorated" if delta >= 6 else "improved" if delta <= -6 else "none"
+        change = ChangeFromBaseline(baseline_total=baseline, baseline_at=_at(1), previous_total=previous,
+                                    change_from_baseline=delta, reliable_change_value=6, reliable=reliable)
+    critical = [CriticalItemFinding(item=9, value=item9, threshold=1, label="thoughts of self-harm")] \
+        if item9 >= 1 else []
+    scored = Scored(instrument="phq9", instrument_version="1", kind="outcome", better="lower", total=total,
+                    total_min=0, total_max=27, caseness=total >= 10, critical_items=critical,
+                    item_level=risk_checked, risk_checked=risk_checked)
+    return ScoreComputed(
+        tenant="clinic-a", submission_id=f"phq-{session}", revision=1, client_id="client-001", episode_id="ep-001",
+        clinician_id="clin-07", administered_at=_at(session), session_number=session if numbered else None,
+        score=scored, change=change, parameters={"reliable_change": 6, "caseness_cutoff": 10},
+    )
+
+
+def phq9_series(totals: list[float], first_session: int = 1) -> list[ScoreComputed]:
+    out = []
+    for i, total in enumerate(totals):
+        session = first_session + i
+        out.append(phq9(total, session, baseline=totals[0] if i else None, previous=totals[i - 1] if i else None))
+    return out
+
+
+@dataclass
+class Episode:
+    """Feeds scores to the engine in order, keeping the open alerts the way the service does."""
+
+    state: EpisodeState | None = None
+    open: dict[AlertKey, Alert] = field(default_factory=dict)
+    log: list[AlertTransition] = field(default_factory=list)
+
+    def give(self, score: ScoreComputed) -> Evaluation:
+        evaluation = evaluate(self.state, score, self.open, rules=RULES, now=NOW)
+        self.state = evaluation.state
+        for t in evaluation.transitions:
+            if t.alert.status == "resolved":
+                self.open.pop(AlertKey.of(t.alert), None)
+            else:
+                self.open[AlertKey.of(t.alert)] = t.alert
+        self.log += evaluation.transitions
+        return evaluation
+
+    def give_all(self, scores: list[ScoreComputed]) -> Evaluation:
+        evaluation = None
+        for score in scores:
+            evaluation = self.give(score)
+        assert evaluation is not None
+        return evaluation
+
+
+def only(evaluation: Evaluation) -> AlertTransition:
+    assert len(evaluation.transitions) == 1, [t.transition for t in evaluation.transitions]
+    return evaluation.transitions[0]
+
+
+def note(evaluation: Evaluation) -> Notification:
+    assert len(evaluation.notifications) == 1, evaluation.notifications
+    return evaluation.notifications[0]
+
+
+# --- alliance rupture and repair -----------------------------------------------------------------
+
+
+def test_a_client_whose_srs_falls_from_38_to_31_gets_an_alliance_alert_naming_the_bond() -> None:
+    episode = Episode()
+    assert episode.give(srs(38, 1, items=(9.5, 9.5, 9.5, 9.5))).transitions == []
+    evaluation = episode.give(srs(31, 2, items=(6.0, 8.5, 8.5, 8.0)))
+    raised = only(evaluation)
+    assert raised.transition == "raised" and raised.notify
+    alert = raised.alert
+    assert (alert.kind, alert.instrument, alert.subscale, alert.status) == ("alliance_rupture", "srs", None, "open")
+    assert alert.severity == "medium" and alert.repair_prompt == PROMPTS.bond
+    evidence = alert.evidence[-1]
+    assert (evidence.rule_id, evidence.rule_version) == ("alliance_rupture", RULES.alliance_rupture.version)
+    assert evidence.values["previous"] == 38 and evidence.values["concern_cutoff"] == 36
+    assert evidence.values["weakest_part"] == "bond"
+    message = note(evaluation)
+    assert message.headline.startswith("Alliance drop (bond): SRS 31, down from 38 last session")
+    assert "below the concern cutoff 36" in message.headline
+    assert message.prompt == PROMPTS.bond and "relationship" in message.prompt
+    assert (message.client_id, message.episode_id) == ("client-001", "ep-001")
+
+
+def test_two_sessions_later_the_srs_is_back_to_37_and_the_alert_resolves_as_repaired() -> None:
+    episode = Episode()
+    episode.give_all([srs(38, 1), srs(31, 2)])
+    opened = episode.open[AlertKey("alliance_rupture", "srs", None)]
+    assert opened.evidence[-1].values["level_to_regain"] == 37  # own level 38, less the floored SD of 1
+    still_low = only(episode.give(srs(34, 3)))
+    assert still_low.transition == "updated" and not still_low.notify
+    repaired = only(episode.give(srs(37, 4)))
+    assert repaired.transition == "resolved" and repaired.alert.resolution == "repaired"
+    assert repaired.alert.alert_id == opened.alert_id and "37" in (repaired.reason or "")
+    assert not repaired.notify and episode.open == {}
+    assert episode.state is not None and episode.state.ruptures == {}
+
+
+def test_a_second_low_srs_updates_the_open_alert_instead_of_raising_another() -> None:
+    episode = Episode()
+    episode.give_all([srs(38, 1), srs(31, 2)])
+    first = episode.open[AlertKey("alliance_rupture", "srs", None)]
+    evaluation = episode.give(srs(30, 3))
+    updated = only(evaluation)
+    assert updated.transition == "updated" and updated.alert.alert_id == first.alert_id
+    assert updated.alert.version == 2 and len(updated.alert.evidence) == 2
+    assert evaluation.notifications == []  # a plain update of the evidence notifies nobody
+    assert [t.transition for t in episode.log].count("raised") == 1
+
+
+def test_unrepaired_after_k_sessions_the_rupture_escalates_and_notifies() -> None:
+    k = RULES.alliance_rupture.parameters.repair_within_sessions.value
+    assert k == 2
+    episode = Episode()
+    episode.give_all([srs(38, 1), srs(31, 2), srs(32, 3)])
+    evaluation = episode.give(srs(33, 4))
+    escalated = only(evaluation)
+    assert escalated.transition == "escalated" and escalated.notify
+    assert escalated.alert.escalated and escalated.alert.severity == "high" and escalated.alert.status == "open"
+    assert "not repaired after 2 further sessions" in (escalated.reason or "")
+    message = note(evaluation)
+    assert message.headline == "Rupture not repaired: SRS 33 after 2 further sessions, pre-rupture level 37"
+    assert message.prompt == PROMPTS.total  # no part stood out: the general prompt
+    # escalated once only; a late repair still resolves it as repaired
+    assert all(t.transition != "escalated" for t in episode.give(srs(33.5, 5)).transitions)
+    late = only(episode.give(srs(37.5, 6)))
+    assert late.transition == "resolved" and late.alert.resolution == "repaired"
+
+
+def test_the_repair_is_counted_before_the_escalation() -> None:
+    episode = Episode()
+    episode.give_all([srs(38, 1), srs(31, 2), srs(33, 3)])
+    assert only(episode.give(srs(38, 4))).alert.resolution == "repaired"
+
+
+def test_a_wai_sr_bond_drop_names_the_bond_and_asks_about_the_relationship() -> None:
+    episode = Episode()
+    episode.give(waisr(16, 16, 16, 1))
+    evaluation = episode.give(waisr(16, 16, 11, 2))
+    by_part = {t.alert.subscale: t for t in evaluation.transitions}
+    bond = by_part["bond"]
+    assert bond.transition == "raised" and bond.alert.repair_prompt == PROMPTS.bond
+    assert bond.alert.evidence[-1].summary.startswith("Alliance drop (bond): WAI-SR bond 11, down from 16")
+    assert "goal" not in by_part and "task" not in by_part
+    total = by_part[None]  # the total fell too: it names its weakest part, with that part's prompt
+    assert total.alert.evidence[-1].values["weakest_part"] == "bond" and total.alert.repair_prompt == PROMPTS.bond
+
+
+@pytest.mark.parametrize(("part", "prompt"), [("goal", PROMPTS.goal), ("task", PROMPTS.task)])
+def test_a_goal_or_task_drop_gets_its_own_prompt(part: str, prompt: str) -> None:
+    episode = Episode()
+    episode.give(waisr(16, 16, 16, 1))
+    scores = {"goal": 16.0, "task": 16.0, "bond": 16.0} | {part: 12.0}
+    evaluation = episode.give(waisr(scores["goal"], scores["task"], scores["bond"], 2))
+    alert = next(t.alert for t in evaluation.transitions if t.alert.subscale == part)
+    assert alert.repair_prompt == prompt
+
+
+def test_a_drop_against_the_clients_own_level_is_found_without_a_cutoff_or_a_big_step() -> None:
+    episode = Episode()
+    episode.give_all([srs(40, 1), srs(40, 2), srs(40, 3), srs(39.2, 4)])
+    assert episode.open == {}  # 0.8 down: under the one-point drop, and z = -0.8
+    raised = only(episode.give(srs(38.5, 5)))
+    values = raised.alert.evidence[-1].values
+    assert raised.transition == "raised" and raised.alert.severity == "medium"
+    assert values["z"] == pytest.approx(-1.3) and values["own_sessions"] == 4
+    assert "concern_cutoff" not in values and "drop_points" not in values
+
+
+def test_a_major_person_relative_drop_is_high_severity() -> None:
+    episode = Episode()
+    episode.give_all([srs(38, 1), srs(39, 2), srs(38, 3)])
+    raised = only(episode.give(srs(35, 4)))
+    assert raised.alert.severity == "high" and raised.alert.evidence[-1].values["z"] <= -2
+
+
+def test_without_earlier_sessions_only_the_cutoff_can_flag_a_first_srs() -> None:
+    raised = only(Episode().give(srs(30, 1)))
+    assert raised.alert.evidence[-1].values["level_to_regain"] == 36
+    assert "z" not in raised.alert.evidence[-1].values
+    assert Episode().give(srs(37, 1)).transitions == []
+    assert Episode().give(srs(30, 1).model_copy(update={"parameters": {}})).transitions == []
+
+
+# --- critical items ------------------------------------------------------------------------------
+
+
+def test_phq9_item_9_of_1_on_a_first_submission_raises_a_critical_alert_and_a_notification() -> None:
+    evaluation = Episode().give(phq9(12, 1, item9=1))
+    raised = only(evaluation)
+    assert raised.transition == "raised" and raised.alert.kind == "critical_item"
+    assert raised.alert.severity == "critical" and raised.alert.evidence[-1].values["items"] == {"9": 1}
+    message = note(evaluation)
+    assert message.headline == "Risk item endorsed on PHQ-9: item 9 = 1 (thoughts of self-harm)"
+    assert message.prompt == RULES.critical_item.prompt and not evaluation.risk_unchecked
+
+
+def test_every_new_critical_finding_notifies_and_the_alert_waits_for_a_clinician() -> None:
+    episode = Episode()
+    episode.give(phq9(12, 1, item9=1))
+    again = episode.give(phq9(11, 2, baseline=12, previous=12, item9=2))
+    assert only(again).transition == "updated" and note(again).severity == "critical"
+    assert episode.give(phq9(9, 3, baseline=12, previous=11)).transitions == []  # not cleared by a score
+    assert AlertKey("critical_item", "phq9", None) in episode.open
+
+
+def test_a_total_only_phq9_cannot_be_checked_for_risk_and_says_so_without_an_alert() -> None:
+    evaluation = Episode().give(phq9(14, 1, risk_checked=False))
+    assert evaluation.transitions == [] and evaluation.risk_unchecked
+
+
+def test_an_alert_from_a_total_only_score_says_risk_could_not_be_checked() -> None:
+    episode = Episode()
+    episode.give(phq9(8, 1))
+    evaluation = episode.give(phq9(15, 2, baseline=8, previous=8, risk_checked=False))
+    raised = only(evaluation)
+    assert raised.alert.evidence[-1].values["risk_checked"] is False
+    assert "risk items could not be checked" in raised.alert.evidence[-1].summary
+    assert "Risk items could not be checked" in note(evaluation).evidence and evaluation.risk_unchecked
+
+
+# --- reliable deterioration and possible sudden loss ----------------------------------------------
+
+
+def test_reliable_deterioration_from_baseline_raises_and_resolves_when_no_longer_worse() -> None:
+    episode = Episode()
+    scores = phq9_series([8, 15, 12])
+    episode.give(scores[0])
+    raised = only(episode.give(scores[1]))
+    assert raised.alert.kind == "reliable_deterioration" and raised.alert.severity == "high"
+    assert raised.alert.evidence[-1].summary.startswith("Reliable deterioration on PHQ-9: 15, +7 from baseline 8")
+    resolved = only(episode.give(scores[2]))
+    assert resolved.alert.resolution == "no_longer_deteriorated"
+
+
+def test_a_sudden_worsening_is_a_possible_sudden_loss_while_it_lasts() -> None:
+    episode = Episode()
+    scores = phq9_series([18, 10, 9, 16, 15, 12])
+    episode.give_all(scores[:3])
+    loss = [t for t in episode.give(scores[3]).transitions if t.alert.kind == "reliable_deterioration"]
+    assert len(loss) == 1 and loss[0].alert.severity == "medium"
+    values = loss[0].alert.evidence[-1].values
+    assert values["sudden_loss"] is True and "1 and 2 of 3" in values["sudden_loss_criteria"]
+    assert loss[0].alert.evidence[-1].summary.startswith("Possible sudden loss on PHQ-9: 16, +7 since last session")
+    stays = episode.give(scores[4])  # 15: still 6 worse than the pre-loss 9
+    assert all(t.alert.kind != "reliable_deterioration" for t in stays.transitions)
+    ends = [t for t in episode.give(scores[5]).transitions if t.alert.kind == "reliable_deterioration"]
+    assert ends[0].alert.resolution == "no_longer_deteriorated"
+
+
+def test_a_small_worsening_from_a_high_score_is_not_a_sudden_loss() -> None:
+    episode = Episode()
+    episode.give_all(phq9_series([20, 24, 27])[:2])
+    # 20 -> 24 -> 27: +3, under the reliable-change value; and 24 is +4 from baseline
+    assert all(t.alert.kind != "reliable_deterioration" for t in episode.log)
+
+
+# --- not on track ---------------------------------------------------------------------------------
+
+
+def test_stalled_at_session_9_after_at_risk_at_session_6() -> None:
+    episode = Episode()
+    scores = phq9_series([18, 17, 17, 16, 17, 16, 16, 15, 16, 10])
+    episode.give_all(scores[:5])
+    assert not any(k.kind == "not_on_track" for k in episode.open)
+    at_risk = only(episode.give(scores[5]))
+    assert at_risk.transition == "raised" and at_risk.alert.severity == "medium"
+    assert at_risk.alert.evidence[-1].summary.startswith("Not on track on PHQ-9 at session 6")
+    assert at_risk.alert.repair_prompt == RULES.not_on_track.prompt
+    assert only(episode.give(scores[6])).notify is False
+    episode.give(scores[7])
+    stalled = episode.give(scores[8])
+    moved = only(stalled)
+    assert moved.transition == "updated" and moved.alert.severity == "high" and moved.notify
+    assert note(stalled).headline.startswith("Stalled on PHQ-9 at session 9")
+    back = only(episode.give(scores[9]))
+    assert back.alert.resolution == "back_on_track" and "reliably improved" in (back.reason or "")
+
+
+def test_out_of_the_clinical_range_is_back_on_track() -> None:
+    episode = Episode()
+    scores = phq9_series([12, 12, 12, 12, 11, 11, 9])
+    episode.give_all(scores[:6])
+    assert AlertKey("not_on_track", "phq9", None) in episode.open
+    assert only(episode.give(scores[6])).alert.resolution == "back_on_track"
+
+
+def test_without_session_numbers_the_session_is_the_count_of_administration_days() -> None:
+    episode = Episode()
+    for session in range(1, 7):
+        episode.give(srs(38, session, numbered=False))  # an SRS each session...
+        if session in (1, 3, 6):  # ...and a PHQ-9 now and then, the same day
+            baseline = None if session == 1 else 17.0
+            episode.give(phq9(17, session, baseline=baseline, previous=baseline, numbered=False))
+    assert episode.state is not None and episode.state.sessions == 6
+    raised = [t for t in episode.log if t.alert.kind == "not_on_track"]
+    assert len(raised) == 1 and raised[0].alert.evidence[-1].values["session"] == 6
+
+
+def test_not_on_track_with_an_open_rupture_raises_priority_on_both() -> None:
+    episode = Episode()
+    outcome = phq9_series([18, 17, 17, 16, 17, 16])
+    alliance = [38, 38, 38, 38, 31, 31]
+    for i in range(5):
+        episode.give(srs(alliance[i], i + 1))
+        episode.give(outcome[i])
+    assert AlertKey("alliance_rupture", "srs", None) in episode.open
+    episode.give(srs(alliance[5], 6))
+    evaluation = episode.give(outcome[5])
+    by_kind = {t.alert.kind: t for t in evaluation.transitions}
+    assert by_kind["not_on_track"].alert.priority_raised and by_kind["not_on_track"].transition == "raised"
+    rupture = by_kind["alliance_rupture"]
+    assert rupture.transition == "updated" and rupture.alert.priority_raised and rupture.notify
+    assert "falling alliance (open alliance rupture on SRS; rule priority v1)" in (rupture.reason or "")
+    assert all(n.headline.startswith("Priority") for n in evaluation.notifications)
+
+
+def test_not_on_track_with_an_alliance_below_its_own_mean_raises_priority() -> None:
+    episode = Episode()
+    outcome = phq9_series([18, 17, 17, 16, 17, 16])
+    alliance = [38, 38.5, 38, 38.5, 38, 37.8]  # below the client's own mean, but no rupture
+    for i in range(6):
+        episode.give(srs(alliance[i], i + 1))
+        evaluation = episode.give(outcome[i])
+    assert not any(k.kind == "alliance_rupture" for k in episode.open)
+    raised = only(evaluation)
+    assert raised.alert.kind == "not_on_track" and raised.alert.priority_raised
+    # the alliance recovers: priority is lowered quietly
+    episode.give(srs(39, 7))
+    lowered = [t for t in episode.log[-1:] if t.alert.kind == "not_on_track"]
+    assert lowered and not lowered[0].alert.priority_raised and not lowered[0].notify
+
+
+# --- rules are data ----------------------------------------------------------------------------
+
+
+def test_every_rule_and_parameter_carries_sources_and_a_confidence() -> None:
+    rules = [RULES.critical_item, RULES.alliance_rupture, RULES.reliable_deterioration, RULES.not_on_track,
+             RULES.priority]
+    for rule in rules:
+        assert rule.source and rule.confidence and rule.version
+        parameters = getattr(rule, "parameters", None)
+        for name in type(parameters).model_fields if parameters is not None else []:
+            parameter = getattr(parameters, name)
+            assert isinstance(parameter, Parameter) and parameter.source and parameter.note, name
+    p = RULES.alliance_rupture.parameters
+    assert p.repair_within_sessions.confidence == "proposal" and p.drop_points.value == {"srs": 1.0}
+    assert RULES.not_on_track.parameters.at_risk_session.confidence == "proposal"
+    assert RULES.alliance_rupture.drop_points("waisr:bond") == p.drop_points_default.value

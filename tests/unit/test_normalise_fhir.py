@@ -1,0 +1,469 @@
+"""FHIR R4 as real EHRs send it: every linkId and answer convention lands on the same canonical
+submission, and every malformed case gets a rejection naming the exact field (synthetic people only)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.ingest.normalise import Rejection, TenantMapping, normalise
+from shared.contracts.submission import Submission
+from shared.instruments import Instrument, Registry, load_registry
+from shared.instruments.model import MissingRule
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "fhir"
+
+
+def _shipped(instrument_id: str) -> Instrument:
+    instrument = load_registry().get(instrument_id)
+    assert instrument is not None
+    return instrument
+
+
+PHQ9 = _shipped("phq9")
+# The fixtures' PHQ-9 answers, items 1..9 (total 5).
+ANSWERS = {1: 1.0, 2: 2.0, 3: 0.0, 4: 1.0, 5: 0.0, 6: 1.0, 7: 0.0, 8: 0.0, 9: 0.0}
+PHI = "Jane Roe"  # planted in free-text fields of some fixtures; no message may repeat it
+
+
+def synthetic(instrument_id: str, maxima: list[int], *, licence: str = "free",
+              aliases: list[list[str]] | None = None) -> Instrument:
+    """A small made-up instrument for conventions the shipped definitions do not exercise."""
+    sourced = {"source": ["S1"], "confidence": "unverified"}
+    return Instrument.model_validate({
+        "id": instrument_id, "title": "Synthetic test instrument", "version": "1", "kind": "outcome",
+        "better": "lower", "licence": {"status": licence, "note": "synthetic", **sourced},
+        "items": [{"number": n + 1, "min": 0, "max": top, "aliases": (aliases or [[]] * len(maxima))[n]}
+                  for n, top in enumerate(maxima)],
+        "scoring": {"method": "sum", **sourced}, "missing": {"rule": "reject", **sourced},
+        "sources": {"S1": {"citation": "made up for tests"}},
+    })
+
+
+MOOD3 = synthetic("mood3", [3, 3, 3], aliases=[["mood-interest"], ["MOOD-LOW"], ["mood-sleep"]])
+ALLIANCE3 = synthetic("alliance3", [10, 10, 10], licence="licensed")
+REGISTRY = Registry([PHQ9, MOOD3, ALLIANCE3])
+MAPPING = TenantMapping(
+    questionnaires={
+        "https://forms.clinic.example/fhir/Questionnaire/intake-mood": "phq9",
+        "https://forms.clinic.example/fhir/Questionnaire/mood3": "mood3",
+        "https://forms.clinic.example/fhir/Questionnaire/alliance3": "alliance3",
+    },
+    link_ids={"phq9": {
+        **{name: n + 1 for n, name in enumerate(
+            ["little_interest", "feeling_down", "sleep_trouble", "tired", "appetite", "feeling_bad",
+             "concentration", "moving_slowly", "self_harm_thoughts"])},
+        **{opaque: n + 1 for n, opaque in enumerate(
+            ["f7c1e2aa", "0b9d44e1", "9e0c11fa", "3a5be7d0", "c2f90b17", "77ad03e9", "e41b6c58", "5d2f8a31",
+             "a90e4c7b"])},
+    }},
+)
+
+
+def body(name: str) -> bytes:
+    return (FIXTURES / f"{name}.json").read_bytes()
+
+
+def document(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(body(name))
+    return loaded
+
+
+def run(payload: bytes | dict[str, Any], *, registry: Registry = REGISTRY, mapping: TenantMapping | None = MAPPING,
+        licensed: frozenset[str] = frozenset()) -> list[Submission | Rejection]:
+    raw = json.dumps(payload).encode() if isinstance(payload, dict) else payload
+    return normalise(raw, tenant="acme", registry=registry, mapping=mapping, licensed=licensed)
+
+
+def accepted(name: str, **kwargs: Any) -> Submission:
+    [result] = run(body(name), **kwargs)
+    assert isinstance(result, Submission), result
+    return result
+
+
+def rejected(name: str, **kwargs: Any) -> Rejection:
+    [result] = run(body(name), **kwargs)
+    assert isinstance(result, Rejection), result
+    for problem in result.problems:
+        assert PHI not in problem.message and PHI not in (problem.expected or "")
+    return result
+
+
+def codes(rejection: Rejection) -> list[tuple[str, str]]:
+    return [(p.code, p.field) for p in rejection.problems]
+
+
+# --- linkId conventions ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", [
+    "qr-linkid-loinc",                # "44250-9" with LOINC answer codes
+    "qr-linkid-loinc-slash",          # "/44250-9"
+    "qr-linkid-nested-groups",        # g1.q1 inside groups, the total inside a group
+    "qr-linkid-phq9-dash",            # phq9-1
+    "qr-linkid-phq-dot",              # PHQ.1
+    "qr-linkid-q",                    # q1
+    "qr-linkid-item",                 # item1
+    "qr-linkid-bare-number",          # 1
+    "qr-linkid-descriptive",          # little_interest, through the tenant's linkId map
+    "qr-linkid-opaque",               # f7c1e2aa, through the tenant's linkId map
+    "qr-linkid-definition",           # opaque linkIds whose item.definition ends in the LOINC code
+])
+def test_every_link_id_convention_reads_the_same_phq9(name: str) -> None:
+    submission = accepted(name)
+    assert submission.instrument == "phq9"
+    assert submission.responses == ANSWERS
+    assert submission.source_format == "fhir-questionnaire-response"
+    assert (submission.tenant, submission.client_id, submission.clinician_id) == ("acme", "client-0007",
+                                                                                 "clinician-03")
+    assert submission.warnings == []
+
+
+def test_registry_aliases_name_items_case_insensitively() -> None:
+    submission = accepted("qr-linkid-aliases")
+    assert (submission.instrument, submission.responses) == ("mood3", {1: 1.0, 2: 2.0, 3: 0.0})
+
+
+def test_descriptive_link_ids_without_a_tenant_map_are_rejected_item_by_item() -> None:
+    rejection = rejected("qr-linkid-descriptive", mapping=None)
+    assert codes(rejection) == [("unmapped_link_id", f"item[{n}].linkId") for n in range(9)]
+    assert rejection.submission_id == "qr-0009"
+
+
+# --- answer conventions ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", [
+    "qr-answer-decimal",                  # valueDecimal
+    "qr-answer-string",                   # valueString "2"
+    "qr-answer-coding-code-digit",        # valueCoding {"code": "2"} without a system
+    "qr-answer-coding-display-digit",     # valueCoding {"display": "2"} only
+    "qr-answer-item-weight",              # local codes weighed by itemWeight on the coding
+    "qr-answer-ordinal-value",            # local codes weighed by ordinalValue on the answer
+    "qr-answer-contained-questionnaire",  # "#phq9-local": contained Questionnaire, answerOption weights
+    "qr-answer-loinc-alternate",          # LA18938-3 "More days than not" weighs 2
+])
+def test_every_answer_convention_reads_the_same_weights(name: str) -> None:
+    submission = accepted(name)
+    assert (submission.instrument, submission.responses) == ("phq9", ANSWERS)
+
+
+def test_a_gad7_with_the_alternate_loinc_answer_for_more_days_than_not_reads_2() -> None:
+    gad7 = load_registry().get("gad7")
+    if gad7 is None or not gad7.coding.loinc_panel:
+        pytest.skip("no GAD-7 definition with a LOINC panel in this checkout")
+    codes_ = [i.loinc for i in gad7.items]
+    response = document("qr-linkid-loinc")
+    response["questionnaire"] = f"http://loinc.org/q/{gad7.coding.loinc_panel}"
+    response["item"] = [{"linkId": code, "answer": [{"valueCoding": {"system": "http://loinc.org", "code": answer}}]}
+                        for code, answer in zip(codes_, ["LA6569-3", "LA18938-3"] + ["LA6568-5"] * 5, strict=True)]
+    [submission] = run(response, registry=load_registry())
+    assert isinstance(submission, Submission)
+    assert submission.responses == {1: 1.0, 2: 2.0, **dict.fromkeys(range(3, 8), 0.0)}
+
+
+def test_a_declined_phq9_item_is_missing_and_the_missing_item_rule_rejects_it() -> None:
+    rejection = rejected("qr-declined-item")
+    assert codes(rejection) == [("missing_items", "responses")]
+    assert "3" in rejection.problems[0].message
+
+
+def test_a_declined_item_is_prorated_where_the_instrument_allows_it() -> None:
+    lenient = PHQ9.model_copy(update={"missing": MissingRule(rule="prorate", max_missing=1, source=["R67"],
+                                                             confidence="unverified")})
+    submission = accepted("qr-declined-item", registry=Registry([lenient]))
+    assert submission.responses == {**ANSWERS, 3: None}
+
+
+def test_a_phq9_without_item_9_is_rejected_never_scored_as_no_risk() -> None:
+    rejection = rejected("qr-missing-item9")
+    assert codes(rejection) == [("missing_items", "responses")]
+    assert "missing item(s) 9" in rejection.problems[0].message
+
+
+def test_a_stated_total_is_never_scored_and_a_wrong_one_is_a_warning() -> None:
+    submission = accepted("qr-total-mismatch")
+    assert submission.responses == ANSWERS and submission.reported_total is None
+    [warning] = submission.warnings
+    assert (warning.code, warning.field, warning.expected) == ("total_mismatch", "item[9].answer[0]", "5")
+
+
+def test_a_stated_total_that_agrees_gives_no_warning_and_one_beside_missing_items_is_not_compared() -> None:
+    agreeing = document("qr-total-mismatch")
+    agreeing["item"][9]["answer"][0]["valueInteger"] = 5
+    [submission] = run(agreeing)
+    assert isinstance(submission, Submission) and submission.warnings == []
+    lenient = PHQ9.model_copy(update={"missing": MissingRule(rule="prorate", max_missing=1, source=["R67"],
+                                                             confidence="unverified")})
+    declined = document("qr-total-mismatch")
+    del declined["item"][0]["answer"]
+    [partial] = run(declined, registry=Registry([lenient]))
+    assert isinstance(partial, Submission)
+    assert [(w.code, w.field) for w in partial.warnings] == [("stated_total_ignored", "item[9].answer[0]")]
+
+
+def test_an_unscored_item_that_cannot_be_weighed_is_left_out_with_a_warning() -> None:
+    submission = accepted("qr-unscored-item10")
+    assert submission.responses == ANSWERS
+    assert [(w.code, w.field) for w in submission.warnings] == [("unscored_item_ignored", "item[9].answer[0]")]
+
+
+def test_an_unscored_item_with_a_number_is_kept_for_the_record() -> None:
+    response = document("qr-unscored-item10")
+    response["item"][9]["answer"] = [{"valueInteger": 2}]
+    [submission] = run(response)
+    assert isinstance(submission, Submission) and submission.responses == {**ANSWERS, 10: 2.0}
+
+
+# --- which instrument ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", [
+    "qr-questionnaire-sdc-canonical",   # a known canonical, with |version
+    "qr-questionnaire-panel-suffix",    # any canonical ending in the LOINC panel code
+    "qr-questionnaire-mapped",          # the tenant's questionnaire map, with |version
+    "qr-questionnaire-meta-tag",        # no questionnaire; a LOINC panel code in meta.tag
+    "qr-answer-contained-questionnaire",  # "#id" -> the contained Questionnaire's code
+])
+def test_the_instrument_is_found_from_every_questionnaire_convention(name: str) -> None:
+    assert accepted(name).instrument == "phq9"
+
+
+def test_an_unknown_questionnaire_is_rejected_naming_the_questionnaire_field() -> None:
+    assert codes(rejected("qr-questionnaire-unknown")) == [("unknown_instrument", "questionnaire")]
+
+
+def test_an_stu3_questionnaire_reference_is_refused_as_not_r4() -> None:
+    rejection = rejected("qr-questionnaire-stu3-reference")
+    assert codes(rejection) == [("not_fhir_r4", "questionnaire")]
+    assert "canonical" in rejection.problems[0].message
+
+
+def test_a_licensed_instrument_needs_the_tenants_licence() -> None:
+    assert codes(rejected("qr-licensed-instrument")) == [("instrument_not_licensed", "instrument")]
+    submission = accepted("qr-licensed-instrument", licensed=frozenset({"alliance3"}))
+    assert submission.responses == {1: 5.0, 2: 5.0, 3: 5.0}
+
+
+def test_a_tenant_map_naming_an_instrument_rapport_lacks_is_reported() -> None:
+    mapping = TenantMapping(questionnaires={"https://forms.clinic.example/fhir/Questionnaire/intake-mood": "phq99"})
+    assert codes(rejected("qr-questionnaire-mapped", mapping=mapping)) == [("unknown_instrument", "questionnaire")]
+
+
+# --- header fields ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("status", ["in-progress", "stopped", "entered-in-error"])
+def test_a_response_that_is_not_final_is_rejected(status: str) -> None:
+    response = document("qr-status-in-progress")
+    response["status"] = status
+    [rejection] = run(response)
+    assert isinstance(rejection, Rejection) and codes(rejection) == [("status_not_final", "status")]
+    assert rejection.submission_id == "qr-0301" and rejection.source_format == "fhir-questionnaire-response"
+
+
+def test_an_amended_response_is_marked_as_an_amendment() -> None:
+    assert accepted("qr-status-amended").amends is True
+
+
+@pytest.mark.parametrize(("name", "code"), [
+    ("qr-authored-date-only", "date_without_time"),
+    ("qr-authored-naive", "missing_timezone"),
+])
+def test_authored_needs_a_time_and_an_offset(name: str, code: str) -> None:
+    assert codes(rejected(name)) == [(code, "authored")]
+
+
+def test_the_submission_id_falls_back_to_the_identifier() -> None:
+    assert accepted("qr-id-from-identifier").submission_id == "resp-88412"
+
+
+def test_an_id_breaking_the_id_rule_is_named_without_its_value() -> None:
+    rejection = rejected("qr-id-invalid")
+    assert codes(rejection) == [("invalid_id", "id")]
+    assert "qr.2026.001" not in rejection.problems[0].message
+    assert rejection.submission_id == "qr.2026.001"  # readable, so clinic IT can find the message
+
+
+def test_a_clinician_id_must_be_a_subject_token() -> None:
+    rejection = rejected("qr-author-dotted-clinician")
+    assert codes(rejection) == [("invalid_id", "author.reference")]
+    assert "dr.smith" not in rejection.problems[0].message
+
+
+def test_a_self_completed_response_has_no_clinician() -> None:
+    assert accepted("qr-author-patient").clinician_id is None
+
+
+def test_the_subject_must_be_a_patient() -> None:
+    assert codes(rejected("qr-subject-not-patient")) == [("invalid_reference", "subject.reference")]
+
+
+def test_the_episode_comes_from_based_on_episode_of_care() -> None:
+    assert accepted("qr-episode-based-on").episode_id == "episode-0007-1"
+
+
+def test_the_episode_extension_wins_and_the_encounter_is_never_the_episode() -> None:
+    assert accepted("qr-episode-extension").episode_id == "episode-0007-2"
+    response = document("qr-episode-extension")
+    del response["extension"]
+    [submission] = run(response)
+    assert isinstance(submission, Submission) and submission.episode_id is None
+
+
+def test_header_problems_are_reported_together() -> None:
+    response = document("qr-linkid-loinc")
+    response.update(status="in-progress", authored="2026-03-02", subject={"reference": "Group/g-1"})
+    [rejection] = run(response)
+    assert isinstance(rejection, Rejection)
+    assert codes(rejection) == [("status_not_final", "status"), ("invalid_reference", "subject.reference"),
+                                ("date_without_time", "authored")]
+
+
+# --- malformed FHIR --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "code", "field"), [
+    ("qr-item-not-list", "invalid_fhir", "item"),
+    ("qr-answer-wrong-type", "invalid_fhir", "item[0].answer[0].valueInteger"),
+    ("qr-answer-unscorable-code", "unscorable_answer", "item[0].answer[0].valueCoding"),
+    ("qr-unmapped-linkid", "unmapped_link_id", "item[9].linkId"),
+    ("qr-duplicate-item", "duplicate_item", "item[9].linkId"),
+    ("dstu2-questionnaire-answers", "not_fhir_r4", "resourceType"),
+    ("resource-patient", "unsupported_resource", "resourceType"),
+    ("resourcetype-missing", "missing_field", "resourceType"),
+])
+def test_malformed_fhir_is_rejected_naming_the_field(name: str, code: str, field: str) -> None:
+    assert codes(rejected(name)) == [(code, field)]
+
+
+def test_an_unscorable_answer_names_the_item_and_the_code_but_never_the_display() -> None:
+    [problem] = rejected("qr-answer-unscorable-code").problems
+    assert "item 1" in problem.message and "'often'" in problem.message and PHI not in problem.message
+
+
+# --- Bundles ---------------------------------------------------------------------------------------
+
+def test_each_bundle_entry_gets_its_own_answer() -> None:
+    ok, stopped, patient = run(body("bundle-collection"))
+    assert isinstance(ok, Submission) and ok.submission_id == "qr-0501"
+    assert isinstance(stopped, Rejection) and codes(stopped) == [("status_not_final", "entry[1].resource.status")]
+    assert stopped.submission_id == "qr-0502"
+    assert isinstance(patient, Rejection)
+    assert codes(patient) == [("unsupported_resource", "entry[2].resource.resourceType")]
+
+
+def test_a_transaction_bundle_is_read_from_entry_resource() -> None:
+    [submission] = run(body("bundle-transaction"))
+    assert isinstance(submission, Submission) and submission.submission_id == "qr-0503"
+
+
+def test_a_total_observation_derived_from_a_bundled_response_is_not_scored_twice() -> None:
+    response, observation = run(body("bundle-derived-observation"))
+    assert isinstance(response, Submission) and response.responses == ANSWERS
+    assert isinstance(observation, Rejection)
+    assert codes(observation) == [("derived_from_response", "entry[1].resource.derivedFrom[0]")]
+
+
+def test_a_bundled_questionnaire_weighs_its_responses_answers() -> None:
+    questionnaire, response = run(body("bundle-searchset-with-questionnaire"))
+    assert isinstance(questionnaire, Rejection)
+    assert codes(questionnaire) == [("unsupported_resource", "entry[0].resource.resourceType")]
+    assert isinstance(response, Submission) and response.responses == ANSWERS
+
+
+def test_an_empty_bundle_is_one_rejection() -> None:
+    assert codes(rejected("bundle-empty")) == [("empty_bundle", "entry")]
+
+
+# --- total-score Observations ----------------------------------------------------------------------
+
+def test_a_total_score_observation_is_a_total_only_submission() -> None:
+    submission = accepted("observation-total")
+    assert (submission.instrument, submission.item_level, submission.reported_total) == ("phq9", False, 14.0)
+    assert submission.responses == {} and submission.source_format == "fhir-observation"
+    assert submission.submission_id == "obs:client-0007:obs-0601"
+    assert submission.clinician_id == "clinician-03"
+
+
+def test_an_observation_with_value_integer_and_only_issued_is_read() -> None:
+    submission = accepted("observation-value-integer-issued")
+    assert (submission.reported_total, submission.administered_at.isoformat()) == (7.0, "2026-03-02T10:15:00+01:00")
+
+
+def test_an_observation_id_too_long_with_its_client_is_hashed() -> None:
+    submission_id = accepted("observation-long-id").submission_id
+    assert submission_id.startswith("obs:") and len(submission_id) == 44
+    assert submission_id == accepted("observation-long-id").submission_id  # stable
+
+
+@pytest.mark.parametrize(("name", "code", "field"), [
+    ("observation-out-of-range", "out_of_range", "total"),
+    ("observation-preliminary", "status_not_final", "status"),
+    ("observation-unknown-code", "unknown_instrument", "code.coding"),
+])
+def test_bad_total_observations_are_rejected(name: str, code: str, field: str) -> None:
+    rejection = rejected(name)
+    assert codes(rejection) == [(code, field)]
+    assert rejection.source_format == "fhir-observation"
+
+
+# --- CloudEvents -----------------------------------------------------------------------------------
+
+def test_a_cloudevent_wrapping_fhir_is_unwrapped() -> None:
+    assert accepted("cloudevent-fhir").submission_id == "qr-0701"
+
+
+def test_a_cloudevent_naming_another_tenant_is_rejected() -> None:
+    assert codes(rejected("cloudevent-tenant-mismatch")) == [("tenant_mismatch", "tenant")]
+
+
+# --- never raises ----------------------------------------------------------------------------------
+
+ALL_FIXTURES = sorted(p.stem for p in FIXTURES.glob("*.json"))
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12)
+    | st.sampled_from(["QuestionnaireResponse", "Bundle", "Observation", "44250-9", "#x", "Patient/1", "1"]),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(
+        st.sampled_from(["resourceType", "item", "answer", "linkId", "valueCoding", "code", "extension", "url",
+                         "valueInteger", "reference", "subject", "entry", "resource", "questionnaire", "id"])
+        | st.text(max_size=8), children, max_size=5),
+    max_leaves=20,
+)
+
+
+def _paths(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [path]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += _paths(value, (*path, key))
+    elif isinstance(node, list):
+        for n, value in enumerate(node):
+            found += _paths(value, (*path, n))
+    return found
+
+
+@st.composite
+def mutated_fixtures(draw: st.DrawFn) -> bytes:
+    tree: Any = document(draw(st.sampled_from(ALL_FIXTURES)))
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(_paths(tree)))
+        replacement = draw(json_values)
+        if not path:
+            tree = replacement
+            continue
+        parent = tree
+        for step in path[:-1]:
+            parent = parent[step]
+        parent[path[-1]] = replacement
+    return json.dumps(tree).encode()
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode()) | mutated_fixtures())
+def test_normalise_never_raises_and_always_answers(payload: bytes) -> None:
+    results = run(payload)
+    assert results and all(isinstance(r, Submission | Rejection) for r in results)
+    for result in results:
+        if isinstance(result, Rejection):
+            assert result.problems

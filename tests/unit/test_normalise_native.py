@@ -1,0 +1,192 @@
+"""The native JSON submission: what a clinic without FHIR sends, and the precise answer to each mistake
+(synthetic people only)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.ingest.normalise import Rejection, normalise
+from shared.contracts.submission import Submission
+from shared.instruments import Instrument, Registry, load_registry
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "native"
+
+
+def _shipped(instrument_id: str) -> Instrument:
+    instrument = load_registry().get(instrument_id)
+    assert instrument is not None
+    return instrument
+
+
+PHQ9 = _shipped("phq9")
+ANSWERS = {1: 1.0, 2: 2.0, 3: 0.0, 4: 1.0, 5: 0.0, 6: 1.0, 7: 0.0, 8: 0.0, 9: 0.0}
+PHI = "Jane Roe"
+
+
+def licensed_alliance() -> Instrument:
+    sourced = {"source": ["S1"], "confidence": "unverified"}
+    return Instrument.model_validate({
+        "id": "alliance3", "title": "Synthetic licensed instrument", "version": "1", "kind": "alliance",
+        "better": "higher", "licence": {"status": "licensed", "note": "synthetic", **sourced},
+        "items": [{"number": n, "min": 0, "max": 10} for n in (1, 2, 3)],
+        "scoring": {"method": "sum", **sourced}, "missing": {"rule": "reject", **sourced},
+        "sources": {"S1": {"citation": "made up for tests"}},
+    })
+
+
+REGISTRY = Registry([PHQ9, licensed_alliance()])
+
+
+def body(name: str) -> bytes:
+    return (FIXTURES / f"{name}.json").read_bytes()
+
+
+def run(payload: bytes | dict[str, Any], *, licensed: frozenset[str] = frozenset()) -> list[Submission | Rejection]:
+    raw = json.dumps(payload).encode() if isinstance(payload, dict) else payload
+    return normalise(raw, tenant="acme", registry=REGISTRY, licensed=licensed)
+
+
+def accepted(name: str, **kwargs: Any) -> Submission:
+    [result] = run(body(name), **kwargs)
+    assert isinstance(result, Submission), result
+    return result
+
+
+def rejected(payload: str | bytes) -> Rejection:
+    [result] = run(body(payload) if isinstance(payload, str) else payload)
+    assert isinstance(result, Rejection), result
+    for problem in result.problems:
+        assert PHI not in problem.message and PHI not in problem.field and PHI not in (problem.expected or "")
+    return result
+
+
+def codes(rejection: Rejection) -> list[tuple[str, str]]:
+    return [(p.code, p.field) for p in rejection.problems]
+
+
+def test_a_complete_phq9_becomes_the_canonical_submission() -> None:
+    submission = accepted("phq9-complete")
+    assert submission.model_dump(exclude={"administered_at"}) == {
+        "tenant": "acme", "submission_id": "sub-0001", "instrument": "phq9", "client_id": "client-0007",
+        "episode_id": "episode-0007-1", "clinician_id": "clinician-03", "session_number": 3,
+        "responses": ANSWERS, "reported_total": None, "item_level": True, "amends": False,
+        "source_format": "native", "warnings": [],
+    }
+    assert submission.administered_at.isoformat() == "2026-03-02T10:15:00+01:00"
+
+
+def test_a_total_only_submission_has_no_responses() -> None:
+    submission = accepted("total-only")
+    assert (submission.item_level, submission.reported_total, submission.responses) == (False, 14.0, {})
+
+
+def test_a_total_beside_the_responses_is_never_scored_and_a_wrong_one_is_a_warning() -> None:
+    submission = accepted("phq9-with-total")
+    assert submission.reported_total is None and submission.item_level
+    assert [(w.code, w.field, w.expected) for w in submission.warnings] == [("total_mismatch", "total", "5")]
+
+
+def test_an_amendment_is_marked() -> None:
+    assert accepted("amends").amends is True
+
+
+def test_a_cloudevent_wrapping_native_json_is_unwrapped() -> None:
+    assert accepted("cloudevent-native").submission_id == "sub-0021"
+
+
+def test_a_licensed_instrument_needs_the_tenants_licence() -> None:
+    assert codes(rejected("licensed-instrument")) == [("instrument_not_licensed", "instrument")]
+    assert accepted("licensed-instrument", licensed=frozenset({"alliance3"})).responses == {1: 5.0, 2: 6.0, 3: 7.0}
+
+
+@pytest.mark.parametrize(("name", "code", "field"), [
+    ("phq9-declined-item9", "missing_items", "responses"),     # null: asked and declined
+    ("phq9-missing-item9", "missing_items", "responses"),      # never a PHQ-9 scored as "no risk" without item 9
+    ("unknown-field", "unknown_field", "patient_name"),
+    ("naive-datetime", "missing_timezone", "administered_at"),
+    ("date-only", "date_without_time", "administered_at"),
+    ("invalid-client-id", "invalid_id", "client_id"),
+    ("invalid-clinician-id", "invalid_id", "clinician_id"),
+    ("unknown-instrument", "unknown_instrument", "instrument"),
+    ("tenant-mismatch", "tenant_mismatch", "tenant"),
+    ("response-not-a-number", "not_a_number", "responses.1"),
+    ("response-boolean", "not_a_number", "responses.9"),
+    ("response-key-not-item", "unknown_item", "responses.q1"),
+    ("out-of-range", "out_of_range", "responses.2"),
+    ("unknown-item-number", "unknown_item", "responses.11"),
+    ("no-responses", "missing_field", "responses"),
+    ("missing-client-id", "missing_field", "client_id"),
+    ("session-negative", "out_of_range", "session"),
+])
+def test_each_mistake_is_named_by_code_and_field(name: str, code: str, field: str) -> None:
+    rejection = rejected(name)
+    assert codes(rejection) == [(code, field)]
+    assert rejection.source_format == "native"
+
+
+def test_a_rejection_carries_the_readable_submission_id() -> None:
+    assert rejected("out-of-range").submission_id == "sub-0016"
+
+
+def test_an_unknown_instrument_lists_the_known_ones() -> None:
+    [problem] = rejected("unknown-instrument").problems
+    assert problem.expected == "one of alliance3, phq9"
+
+
+def test_a_bad_id_names_the_field_and_the_rule_not_the_value() -> None:
+    [problem] = rejected("invalid-clinician-id").problems
+    assert "dr.smith" not in problem.message and "[A-Za-z0-9_\\-]" in (problem.expected or "")
+
+
+def test_a_missing_item_names_the_item_and_the_rule() -> None:
+    [problem] = rejected("phq9-missing-item9").problems
+    assert problem.message == "phq9 is missing item(s) 9; every scored item is needed"
+
+
+def test_several_mistakes_are_named_together() -> None:
+    submission = json.loads(body("phq9-complete"))
+    submission.update(client_id="client 7", administered_at="2026-03-02", extra=1)
+    rejection = rejected(json.dumps(submission).encode())
+    assert sorted(codes(rejection)) == [("date_without_time", "administered_at"), ("invalid_id", "client_id"),
+                                        ("unknown_field", "extra")]
+
+
+def test_keys_that_are_not_code_like_are_not_echoed_in_the_field_path() -> None:
+    submission = json.loads(body("phq9-complete"))
+    submission["responses"]["Jane Roe"] = 1
+    assert codes(rejected(json.dumps(submission).encode())) == [("unknown_item", "responses.<key not shown>")]
+
+
+@pytest.mark.parametrize(("raw", "code", "message"), [
+    (b'{"submission_id": "x", ', "invalid_json", "line 1 column 24"),
+    (b"\xff\xfe\x00{", "invalid_json", "not UTF-8"),
+    (b'{"total": NaN}', "invalid_json", "NaN"),
+    (b"[" * 50_000, "invalid_json", "nested too deeply"),
+    (b'["Jane Roe"]', "not_an_object", "an array"),
+    (b"", "invalid_json", "line 1 column 1"),
+])
+def test_a_body_that_is_not_a_json_object_is_one_rejection_without_an_echo(raw: bytes, code: str,
+                                                                             message: str) -> None:
+    [problem] = rejected(raw).problems
+    assert (problem.code, problem.field) == (code, "body") and message in problem.message
+
+
+def test_a_subject_naming_no_valid_tenant_is_refused() -> None:
+    [result] = normalise(body("phq9-complete"), tenant="Not A Tenant", registry=REGISTRY)
+    assert isinstance(result, Rejection) and codes(result) == [("invalid_tenant", "subject")]
+
+
+@settings(max_examples=200)
+@given(st.dictionaries(st.sampled_from(["submission_id", "instrument", "client_id", "administered_at",
+                                        "responses", "total", "session", "amends", "tenant", "clinician_id"]),
+                       st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10)
+                       | st.dictionaries(st.text(max_size=3), st.integers(-2, 5) | st.none(), max_size=10)))
+def test_any_native_shaped_object_gets_an_answer(submission: dict[str, Any]) -> None:
+    results = run(json.dumps(submission).encode())
+    assert len(results) == 1 and isinstance(results[0], Submission | Rejection)
