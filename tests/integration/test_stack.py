@@ -1,0 +1,119 @@
+"""`rapport up` as a user runs it: three service processes and the embedded NATS, `rapport submit`
+against it, and SIGTERM stopping everything with nothing accepted lost across a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import nats
+import pytest
+
+pytestmark = [pytest.mark.nats, pytest.mark.e2e]
+
+PHQ9 = {
+    "submission_id": "stack-0001", "instrument": "phq9", "client_id": "client-0100", "episode_id": "ep-0100",
+    "clinician_id": "clinician-07", "administered_at": "2026-03-02T10:00:00+00:00",
+    "responses": {"1": 3, "2": 3, "3": 2, "4": 2, "5": 1, "6": 2, "7": 1, "8": 1, "9": 2},
+}
+
+
+@contextmanager
+def rapport_up(data_dir: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, object]]]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAPPORT_BROKER_URL", "RAPPORT_DATABASE_URL")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rapport.cli", "up", "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # the stack says when it is up
+            if "Rapport is up" in line:
+                break
+        else:
+            pytest.fail(f"rapport up exited with {process.wait()} before it was up")
+        yield process, json.loads((data_dir / "endpoints.json").read_text())
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_submit_prints_the_answer_and_sigterm_stops_every_process(tmp_path: Path) -> None:
+    submission = tmp_path / "phq9.json"
+    submission.write_text(json.dumps(PHQ9))
+    with rapport_up(tmp_path / "data") as (process, endpoints):
+        pids = [int(s["pid"]) for s in endpoints["services"].values()]  # type: ignore[attr-defined]
+        result = subprocess.run(
+            [sys.executable, "-m", "rapport.cli", "submit", str(submission), "--tenant", "clinic-a",
+             "--data-dir", str(tmp_path / "data")],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "ACCEPTED stack-0001 (phq9, revision 1, new)" in result.stdout
+        assert "score 17 (0-27), band moderately severe" in result.stdout
+        assert "critical item 9 = 2" in result.stdout
+        assert "alert raised: critical_item (critical)" in result.stdout
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    assert not [pid for pid in pids if alive(pid)], "no service process outlives rapport up"
+    assert not (tmp_path / "data" / "endpoints.json").exists()
+    nats_pid = subprocess.run(["pgrep", "-f", f"-sd {tmp_path / 'data' / 'nats'}"], capture_output=True, text=True)
+    assert nats_pid.stdout.strip() == "", "the embedded NATS stops with the stack"
+
+
+async def _publish(url: str, tenant: str, count: int) -> None:
+    client = await nats.connect(url)
+    js = client.jetstream()
+    for n in range(count):
+        body = dict(PHQ9, submission_id=f"restart-{n:04d}", client_id=f"client-{n % 20:04d}",
+                    episode_id=f"ep-{n % 20:04d}", administered_at=f"2026-03-{n // 20 + 1:02d}T10:00:00+00:00")
+        body["responses"] = dict(PHQ9["responses"], **{"9": 0})  # type: ignore[arg-type]
+        await js.publish(f"rapport.{tenant}.in.submissions", json.dumps(body).encode(),
+                         headers={"Nats-Msg-Id": f"restart-{n}"})
+    await client.close()
+
+
+async def _evaluated(url: str, tenant: str, count: int) -> set[str]:
+    """Every evaluation.completed in the stream, replayed from its start, until `count` are seen."""
+    client = await nats.connect(url)
+    seen: set[str] = set()
+    done = asyncio.Event()
+
+    async def on_event(msg: nats.aio.msg.Msg) -> None:
+        seen.add(json.loads(msg.data)["data"]["submission_id"])
+        if len(seen) >= count:
+            done.set()
+
+    await client.jetstream().subscribe(f"rapport.{tenant}.evaluation.completed", cb=on_event, ordered_consumer=True)
+    try:
+        await asyncio.wait_for(done.wait(), 90)
+    finally:
+        await client.close()
+    return seen
+
+
+def test_submissions_in_flight_at_sigterm_are_all_evaluated_after_a_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with rapport_up(data) as (process, endpoints):
+        asyncio.run(_publish(str(endpoints["broker_url"]), "clinic-b", 300))
+        process.send_signal(signal.SIGTERM)  # while the services are still working through them
+        assert process.wait(60) == 0
+    with rapport_up(data) as (_process, endpoints):
+        seen = asyncio.run(_evaluated(str(endpoints["broker_url"]), "clinic-b", 300))
+    assert seen == {f"restart-{n:04d}" for n in range(300)}
