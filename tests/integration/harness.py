@@ -33,7 +33,7 @@ async def running(
             if adjust:
                 adjust(name, runtime)
             await runtime.broker.start()
-            runtimes[name] = runtime
+            runtimes[name if name not in runtimes else f"{name}-{len(runtimes)}"] = runtime
         yield runtimes
     finally:
         for runtime in runtimes.values():
