@@ -20,7 +20,6 @@ from rapport.journeys import Journey, Journeys
 from rapport.stack import Stack, read_endpoints
 from shared.settings import Settings
 
-EPISODES = 200
 CONCURRENCY = 256
 
 
@@ -67,12 +66,12 @@ async def _publish_all(journeys: Journeys, bodies: list[bytes], rate: float) -> 
     return sent
 
 
-async def _drive(broker_url: str, tenant: str, count: int, rate: float, history: int,
+async def _drive(broker_url: str, tenant: str, count: int, rate: float, history: int, episodes: int,
                  pids: dict[str, int]) -> dict[str, Any]:
     run = f"{int(time.time()) % 10**6}"  # fresh clients each run: a rerun is not a late submission
     journeys = await Journeys.connect(broker_url, tenant)
     try:
-        episodes = min(EPISODES, count)
+        episodes = min(episodes, count)
         if history:
             warm = [_submission(run, e, s) for s in range(history) for e in range(episodes)]
             done = await _publish_all(journeys, warm, 0)
@@ -92,7 +91,7 @@ async def _drive(broker_url: str, tenant: str, count: int, rate: float, history:
         last = max((j.finished for j in finished if j.finished), default=published)
         return {
             "count": count, "completed": len(finished), "rate_requested": rate or "flat out",
-            "history_sessions": history,
+            "history_sessions": history, "episodes": episodes,
             "publish_seconds": round(published - started, 3),
             "seconds": round(last - started, 3),
             "throughput_per_s": round(len(finished) / (last - started), 1) if finished else 0.0,
@@ -108,22 +107,23 @@ async def _drive(broker_url: str, tenant: str, count: int, rate: float, history:
         await journeys.close()
 
 
-def run_bench(settings: Settings, *, count: int, rate: float, tenant: str, history: int, embedded: bool,
-              broker_url: str | None) -> dict[str, Any]:
+def run_bench(settings: Settings, *, count: int, rate: float, tenant: str, history: int, episodes: int,
+              embedded: bool, broker_url: str | None) -> dict[str, Any]:
     if embedded:
         with Stack(settings, quiet=True) as stack:
             pids = {s.name: s.process.pid for s in stack.services if s.process}
-            result = asyncio.run(_drive(stack.broker_url, tenant, count, rate, history, pids))
+            result = asyncio.run(_drive(stack.broker_url, tenant, count, rate, history, episodes, pids))
     else:
         assert broker_url is not None
         endpoints = read_endpoints(settings.data_dir) or {}
         services = cast(dict[str, dict[str, Any]], endpoints.get("services", {}))
         pids = {name: int(info["pid"]) for name, info in services.items() if info.get("pid")}
-        result = asyncio.run(_drive(broker_url, tenant, count, rate, history, pids))
+        result = asyncio.run(_drive(broker_url, tenant, count, rate, history, episodes, pids))
     lat = result["latency_ms"]
     result["text"] = (
         f"{result['completed']}/{result['count']} submissions ({result['rate_requested']}/s requested, "
-        f"{history} earlier sessions per episode) in {result['seconds']}s: {result['throughput_per_s']}/s\n"
+        f"{result['episodes']} episodes, {history} earlier sessions each) in {result['seconds']}s: "
+        f"{result['throughput_per_s']}/s\n"
         f"latency publish -> evaluation.completed: p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms\n"
         f"resident memory (MB): {result['rss_mb'] or 'not available'}"
     )

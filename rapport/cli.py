@@ -118,6 +118,7 @@ def bench(
     rate: Annotated[float, typer.Option(help="submissions per second; 0 = flat out")] = 0.0,
     tenant: str = "bench",
     history: Annotated[int, typer.Option(help="earlier sessions per episode before the measured ones")] = 0,
+    episodes: Annotated[int, typer.Option(help="episodes the submissions are spread over")] = 200,
     embedded: Annotated[bool, typer.Option(help="start a stack for the run (else use a running one)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     data_dir: DataDir = None,
@@ -126,7 +127,8 @@ def bench(
     from rapport.bench import run_bench
 
     settings = _settings(data_dir)
-    result = run_bench(settings, count=count, rate=rate, tenant=tenant, history=history, embedded=embedded,
+    result = run_bench(settings, count=count, rate=rate, tenant=tenant, history=history, episodes=episodes,
+                       embedded=embedded,
                        broker_url=None if embedded else _broker_url(settings))
     typer.echo(json.dumps(result, indent=2) if as_json else result["text"])
 

@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     # batching on the hot path: how many messages a service takes from the broker at once, and
     # how long it waits to fill a batch before working on what it has
     batch_size: int = Field(default=100, ge=1, le=1000)
-    batch_wait_seconds: float = Field(default=0.02, gt=0, le=5)
+    batch_wait_seconds: float = Field(default=0.005, gt=0, le=5)
     # redelivery of a message that failed for a transient reason (database down, broker timeout)
     max_deliver: int = Field(default=6, ge=2, le=100)
     retry_backoff_seconds: list[float] = Field(default=[1.0, 2.0, 5.0, 10.0, 30.0])
