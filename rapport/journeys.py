@@ -52,6 +52,7 @@ class Journeys:
         self.by_submission: dict[str, Journey] = {}
         self.alert_events: list[dict[str, Any]] = []
         self.notifications: list[dict[str, Any]] = []
+        self.command_rejections: list[dict[str, Any]] = []
         self._changed = asyncio.Condition()
 
     @classmethod
@@ -102,6 +103,8 @@ class Journeys:
             journey = self.by_submission.get(data["submission_id"])
             if journey:
                 journey.scores[data["submission_id"]] = data
+        elif kind == "rapport.alert-command.rejected.v1":
+            self.command_rejections.append(event)
         elif kind.startswith("rapport.alert."):
             self.alert_events.append(event)
             journey = self.by_submission.get(event.get("subject") or "")

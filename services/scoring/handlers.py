@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scoring import repository
 from services.scoring.domain import change, score
+from services.scoring.fhir import derived_observation
 from services.scoring.series import Placement, Point, append, follows, insert
 from shared.contracts.envelope import CloudEvent
 from shared.contracts.score import ScoreComputed, Scored
@@ -101,7 +102,7 @@ def _computed(
         episode_id=episode, clinician_id=s.clinician_id, administered_at=s.administered_at,
         session_number=s.session_number, score=scored, change=movement, responses=s.responses,
         supersedes_revision=event.revision - 1 if event.disposition == "amended" else None,
-        parameters=parameters,
+        parameters=parameters, fhir_observation=derived_observation(s, instrument, scored),
     )
 
 

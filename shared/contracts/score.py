@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -81,4 +81,9 @@ class ScoreComputed(BaseModel):
     supersedes_revision: int | None = Field(default=None, description="set when an amendment replaces a score")
     parameters: dict[str, str | float | None] = Field(
         default_factory=dict, description="the registry parameters used (cutoff, reliable change), with sources"
+    )
+    fhir_observation: dict[str, Any] | None = Field(
+        default=None,
+        description="the total as a FHIR R4 Observation (LOINC-coded, derivedFrom the QuestionnaireResponse), "
+                    "for instruments with a LOINC total-score code",
     )

@@ -81,6 +81,10 @@ async def test_a_fhir_questionnaire_response_with_loinc_link_ids_is_scored_like_
         assert journey.answers[0]["submission"]["source_format"] == "fhir-questionnaire-response"
         score = journey.scores["qr-0001"]["score"]
         assert (score["total"], score["band"], score["critical_items"]) == (5, "mild", [])
+        observation = journey.scores["qr-0001"]["fhir_observation"]
+        assert observation["code"]["coding"][0]["code"] == "44261-6"
+        assert observation["valueQuantity"]["value"] == 5
+        assert observation["derivedFrom"] == [{"reference": "QuestionnaireResponse/qr-0001"}]
         assert journey.evaluations["qr-0001"]["transitions"] == []
 
 
@@ -145,3 +149,35 @@ async def test_an_srs_is_refused_for_a_tenant_without_a_licence(
     async with running(SERVICES, settings_for(database_url), fresh_stream), watching(fresh_stream, tenant) as watch:
         journey = await answered(watch, srs("srs-9", 38, day=0))
         assert [p["code"] for p in journey.answers[0]["problems"]] == ["instrument_not_licensed"]
+
+
+async def test_a_clinician_acknowledges_then_resolves_an_alert_and_bad_commands_are_rejected(
+    database_url: str, fresh_stream: str, tenant: str
+) -> None:
+    async with running(SERVICES, settings_for(database_url), fresh_stream), watching(fresh_stream, tenant) as watch:
+        journey = await answered(watch, phq9("sub-0009", [1, 1, 1, 1, 1, 1, 1, 1, 2]))
+        alert_id = journey.evaluations["sub-0009"]["alert_ids"][0]
+
+        async def command(**fields: Any) -> dict[str, Any]:
+            events, rejections = len(watch.alert_events), len(watch.command_rejections)
+            await watch.client.jetstream().publish(
+                f"rapport.{tenant}.in.alert-commands", json.dumps(fields).encode(),
+                headers={"Nats-Msg-Id": fields.get("command_id", "x")},
+            )
+            await watch.wait_until(
+                lambda: len(watch.alert_events) > events or len(watch.command_rejections) > rejections
+            )
+            return (watch.alert_events[events:] or watch.command_rejections[rejections:])[0]
+
+        acknowledged = await command(command_id="cmd-1", alert_id=alert_id, action="acknowledge", by="clinician-01")
+        assert acknowledged["data"]["transition"] == "acknowledged"
+        assert acknowledged["data"]["alert"]["status"] == "acknowledged"
+        assert acknowledged["data"]["by"] == "clinician-01"
+        no_reason = await command(command_id="cmd-2", alert_id=alert_id, action="resolve", by="clinician-01")
+        assert no_reason["type"] == "rapport.alert-command.rejected.v1" and "reason" in no_reason["data"]["reason"]
+        unknown = await command(command_id="cmd-3", alert_id="no-such-alert", action="acknowledge", by="clinician-01")
+        assert unknown["data"]["reason"] == "no such alert for this tenant"
+        resolved = await command(command_id="cmd-4", alert_id=alert_id, action="resolve", by="clinician-01",
+                                 reason="safety plan reviewed with the client")
+        assert resolved["data"]["alert"]["status"] == "resolved"
+        assert resolved["data"]["alert"]["resolution"] == "by_hand"
