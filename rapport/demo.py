@@ -95,6 +95,11 @@ def _summary(report: dict[str, object]) -> str:
     if journeys.notifications:
         example = journeys.notifications[0]["data"]
         lines.append(f"    e.g. {example['headline']} - {example['evidence']}")
+    alerted = sorted(j.latency * 1000 for j in journeys.by_message.values()
+                     if j.latency is not None and any(e["data"]["transition"] == "raised" for e in j.alerts))
+    if alerted:
+        lines.append(f"  time from a triggering submission to its alert: median {alerted[len(alerted) // 2]:.0f} ms, "
+                     f"max {alerted[-1]:.0f} ms (the cohort is sent all at once)")
     lines.append("  rules against the planted storylines (precision / recall)")
     for rule, figures in score_rules(cohort, journeys.alert_events).items():
         lines.append(f"    {rule:<24} {figures['precision']:.2f} / {figures['recall']:.2f}")
