@@ -3,9 +3,6 @@ current from the alerts table, every few seconds."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import cast
@@ -15,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.alerts.models import StoredAlert
 from shared.metrics import alerts_oldest_unacknowledged, alerts_open
+from shared.periodic import Periodic
 
-log = logging.getLogger("rapport.alerts.dashboard")
 alerts = cast(Table, StoredAlert.__table__)
 
 
@@ -40,25 +37,14 @@ class DashboardGauges:
                  interval: float = 15.0) -> None:
         self._sessions = sessions
         self._clock = clock
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic("alerts-dashboard-gauges", interval, self.refresh_once)
+
+    async def refresh_once(self) -> None:
+        async with self._sessions() as session:
+            await refresh(session, self._clock())
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="alerts-dashboard-gauges")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                async with self._sessions() as session:
-                    await refresh(session, self._clock())
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("dashboard gauges not refreshed", exc_info=True)
-            await asyncio.sleep(self._interval)
+        await self._loop.stop()

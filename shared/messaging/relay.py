@@ -3,8 +3,6 @@ commit and publish, or the broker away), then deletes their rows."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -15,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.db.delivery import claim_unpublished, forget_published
 from shared.messaging.publish import EventPublisher
 from shared.metrics import outbox_backlog
+from shared.periodic import Periodic
 
 log = logging.getLogger("rapport.relay")
 
@@ -37,10 +36,9 @@ class OutboxRelay:
         self._outbox = outbox
         self._publisher = publisher
         self._clock = clock
-        self._interval = interval_seconds
         self._grace = grace  # leaves the fast path time to publish and clear its own rows
         self._batch = batch
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(f"{service}-outbox-relay", interval_seconds, self.relay_once)
 
     async def relay_once(self, *, grace: timedelta | None = None) -> int:
         """Publish what is left over; returns how many events were published."""
@@ -57,20 +55,7 @@ class OutboxRelay:
         return len(published)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"{self._service}-outbox-relay")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.relay_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("outbox relay pass failed; trying again", exc_info=True)
-            await asyncio.sleep(self._interval)
+        await self._loop.stop()
