@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scoring import repository
-from services.scoring.domain import change, score
+from services.scoring.domain import change, nhs_talking_therapies, score
 from services.scoring.fhir import derived_observation
-from services.scoring.series import Placement, Point, append, follows, insert
+from services.scoring.series import Placement, Point, Summary, append, follows, insert
 from shared.contracts.envelope import CloudEvent
 from shared.contracts.score import ScoreComputed, Scored
 from shared.contracts.submission import SubmissionAccepted
@@ -38,7 +39,8 @@ class Scoring:
     async def __call__(self, session: AsyncSession, messages: Sequence[Inbound], now: datetime) -> list[Outgoing]:
         accepted = [a for a in map(_parse, messages) if a.disposition != "unchanged"]
         keys = [_series_key(a) for a in accepted]
-        summaries = await repository.load_summaries(session, keys)
+        partners = [(*k[:3], PAIRED[k[3]]) for k in keys if k[3] in PAIRED]
+        summaries = await repository.load_summaries(session, [*keys, *partners])
         known = set(summaries)
         computed: list[ScoreComputed] = []
         for event, key in zip(accepted, keys, strict=True):
@@ -53,8 +55,10 @@ class Scoring:
             else:
                 placement = insert(await repository.load_points(session, key), point)
             summaries[key] = placement.summary
-            computed.append(_computed(event, key[2], instrument, scored, placement))
-        await repository.save(session, computed, summaries, known)
+            computed.append(_computed(event, key[2], instrument, scored, placement)
+                            .model_copy(update={"talking_therapies": _course(key, summaries)}))
+        changed = {_series_key(a) for a in accepted}
+        await repository.save(session, computed, {k: v for k, v in summaries.items() if k in changed}, known)
         return [_event(c) for c in computed]
 
     def _instrument(self, event: SubmissionAccepted) -> Instrument:
@@ -62,6 +66,22 @@ class Scoring:
         if instrument is None:
             raise UnscorableSubmission(f"instrument {event.submission.instrument!r} is not in this registry")
         return instrument
+
+
+# NHS Talking Therapies judge a course on PHQ-9 and GAD-7 together (clinical-anchors §3.2).
+PAIRED = {"phq9": "gad7", "gad7": "phq9"}
+
+
+def _course(key: repository.SeriesKey, summaries: dict[repository.SeriesKey, Summary]) -> dict[str, Any] | None:
+    """NHS Talking Therapies outcomes of the episode so far: first against latest of both measures."""
+    if key[3] not in PAIRED:
+        return None
+    mine, other = summaries.get(key), summaries.get((*key[:3], PAIRED[key[3]]))
+    if mine is None or other is None:
+        return None
+    phq9, gad7 = (mine, other) if key[3] == "phq9" else (other, mine)
+    outcome = nhs_talking_therapies(phq9.baseline.total, phq9.latest.total, gad7.baseline.total, gad7.latest.total)
+    return asdict(outcome)
 
 
 def _parse(message: Inbound) -> SubmissionAccepted:

@@ -82,6 +82,12 @@ class ScoreComputed(BaseModel):
     parameters: dict[str, str | float | None] = Field(
         default_factory=dict, description="the registry parameters used (cutoff, reliable change), with sources"
     )
+    talking_therapies: dict[str, Any] | None = Field(
+        default=None,
+        description="NHS Talking Therapies outcomes of the episode so far (PHQ-9 with GAD-7, first against latest): "
+                    "case_at_start, case_at_end, reliable_improvement, reliable_deterioration, recovered, "
+                    "reliably_recovered; present once the episode has both measures",
+    )
     fhir_observation: dict[str, Any] | None = Field(
         default=None,
         description="the total as a FHIR R4 Observation (LOINC-coded, derivedFrom the QuestionnaireResponse), "

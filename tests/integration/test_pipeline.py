@@ -181,3 +181,23 @@ async def test_a_clinician_acknowledges_then_resolves_an_alert_and_bad_commands_
                                  reason="safety plan reviewed with the client")
         assert resolved["data"]["alert"]["status"] == "resolved"
         assert resolved["data"]["alert"]["resolution"] == "by_hand"
+
+
+def gad7(sid: str, items: list[int], *, day: int) -> bytes:
+    return phq9(sid, items, day=day).replace(b'"phq9"', b'"gad7"')
+
+
+async def test_a_client_recovering_on_phq9_and_gad7_is_reported_in_nhs_talking_therapies_terms(
+    database_url: str, fresh_stream: str, tenant: str
+) -> None:
+    async with running(SERVICES, settings_for(database_url), fresh_stream), watching(fresh_stream, tenant) as watch:
+        first_phq = await answered(watch, phq9("tt-phq-1", [2, 2, 2, 2, 2, 2, 1, 1, 0], day=0))  # 14: a case
+        assert first_phq.scores["tt-phq-1"]["talking_therapies"] is None  # no GAD-7 yet
+        await answered(watch, gad7("tt-gad-1", [2, 2, 2, 1, 1, 1, 1], day=0))  # 10: a case
+        await answered(watch, gad7("tt-gad-2", [1, 1, 0, 0, 0, 0, 0], day=56))  # 2
+        last = await answered(watch, phq9("tt-phq-2", [1, 1, 1, 1, 0, 0, 0, 0, 0], day=56))  # 4
+    course = last.scores["tt-phq-2"]["talking_therapies"]
+    # PHQ-9 14 -> 4 (fall 10 >= 6) and GAD-7 10 -> 2 (fall 8 >= 4), both below caseness at the end
+    assert course["case_at_start"] and not course["case_at_end"]
+    assert course["reliable_improvement"] and not course["reliable_deterioration"]
+    assert course["recovered"] and course["reliably_recovered"]
