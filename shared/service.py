@@ -23,12 +23,14 @@ from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.contracts.envelope import CloudEvent
+from shared.db.delivery import INBOX_RETENTION, forget_old_inbox
 from shared.db.engine import create_engine, session_factory
 from shared.messaging.broker import batch_pull, consumer_config, make_broker, rapport_stream
 from shared.messaging.consumer import BatchConsumer, Work, utcnow
 from shared.messaging.publish import EventPublisher
 from shared.messaging.relay import OutboxRelay
 from shared.metrics import REGISTRY
+from shared.periodic import Periodic
 from shared.settings import Settings
 
 log = logging.getLogger("rapport.service")
@@ -72,6 +74,11 @@ class ServiceRuntime:
             service=self.name, sessions=self.sessions, outbox=self.outbox, publisher=self.publisher,
             clock=self.clock,
         )
+        self.inbox_pruning = Periodic(f"{self.name}-inbox-pruning", 3600, self.prune_inbox)
+
+    async def prune_inbox(self) -> None:
+        async with self.sessions() as session, session.begin():
+            await forget_old_inbox(session, self.inbox, self.clock() - INBOX_RETENTION)
 
     def consumer(self, subject: str, work: Work) -> BatchConsumer:
         return BatchConsumer(
@@ -116,7 +123,7 @@ class ServiceRuntime:
     def asgi(self, *, background: Sequence[Background] = ()) -> AsgiFastStream:
         """`background` tasks start after the broker and stop before it (like the outbox relay)."""
         runtime = self
-        tasks: list[Background] = [self.relay, *background]
+        tasks: list[Background] = [self.relay, self.inbox_pruning, *background]
 
         @get(include_in_schema=False)
         async def healthz(scope: Scope) -> AsgiResponse:

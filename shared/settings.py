@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -50,11 +50,15 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{(self.data_dir / 'rapport.db').resolve()}"
 
     def licensed_for(self, tenant: str) -> frozenset[str]:
+        return self._licences.get(tenant, frozenset())
+
+    @cached_property
+    def _licences(self) -> dict[str, frozenset[str]]:
+        licences = {}
         for entry in self.licensed_instruments.split(";"):
             name, _, instruments = entry.partition(":")
-            if name.strip() == tenant:
-                return frozenset(i.strip() for i in instruments.split(",") if i.strip())
-        return frozenset()
+            licences[name.strip()] = frozenset(i.strip() for i in instruments.split(",") if i.strip())
+        return licences
 
 
 @lru_cache(maxsize=1)

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.ingest import repository
 from services.ingest.admission import Admission, admit
 from services.ingest.normalise import Rejection, TenantMapping, normalise
-from shared.contracts.problems import Problem
 from shared.contracts.submission import Submission, SubmissionAccepted, SubmissionRejected
 from shared.db.delivery import Outgoing
 from shared.instruments import Registry
@@ -31,11 +30,7 @@ class Ingest:
     mappings: dict[str, TenantMapping] = field(default_factory=dict)
 
     async def __call__(self, session: AsyncSession, messages: Sequence[Inbound], now: datetime) -> list[Outgoing]:
-        answers = [(m, normalise(m.body, tenant=m.tenant, registry=self.registry,
-                                 mapping=self.mappings.get(m.tenant),
-                                 licensed=self.settings.licensed_for(m.tenant)))
-                   if m.tenant else (m, [_unroutable()])
-                   for m in messages]
+        answers = [(m, self._normalise(m)) for m in messages]
         valid = [s for _, results in answers for s in results if isinstance(s, Submission)]
         stored = await repository.load_stored(session, [(s.tenant, s.submission_id) for s in valid])
         admitted: list[tuple[Submission, Admission]] = []
@@ -54,6 +49,19 @@ class Ingest:
                 events.append(_accepted(message, part, result, admission))
         await repository.save(session, admitted, now)
         return events
+
+
+    def _normalise(self, message: Inbound) -> list[Submission | Rejection]:
+        if not message.tenant:
+            # No tenant subject to answer on: the consumer dead-letters it with this reason.
+            raise UnroutableSubmission("the subject does not name a valid tenant")
+        return normalise(message.body, tenant=message.tenant, registry=self.registry,
+                         mapping=self.mappings.get(message.tenant),
+                         licensed=self.settings.licensed_for(message.tenant))
+
+
+class UnroutableSubmission(Exception):
+    """A message whose subject names no valid tenant: poison, dead-lettered."""
 
 
 @dataclass(frozen=True)
@@ -87,10 +95,3 @@ def _rejected(message: Inbound, part: Part, rejection: Rejection) -> Outgoing:
         subject=subjects.outbound(message.tenant, "submission", "rejected"),
         about=rejection.submission_id, data=data, event_id=message.event_id(SERVICE, part.number),
     )
-
-
-def _unroutable() -> Rejection:
-    return Rejection(submission_id=None, source_format=None, problems=[Problem(
-        field="subject", code="invalid_tenant",
-        message="the subject does not name a valid tenant", expected="rapport.<tenant>.in.submissions",
-    )])

@@ -55,8 +55,7 @@ class Scoring:
             else:
                 placement = insert(await repository.load_points(session, key), point)
             summaries[key] = placement.summary
-            computed.append(_computed(event, key[2], instrument, scored, placement)
-                            .model_copy(update={"talking_therapies": _course(key, summaries)}))
+            computed.append(_computed(event, key[2], instrument, scored, placement, _course(key, summaries)))
         changed = {_series_key(a) for a in accepted}
         await repository.save(session, computed, {k: v for k, v in summaries.items() if k in changed}, known)
         return [_event(c) for c in computed]
@@ -98,7 +97,8 @@ def _series_key(event: SubmissionAccepted) -> repository.SeriesKey:
 
 
 def _computed(
-    event: SubmissionAccepted, episode: str, instrument: Instrument, scored: Scored, placement: Placement
+    event: SubmissionAccepted, episode: str, instrument: Instrument, scored: Scored, placement: Placement,
+    course: dict[str, Any] | None,
 ) -> ScoreComputed:
     s = event.submission
     baseline, previous = placement.baseline, placement.previous
@@ -123,6 +123,7 @@ def _computed(
         session_number=s.session_number, score=scored, change=movement, responses=s.responses,
         supersedes_revision=event.revision - 1 if event.disposition == "amended" else None,
         parameters=parameters, fhir_observation=derived_observation(s, instrument, scored),
+        talking_therapies=course,
     )
 
 

@@ -19,11 +19,3 @@ class Problem(BaseModel):
     code: str
     message: str
     expected: str | None = Field(default=None, description="what would have been accepted")
-
-
-class InvalidSubmission(Exception):
-    """Raised by parsing and validation: the submission cannot be accepted, for these reasons."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(f"{p.field}: {p.code}" for p in problems))

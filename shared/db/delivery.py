@@ -93,4 +93,6 @@ async def forget_old_inbox(session: AsyncSession, inbox: Table, before: datetime
     await session.execute(delete(inbox).where(inbox.c.received_at < before))
 
 
+# A message id only needs remembering while the broker could still redeliver it or a sender resend it
+# within the stream's duplicate window; two weeks is far beyond both.
 INBOX_RETENTION = timedelta(days=14)

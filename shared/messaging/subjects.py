@@ -18,10 +18,6 @@ def submissions_in(tenant: str) -> str:
     return f"{PREFIX}.{tenant}.in.submissions"
 
 
-def alert_commands_in(tenant: str) -> str:
-    return f"{PREFIX}.{tenant}.in.alert-commands"
-
-
 def outbound(tenant: str, entity: str, verb: str) -> str:
     return f"{PREFIX}.{tenant}.{entity}.{verb}"
 

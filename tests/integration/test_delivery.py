@@ -13,14 +13,14 @@ from datetime import datetime
 
 import nats
 import pytest
-from harness import settings_for
+from harness import running, settings_for
 from nats.aio.msg import Msg
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ingest.models import inbox, outbox
-from shared.db.delivery import Outgoing
+from shared.db.delivery import INBOX_RETENTION, Outgoing
 from shared.messaging import subjects
 from shared.messaging.consumer import Inbound
 from shared.service import ServiceRuntime
@@ -241,3 +241,27 @@ async def test_postgres_down_then_back_the_message_is_processed_once(
     finally:
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         await admin.close()
+
+
+async def test_a_submission_on_a_subject_naming_no_valid_tenant_is_dead_lettered_with_the_reason(
+    database_url: str, fresh_stream: str
+) -> None:
+    async with running(["ingest"], settings_for(database_url), fresh_stream), \
+            listening(fresh_stream, subjects.dead_letter("unknown", "ingest")) as (listener, client):
+        await client.jetstream().publish("rapport.NotATenant.in.submissions", b"{}", headers={"Nats-Msg-Id": "u-1"})
+        [letter] = await listener.wait_for(1)
+        assert letter.headers is not None
+        assert letter.headers["Rapport-Error"] == "poison: UnroutableSubmission"
+        assert letter.headers["Rapport-Original-Subject"] == "rapport.NotATenant.in.submissions"
+
+
+async def test_inbox_rows_older_than_the_retention_are_pruned(database_url: str, fresh_stream: str) -> None:
+    async with echo_service(database_url, fresh_stream, Echo()) as runtime:
+        old, recent = runtime.clock() - INBOX_RETENTION * 2, runtime.clock()
+        async with runtime.sessions() as session, session.begin():
+            await session.execute(inbox.insert(), [{"message_id": "old", "received_at": old},
+                                                   {"message_id": "recent", "received_at": recent}])
+        await runtime.prune_inbox()
+        async with runtime.sessions() as session:
+            kept = set((await session.execute(select(inbox.c.message_id))).scalars())
+        assert kept == {"recent"}

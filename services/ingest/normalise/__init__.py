@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
 from typing import Any
 
 from services.ingest.normalise.fhir import normalise_fhir
@@ -29,7 +28,7 @@ from shared.contracts.submission import Submission
 from shared.contracts.tenancy import is_tenant_id
 from shared.instruments import Registry
 
-__all__ = ["Rejection", "TenantMapping", "normalise", "problems_of"]
+__all__ = ["Rejection", "TenantMapping", "normalise"]
 
 # Keys that say "this is a FHIR resource" when `resourceType` was forgotten.
 FHIR_KEYS = frozenset({"item", "questionnaire", "authored", "subject", "entry", "valueQuantity"})
@@ -126,7 +125,3 @@ def _unwrap_cloudevent(event: dict[str, Any], tenant: str) -> dict[str, Any] | R
                                     message="the CloudEvent has no JSON object in data",
                                     expected="a submission object in data"))
     return data
-
-
-def problems_of(results: Sequence[Submission | Rejection]) -> list[Problem]:
-    return [p for r in results if isinstance(r, Rejection) for p in r.problems]
