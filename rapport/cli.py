@@ -148,7 +148,8 @@ def instruments(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
         mark = {"verified": "verified", "secondary": "secondary", "unverified": "UNVERIFIED"}[ins.least_confidence]
         typer.echo(f"{ins.id:<8} {ins.kind:<9} {len(ins.scored_items):>5} {f'{low:g}-{high:g}':<9} "
                    f"{ins.licence.status:<14} {mark:<11} {ins.title}")
-        for block_name in ("scoring", "missing", "bands", "caseness", "reliable_change", "concern_cutoff"):
+        for block_name in ("structure", "scoring", "missing", "bands", "caseness", "reliable_change",
+                           "concern_cutoff"):
             block = getattr(ins, block_name)
             if block is not None:
                 typer.echo(f"{'':<8} {block_name:<16} {block.confidence:<10} sources {', '.join(block.source)}")

@@ -39,7 +39,7 @@ class Ingest:
             for n, result in enumerate(results):
                 part = Part(n + 1, len(results))
                 if isinstance(result, Rejection):
-                    events.append(_rejected(message, part, result))
+                    events.append(_rejected(message, part, result, self.registry))
                     continue
                 key = (result.tenant, result.submission_id)
                 admission = admit(result, stored.get(key))
@@ -83,8 +83,10 @@ def _accepted(message: Inbound, part: Part, submission: Submission, admission: A
     )
 
 
-def _rejected(message: Inbound, part: Part, rejection: Rejection) -> Outgoing:
-    submissions.labels(message.tenant, "unknown", "rejected").inc()
+def _rejected(message: Inbound, part: Part, rejection: Rejection, registry: Registry) -> Outgoing:
+    # A metric label: a registry instrument id or "unknown", never text from the input (cardinality, PHI).
+    instrument = rejection.instrument if rejection.instrument in registry else "unknown"
+    submissions.labels(message.tenant, instrument, "rejected").inc()
     data = SubmissionRejected(
         submission_id=rejection.submission_id, inbound_message_id=message.message_id,
         inbound_part=part.number, inbound_parts=part.of,

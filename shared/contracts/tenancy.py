@@ -10,11 +10,14 @@ from pydantic import StringConstraints
 TENANT_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
 TenantId = Annotated[str, StringConstraints(pattern=TENANT_PATTERN.pattern)]
 
-# Pseudonymous ids sent by the clinic (client, clinician, episode, submission). Dots and stars are
-# refused because a clinician id becomes a subject token in rapport.<tenant>.notify.<clinician>.
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_\-:/]{1,128}$")
+# Pseudonymous ids sent by the clinic (client, episode, submission). Dots are allowed because FHIR
+# ids allow them (`[A-Za-z0-9\-\.]{1,64}`); no NATS subject is ever built from these ids.
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-:/]{1,128}$")
 PseudonymousId = Annotated[str, StringConstraints(pattern=ID_PATTERN.pattern)]
-SubjectToken = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,128}$")]
+# A clinician id becomes a subject token in rapport.<tenant>.notify.<clinician>: a dot would split it
+# into two tokens and `*` or `>` would be wildcards, so only letters, digits, _ and -.
+SUBJECT_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
+SubjectToken = Annotated[str, StringConstraints(pattern=SUBJECT_TOKEN_PATTERN.pattern)]
 
 
 def is_tenant_id(value: str) -> bool:

@@ -95,7 +95,8 @@ def _rows(ins: Instrument) -> list[Row]:
     licence = ins.licence
     rows.append(("licence", ", ".join(filter(None, [LICENCES[licence.status], licence.holder])), licence,
                  licence.source, licence.confidence))
-    if any((ins.coding.loinc_panel, ins.coding.loinc_total, ins.coding.canonicals, ins.coding.answer_codes)):
+    coding = ins.coding
+    if any((coding.loinc_panel, coding.loinc_total, coding.canonicals, coding.answer_codes, coding.item_answer_codes)):
         rows.append(("coding", _coding(ins), None, ins.coding.source, ins.coding.confidence))
     if ins.structure is not None:
         rows.append(("item map", _structure(ins), ins.structure, ins.structure.source, ins.structure.confidence))
@@ -140,6 +141,8 @@ def _coding(ins: Instrument) -> str:
         parts.append(f"total {ins.coding.loinc_total}")
     if ins.coding.answer_codes:
         parts.append("answer codes " + ", ".join(f"{code} = {w:g}" for code, w in ins.coding.answer_codes.items()))
+    for number, codes in sorted(ins.coding.item_answer_codes.items()):
+        parts.append(f"item {number} also " + ", ".join(f"{code} = {w:g}" for code, w in codes.items()))
     return "; ".join(parts)
 
 

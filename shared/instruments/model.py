@@ -162,8 +162,17 @@ class Coding(Frozen):
     answer_codes: dict[str, float] = Field(
         default_factory=dict, description="LOINC answer code -> weight, where the same for every item"
     )
+    item_answer_codes: dict[int, dict[str, float]] = Field(
+        default_factory=dict,
+        description="item number -> {LOINC answer code -> weight} for one item, where an item's answer list "
+                    "differs from the common one; read before `answer_codes`, never for another item",
+    )
     source: list[str] = Field(default_factory=list)
     confidence: Confidence = "unverified"
+
+    def weights_for(self, item: int) -> dict[str, float]:
+        """The LOINC answer codes one item accepts: its own first, then the common ones."""
+        return {**self.answer_codes, **self.item_answer_codes.get(item, {})}
 
 
 class Instrument(Frozen):
@@ -203,6 +212,15 @@ class Instrument(Frozen):
         for crit in self.critical_items:
             if crit.item not in known:
                 raise ValueError(f"{self.id}: critical item {crit.item} is not an item")
+        for number, codes in self.coding.item_answer_codes.items():
+            item = self.item(number)
+            if item is None:
+                raise ValueError(f"{self.id}: item_answer_codes names item {number}, which is not an item")
+            if not codes:
+                raise ValueError(f"{self.id}: item_answer_codes for item {number} is empty")
+            if outside := sorted(code for code, weight in codes.items() if not item.min <= weight <= item.max):
+                raise ValueError(f"{self.id}: item_answer_codes for item {number} weigh {outside} outside the "
+                                 f"item's range {item.min:g}-{item.max:g}")
         cited = {key for block in self.sourced_blocks() for key in block.source} | set(self.coding.source)
         if missing := cited - set(self.sources):
             raise ValueError(f"{self.id}: cites undefined sources {sorted(missing)}")

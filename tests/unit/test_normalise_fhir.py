@@ -144,25 +144,52 @@ def test_descriptive_link_ids_without_a_tenant_map_are_rejected_item_by_item() -
     "qr-answer-item-weight",              # local codes weighed by itemWeight on the coding
     "qr-answer-ordinal-value",            # local codes weighed by ordinalValue on the answer
     "qr-answer-contained-questionnaire",  # "#phq9-local": contained Questionnaire, answerOption weights
-    "qr-answer-loinc-alternate",          # LA18938-3 "More days than not" weighs 2
 ])
 def test_every_answer_convention_reads_the_same_weights(name: str) -> None:
     submission = accepted(name)
     assert (submission.instrument, submission.responses) == ("phq9", ANSWERS)
 
 
-def test_a_gad7_with_the_alternate_loinc_answer_for_more_days_than_not_reads_2() -> None:
-    gad7 = load_registry().get("gad7")
-    if gad7 is None or not gad7.coding.loinc_panel:
-        pytest.skip("no GAD-7 definition with a LOINC panel in this checkout")
-    codes_ = [i.loinc for i in gad7.items]
-    response = document("qr-linkid-loinc")
-    response["questionnaire"] = f"http://loinc.org/q/{gad7.coding.loinc_panel}"
-    response["item"] = [{"linkId": code, "answer": [{"valueCoding": {"system": "http://loinc.org", "code": answer}}]}
-                        for code, answer in zip(codes_, ["LA6569-3", "LA18938-3"] + ["LA6568-5"] * 5, strict=True)]
-    [submission] = run(response, registry=load_registry())
+SHIPPED = load_registry()
+GAD7_LINK_IDS = ["69725-0", "68509-9", "69733-4", "69734-2", "69735-9", "69689-8", "69736-7"]
+
+
+def test_a_gad7_answering_more_days_than_not_on_item_2_reads_2() -> None:
+    # LA18938-3 is item 2's own "2" (PCO IG GAD7_02; LHC-Forms /68509-9, ordinalValue 2): gad7.toml V7.
+    submission = accepted("qr-answer-loinc-alternate", registry=SHIPPED)
+    assert submission.instrument == "gad7"
+    assert submission.responses == {1: 1.0, 2: 2.0, 3: 2.0, 4: 1.0, 5: 0.0, 6: 3.0, 7: 0.0}
+
+
+def test_a_gad2_answering_more_days_than_not_on_item_2_reads_2() -> None:
+    # GAD-2 item 2 is the same LOINC item (68509-9); GAD-2 has no panel code, so the tenant maps its form.
+    response = document("qr-answer-loinc-alternate")
+    response["item"] = response["item"][:2]
+    response["questionnaire"] = "https://forms.clinic.example/fhir/Questionnaire/gad2"
+    mapping = TenantMapping(questionnaires={"https://forms.clinic.example/fhir/Questionnaire/gad2": "gad2"})
+    [submission] = run(response, registry=SHIPPED, mapping=mapping)
     assert isinstance(submission, Submission)
-    assert submission.responses == {1: 1.0, 2: 2.0, **dict.fromkeys(range(3, 8), 0.0)}
+    assert (submission.instrument, submission.responses) == ("gad2", {1: 1.0, 2: 2.0})
+
+
+def test_more_days_than_not_on_another_gad7_item_is_not_weighed() -> None:
+    # The weight belongs to item 2's answer list, not to the code: on item 1 no source gives it a value.
+    response = document("qr-answer-loinc-alternate")
+    response["item"][0]["answer"][0]["valueCoding"]["code"] = "LA18938-3"
+    [rejection] = run(response, registry=SHIPPED)
+    assert isinstance(rejection, Rejection) and rejection.instrument == "gad7"
+    assert codes(rejection) == [("unscorable_answer", "item[0].answer[0].valueCoding")]
+    assert "gad7 item 1" in rejection.problems[0].message
+
+
+def test_more_days_than_not_on_a_phq9_item_is_rejected_naming_the_item_the_code_and_the_codes_it_takes() -> None:
+    rejection = rejected("qr-answer-loinc-alternate-phq9")
+    assert codes(rejection) == [("unscorable_answer", "item[1].answer[0].valueCoding")]
+    [problem] = rejection.problems
+    assert problem.message == "phq9 item 2: the answer code 'LA18938-3' has no weight"
+    assert "phq9 item 2 (LA6568-5, LA6569-3, LA6570-1, LA6571-9)" in (problem.expected or "")
+    assert "LA18938-3" not in (problem.expected or "")
+    assert rejection.submission_id == "qr-0113" and rejection.instrument == "phq9"
 
 
 def test_a_declined_phq9_item_is_missing_and_the_missing_item_rule_rejects_it() -> None:
@@ -282,8 +309,15 @@ def test_the_submission_id_falls_back_to_the_identifier() -> None:
 def test_an_id_breaking_the_id_rule_is_named_without_its_value() -> None:
     rejection = rejected("qr-id-invalid")
     assert codes(rejection) == [("invalid_id", "id")]
-    assert "qr.2026.001" not in rejection.problems[0].message
-    assert rejection.submission_id == "qr.2026.001"  # readable, so clinic IT can find the message
+    assert "qr 2026 001" not in rejection.problems[0].message
+    assert rejection.submission_id is None  # an id that breaks the rule is never repeated
+
+
+def test_ids_with_dots_as_fhir_allows_them_are_kept_as_sent() -> None:
+    submission = accepted("qr-id-dotted")
+    assert (submission.submission_id, submission.client_id, submission.episode_id) == (
+        "qr.2026.0001", "client.0007", "episode.0007.1")
+    assert submission.clinician_id == "clinician-03" and submission.responses == ANSWERS
 
 
 def test_a_clinician_id_must_be_a_subject_token() -> None:
@@ -344,13 +378,26 @@ def test_an_unscorable_answer_names_the_item_and_the_code_but_never_the_display(
 
 # --- Bundles ---------------------------------------------------------------------------------------
 
-def test_each_bundle_entry_gets_its_own_answer() -> None:
-    ok, stopped, patient = run(body("bundle-collection"))
+def test_each_bundle_entry_gets_its_own_answer_and_supporting_entries_none() -> None:
+    ok, stopped = run(body("bundle-collection"))  # its third entry, a Patient, supports the others
     assert isinstance(ok, Submission) and ok.submission_id == "qr-0501"
     assert isinstance(stopped, Rejection) and codes(stopped) == [("status_not_final", "entry[1].resource.status")]
     assert stopped.submission_id == "qr-0502"
-    assert isinstance(patient, Rejection)
-    assert codes(patient) == [("unsupported_resource", "entry[2].resource.resourceType")]
+
+
+def test_a_bundle_of_supporting_resources_only_is_rejected() -> None:
+    bundle = document("bundle-transaction-urn-references")
+    bundle["entry"] = bundle["entry"][:3]
+    [rejection] = run(bundle)
+    assert isinstance(rejection, Rejection) and codes(rejection) == [("empty_bundle", "entry")]
+
+
+def test_a_bundled_resource_that_is_neither_a_submission_nor_supporting_is_rejected() -> None:
+    bundle = document("bundle-collection")
+    bundle["entry"][2]["resource"] = {"resourceType": "Condition", "id": "cond-1"}
+    [*_, other] = run(bundle)
+    assert isinstance(other, Rejection)
+    assert codes(other) == [("unsupported_resource", "entry[2].resource.resourceType")]
 
 
 def test_a_transaction_bundle_is_read_from_entry_resource() -> None:
@@ -366,10 +413,80 @@ def test_a_total_observation_derived_from_a_bundled_response_is_not_scored_twice
 
 
 def test_a_bundled_questionnaire_weighs_its_responses_answers() -> None:
-    questionnaire, response = run(body("bundle-searchset-with-questionnaire"))
-    assert isinstance(questionnaire, Rejection)
-    assert codes(questionnaire) == [("unsupported_resource", "entry[0].resource.resourceType")]
+    [response] = run(body("bundle-searchset-with-questionnaire"))
     assert isinstance(response, Submission) and response.responses == ANSWERS
+
+
+URN_PATIENT = "urn:uuid:0b6f4c1e-2d3a-4e5f-8a9b-1c2d3e4f5a60"
+URN_PRACTITIONER = "urn:uuid:1c7a5d2f-3e4b-4f60-9bac-2d3e4f5a6b71"
+URN_ANONYMOUS_RESPONSE = "urn:uuid:4fad8052-6b7e-4293-aedf-5a6b7c8d9ea4"
+
+
+def test_urn_uuid_references_in_a_transaction_bundle_resolve_to_the_entries_ids() -> None:
+    first, second = run(body("bundle-transaction-urn-references"))  # supporting entries get no answer
+    assert isinstance(first, Submission) and isinstance(second, Submission)
+    assert (first.submission_id, first.client_id, first.clinician_id, first.episode_id) == (
+        "qr-0506", "client-0009", "clinician-04", "episode-0009-1")
+    assert first.responses == ANSWERS and first.warnings == []
+    assert (second.client_id, second.clinician_id, second.episode_id) == ("client-0009", "clinician-04", None)
+
+
+def test_a_response_with_no_id_of_its_own_is_known_by_its_urn_uuid_full_url_with_a_warning() -> None:
+    second = run(body("bundle-transaction-urn-references"))[1]
+    assert isinstance(second, Submission) and second.submission_id == URN_ANONYMOUS_RESPONSE
+    assert second.submission_id == run(body("bundle-transaction-urn-references"))[1].submission_id  # stable
+    [warning] = second.warnings
+    assert (warning.code, warning.field) == ("temporary_submission_id", "id")
+    assert "new submission" in warning.message and warning.expected == "id or identifier.value, unique per tenant"
+    bundle = document("bundle-transaction-urn-references")
+    bundle["entry"][4]["resource"]["identifier"] = {"system": "urn:clinic:forms", "value": "resp-0510"}
+    [*_, identified] = run(bundle)
+    assert isinstance(identified, Submission)
+    assert (identified.submission_id, identified.warnings) == ("resp-0510", [])
+
+
+def test_a_urn_uuid_naming_an_entry_without_an_id_or_no_entry_is_rejected_precisely() -> None:
+    no_id, absent = run(body("bundle-transaction-urn-unresolved"))
+    assert isinstance(no_id, Rejection) and no_id.submission_id == "qr-0507"
+    assert codes(no_id) == [("unresolved_reference", "entry[1].resource.subject.reference")]
+    [problem] = no_id.problems
+    assert problem.message == ("subject.reference 'urn:uuid:5abe9163-7c8f-43a4-bfe0-6b7c8d9eafb5' names a 'Patient' "
+                               "entry of this Bundle whose resource has no id")
+    assert problem.expected == "the fullUrl of an entry of the same Bundle whose resource has an id, or <Type>/<id>"
+    assert isinstance(absent, Rejection) and absent.submission_id == "qr-0508"
+    assert codes(absent) == [("unresolved_reference", "entry[2].resource.author.reference")]
+    assert absent.problems[0].message == ("author.reference 'urn:uuid:6bcfa274-8d90-44b5-80f1-7c8d9eafb0c6' is not "
+                                          "the fullUrl of any entry of this Bundle")
+    for rejection in (no_id, absent):
+        assert all(PHI not in p.message for p in rejection.problems)
+
+
+def test_a_urn_uuid_outside_a_bundle_cannot_be_resolved() -> None:
+    response = document("qr-linkid-loinc")
+    response["subject"] = {"reference": URN_PATIENT}
+    [rejection] = run(response)
+    assert isinstance(rejection, Rejection) and codes(rejection) == [("unresolved_reference", "subject.reference")]
+    assert "not sent in a Bundle" in rejection.problems[0].message
+
+
+def test_a_urn_uuid_subject_must_still_name_a_patient() -> None:
+    bundle = document("bundle-transaction-urn-references")
+    bundle["entry"][3]["resource"]["subject"] = {"reference": URN_PRACTITIONER}
+    first = run(bundle)[0]
+    assert isinstance(first, Rejection)
+    assert codes(first) == [("invalid_reference", "entry[3].resource.subject.reference")]
+
+
+def test_a_total_observation_in_a_bundle_resolves_its_urn_uuid_subject_and_performer() -> None:
+    bundle = document("bundle-transaction-urn-references")
+    observation = document("observation-total")
+    observation.update(subject={"reference": URN_PATIENT}, performer=[{"reference": URN_PRACTITIONER}])
+    bundle["entry"] = [*bundle["entry"][:2], {"fullUrl": "urn:uuid:9ef2d5a7-b0c3-47e8-b3c4-afb0c1d2e3f9",
+                                              "resource": observation}]
+    [submission] = run(bundle)
+    assert isinstance(submission, Submission)
+    assert (submission.client_id, submission.clinician_id) == ("client-0009", "clinician-04")
+    assert submission.submission_id == "obs:client-0009:obs-0601"
 
 
 def test_an_empty_bundle_is_one_rejection() -> None:

@@ -144,6 +144,22 @@ def test_a_bad_id_names_the_field_and_the_rule_not_the_value() -> None:
     assert "dr.smith" not in problem.message and "[A-Za-z0-9_\\-]" in (problem.expected or "")
 
 
+def test_dots_are_allowed_in_submission_client_and_episode_ids_but_not_in_the_clinician_id() -> None:
+    submission = json.loads(body("phq9-complete"))
+    submission.update(submission_id="sub.2026.0001", client_id="client.0007", episode_id="episode.0007.1")
+    [accepted_] = run(submission)
+    assert isinstance(accepted_, Submission)
+    assert (accepted_.submission_id, accepted_.client_id, accepted_.episode_id) == (
+        "sub.2026.0001", "client.0007", "episode.0007.1")
+    submission["clinician_id"] = "clinician.03"  # would split rapport.<tenant>.notify.<clinician> in two
+    rejection = rejected(json.dumps(submission).encode())
+    assert codes(rejection) == [("invalid_id", "clinician_id")]
+    [problem] = rejection.problems
+    assert problem.message == "clinician_id breaks the id rule" and "clinician.03" not in problem.message
+    assert problem.expected is not None and "no dots" in problem.expected
+    assert rejection.submission_id == "sub.2026.0001" and rejection.instrument == "phq9"
+
+
 def test_a_missing_item_names_the_item_and_the_rule() -> None:
     [problem] = rejected("phq9-missing-item9").problems
     assert problem.message == "phq9 is missing item(s) 9; every scored item is needed"

@@ -10,7 +10,9 @@ from itertools import pairwise
 
 import pytest
 from pydantic import ValidationError
+from typer.testing import CliRunner
 
+from rapport.cli import app
 from services.scoring.domain import NHS_TALKING_THERAPIES
 from shared.instruments import Instrument, Registry, load_registry
 from shared.instruments.docs import DEFAULT_PAGE, render_markdown
@@ -158,6 +160,37 @@ def test_the_gad2_and_phq2_are_the_first_two_items_of_their_parents() -> None:
     assert [i.loinc for i in shipped("gad2").items] == [i.loinc for i in shipped("gad7").items[:2]]
 
 
+def test_more_days_than_not_weighs_2_on_gad_item_2_only() -> None:
+    # PCO IG Questionnaire 69737-5 GAD7_02 and the LHC-Forms GAD-7 /68509-9 (ordinalValue 2): source V7.
+    for instrument in (shipped("gad7"), shipped("gad2")):
+        assert instrument.items[1].loinc == "68509-9"
+        assert instrument.coding.item_answer_codes == {2: {"LA18938-3": 2}}
+        assert "V7" in instrument.coding.source and instrument.coding.confidence == "secondary"
+        assert instrument.coding.weights_for(2)["LA18938-3"] == 2
+        assert "LA18938-3" not in instrument.coding.weights_for(1)
+        assert instrument.coding.weights_for(2)["LA6570-1"] == 2  # the common code still counts
+    phq9 = shipped("phq9")
+    assert phq9.coding.item_answer_codes == {}
+    assert all("LA18938-3" not in phq9.coding.weights_for(i.number) for i in phq9.items)
+
+
+def _with_item_codes(item_answer_codes: dict[int, dict[str, float]]) -> Instrument:
+    data = shipped("gad2").model_dump()
+    data["coding"]["item_answer_codes"] = item_answer_codes
+    return Instrument.model_validate(data)
+
+
+@pytest.mark.parametrize(("item_answer_codes", "message"), [
+    ({3: {"LA18938-3": 2}}, "names item 3, which is not an item"),
+    ({2: {"LA18938-3": 4}}, "outside the item's range 0-3"),
+    ({2: {}}, "for item 2 is empty"),
+])
+def test_item_answer_codes_must_name_an_item_and_weigh_within_its_range(
+        item_answer_codes: dict[int, dict[str, float]], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        _with_item_codes(item_answer_codes)
+
+
 def test_gad7_uses_the_nhs_caseness_and_names_the_developers_cutoff() -> None:
     gad7 = shipped("gad7")
     assert gad7.caseness is not None and gad7.caseness.value == 8
@@ -215,6 +248,30 @@ def test_pcl5_clusters_follow_dsm5() -> None:
 
 
 # --- the docs page ------------------------------------------------------------------------------------
+
+
+def test_the_docs_page_shows_an_items_own_answer_codes_beside_the_common_ones() -> None:
+    page = render_markdown(REGISTRY)
+    [gad7_coding] = [line for line in page.splitlines() if line.startswith("| coding | LOINC panel 69737-5")]
+    assert "LA6571-9 = 3; item 2 also LA18938-3 = 2 | ◐ secondary | R74, R74b, V7 |" in gad7_coding
+    assert "item 2 also LA18938-3 = 2" not in page.split("## phq9:")[1].split("## ")[0]
+
+
+def test_rapport_instruments_lists_where_each_item_map_comes_from_and_how_sure() -> None:
+    result = CliRunner().invoke(app, ["instruments"])
+    assert result.exit_code == 0, result.output
+    sections: dict[str, list[str]] = {}
+    current = ""
+    for line in result.output.splitlines()[1:]:
+        if not line.startswith(" "):
+            current = line.split()[0]
+        sections.setdefault(current, []).append(line)
+    for instrument in INSTRUMENTS:
+        structure = instrument.structure
+        assert structure is not None
+        expected = f"{'':<8} {'structure':<16} {structure.confidence:<10} sources {', '.join(structure.source)}"
+        assert expected in sections[instrument.id], instrument.id
+    assert "         structure        verified   sources R73, V6" in sections["gad7"]
 
 
 def test_the_docs_page_is_generated_from_the_data_and_up_to_date() -> None:

@@ -4,9 +4,19 @@ Hand-written and lenient where the real world differs, precise where it is wrong
 names its field path (`entry[1].resource.item[3].answer[0].valueCoding`), never free text.
 
 **Resources.** A QuestionnaireResponse; a Bundle of any type (collection, transaction, batch,
-document, searchset, ...) whose entries are answered one by one (`entry.resource`; Questionnaires in
-the Bundle are read as definitions for its responses, and every entry that is not a submission gets
-its own rejection); an Observation whose `code` is an instrument's LOINC total-score code.
+document, searchset, ...) whose entries are answered one by one (`entry.resource`). Supporting
+entries (Questionnaire, Patient, Practitioner, PractitionerRole, EpisodeOfCare, Encounter,
+Organization, RelatedPerson) are read, for answer weights and `urn:` references, and get no answer;
+any other entry that is not a submission gets its own rejection, and a Bundle with no submission at
+all is rejected. An Observation whose `code` is an instrument's LOINC total-score code.
+
+**References inside a Bundle.** A reference `urn:uuid:...` (any `urn:`) names the entry whose
+`fullUrl` it is, as transaction and document Bundles write them: it resolves to that entry's
+resourceType and resource `id`, and the `<Type>/<id>` rules below then apply (the Patient entry's id
+is the client id). An entry whose resource has no id, a urn that is no entry's fullUrl (or that two
+entries share, or any urn outside a Bundle) is `unresolved_reference` at that field. In `basedOn`
+only a urn naming an EpisodeOfCare entry counts (a CarePlan or ServiceRequest is not an episode), and
+an unresolved one is ignored as any other basedOn.
 
 **Instrument**, first match wins: the tenant's questionnaire map (canonical with or without
 `|version`); the registry's canonicals and LOINC panels (`http://loinc.org/q/44249-1`); any canonical
@@ -31,9 +41,10 @@ Items nest (groups, answers with sub-items): all levels are read, at most 10 dee
 **Answer value**: valueInteger, valueDecimal, valueQuantity.value, a numeric valueString, or a
 valueCoding weighed by, in order: an itemWeight (or the older ordinalValue) extension on the coding,
 then on the answer; the contained (or bundled) Questionnaire's answerOption weight for that linkId;
-the instrument's LOINC answer codes; a known alternate LOINC answer code (LA18938-3 "More days than
-not" weighs as LA6570-1 on the 0-3 frequency scale); a code that is a number; a display that is a
-number. Weights belong to the item (linkId), never to a code in general. An answer without a value,
+the item's own LOINC answer codes in the registry (`item_answer_codes`: GAD-7 and GAD-2 item 2, LOINC
+68509-9, also offers LA18938-3 "More days than not" = 2), then the instrument's common LOINC answer
+codes; a code that is a number; a display that is a number. Weights belong to the item (linkId),
+never to a code in general: LA18938-3 on a PHQ-9 item is `unscorable_answer`. An answer without a value,
 or with a data-absent-reason extension, and an item without answers count as missing (None): the
 instrument's missing-item rule decides (a PHQ-9 without item 9 is rejected).
 
@@ -45,15 +56,20 @@ the warning `unscored_item_ignored` rather than rejecting the submission.
 computed and a stated total that differs gives the warning `total_mismatch` on the accepted
 submission; with items missing it gives `stated_total_ignored`.
 
-**Header.** `id` (else `identifier.value`) is the submission id. `status` completed or amended
-(amended sets `amends`). `subject` Patient/<id> (or a logical reference `identifier.value`) is the
-client. `author` Practitioner/<id> or PractitionerRole/<id> is the clinician; an author that is the
-Patient, a RelatedPerson, Device or Organization, or a logical reference without a type, gives no
-clinician. `authored` must be a date and
-time with a UTC offset. Episode: the extension http://rapport.dev/fhir/StructureDefinition/episode
-(valueString, valueIdentifier or valueReference), else `basedOn` EpisodeOfCare/<id>, else none (the
-client's default episode). `encounter` is one visit, not an episode, and is not used: taking it as
-the episode would start a new episode at every session and no change could ever be measured.
+**Header.** `id` (else `identifier.value`; else, for a Bundle entry, its `urn:uuid:` fullUrl as
+sent, with the warning `temporary_submission_id`: FHIR makes that urn valid only within its Bundle,
+so a resend with the same fullUrl is recognised but one under a new urn is a new submission) is the
+submission id. `status` completed or amended (amended sets `amends`). `subject` Patient/<id> (or a
+logical reference `identifier.value`) is the client. `author` Practitioner/<id> or
+PractitionerRole/<id> is the clinician; an author that is the Patient, a RelatedPerson, Device or
+Organization, or a logical reference without a type, gives no clinician. Submission, client and
+episode ids may hold dots as FHIR ids do; a clinician id may not (it is a NATS subject token in
+`rapport.<tenant>.notify.<clinician>`). `authored` must be a date and time with a UTC offset.
+Episode: the extension http://rapport.dev/fhir/StructureDefinition/episode (valueString,
+valueIdentifier or valueReference), else `basedOn` EpisodeOfCare/<id>, else none (scoring then
+places it by the gap rule, services/scoring/episodes.py). `encounter` is one visit, not an episode,
+and is not used: taking it as the episode would start a new episode at every session and no change
+could ever be measured.
 
 **Observation** (total only, `item_level` False): value from valueQuantity.value or valueInteger,
 range-checked; status final, amended or corrected; time from effectiveDateTime, effectiveInstant,
@@ -69,7 +85,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,18 +111,19 @@ LOINC_CODE = re.compile(r"^\d{1,7}-\d$")
 POSITIONAL = re.compile(r"^(?:.*[._\-/:])?(?:q|qn|item|question|i)?[._\-]?(\d{1,3})$", re.IGNORECASE)
 TOTAL_NAME = re.compile(r"total|score|(?:^|[^a-z])sum(?:[^a-z]|$)", re.IGNORECASE)
 NUMERIC = re.compile(r"^\s*[+-]?\d{1,6}(?:\.\d{1,6})?\s*$")
-# The 0-3 frequency scale of PHQ and GAD items, and an alternate LOINC answer for its "2": LA18938-3
-# "More days than not", seen with ordinalValue 2 in public GAD-7 and PHQ Questionnaires (LHC-Forms,
-# HL7 SDC examples). Used only when the instrument's answer codes are exactly this scale.
-FREQUENCY_SCALE = {"LA6568-5": 0.0, "LA6569-3": 1.0, "LA6570-1": 2.0, "LA6571-9": 3.0}
-ALTERNATE_ANSWERS = {"LA18938-3": "LA6570-1"}
+URN_UUID = re.compile(r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 ANSWER_TYPES = ("valueBoolean", "valueDate", "valueDateTime", "valueTime", "valueUri", "valueAttachment",
                 "valueReference")
 
 
 class Invalid(Exception):
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], instrument: Instrument | None = None) -> None:
         self.problems = problems
+        self.instrument = instrument  # when it was identified before the problems were found
+
+
+# fullUrl -> the entry's resource, for `urn:` references between entries; None when two entries share it.
+Bundled = Mapping[str, dict[str, Any] | None]
 
 
 @dataclass
@@ -116,13 +133,14 @@ class Context:
     mapping: TenantMapping
     definitions: dict[str, dict[str, Any]] = field(default_factory=dict)  # bundled Questionnaires by url
     bundled_responses: set[str] = field(default_factory=set)  # references to the Bundle's responses
+    full_urls: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # urn:uuid fullUrl -> resource
 
 
 def normalise_fhir(document: dict[str, Any], tenant: str, registry: Registry,
                    mapping: TenantMapping) -> list[Draft | Rejection]:
     context = Context(tenant, registry, mapping)
     if document.get("resourceType") != "Bundle":
-        return [_resource(document, context, prefix="")]
+        return [_resource(document, context, prefix="", full_url=None)]
     entries = document.get("entry")
     if entries is None or entries == []:
         return [Rejection.of(Problem(field="entry", code="empty_bundle", message="the Bundle has no entries",
@@ -134,6 +152,8 @@ def normalise_fhir(document: dict[str, Any], tenant: str, registry: Registry,
     results: list[Draft | Rejection] = []
     for n, entry in enumerate(entries):
         resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and resource.get("resourceType") in SUPPORTING:
+            continue  # read for references and answer weights; not a submission, so no answer of its own
         if not isinstance(entry, dict):
             results.append(Rejection.of(Problem(field=f"entry[{n}]", code="invalid_fhir",
                                                 message=f"entry[{n}] is not an object")))
@@ -145,8 +165,19 @@ def normalise_fhir(document: dict[str, Any], tenant: str, registry: Registry,
             results.append(Rejection.of(Problem(field=f"entry[{n}].resource", code="invalid_fhir",
                                                 message=f"entry[{n}].resource is not an object")))
         else:
-            results.append(_resource(resource, context, prefix=f"entry[{n}].resource."))
+            full_url = entry.get("fullUrl")
+            results.append(_resource(resource, context, prefix=f"entry[{n}].resource.",
+                                     full_url=full_url if isinstance(full_url, str) else None))
+    if not results:
+        return [Rejection.of(Problem(field="entry", code="empty_bundle",
+                                     message="the Bundle holds only supporting resources, no submission",
+                                     expected="entries whose resource is a QuestionnaireResponse or an Observation"))]
     return results
+
+
+# Bundle entries that support the submissions in it (references, answer weights): answered by none.
+SUPPORTING = frozenset({"Questionnaire", "Patient", "Practitioner", "PractitionerRole", "EpisodeOfCare", "Encounter",
+                        "Organization", "RelatedPerson"})
 
 
 def _index_bundle(entries: list[Any], context: Context) -> None:
@@ -157,6 +188,9 @@ def _index_bundle(entries: list[Any], context: Context) -> None:
         full_url = entry.get("fullUrl")
         kind, ident = resource.get("resourceType"), resource.get("id")
         keys = [k for k in (full_url, f"{kind}/{ident}" if isinstance(ident, str) else None) if isinstance(k, str)]
+        if isinstance(full_url, str) and full_url.startswith("urn:"):
+            # Two entries with one fullUrl break the Bundle rules (bdl-7): a reference to it names neither.
+            context.full_urls[full_url] = None if full_url in context.full_urls else resource
         if kind == "Questionnaire":
             url = resource.get("url")
             if isinstance(url, str):
@@ -166,20 +200,22 @@ def _index_bundle(entries: list[Any], context: Context) -> None:
             context.bundled_responses.update(keys)
 
 
-def _resource(resource: dict[str, Any], context: Context, prefix: str) -> Draft | Rejection:
+def _resource(resource: dict[str, Any], context: Context, prefix: str, full_url: str | None) -> Draft | Rejection:
     kind = resource.get("resourceType")
     source: SourceFormat = "fhir-observation" if kind == "Observation" else "fhir-questionnaire-response"
     try:
         if kind == "QuestionnaireResponse":
-            return _questionnaire_response(resource, context)
+            return _questionnaire_response(resource, context, full_url)
         if kind == "Observation":
-            return _observation(resource, context)
+            return _observation(resource, context, full_url)
         raise Invalid([_not_a_submission(kind)])
     except Invalid as invalid:
         problems = [p.model_copy(update={"field": prefix + p.field}) for p in invalid.problems]
-        submission_id = _observation_id(resource) if kind == "Observation" else _response_id(resource)
+        submission_id = _observation_id(resource, context.full_urls, full_url) if kind == "Observation" \
+            else _response_id(resource, full_url)
         return Rejection(submission_id=submission_id, source_format=source if kind in (
-            "QuestionnaireResponse", "Observation") else None, problems=problems)
+            "QuestionnaireResponse", "Observation") else None, problems=problems,
+            instrument=invalid.instrument.id if invalid.instrument is not None else None)
 
 
 def _not_a_submission(kind: Any) -> Problem:
@@ -230,7 +266,8 @@ def _objects(value: Any) -> list[dict[str, Any]]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
-def _parse_reference(value: Any, path: str, problems: list[Problem]) -> tuple[str | None, str, str] | None:
+def _parse_reference(value: Any, path: str, problems: list[Problem],
+                     bundle: Bundled) -> tuple[str | None, str, str] | None:
     """(resource type if known, id, field path of the id) of a Reference, or None with a problem."""
     if not isinstance(value, dict):
         problems.append(Problem(field=path, code="invalid_fhir", message=f"{path} is not a Reference object",
@@ -238,12 +275,14 @@ def _parse_reference(value: Any, path: str, problems: list[Problem]) -> tuple[st
         return None
     reference = value.get("reference")
     if isinstance(reference, str):
+        if reference.strip().startswith("urn:"):
+            return _bundled_reference(reference.strip(), f"{path}.reference", problems, bundle)
         parts = reference.strip().split("/")
         if "_history" in parts:
             parts = parts[: parts.index("_history")]
         if len(parts) >= 2 and parts[-1] and parts[-2]:
             return parts[-2], parts[-1], f"{path}.reference"
-        why = "a urn:uuid or contained reference is not resolved" if reference.startswith(("urn:", "#")) \
+        why = "a contained reference is not resolved" if reference.startswith("#") \
             else "it is not of the form <Type>/<id>"
         problems.append(Problem(field=f"{path}.reference", code="invalid_reference",
                                 message=f"{path}.reference cannot be read: {why}",
@@ -262,9 +301,38 @@ def _parse_reference(value: Any, path: str, problems: list[Problem]) -> tuple[st
     return None
 
 
-def _reference_id(value: Any, path: str, types: tuple[str, ...], problems: list[Problem], *,
+def _bundled_reference(reference: str, field: str, problems: list[Problem],
+                       bundle: Bundled) -> tuple[str, str, str] | None:
+    """A `urn:uuid:` (or other `urn:`) reference to the fullUrl of another entry of the same Bundle, as
+    transaction and document Bundles write them: that entry's type and its resource id, which then follows
+    the rules of a `<Type>/<id>` reference. An entry without an id has nothing Rapport could keep."""
+    expected = "the fullUrl of an entry of the same Bundle whose resource has an id, or <Type>/<id>"
+    if reference not in bundle:
+        where = "any entry of this Bundle" if bundle else "a Bundle entry (this resource was not sent in a Bundle)"
+        problems.append(Problem(field=field, code="unresolved_reference",
+                                message=f"{field} {shown(reference)} is not the fullUrl of {where}",
+                                expected=expected))
+        return None
+    target = bundle[reference]
+    if target is None:
+        problems.append(Problem(field=field, code="unresolved_reference",
+                                message=f"{field} {shown(reference)} is the fullUrl of more than one Bundle entry",
+                                expected="each fullUrl once in the Bundle"))
+        return None
+    kind, ident = target.get("resourceType"), target.get("id")
+    if not isinstance(kind, str) or not isinstance(ident, str) or not ident:
+        entry = f"a {shown(kind)} entry" if isinstance(kind, str) else "an entry without a resourceType"
+        problems.append(Problem(field=field, code="unresolved_reference",
+                                message=f"{field} {shown(reference)} names {entry} of this Bundle whose resource "
+                                        "has no id",
+                                expected=expected))
+        return None
+    return kind, ident, field
+
+
+def _reference_id(value: Any, path: str, types: tuple[str, ...], problems: list[Problem], bundle: Bundled, *,
                   token: bool = False) -> str | None:
-    parsed = _parse_reference(value, path, problems)
+    parsed = _parse_reference(value, path, problems, bundle)
     if parsed is None:
         return None
     kind, ident, id_field = parsed
@@ -279,20 +347,20 @@ def _reference_id(value: Any, path: str, types: tuple[str, ...], problems: list[
     return ident
 
 
-def _subject(resource: dict[str, Any], problems: list[Problem]) -> str | None:
+def _subject(resource: dict[str, Any], problems: list[Problem], bundle: Bundled) -> str | None:
     if resource.get("subject") is None:
         problems.append(Problem(field="subject", code="missing_field", message="subject is missing",
                                 expected="{\"reference\": \"Patient/<client id>\"}"))
         return None
-    return _reference_id(resource["subject"], "subject", ("Patient",), problems)
+    return _reference_id(resource["subject"], "subject", ("Patient",), problems, bundle)
 
 
-def _clinician(value: Any, path: str, problems: list[Problem]) -> str | None:
+def _clinician(value: Any, path: str, problems: list[Problem], bundle: Bundled) -> str | None:
     """Practitioner(Role) -> clinician id; other authors (the client, a relative, a device) -> None."""
     if value is None:
         return None
     scratch: list[Problem] = []
-    parsed = _parse_reference(value, path, scratch)
+    parsed = _parse_reference(value, path, scratch, bundle)
     if parsed is not None and parsed[0] in OTHER_AUTHORS:
         return None
     if parsed is not None and parsed[0] is None:  # a logical reference of unknown type: not a clinician
@@ -300,10 +368,10 @@ def _clinician(value: Any, path: str, problems: list[Problem]) -> str | None:
     if parsed is None:
         problems.extend(scratch)
         return None
-    return _reference_id(value, path, PRACTITIONER, problems, token=True)
+    return _reference_id(value, path, PRACTITIONER, problems, bundle, token=True)
 
 
-def _episode(resource: dict[str, Any], problems: list[Problem]) -> str | None:
+def _episode(resource: dict[str, Any], problems: list[Problem], bundle: Bundled) -> str | None:
     extensions = resource.get("extension")
     for n, ext in enumerate(extensions if isinstance(extensions, list) else []):
         if not isinstance(ext, dict) or ext.get("url") != EPISODE_EXTENSION:
@@ -315,7 +383,8 @@ def _episode(resource: dict[str, Any], problems: list[Problem]) -> str | None:
         elif isinstance(ext.get("valueIdentifier"), dict) and isinstance(ext["valueIdentifier"].get("value"), str):
             ident, path = ext["valueIdentifier"]["value"], f"{path}.valueIdentifier.value"
         elif "valueReference" in ext:
-            return _reference_id(ext["valueReference"], f"{path}.valueReference", ("EpisodeOfCare",), problems)
+            return _reference_id(ext["valueReference"], f"{path}.valueReference", ("EpisodeOfCare",), problems,
+                                 bundle)
         if ident is None:
             problems.append(Problem(field=path, code="invalid_fhir", message=f"{path} has no episode id",
                                     expected="valueString, valueIdentifier or valueReference EpisodeOfCare/<id>"))
@@ -325,6 +394,11 @@ def _episode(resource: dict[str, Any], problems: list[Problem]) -> str | None:
         return ident if problem is None else None
     for n, based in enumerate(_objects(resource.get("basedOn"))):
         reference = based.get("reference")
+        if isinstance(reference, str) and reference.strip().startswith("urn:"):
+            target = bundle.get(reference.strip())
+            if target is not None and target.get("resourceType") == "EpisodeOfCare":
+                return _reference_id(based, f"basedOn[{n}]", ("EpisodeOfCare",), problems, bundle)
+            continue  # a CarePlan or ServiceRequest (bundled or not) is not an episode
         if isinstance(reference, str) and (match := re.search(r"(?:^|/)EpisodeOfCare/([^/]+)", reference)):
             if (problem := check_id(match.group(1), f"basedOn[{n}].reference")) is not None:
                 problems.append(problem)
@@ -335,23 +409,44 @@ def _episode(resource: dict[str, Any], problems: list[Problem]) -> str | None:
 
 # --- QuestionnaireResponse -----------------------------------------------------------------------
 
-def _response_id(resource: dict[str, Any]) -> str | None:
-    ident = resource.get("id")
-    if ident is None:
-        identifier = resource.get("identifier")
-        if isinstance(identifier, list):  # R5 and some R4 senders: a list
-            identifier = next(iter(_objects(identifier)), None)
-        ident = identifier.get("value") if isinstance(identifier, dict) else None
-    return readable_id(ident)
-
-
-def _submission_id(resource: dict[str, Any], problems: list[Problem]) -> str | None:
+def _stated_id(resource: dict[str, Any]) -> tuple[Any, str]:
+    """The resource's own id, else its identifier's value (a list in R5 and some R4 senders), and its path."""
     ident, path = resource.get("id"), "id"
     if ident is None:
         identifier, path = resource.get("identifier"), "identifier.value"
         if isinstance(identifier, list):
             identifier, path = next(iter(_objects(identifier)), None), "identifier[0].value"
         ident = identifier.get("value") if isinstance(identifier, dict) else None
+    return ident, path
+
+
+def _entry_urn(resource: dict[str, Any], full_url: str | None) -> str | None:
+    """The Bundle entry's `urn:uuid:` fullUrl, when the resource states no id or identifier of its own (a
+    transaction entry the server is to create). It stands in as the submission id, the whole urn as sent."""
+    if _stated_id(resource)[0] is None and full_url is not None and URN_UUID.fullmatch(full_url):
+        return full_url
+    return None
+
+
+def _temporary_id(resource: dict[str, Any], full_url: str | None) -> list[Problem]:
+    if _entry_urn(resource, full_url) is None:
+        return []
+    return [Problem(
+        field="id", code="temporary_submission_id",
+        message="the resource has no id or identifier, so its Bundle entry's urn:uuid fullUrl is the submission id: "
+                "a resend with the same fullUrl is recognised, one under a new urn:uuid counts as a new submission "
+                "(FHIR makes a urn:uuid fullUrl valid only within its Bundle)",
+        expected="id or identifier.value, unique per tenant")]
+
+
+def _response_id(resource: dict[str, Any], full_url: str | None) -> str | None:
+    return _entry_urn(resource, full_url) or readable_id(_stated_id(resource)[0])
+
+
+def _submission_id(resource: dict[str, Any], problems: list[Problem], full_url: str | None) -> str | None:
+    if (urn := _entry_urn(resource, full_url)) is not None:
+        return urn
+    ident, path = _stated_id(resource)
     if ident is None:
         problems.append(Problem(field="id", code="missing_field", message="the resource has no id",
                                 expected="id (or identifier.value), unique per tenant"))
@@ -365,44 +460,46 @@ def _submission_id(resource: dict[str, Any], problems: list[Problem]) -> str | N
     return ident
 
 
-def _questionnaire_response(resource: dict[str, Any], context: Context) -> Draft:
+def _questionnaire_response(resource: dict[str, Any], context: Context, full_url: str | None) -> Draft:
     problems: list[Problem] = []
-    submission_id = _submission_id(resource, problems)
+    submission_id = _submission_id(resource, problems, full_url)
     status = resource.get("status")
     if status not in FINAL_QR:
         problems.append(Problem(field="status", code="status_not_final", message=f"status is {shown(status)}",
                                 expected="completed or amended"))
     instrument, definitions = _instrument(resource, context, problems)
-    client = _subject(resource, problems)
-    clinician = _clinician(resource.get("author"), "author", problems)
+    client = _subject(resource, problems, context.full_urls)
+    clinician = _clinician(resource.get("author"), "author", problems, context.full_urls)
     authored = read_instant(resource.get("authored"), "authored")
     if isinstance(authored, Problem):
         problems.append(authored)
-    episode = _episode(resource, problems)
+    episode = _episode(resource, problems, context.full_urls)
     reading = None
     if instrument is not None:
         reading = _Responses(instrument, context.mapping, _option_weights(definitions))
         reading.walk(resource.get("item"), "item", 0)
         problems += reading.problems
     if problems or reading is None or isinstance(authored, Problem):
-        raise Invalid(problems)
+        raise Invalid(problems, instrument)
     assert submission_id is not None and client is not None and instrument is not None
     submission = _submission(
-        tenant=context.tenant, submission_id=submission_id, instrument=instrument.id, client_id=client,
+        instrument, tenant=context.tenant, submission_id=submission_id, client_id=client,
         episode_id=episode, clinician_id=clinician, administered_at=authored, responses=reading.responses,
-        amends=status == "amended", source_format="fhir-questionnaire-response", warnings=reading.warnings,
+        amends=status == "amended", source_format="fhir-questionnaire-response",
+        warnings=[*_temporary_id(resource, full_url), *reading.warnings],
     )
     return Draft(submission, reading.stated_total)
 
 
-def _submission(**fields: Any) -> Submission:
+def _submission(instrument: Instrument, **fields: Any) -> Submission:
     """Every field was checked above; the model's own validation is the last line of defence."""
     try:
-        return Submission(**fields)
+        return Submission(instrument=instrument.id, **fields)
     except ValidationError as exc:
         raise Invalid([Problem(field=".".join(str(p) for p in e["loc"]) or "body", code="invalid_submission",
                                message=f"{e['msg']}") for e in exc.errors(include_input=False, include_url=False,
-                                                                          include_context=False)]) from None
+                                                                          include_context=False)],
+                      instrument) from None
 
 
 def _instrument(resource: dict[str, Any], context: Context,
@@ -683,24 +780,22 @@ class _Responses:
         for weight in (_weight(coding), _weight(answer)):
             if weight is not None:
                 return weight
-        answer_codes = self.instrument.coding.answer_codes
+        answer_codes = self.instrument.coding.weights_for(number)  # the item's own codes, then the common ones
         code = coding.get("code")
         if isinstance(code, str):
             if code in self.option_weights.get(link_id, {}):
                 return self.option_weights[link_id][code]
             if code in answer_codes:
                 return answer_codes[code]
-            alternate = ALTERNATE_ANSWERS.get(code)
-            if alternate is not None and answer_codes == FREQUENCY_SCALE:
-                return answer_codes[alternate]
         for text in (code, coding.get("display")):
             if isinstance(text, str) and NUMERIC.fullmatch(text):
                 return float(text)
+        loinc = f" ({', '.join(answer_codes)})" if answer_codes else ""
         problems.append(Problem(
             field=path, code="unscorable_answer",
             message=f"{self.instrument.id} item {number}: the answer code {shown(code)} has no weight",
             expected="an itemWeight extension, a contained Questionnaire with answerOption weights, a LOINC "
-                     "answer code of the instrument, or a numeric code or display"))
+                     f"answer code of {self.instrument.id} item {number}{loinc}, or a numeric code or display"))
         return None
 
 
@@ -762,13 +857,13 @@ def _observation_value(resource: dict[str, Any], problems: list[Problem]) -> flo
     return None
 
 
-def _observation_id(resource: dict[str, Any]) -> str | None:
+def _observation_id(resource: dict[str, Any], bundle: Bundled, full_url: str | None) -> str | None:
     scratch: list[Problem] = []
-    client = _reference_id(resource.get("subject"), "subject", ("Patient",), scratch) \
+    client = _reference_id(resource.get("subject"), "subject", ("Patient",), scratch, bundle) \
         if resource.get("subject") is not None else None
-    ident = _submission_id(resource, scratch)
+    ident = _submission_id(resource, scratch, full_url)
     if client is None or ident is None:
-        return readable_id(resource.get("id"))
+        return _response_id(resource, full_url)
     # Observation ids repeat across patients in real feeds: the submission id includes the patient.
     submission_id = f"obs:{client}:{ident}"
     if not ID_PATTERN.fullmatch(submission_id):
@@ -776,7 +871,7 @@ def _observation_id(resource: dict[str, Any]) -> str | None:
     return submission_id
 
 
-def _observation(resource: dict[str, Any], context: Context) -> Draft:
+def _observation(resource: dict[str, Any], context: Context, full_url: str | None) -> Draft:
     problems: list[Problem] = []
     instrument = _observation_instrument(resource, context, problems)
     status = resource.get("status")
@@ -784,16 +879,19 @@ def _observation(resource: dict[str, Any], context: Context) -> Draft:
         problems.append(Problem(field="status", code="status_not_final", message=f"status is {shown(status)}",
                                 expected="final, amended or corrected"))
     value = _observation_value(resource, problems)
-    client = _subject(resource, problems)
-    _submission_id(resource, problems)
+    client = _subject(resource, problems, context.full_urls)
+    _submission_id(resource, problems, full_url)
     observed = _observed_at(resource)
     if isinstance(observed, Problem):
         problems.append(observed)
     clinician = None
     for n, performer in enumerate(_objects(resource.get("performer"))):
         reference = performer.get("reference")
-        if isinstance(reference, str) and re.search(r"(?:^|/)(Practitioner|PractitionerRole)/", reference):
-            clinician = _reference_id(performer, f"performer[{n}]", PRACTITIONER, problems, token=True)
+        bundled = context.full_urls.get(reference.strip()) if isinstance(reference, str) else None
+        if isinstance(reference, str) and (re.search(r"(?:^|/)(Practitioner|PractitionerRole)/", reference)
+                                           or (bundled is not None and bundled.get("resourceType") in PRACTITIONER)):
+            clinician = _reference_id(performer, f"performer[{n}]", PRACTITIONER, problems, context.full_urls,
+                                      token=True)
             break
     for n, source in enumerate(_objects(resource.get("derivedFrom"))):
         reference = source.get("reference")
@@ -804,14 +902,15 @@ def _observation(resource: dict[str, Any], context: Context) -> Draft:
                 message="this total is derived from a QuestionnaireResponse in the same Bundle, which is scored "
                         "from its items; scoring both would count the administration twice",
                 expected="the QuestionnaireResponse alone, or this Observation without it"))
-    episode = _episode(resource, problems)
+    episode = _episode(resource, problems, context.full_urls)
     if problems or isinstance(observed, Problem):
-        raise Invalid(problems)
-    submission_id = _observation_id(resource)
+        raise Invalid(problems, instrument)
+    submission_id = _observation_id(resource, context.full_urls, full_url)
     assert instrument is not None and client is not None and value is not None and submission_id is not None
     submission = _submission(
-        tenant=context.tenant, submission_id=submission_id, instrument=instrument.id, client_id=client,
+        instrument, tenant=context.tenant, submission_id=submission_id, client_id=client,
         episode_id=episode, clinician_id=clinician, administered_at=observed, reported_total=value,
         item_level=False, amends=status in ("amended", "corrected"), source_format="fhir-observation",
+        warnings=_temporary_id(resource, full_url),
     )
     return Draft(submission)

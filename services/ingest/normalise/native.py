@@ -15,13 +15,13 @@
 ```
 
 Fields (required unless marked optional):
-- `submission_id`: unique per tenant; resending it with new content amends it. Ids match
-  `[A-Za-z0-9_:/-]{1,128}`.
+- `submission_id`: unique per tenant; resending it with new content amends it. Submission, client
+  and episode ids match `[A-Za-z0-9_.:/-]{1,128}` (dots allowed, as in FHIR ids).
 - `instrument`: an instrument id from the registry (`rapport instruments`): `phq9`, `gad7`, ...
 - `client_id`: the clinic's pseudonymous client id (never a name).
 - `episode_id` (optional): the episode of care; absent: the client's default episode.
-- `clinician_id` (optional): `[A-Za-z0-9_-]{1,128}`; notifications go to
-  `rapport.<tenant>.notify.<clinician_id>`.
+- `clinician_id` (optional): `[A-Za-z0-9_-]{1,128}`, no dots: notifications go to
+  `rapport.<tenant>.notify.<clinician_id>`, where a dot would split the subject token.
 - `administered_at`: ISO-8601 date and time with a UTC offset (`Z` or `+01:00`); a date alone
   (`date_without_time`) or a time without offset (`missing_timezone`) is refused.
 - `session` (optional): the session number, an integer >= 0.
@@ -114,7 +114,9 @@ def normalise_native(document: dict[str, Any], tenant: str) -> Draft | Rejection
         problems = pydantic_problems(exc)
         if isinstance(when, Problem):
             problems.append(when)
-        return Rejection.of(*problems, submission_id=submission_id, source_format="native")
+        named = document.get("instrument")
+        return Rejection.of(*problems, submission_id=submission_id, source_format="native",
+                            instrument=named if isinstance(named, str) else None)
     problems = []
     if isinstance(when, Problem):
         problems.append(when)
@@ -138,7 +140,9 @@ def normalise_native(document: dict[str, Any], tenant: str) -> Draft | Rejection
         problems.append(Problem(field="responses", code="missing_field", message="there are no responses",
                                 expected="item responses, or a total for a total-only submission"))
     if problems or not isinstance(when, datetime):  # `when` is read whenever the model is valid
-        return Rejection.of(*problems, submission_id=native.submission_id, source_format="native")
+        # `instrument` is the sender's text here: `finish` keeps it only if it is a registry id.
+        return Rejection.of(*problems, submission_id=native.submission_id, source_format="native",
+                            instrument=native.instrument)
     submission = Submission(
         tenant=tenant, submission_id=native.submission_id, instrument=native.instrument,
         client_id=native.client_id, episode_id=native.episode_id, clinician_id=native.clinician_id,

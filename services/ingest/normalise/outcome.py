@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from shared.contracts.problems import Problem
 from shared.contracts.submission import SourceFormat, Submission
@@ -16,11 +16,15 @@ class Rejection:
     submission_id: str | None  # the id the source gave, if readable
     source_format: SourceFormat | None
     problems: list[Problem]
+    # The registry instrument id, when normalisation identified the instrument before finding the problems.
+    # `finish` keeps it only if the registry has it: it labels metrics, so never free text from the input.
+    instrument: str | None = None
 
     @classmethod
     def of(cls, *problems: Problem, submission_id: str | None = None,
-           source_format: SourceFormat | None = None) -> Rejection:
-        return cls(submission_id=submission_id, source_format=source_format, problems=list(problems))
+           source_format: SourceFormat | None = None, instrument: str | None = None) -> Rejection:
+        return cls(submission_id=submission_id, source_format=source_format, problems=list(problems),
+                   instrument=instrument)
 
 
 @dataclass(frozen=True)
@@ -48,13 +52,16 @@ class Draft:
 def finish(draft: Draft | Rejection, registry: Registry, licensed: frozenset[str]) -> Submission | Rejection:
     """The checks every form shares: known instrument, licence, responses or total in range."""
     if isinstance(draft, Rejection):
+        if draft.instrument is not None and draft.instrument not in registry:
+            return replace(draft, instrument=None)
         return draft
     submission = draft.submission
     instrument = registry.get(submission.instrument)
 
     def reject(*problems: Problem) -> Rejection:
         return Rejection.of(*problems, submission_id=submission.submission_id,
-                            source_format=submission.source_format)
+                            source_format=submission.source_format,
+                            instrument=instrument.id if instrument is not None else None)
 
     if instrument is None:
         return reject(Problem(

@@ -16,17 +16,17 @@ from typing import Any
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
 from shared.contracts.problems import Problem
-from shared.contracts.tenancy import ID_PATTERN
+from shared.contracts.tenancy import ID_PATTERN, SUBJECT_TOKEN_PATTERN
 
-SUBJECT_TOKEN = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")  # a clinician id becomes a subject token
+SUBJECT_TOKEN = SUBJECT_TOKEN_PATTERN  # a clinician id becomes a subject token
 CODE_LIKE = re.compile(r"^[A-Za-z0-9_.:/|#\-]{1,64}$")
-# An id we may repeat in a rejection so clinic IT can find the message: FHIR ids also allow dots.
-READABLE_ID = re.compile(r"^[A-Za-z0-9_.:/\-]{1,128}$")
+# An id we may repeat in a rejection so clinic IT can find the message: one that keeps the id rule.
+READABLE_ID = ID_PATTERN
 DATE_ONLY = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
 _instant = TypeAdapter(AwareDatetime)
 _naive = TypeAdapter(datetime)
 
-ID_RULE = f"an id matching {ID_PATTERN.pattern} (letters, digits, _ - : /; at most 128)"
+ID_RULE = f"an id matching {ID_PATTERN.pattern} (letters, digits, _ - . : /; at most 128)"
 TOKEN_RULE = f"an id matching {SUBJECT_TOKEN.pattern} (letters, digits, _ -; no dots, it names a subject)"
 
 

@@ -1,0 +1,56 @@
+"""Every rejection is counted under the instrument it was for, when normalisation knew it: a registry
+id or "unknown", never text from the payload (metric labels are few and carry no PHI)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.ingest.handlers import Ingest
+from shared.instruments import load_registry
+from shared.messaging.consumer import Inbound
+from shared.metrics import REGISTRY as METRICS
+from shared.settings import Settings
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+def native(**changes: Any) -> bytes:
+    submission = json.loads((FIXTURES / "native" / "phq9-complete.json").read_bytes())
+    submission.update(changes)
+    return json.dumps(submission).encode()
+
+
+def inbound(tenant: str, n: int, body: bytes) -> Inbound:
+    return Inbound(message_id=f"m-{n}", subject=f"rapport.{tenant}.in.submissions", tenant=tenant, body=body,
+                   deliveries=1)
+
+
+def rejected_count(tenant: str, instrument: str) -> float:
+    value = METRICS.get_sample_value("rapport_submissions_total",
+                                     {"tenant": tenant, "instrument": instrument, "outcome": "rejected"})
+    return value or 0.0
+
+
+async def test_rejections_are_counted_under_the_instrument_normalisation_identified() -> None:
+    tenant = "metrics-rejections"
+    bodies = [
+        native(clinician_id="clinician.03"),                                   # phq9, a bad clinician id
+        native(responses={"1": 1}),                                            # phq9, items missing
+        (FIXTURES / "fhir" / "qr-answer-loinc-alternate-phq9.json").read_bytes(),  # phq9, unscorable answer
+        native(instrument="Jane Roe"),                                         # free text: never a label
+        native(instrument="Jane Roe", clinician_id="clinician.03"),            # free text, other problems
+        b"{not json",                                                          # nothing known
+    ]
+    # Only rejections: the handler never touches the session.
+    events = await Ingest(load_registry(), Settings())(cast(AsyncSession, None),
+                                                       [inbound(tenant, n, b) for n, b in enumerate(bodies)], NOW)
+    assert [e.subject for e in events] == [f"rapport.{tenant}.submission.rejected"] * len(bodies)
+    assert rejected_count(tenant, "phq9") == 3
+    assert rejected_count(tenant, "unknown") == 3
+    assert rejected_count(tenant, "Jane Roe") == 0
