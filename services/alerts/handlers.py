@@ -69,16 +69,18 @@ class Alerting:
                     replayed = replay(await repository.episode_scores(session, key), rules=self.rules, now=now)
                     stored_alerts = await repository.episode_alerts(session, key)
                     latest = {a.alert_id: a for a in [*stored_alerts, *changes_for(changes, key)]}
-                    found = reconcile(list(latest.values()), replayed.alerts, now=now)
+                    found = reconcile(list(latest.values()), replayed.alerts, now=now, history=replayed.transitions)
                     state = replayed.state
+                    latest |= {c.alert.alert_id: c.alert for c in found}
+                    current = {AlertKey.of(a): a for a in latest.values() if a.status != "resolved"}
                 else:
                     evaluation = evaluate(state, score, current, rules=self.rules, now=now)
                     found, state = evaluation.transitions, evaluation.state
-                for change in found:
-                    if change.alert.status == "resolved":
-                        current.pop(AlertKey.of(change.alert), None)
-                    else:
-                        current[AlertKey.of(change.alert)] = change.alert
+                    for change in found:
+                        if change.alert.status == "resolved":
+                            current.pop(AlertKey.of(change.alert), None)
+                        else:
+                            current[AlertKey.of(change.alert)] = change.alert
                 changes += found
                 events += _events(score, found)
             assert state is not None

@@ -250,3 +250,18 @@ def test_reconcile_raises_what_only_the_replay_found() -> None:
     transitions = reconcile([], replayed.alerts, now=LATER)
     assert [t.transition for t in transitions] == ["raised"] and transitions[0].notify
     assert transitions[0].alert.version == 1
+
+
+def test_a_repair_evaluated_before_the_rupture_it_repairs_leaves_what_in_order_evaluation_leaves() -> None:
+    """Two replicas: the session-3 SRS (back to 38) is evaluated before the session-2 SRS (31). The
+    replay finds a rupture raised and repaired in between: the record gets it, and nobody is notified."""
+    in_order = [srs(38, 1), srs(31, 2), srs(38, 3)]
+    _, _, expected = run(in_order)
+    _, _, arrived_log = run([in_order[0], in_order[2]])
+    assert arrived_log == []
+    replayed = replay(in_order, rules=RULES, now=NOW)
+    transitions = reconcile([], replayed.alerts, now=NOW, history=replayed.transitions)
+    assert [(t.transition, t.alert.version, t.notify) for t in transitions] == [("raised", 1, False),
+                                                                                ("resolved", 2, False)]
+    assert [t.alert for t in transitions] == [t.alert for t in expected]
+    assert reconcile([expected[-1].alert], replayed.alerts, now=NOW, history=replayed.transitions) == []

@@ -280,7 +280,8 @@ def replay(scores: Sequence[ScoreComputed], *, rules: RuleSet, now: datetime,
     return result
 
 
-def reconcile(stored: Sequence[Alert], replayed: Mapping[str, Alert], *, now: datetime) -> list[AlertTransition]:
+def reconcile(stored: Sequence[Alert], replayed: Mapping[str, Alert], *, now: datetime,
+              history: Sequence[AlertTransition] = ()) -> list[AlertTransition]:
     """The transitions that turn the stored alerts into what a replay found, key by key.
 
     Alerts are matched by key (kind, instrument, subscale), not by id, because a late score can
@@ -295,9 +296,14 @@ def reconcile(stored: Sequence[Alert], replayed: Mapping[str, Alert], *, now: da
     - replay open, stored none open: raised (and notified), unless an alert with that id is
       already stored resolved (a clinician closed it, or it resolved before): that is left alone
       and the engine drops its bookkeeping at the next score;
-    - alerts the replay opened and resolved again are history: nothing is emitted.
-    Resolutions come first, then updates, then raises, so one key never has two open alerts."""
+    - an alert the replay opened and resolved again, with an id not stored, happened in between:
+      its transitions from the replay (`history`) are emitted as they were, without notifying
+      anyone (it is over), so the record holds what in-order evaluation would have left. With
+      several replicas a repair can be evaluated before the rupture it repairs.
+    History comes first, then resolutions, updates and raises, so one key never has two open alerts."""
     known = {a.alert_id for a in stored}
+    over = {a.alert_id for a in replayed.values() if a.status == "resolved" and a.alert_id not in known}
+    past = [t.model_copy(update={"notify": False}) for t in history if t.alert.alert_id in over]
     stored_open = {AlertKey.of(a): a for a in stored if a.status != "resolved"}
     last_by_key: dict[AlertKey, Alert] = {}
     for alert in replayed.values():
@@ -334,7 +340,7 @@ def reconcile(stored: Sequence[Alert], replayed: Mapping[str, Alert], *, now: da
         raised = new.model_copy(update={"version": 1, "opened_at": now, "updated_at": now})
         raises.append(AlertTransition(transition="raised", alert=raised, by=ENGINE, at=now, notify=True,
                                       reason="found on re-evaluation after a late or amended submission"))
-    return [*resolutions, *updates, *raises]
+    return [*past, *resolutions, *updates, *raises]
 
 
 def _order(item: tuple[AlertKey, Alert]) -> tuple[str, str, str]:
