@@ -15,6 +15,8 @@ from shared.settings import Settings
 app = typer.Typer(help="Rapport: measurement-based care over an event broker.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+trajectories_app = typer.Typer(help="Expected trajectories for the not_on_track rule.", no_args_is_help=True)
+app.add_typer(trajectories_app, name="trajectories")
 
 SERVICE_NAMES = ("ingest", "scoring", "alerts")
 
@@ -84,6 +86,28 @@ def db_upgrade(revision: str = "head") -> None:
     url = settings.resolved_database_url()
     asyncio.run(upgrade(url, revision))
     typer.echo(f"{redact(url)} is at {revision}")
+
+
+Tenants = Annotated[list[str] | None, typer.Option("--tenant", help="repeat for several; default: every tenant")]
+
+
+@trajectories_app.command("fit")
+def trajectories_fit(tenant: Tenants = None, data_dir: DataDir = None) -> None:
+    """Fit expected trajectories from the stored scores (RAPPORT_DATABASE_URL or the embedded SQLite) and
+    store them; the alerts service uses them within a minute."""
+    from rapport.trajectories import describe, fit_stored
+
+    fits = asyncio.run(fit_stored(_settings(data_dir).resolved_database_url(), tenant or []))
+    typer.echo(describe(fits, cells=False))
+
+
+@trajectories_app.command("show")
+def trajectories_show(tenant: Tenants = None, data_dir: DataDir = None) -> None:
+    """Print the stored fits, cell by cell: intake band, session, episodes, expected score, boundary."""
+    from rapport.trajectories import describe, stored_fits
+
+    typer.echo(describe(asyncio.run(stored_fits(_settings(data_dir).resolved_database_url(), tenant or [])),
+                        cells=True))
 
 
 @app.command()

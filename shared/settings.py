@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     ack_wait_seconds: float = Field(default=60.0, gt=0, description="redelivery of a batch nobody acked")
     publish_timeout_seconds: float = Field(default=10.0, gt=0)
     graceful_timeout_seconds: float = Field(default=20.0, gt=0)
+    # how often the alerts service re-reads the expected trajectories `rapport trajectories fit` stored
+    trajectory_refresh_seconds: float = Field(default=60.0, ge=0)
     # tenants that have enabled licensed instruments (ORS, SRS, ...): "acme:ors,srs;beta:srs"
     licensed_instruments: str = ""
 

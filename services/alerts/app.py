@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from faststream.asgi import AsgiFastStream
 
 from services.alerts.dashboard import DashboardGauges
 from services.alerts.handlers import SERVICE, AlertCommands, Alerting
 from services.alerts.models import inbox, outbox
 from services.alerts.rules import load_ruleset
+from services.alerts.trajectories import TrajectoryFits
 from shared.contracts.alert import AlertCommandRejected, AlertTransition, EvaluationCompleted, Notification
 from shared.messaging import subjects
 from shared.service import ServiceRuntime
@@ -17,7 +20,8 @@ from shared.settings import Settings
 def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFastStream]:
     runtime = ServiceRuntime(SERVICE, settings, broker_url, inbox=inbox, outbox=outbox)
     runtime.subscribe(
-        subjects.SCORE_COMPUTED, "alerts-v1", Alerting(load_ruleset()),
+        subjects.SCORE_COMPUTED, "alerts-v1",
+        Alerting(load_ruleset(), TrajectoryFits(timedelta(seconds=settings.trajectory_refresh_seconds))),
         description="Evaluates each computed score against the alert rules of its episode",
     )
     runtime.subscribe(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +24,7 @@ from services.alerts.rules import (
     reconcile,
     replay,
 )
+from services.alerts.trajectories import TrajectoryFits
 from shared.contracts.alert import Alert, AlertCommand, AlertCommandRejected, AlertTransition, EvaluationCompleted
 from shared.contracts.envelope import CloudEvent
 from shared.contracts.score import ScoreComputed
@@ -47,6 +48,7 @@ def _key(score: ScoreComputed) -> EpisodeKey:
 @dataclass
 class Alerting:
     rules: RuleSet
+    trajectories: TrajectoryFits = field(default_factory=TrajectoryFits)
 
     async def __call__(self, session: AsyncSession, messages: Sequence[Inbound], now: datetime) -> list[Outgoing]:
         scores = [_parse_score(m) for m in messages]
@@ -55,6 +57,7 @@ class Alerting:
             by_episode[_key(score)].append(score)
         stored = await repository.load_episodes(session, by_episode)
         open_alerts = await repository.open_alerts(session, by_episode)
+        fits = await self.trajectories.for_tenants(session, [key[0] for key in by_episode], now)
         await repository.remember_scores(session, scores)
         changes: list[AlertTransition] = []
         events: list[Outgoing] = []
@@ -66,7 +69,8 @@ class Alerting:
             for score in episode_scores:
                 if state is not None and (score.administered_at < state.latest_at or score.supersedes_revision):
                     # late or amended: re-evaluate the whole episode in administration order
-                    replayed = replay(await repository.episode_scores(session, key), rules=self.rules, now=now)
+                    replayed = replay(await repository.episode_scores(session, key), rules=self.rules, now=now,
+                                      trajectories=fits[key[0]])
                     stored_alerts = await repository.episode_alerts(session, key)
                     latest = {a.alert_id: a for a in [*stored_alerts, *changes_for(changes, key)]}
                     found = reconcile(list(latest.values()), replayed.alerts, now=now, history=replayed.transitions)
@@ -74,7 +78,8 @@ class Alerting:
                     latest |= {c.alert.alert_id: c.alert for c in found}
                     current = {AlertKey.of(a): a for a in latest.values() if a.status != "resolved"}
                 else:
-                    evaluation = evaluate(state, score, current, rules=self.rules, now=now)
+                    evaluation = evaluate(state, score, current, rules=self.rules, now=now,
+                                          trajectories=fits[key[0]])
                     found, state = evaluation.transitions, evaluation.state
                     for change in found:
                         if change.alert.status == "resolved":

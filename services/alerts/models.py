@@ -1,6 +1,6 @@
 """Tables the alerts service owns: alerts and their transitions (the audit trail), the compact
-state of each episode, and its own copy of the scores it has seen (for replaying an episode when a
-late or amended score arrives)."""
+state of each episode, its own copy of the scores it has seen (for replaying an episode when a
+late or amended score arrives), and the expected trajectories fitted from those scores."""
 
 from __future__ import annotations
 
@@ -68,6 +68,17 @@ class SeenScore(Base):
     episode_id: Mapped[str] = mapped_column(String(128))
     revision: Mapped[int] = mapped_column(Integer)
     administered_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    document: Mapped[dict[str, Any]] = mapped_column(Document)
+
+
+class StoredTrajectoryFit(Base):
+    """The latest `rapport trajectories fit` of one instrument for one tenant (a TrajectoryFit document)."""
+
+    __tablename__ = "alerts_trajectory_fits"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    instrument: Mapped[str] = mapped_column(String(32), primary_key=True)
+    fitted_at: Mapped[datetime] = mapped_column(UtcDateTime)
     document: Mapped[dict[str, Any]] = mapped_column(Document)
 
 

@@ -8,7 +8,7 @@ the episode's evaluations."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -16,7 +16,8 @@ from sqlalchemy import Table, bindparam, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.alerts.models import EpisodeRecord, SeenScore, StoredAlert, StoredTransition
+from services.alerts.models import EpisodeRecord, SeenScore, StoredAlert, StoredTrajectoryFit, StoredTransition
+from services.alerts.rules.trajectory import TrajectoryFit
 from shared.contracts.alert import Alert, AlertTransition
 from shared.contracts.score import ScoreComputed
 from shared.db.engine import is_postgres
@@ -27,6 +28,7 @@ episodes = cast(Table, EpisodeRecord.__table__)
 alerts = cast(Table, StoredAlert.__table__)
 transitions = cast(Table, StoredTransition.__table__)
 seen = cast(Table, SeenScore.__table__)
+fits = cast(Table, StoredTrajectoryFit.__table__)
 
 
 async def load_episodes(
@@ -172,3 +174,38 @@ def _alert_row(alert: Alert) -> dict[str, Any]:
         "status": alert.status, "opened_at": alert.opened_at, "updated_at": alert.updated_at,
         "version": alert.version, "document": alert.model_dump(mode="json"),
     }
+
+
+async def tenants_with_scores(session: AsyncSession) -> list[str]:
+    return list((await session.execute(select(seen.c.tenant).distinct().order_by(seen.c.tenant))).scalars())
+
+
+async def tenant_scores(session: AsyncSession, tenant: str) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
+    """(client, episode, score document) of every score of a tenant, by episode in administration order."""
+    query = (select(seen.c.client_id, seen.c.episode_id, seen.c.document).where(seen.c.tenant == tenant)
+             .order_by(seen.c.client_id, seen.c.episode_id, seen.c.administered_at, seen.c.submission_id))
+    result = await session.stream(query.execution_options(yield_per=1000))
+    async for row in result:
+        yield row.client_id, row.episode_id, row.document
+
+
+async def save_trajectory_fits(session: AsyncSession, tenant: str, fitted: Sequence[TrajectoryFit]) -> None:
+    """Replace the tenant's fits: an instrument without a new fit keeps none."""
+    await session.execute(fits.delete().where(fits.c.tenant == tenant))
+    if fitted:
+        await session.execute(fits.insert(), [
+            {"tenant": f.tenant, "instrument": f.instrument, "fitted_at": f.fitted_at,
+             "document": f.model_dump(mode="json")} for f in fitted
+        ])
+
+
+async def trajectory_fits(session: AsyncSession, tenants: Iterable[str]) -> dict[str, dict[str, TrajectoryFit]]:
+    """The stored fits by tenant and instrument (tenants without any get an empty mapping)."""
+    wanted = sorted(set(tenants))
+    found: dict[str, dict[str, TrajectoryFit]] = {t: {} for t in wanted}
+    if wanted:
+        rows = await session.execute(select(fits.c.document).where(fits.c.tenant.in_(wanted)))
+        for document in rows.scalars():
+            fit = TrajectoryFit.model_validate(document)
+            found[fit.tenant][fit.instrument] = fit
+    return found

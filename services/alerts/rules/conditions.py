@@ -4,19 +4,22 @@ A rule (a `Check`) looks at the new score and the episode's state *before* it, a
 `Verdict`: findings (an alert key, a severity, the evidence, a prompt) and clearings (an alert key
 and the resolution, e.g. 'repaired'). It knows nothing of the open alerts: the lifecycle in
 `engine.py` turns findings into raised or updated alerts and clearings into resolutions. A new rule
-(the expected-trajectory not-on-track rule, say) is one more `Check` in `engine.CHECKS`, producing
-the same alert kinds; findings for one key from several checks are merged."""
+is one more `Check` in `engine.CHECKS`; several rules may produce one alert kind (the checkpoint and
+the expected-trajectory not_on_track rules), and findings for one key from several checks are merged."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from services.alerts.rules.ruleset import Rule, RuleSet
 from services.alerts.rules.state import AlertKey, EpisodeState, Rupture, SuddenLoss
 from shared.contracts.alert import Evidence, Resolution, Severity
 from shared.contracts.score import ScoreComputed
+
+if TYPE_CHECKING:
+    from services.alerts.rules.trajectory import TrajectoryFit
 
 SEVERITY_ORDER: list[Severity] = ["low", "medium", "high", "critical"]
 RISK_UNCHECKED = "risk items could not be checked (total only, or the item missing)"
@@ -30,6 +33,7 @@ def worst(*severities: Severity) -> Severity:
 class Context:
     rules: RuleSet
     session: int  # this score's session number in the episode
+    trajectories: Mapping[str, TrajectoryFit] = field(default_factory=dict)  # by instrument, for the tenant
 
 
 @dataclass(frozen=True)

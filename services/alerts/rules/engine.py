@@ -52,10 +52,12 @@ from services.alerts.rules.outcome import NotOnTrackCheckpoints, ReliableDeterio
 from services.alerts.rules.risk import CriticalItems
 from services.alerts.rules.ruleset import RuleSet
 from services.alerts.rules.state import AlertKey, EpisodeState, Rupture, SuddenLoss, series_name
+from services.alerts.rules.trajectory import NO_TRAJECTORIES, ExpectedTrajectory, TrajectoryFit
 from shared.contracts.alert import Alert, AlertTransition, Evidence, Notification
 from shared.contracts.score import ScoreComputed
 
-CHECKS: tuple[Check, ...] = (CriticalItems(), AllianceRuptures(), ReliableDeteriorations(), NotOnTrackCheckpoints())
+CHECKS: tuple[Check, ...] = (CriticalItems(), AllianceRuptures(), ReliableDeteriorations(), NotOnTrackCheckpoints(),
+                             ExpectedTrajectory())
 
 
 @dataclass(frozen=True)
@@ -67,14 +69,17 @@ class Evaluation:
 
 
 def evaluate(state: EpisodeState | None, score: ScoreComputed, open_alerts: Mapping[AlertKey, Alert], *,
-             rules: RuleSet, now: datetime, checks: Sequence[Check] = CHECKS) -> Evaluation:
-    """Evaluate one score of an episode, in administration order, against its open alerts."""
+             rules: RuleSet, now: datetime, checks: Sequence[Check] = CHECKS,
+             trajectories: Mapping[str, TrajectoryFit] = NO_TRAJECTORIES) -> Evaluation:
+    """Evaluate one score of an episode, in administration order, against its open alerts.
+
+    `trajectories`: the tenant's expected-trajectory fits by instrument (none: checkpoints only)."""
     open_now = {AlertKey.of(a): a for a in open_alerts.values() if a.status != "resolved"}
     before = _followed_only(state or EpisodeState(latest_at=score.administered_at), open_now)
     day = score.administered_at.date()
     new_session = before.last_session_day is None or day > before.last_session_day
     sessions = before.sessions + (1 if new_session else 0)
-    context = Context(rules, score.session_number if score.session_number is not None else sessions)
+    context = Context(rules, score.session_number if score.session_number is not None else sessions, trajectories)
     verdicts = [check.judge(score, before, context) for check in checks]
     findings = _by_key(f for v in verdicts for f in v.findings)
     clearings: dict[AlertKey, Clearing] = {c.key: c for v in verdicts for c in v.clearings if c.key not in findings}
@@ -254,8 +259,8 @@ class Replayed:
     transitions: list[AlertTransition] = field(default_factory=list)
 
 
-def replay(scores: Sequence[ScoreComputed], *, rules: RuleSet, now: datetime,
-           checks: Sequence[Check] = CHECKS) -> Replayed:
+def replay(scores: Sequence[ScoreComputed], *, rules: RuleSet, now: datetime, checks: Sequence[Check] = CHECKS,
+           trajectories: Mapping[str, TrajectoryFit] = NO_TRAJECTORIES) -> Replayed:
     """Fold `evaluate` over the episode's scores in administration order from an empty state.
 
     The latest revision of each submission counts. Clinicians' commands are not replayed: they
@@ -267,7 +272,8 @@ def replay(scores: Sequence[ScoreComputed], *, rules: RuleSet, now: datetime,
     result = Replayed(state=None)
     open_alerts: dict[AlertKey, Alert] = {}
     for score in sorted(latest.values(), key=lambda s: (s.administered_at, s.submission_id)):
-        evaluation = evaluate(result.state, score, open_alerts, rules=rules, now=now, checks=checks)
+        evaluation = evaluate(result.state, score, open_alerts, rules=rules, now=now, checks=checks,
+                              trajectories=trajectories)
         result.state = evaluation.state
         result.transitions += evaluation.transitions
         for t in evaluation.transitions:

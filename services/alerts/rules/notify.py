@@ -32,6 +32,9 @@ SHOWN = [
     ("reliable_change", "reliable change {}"),
     ("level_to_regain", "repaired at {} or above"),
     ("checkpoint", "checkpoint session {}"),
+    ("expected", "expected {}"),
+    ("boundary", "off track beyond {}"),
+    ("episodes_in_cell", "from {} earlier episodes"),
 ]
 
 

@@ -132,6 +132,20 @@ class NotOnTrack(Rule):
     parameters: NotOnTrackParameters
 
 
+class TrajectoryParameters(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    percentile: Parameter[float]
+    min_episodes: Parameter[int]
+    max_session: Parameter[int]
+
+
+class ExpectedTrajectoryRule(Rule):
+    severity: Severity
+    prompt: str
+    parameters: TrajectoryParameters
+
+
 class RuleSet(BaseModel):
     """All rules, as loaded from rules.toml. Frozen: one instance is shared by every evaluation."""
 
@@ -142,6 +156,7 @@ class RuleSet(BaseModel):
     alliance_rupture: AllianceRupture
     reliable_deterioration: ReliableDeterioration
     not_on_track: NotOnTrack
+    expected_trajectory: ExpectedTrajectoryRule
     priority: Rule
 
     def name(self, instrument: str) -> str:
