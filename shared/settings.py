@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     ack_wait_seconds: float = Field(default=60.0, gt=0, description="redelivery of a batch nobody acked")
     publish_timeout_seconds: float = Field(default=10.0, gt=0)
     graceful_timeout_seconds: float = Field(default=20.0, gt=0)
+    # submissions without an episode id: a new episode after this long without an administration
+    # (a Rapport default, not a sourced clinical fact; see services/scoring/episodes.py)
+    episode_gap_days: float = Field(default=90.0, ge=1)
     # how often the alerts service re-reads the expected trajectories `rapport trajectories fit` stored
     trajectory_refresh_seconds: float = Field(default=60.0, ge=0)
     # tenants that have enabled licensed instruments (ORS, SRS, ...): "acme:ors,srs;beta:srs"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from faststream.asgi import AsgiFastStream
 
 from services.scoring.handlers import SERVICE, Scoring
@@ -16,7 +18,7 @@ from shared.settings import Settings
 def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFastStream]:
     runtime = ServiceRuntime(SERVICE, settings, broker_url, inbox=inbox, outbox=outbox)
     runtime.subscribe(
-        subjects.SUBMISSION_ACCEPTED, "scoring-v1", Scoring(load_registry()),
+        subjects.SUBMISSION_ACCEPTED, "scoring-v1", Scoring(load_registry(), timedelta(days=settings.episode_gap_days)),
         description="Scores each accepted submission and publishes score.computed",
     )
     runtime.publishes("rapport.{tenant}.score.computed", ScoreComputed,

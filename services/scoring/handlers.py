@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scoring import repository
 from services.scoring.domain import change, nhs_talking_therapies, score
+from services.scoring.episodes import place
 from services.scoring.fhir import derived_observation
 from services.scoring.series import Placement, Point, Summary, append, follows, insert
 from shared.contracts.envelope import CloudEvent
@@ -25,7 +26,6 @@ from shared.messaging.publish import cloud_event
 from shared.metrics import scores
 
 SERVICE = "scoring"
-DEFAULT_EPISODE = "default"
 
 
 class UnscorableSubmission(Exception):
@@ -35,10 +35,12 @@ class UnscorableSubmission(Exception):
 @dataclass
 class Scoring:
     registry: Registry
+    episode_gap: timedelta = timedelta(days=90)
 
     async def __call__(self, session: AsyncSession, messages: Sequence[Inbound], now: datetime) -> list[Outgoing]:
         accepted = [a for a in map(_parse, messages) if a.disposition != "unchanged"]
-        keys = [_series_key(a) for a in accepted]
+        episodes = await self._episodes(session, accepted)
+        keys = [_series_key(a, episodes) for a in accepted]
         partners = [(*k[:3], PAIRED[k[3]]) for k in keys if k[3] in PAIRED]
         summaries = await repository.load_summaries(session, [*keys, *partners])
         known = set(summaries)
@@ -56,9 +58,28 @@ class Scoring:
                 placement = insert(await repository.load_points(session, key), point)
             summaries[key] = placement.summary
             computed.append(_computed(event, key[2], instrument, scored, placement, _course(key, summaries)))
-        changed = {_series_key(a) for a in accepted}
+        changed = set(keys)
         await repository.save(session, computed, {k: v for k, v in summaries.items() if k in changed}, known)
         return [_event(c) for c in computed]
+
+    async def _episodes(self, session: AsyncSession,
+                        accepted: Sequence[SubmissionAccepted]) -> dict[tuple[str, str], str]:
+        """Episode ids, by submission id, for submissions that named none (episodes.py): an amendment
+        keeps the episode it was placed in, anything else goes by the gap rule."""
+        unnamed = [a.submission for a in accepted if a.submission.episode_id is None]
+        if not unnamed:
+            return {}
+        episodes = await repository.placed_episodes(session, [(s.tenant, s.submission_id) for s in unnamed])
+        spans = await repository.load_spans(session, [(s.tenant, s.client_id) for s in unnamed
+                                                      if (s.tenant, s.submission_id) not in episodes])
+        after = {client: list(client_spans) for client, client_spans in spans.items()}
+        for s in unnamed:
+            if (s.tenant, s.submission_id) not in episodes:
+                client = (s.tenant, s.client_id)
+                span, after[client] = place(after[client], s.administered_at, self.episode_gap)
+                episodes[(s.tenant, s.submission_id)] = span.episode_id
+        await repository.save_spans(session, spans, after)
+        return episodes
 
     def _instrument(self, event: SubmissionAccepted) -> Instrument:
         instrument = self.registry.get(event.submission.instrument)
@@ -91,9 +112,9 @@ def _parse(message: Inbound) -> SubmissionAccepted:
         raise UnscorableSubmission(f"not a submission.accepted event ({exc.error_count()} problems)") from None
 
 
-def _series_key(event: SubmissionAccepted) -> repository.SeriesKey:
+def _series_key(event: SubmissionAccepted, episodes: dict[tuple[str, str], str]) -> repository.SeriesKey:
     s = event.submission
-    return (s.tenant, s.client_id, s.episode_id or DEFAULT_EPISODE, s.instrument)
+    return (s.tenant, s.client_id, s.episode_id or episodes[(s.tenant, s.submission_id)], s.instrument)
 
 
 def _computed(
@@ -119,7 +140,8 @@ def _computed(
     scores.labels(s.tenant, instrument.id, scored.band or "none").inc()
     return ScoreComputed(
         tenant=s.tenant, submission_id=s.submission_id, revision=event.revision, client_id=s.client_id,
-        episode_id=episode, clinician_id=s.clinician_id, administered_at=s.administered_at,
+        episode_id=episode, episode_by="source" if s.episode_id else "gap_rule", clinician_id=s.clinician_id,
+        administered_at=s.administered_at,
         session_number=s.session_number, score=scored, change=movement, responses=s.responses,
         supersedes_revision=event.revision - 1 if event.disposition == "amended" else None,
         parameters=parameters, fhir_observation=derived_observation(s, instrument, scored),

@@ -47,5 +47,17 @@ class Series(Base):
     sessions: Mapped[int] = mapped_column(Integer)
 
 
+class AutoEpisode(Base):
+    """An episode the gap rule made for a client's submissions that named none (services/scoring/episodes.py)."""
+
+    __tablename__ = "scoring_auto_episodes"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    episode_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    first_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 inbox = inbox_table("scoring")
 outbox = outbox_table("scoring")

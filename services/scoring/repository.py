@@ -8,15 +8,19 @@ from typing import cast
 from sqlalchemy import Table, bindparam, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.scoring.models import Series, StoredScore
+from services.scoring.episodes import Span
+from services.scoring.models import AutoEpisode, Series, StoredScore
 from services.scoring.series import Point, Summary
 from shared.contracts.score import ScoreComputed
+from shared.db.engine import is_postgres
 from shared.db.upsert import insert_ignoring_conflicts
 
 SeriesKey = tuple[str, str, str, str]  # tenant, client, episode, instrument
 
 scores = cast(Table, StoredScore.__table__)
 series = cast(Table, Series.__table__)
+auto_episodes = cast(Table, AutoEpisode.__table__)
+ClientKey = tuple[str, str]  # tenant, client
 
 
 async def load_summaries(session: AsyncSession, keys: Sequence[SeriesKey]) -> dict[SeriesKey, Summary]:
@@ -116,3 +120,55 @@ def _key_dict(row: dict[str, object]) -> dict[str, object]:
 def _values(row: dict[str, object]) -> dict[str, object]:
     names = ("baseline_total", "baseline_at", "latest_submission", "latest_total", "latest_at", "sessions")
     return {n: row[n] for n in names}
+
+
+async def placed_episodes(session: AsyncSession, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The episode each already-scored submission (tenant, submission id) was placed in."""
+    if not keys:
+        return {}
+    rows = await session.execute(select(scores.c.tenant, scores.c.submission_id, scores.c.episode_id).where(
+        tuple_(scores.c.tenant, scores.c.submission_id).in_(list(set(keys)))))
+    return {(r.tenant, r.submission_id): r.episode_id for r in rows}
+
+
+async def load_spans(session: AsyncSession, clients: Sequence[ClientKey]) -> dict[ClientKey, list[Span]]:
+    """The gap rule's episodes of each client; locked on PostgreSQL (in key order) until the batch commits."""
+    wanted = sorted(set(clients))
+    found: dict[ClientKey, list[Span]] = {c: [] for c in wanted}
+    if not wanted:
+        return found
+    query = select(auto_episodes).where(tuple_(auto_episodes.c.tenant, auto_episodes.c.client_id).in_(wanted))
+    if is_postgres(session):
+        query = query.order_by(auto_episodes.c.tenant, auto_episodes.c.client_id,
+                               auto_episodes.c.episode_id).with_for_update()
+    for r in await session.execute(query):
+        found[(r.tenant, r.client_id)].append(Span(r.episode_id, r.first_at, r.last_at))
+    return found
+
+
+async def save_spans(session: AsyncSession, before: dict[ClientKey, list[Span]],
+                     after: dict[ClientKey, list[Span]]) -> None:
+    """Insert the new episodes, update the widened ones (a concurrent insert fails the batch, which retries)."""
+    fresh, widened = [], []
+    for client, spans in after.items():
+        known = {s.episode_id: s for s in before.get(client, [])}
+        for span in spans:
+            row = {"tenant": client[0], "client_id": client[1], "episode_id": span.episode_id,
+                   "first_at": span.first_at, "last_at": span.last_at}
+            if span.episode_id not in known:
+                fresh.append(row)
+            elif known[span.episode_id] != span:
+                widened.append({f"k_{k}": row[k] for k in ("tenant", "client_id", "episode_id")} | row)
+    if fresh:
+        await session.execute(auto_episodes.insert(), fresh)
+    if widened:
+        await session.execute(
+            update(auto_episodes)
+            .where(auto_episodes.c.tenant == bindparam("k_tenant"),
+                   auto_episodes.c.client_id == bindparam("k_client_id"),
+                   auto_episodes.c.episode_id == bindparam("k_episode_id"))
+            .values(first_at=bindparam("first_at"), last_at=bindparam("last_at"))
+            .execution_options(synchronize_session=False),
+            [{k: v for k, v in row.items() if not k.startswith(("tenant", "client_id", "episode_id"))}
+             for row in widened],
+        )

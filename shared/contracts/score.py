@@ -72,6 +72,9 @@ class ScoreComputed(BaseModel):
     revision: int = Field(ge=1)
     client_id: PseudonymousId
     episode_id: PseudonymousId
+    episode_by: Literal["source", "gap_rule"] = Field(
+        default="source", description="gap_rule: the submission named no episode; a new one starts after a gap "
+                                      "(RAPPORT_EPISODE_GAP_DAYS) in the client's administrations")
     clinician_id: SubjectToken | None = None
     administered_at: AwareDatetime
     session_number: int | None = None

@@ -123,6 +123,30 @@ async def test_a_resubmission_changes_nothing_and_a_correction_supersedes_the_sc
         assert (amended["revision"], amended["supersedes_revision"], amended["score"]["total"]) == (2, 1, 16)
 
 
+async def test_a_client_back_after_a_long_break_starts_a_new_episode_when_the_source_names_none(
+    database_url: str, fresh_stream: str, tenant: str
+) -> None:
+    """No episode ids: weekly PHQ-9s make one episode; 120 days later (gap 90) a new episode starts with
+    its own baseline; a correction of the first session stays in the first episode."""
+    def unnamed(sid: str, total: int, day: int, **extra: Any) -> bytes:
+        body = json.loads(phq9(sid, [min(3, max(0, total - 3 * n)) for n in range(8)] + [0], day=day, **extra))
+        del body["episode_id"]
+        return json.dumps(body).encode()
+
+    async with running(SERVICES, settings_for(database_url), fresh_stream), watching(fresh_stream, tenant) as watch:
+        first = await answered(watch, unnamed("gap-1", 15, 0))
+        second = await answered(watch, unnamed("gap-2", 12, 7))
+        back = await answered(watch, unnamed("gap-3", 18, 127))
+        corrected = await answered(watch, unnamed("gap-1", 16, 0, amends=True))
+    episodes = [(j.scores[sid]["episode_id"], j.scores[sid]["episode_by"])
+                for j, sid in ((first, "gap-1"), (second, "gap-2"), (back, "gap-3"), (corrected, "gap-1"))]
+    assert episodes == [("auto-2026-03-02", "gap_rule")] * 2 + [("auto-2026-07-07", "gap_rule"),
+                                                                ("auto-2026-03-02", "gap_rule")]
+    assert second.scores["gap-2"]["change"]["baseline_total"] == 15
+    assert back.scores["gap-3"]["change"] is None  # the new episode's baseline
+    assert corrected.scores["gap-1"]["revision"] == 2
+
+
 async def test_an_srs_falling_from_38_to_31_raises_a_rupture_that_resolves_as_repaired_at_37(
     database_url: str, fresh_stream: str, tenant: str
 ) -> None:
