@@ -137,6 +137,22 @@ def demo(
 
 
 @app.command()
+def evaluate(
+    clients: Annotated[int, typer.Option(help="synthetic clients evaluated, session by session")] = 60,
+    sessions: int = 10, seed: int = 7,
+    history_clients: Annotated[int, typer.Option(help="earlier clients the trajectories are fitted on")] = 240,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Each alert rule's precision, recall and lead time against a seeded cohort with planted truth."""
+    from rapport.evaluate import describe, run_evaluation
+
+    report = run_evaluation(_settings(data_dir) if data_dir else None, clients=clients, sessions=sessions, seed=seed,
+                            history_clients=history_clients)
+    typer.echo(json.dumps(report, indent=2) if as_json else describe(report))
+
+
+@app.command()
 def bench(
     count: Annotated[int, typer.Option("--count", "-n", help="submissions to send")] = 2000,
     rate: Annotated[float, typer.Option(help="submissions per second; 0 = flat out")] = 0.0,

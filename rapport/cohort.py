@@ -77,15 +77,16 @@ def srs_totals(storyline: str, sessions: int, rupture_at: int, rng: random.Rando
     return totals
 
 
-def build_cohort(tenant: str, clients: int, sessions: int, seed: int) -> Cohort:
+def build_cohort(tenant: str, clients: int, sessions: int, seed: int, *, first: int = 1) -> Cohort:
+    """`clients` clients numbered from `first`, storylines in turn."""
     rng = random.Random(seed)
     cohort = Cohort(tenant=tenant)
     rupture_at = max(3, sessions // 2)
     for n in range(clients):
         storyline = STORYLINES[n % len(STORYLINES)]
-        client = f"client-{n + 1:04d}"
+        client = f"client-{n + first:04d}"
         clinician = f"clinician-{n % 3 + 1:02d}"
-        episode = f"episode-{n + 1:04d}-1"
+        episode = f"episode-{n + first:04d}-1"
         cohort.storylines[client] = storyline
         phq = phq9_totals(storyline, sessions, rng)
         srs = srs_totals(storyline, sessions, rupture_at, rng)

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from rapport.cohort import Cohort, build_cohort
-from rapport.evaluate import score_rules
+from rapport.evaluate import alert_latencies_ms, score_rules
 from rapport.journeys import Journeys
 from rapport.stack import Stack
 from shared.settings import Settings
@@ -95,14 +95,13 @@ def _summary(report: dict[str, object]) -> str:
     if journeys.notifications:
         example = journeys.notifications[0]["data"]
         lines.append(f"    e.g. {example['headline']} - {example['evidence']}")
-    alerted = sorted(j.latency * 1000 for j in journeys.by_message.values()
-                     if j.latency is not None and any(e["data"]["transition"] == "raised" for e in j.alerts))
+    alerted = alert_latencies_ms(journeys.by_message.values())
     if alerted:
         lines.append(f"  time from a triggering submission to its alert: median {alerted[len(alerted) // 2]:.0f} ms, "
                      f"max {alerted[-1]:.0f} ms (the cohort is sent all at once)")
     lines.append("  rules against the planted storylines (precision / recall)")
     for rule, figures in score_rules(cohort, journeys.alert_events).items():
-        lines.append(f"    {rule:<24} {figures['precision']:.2f} / {figures['recall']:.2f}")
+        lines.append(f"    {rule:<24} {figures.precision:.2f} / {figures.recall:.2f}")
     if not report["complete"]:
         lines.append("  NOT COMPLETE: some submissions got no final answer within 60s")
     return "\n".join(lines)

@@ -22,6 +22,7 @@ class CriticalItems:
         described = ", ".join(f"item {f.item} = {points(f.value)} ({f.label})" for f in found)
         summary = f"Risk item endorsed on {name}: {described}"
         values = {
+            "session": context.session,
             "items": {str(f.item): f.value for f in found},
             "thresholds": {str(f.item): f.threshold for f in found},
             "first_submission": before.sessions == 0 or None,
