@@ -117,3 +117,25 @@ def test_submissions_in_flight_at_sigterm_are_all_evaluated_after_a_restart(tmp_
     with rapport_up(data) as (_process, endpoints):
         seen = asyncio.run(_evaluated(str(endpoints["broker_url"]), "clinic-b", 300))
     assert seen == {f"restart-{n:04d}" for n in range(300)}
+
+
+def test_evaluate_scores_every_rule_against_the_planted_cohort(tmp_path: Path) -> None:
+    """`rapport evaluate` as a user runs it, small: the planted risk items, ruptures, deteriorations and
+    stalls are all found, and the expected-trajectory rule is fitted and scored."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAPPORT_BROKER_URL", "RAPPORT_DATABASE_URL")}
+    done = subprocess.run(
+        [sys.executable, "-m", "rapport.cli", "evaluate", "--clients", "12", "--history-clients", "120", "--json",
+         "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads(done.stdout[done.stdout.index("\n{") + 1:])
+    rules = report["rules"]
+    assert set(rules) == {"critical_item", "alliance_rupture", "reliable_deterioration", "not_on_track",
+                          "expected_trajectory"}
+    for rule in ("critical_item", "alliance_rupture", "reliable_deterioration", "not_on_track"):
+        assert (rules[rule]["planted"], rules[rule]["recall"], rules[rule]["precision"]) == (
+            rules[rule]["flagged"], 1.0, 1.0), rule
+    [phq9] = report["fits"]
+    assert phq9["instrument"] == "phq9" and phq9["episodes"] == 120 and phq9["cells"] > 0
+    assert rules["expected_trajectory"]["kind"] == "not_on_track" and report["alert_latency_ms"]["count"] > 0
