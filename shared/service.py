@@ -23,7 +23,7 @@ from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.contracts.envelope import CloudEvent
-from shared.db.delivery import INBOX_RETENTION, forget_old_inbox
+from shared.db.delivery import INBOX_RETENTION, PublishedRows, forget_old_inbox
 from shared.db.engine import create_engine, session_factory
 from shared.messaging.broker import batch_pull, consumer_config, make_broker, rapport_stream
 from shared.messaging.consumer import BatchConsumer, Work, utcnow
@@ -70,9 +70,10 @@ class ServiceRuntime:
         self.publisher = EventPublisher(
             self.broker, service=self.name, timeout=self.settings.publish_timeout_seconds
         )
+        self.published = PublishedRows()  # shared by this process's consumers and relay: one outbox
         self.relay = OutboxRelay(
             service=self.name, sessions=self.sessions, outbox=self.outbox, publisher=self.publisher,
-            clock=self.clock,
+            published=self.published, clock=self.clock,
         )
         self.inbox_pruning = Periodic(f"{self.name}-inbox-pruning", 3600, self.prune_inbox)
 
@@ -83,7 +84,8 @@ class ServiceRuntime:
     def consumer(self, subject: str, work: Work) -> BatchConsumer:
         return BatchConsumer(
             service=self.name, subject_pattern=subject, sessions=self.sessions, inbox=self.inbox,
-            outbox=self.outbox, work=work, publisher=self.publisher, settings=self.settings, clock=self.clock,
+            outbox=self.outbox, work=work, publisher=self.publisher, published=self.published,
+            settings=self.settings, clock=self.clock,
         )
 
     def subscribe(self, subject: str, durable: str, work: Work, *, description: str) -> BatchConsumer:

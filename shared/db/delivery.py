@@ -2,16 +2,18 @@
 
 Inbox: one row per inbound message id, written in the same transaction as the work it caused, so a
 redelivered message is recognised and does nothing twice. Outbox: the events a transaction wants
-published, written in that same transaction; a row is deleted once the broker has acknowledged it.
+published, written in that same transaction; a row is deleted once the broker has acknowledged it
+(in the next transaction that touches the outbox: `PublishedRows`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Column, Index, LargeBinary, String, Table, delete, select
+from sqlalchemy import Column, Index, LargeBinary, String, Table, any_, bindparam, delete, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.base import Base, UtcDateTime
@@ -85,8 +87,33 @@ async def claim_unpublished(session: AsyncSession, outbox: Table, older_than: da
 
 
 async def forget_published(session: AsyncSession, outbox: Table, event_ids: Sequence[str]) -> None:
-    if event_ids:
+    if not event_ids:
+        return
+    if is_postgres(session):  # one statement shape whatever the count: prepared once per connection
+        ids = bindparam("ids", type_=postgresql.ARRAY(String))
+        await session.execute(delete(outbox).where(outbox.c.event_id == any_(ids)), {"ids": list(event_ids)})
+    else:
         await session.execute(delete(outbox).where(outbox.c.event_id.in_(list(event_ids))))
+
+
+@dataclass
+class PublishedRows:
+    """Ids of outbox rows already published, deleted by the next transaction that touches the outbox
+    (the next batch's, or the relay's before it looks for leftovers), so that a publish costs no
+    transaction of its own. Lost in a crash: the relay then republishes those rows, and the stream's
+    duplicate window and the consumers' inboxes absorb the repeat."""
+
+    _ids: list[str] = field(default_factory=list)
+
+    def add(self, event_ids: Sequence[str]) -> None:
+        self._ids.extend(event_ids)
+
+    def take(self) -> list[str]:
+        taken, self._ids = self._ids, []
+        return taken
+
+    def give_back(self, event_ids: Sequence[str]) -> None:
+        self._ids[:0] = event_ids
 
 
 async def forget_old_inbox(session: AsyncSession, inbox: Table, before: datetime) -> None:

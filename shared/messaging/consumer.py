@@ -5,8 +5,9 @@ For each batch the consumer
    redelivered message does nothing twice (idempotent consumer);
 2. lets the service's work function turn the fresh messages into stored rows and outgoing events;
 3. writes those events to the outbox in the same transaction and commits;
-4. publishes them (fast path) and deletes their outbox rows; what fails to publish stays in the
-   outbox for the relay, so a crash between commit and publish loses nothing;
+4. publishes them (fast path); their outbox rows are deleted by the next batch's transaction (or
+   the relay's), what fails to publish stays in the outbox for the relay, so a crash between
+   commit and publish loses nothing;
 5. acks the messages.
 
 A failure of the whole batch is retried message by message, so one poison message cannot hold the
@@ -27,7 +28,7 @@ from nats.aio.msg import Msg
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.db.delivery import Outgoing, add_to_outbox, forget_published, remember_new
+from shared.db.delivery import Outgoing, PublishedRows, add_to_outbox, forget_published, remember_new
 from shared.messaging.publish import EventPublisher
 from shared.messaging.retry import DeadLetter, Retry, plan_retry
 from shared.messaging.subjects import dead_letter, tenant_of
@@ -89,6 +90,7 @@ class BatchConsumer:
         outbox: Table,
         work: Work,
         publisher: EventPublisher,
+        published: PublishedRows,
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -99,6 +101,7 @@ class BatchConsumer:
         self._outbox = outbox
         self._work = work
         self._publisher = publisher
+        self._published = published
         self._settings = settings
         self._clock = clock
 
@@ -128,13 +131,19 @@ class BatchConsumer:
 
     async def _transaction(self, messages: Sequence[Inbound]) -> list[Outgoing]:
         now = self._clock()
-        async with self._sessions() as session, session.begin():
-            fresh_ids = await remember_new(session, self._inbox, [m.message_id for m in messages], now)
-            fresh = [m for m in messages if m.message_id in fresh_ids]
-            if skipped := len(messages) - len(fresh):
-                duplicates_ignored.labels(self.service).inc(skipped)
-            events = await self._work(session, fresh, now) if fresh else []
-            await add_to_outbox(session, self._outbox, events, now)
+        earlier = self._published.take()
+        try:
+            async with self._sessions() as session, session.begin():
+                fresh_ids = await remember_new(session, self._inbox, [m.message_id for m in messages], now)
+                fresh = [m for m in messages if m.message_id in fresh_ids]
+                if skipped := len(messages) - len(fresh):
+                    duplicates_ignored.labels(self.service).inc(skipped)
+                events = await self._work(session, fresh, now) if fresh else []
+                await add_to_outbox(session, self._outbox, events, now)
+                await forget_published(session, self._outbox, earlier)
+        except BaseException:
+            self._published.give_back(earlier)
+            raise
         return events
 
     async def _publish_committed(self, events: Sequence[Outgoing]) -> None:
@@ -143,13 +152,7 @@ class BatchConsumer:
         published = await self._publisher.publish_all(events)
         if len(published) < len(events):
             log.warning("%d events left in the outbox for the relay", len(events) - len(published))
-        if published:
-            try:
-                async with self._sessions() as session, session.begin():
-                    await forget_published(session, self._outbox, published)
-            except Exception:
-                # Harmless: the relay republishes them and the Nats-Msg-Id dedup absorbs the repeat.
-                log.warning("could not clear published outbox rows", exc_info=True)
+        self._published.add(published)
 
     async def _fail(self, message: Inbound, error: Exception) -> None:
         plan = plan_retry(

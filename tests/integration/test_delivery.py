@@ -203,6 +203,24 @@ async def test_a_crash_between_commit_and_publish_loses_nothing(
         assert await runtime.relay.relay_once() == 0
 
 
+async def test_published_rows_are_cleared_by_the_next_batch_or_the_relay_and_never_republished(
+    database_url: str, fresh_stream: str, tenant: str
+) -> None:
+    work = Echo()
+    async with echo_service(database_url, fresh_stream, work) as runtime, \
+            listening(fresh_stream, f"rapport.{tenant}.echo.done") as (listener, _client):
+        consumer = runtime.consumer(subjects.INBOUND_SUBMISSIONS, work)
+        await consumer.handle([Inbound("p-1", subjects.submissions_in(tenant), tenant, b"{}", 1)])
+        await listener.wait_for(1)
+        assert await count_rows(runtime, outbox) == 1, "published; its row goes with the next transaction"
+        await consumer.handle([Inbound("p-2", subjects.submissions_in(tenant), tenant, b"{}", 1)])
+        await listener.wait_for(2)
+        assert await count_rows(runtime, outbox) == 1, "the first row went with the second batch"
+        assert await runtime.relay.relay_once(grace=datetime.resolution * 0) == 0, "nothing republished"
+        assert await count_rows(runtime, outbox) == 0
+        assert len(listener.messages) == 2
+
+
 @pytest.mark.postgres
 async def test_postgres_down_then_back_the_message_is_processed_once(
     postgres_databases: object, fresh_stream: str, tenant: str
