@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from rapport.stack import Stack, read_endpoints
 from shared.settings import Settings
 
 CONCURRENCY = 256
+IDLE_SECONDS = 2.0
 
 
 def _submission(run: str, episode: int, session: int) -> bytes:
@@ -51,6 +53,19 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of a process so far, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(pids: dict[str, int]) -> dict[str, float]:
+    return {name: seconds for name, pid in pids.items() if (seconds := cpu_seconds(pid)) is not None}
+
+
 async def _publish_all(journeys: Journeys, bodies: list[bytes], rate: float) -> list[Journey]:
     sent: list[Journey] = []
     if rate > 0:
@@ -78,6 +93,9 @@ async def _drive(broker_url: str, tenant: str, count: int, rate: float, history:
             await asyncio.wait_for(asyncio.gather(*(j.done.wait() for j in done)), 600)
         bodies = [_submission(run, n % episodes, history + n // episodes) for n in range(count)]
         memory: dict[str, float] = {}
+        idle_from = _cpu(pids)
+        await asyncio.sleep(IDLE_SECONDS)  # what the services burn with nothing to do
+        idle_to = before = _cpu(pids)
         started = time.perf_counter()
         sent = await _publish_all(journeys, bodies, rate)
         published = time.perf_counter()
@@ -86,6 +104,7 @@ async def _drive(broker_url: str, tenant: str, count: int, rate: float, history:
         for name, pid in pids.items():
             if (mb := rss_mb(pid)) is not None:
                 memory[name] = round(mb, 1)
+        after = _cpu(pids)
         finished = [j for j in sent if j.latency is not None]
         latencies = [j.latency for j in finished if j.latency is not None]
         last = max((j.finished for j in finished if j.finished), default=published)
@@ -102,6 +121,10 @@ async def _drive(broker_url: str, tenant: str, count: int, rate: float, history:
                 "mean": round(statistics.fmean(latencies) * 1000, 1) if latencies else None,
             },
             "rss_mb": memory,
+            "cpu_ms_per_submission": {n: round((after[n] - before[n]) * 1000 / max(1, len(finished)), 2)
+                                      for n in after if n in before},
+            "idle_cpu_percent": {n: round((idle_to[n] - idle_from[n]) * 100 / IDLE_SECONDS, 1)
+                                 for n in idle_to if n in idle_from},
         }
     finally:
         await journeys.close()
@@ -125,6 +148,8 @@ def run_bench(settings: Settings, *, count: int, rate: float, tenant: str, histo
         f"{result['episodes']} episodes, {history} earlier sessions each) in {result['seconds']}s: "
         f"{result['throughput_per_s']}/s\n"
         f"latency publish -> evaluation.completed: p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms\n"
-        f"resident memory (MB): {result['rss_mb'] or 'not available'}"
+        f"resident memory (MB): {result['rss_mb'] or 'not available'}\n"
+        f"CPU per submission (ms): {result['cpu_ms_per_submission'] or 'not available'}; "
+        f"idle CPU (% of a core, {IDLE_SECONDS:g}s before the run): {result['idle_cpu_percent'] or 'not available'}"
     )
     return result
