@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 from shared.settings import Settings
@@ -17,6 +18,8 @@ def write_asyncapi(out_dir: Path) -> list[Path]:
     for name in SERVICES:
         _runtime, asgi = importlib.import_module(f"services.{name}.app").build(settings, "nats://127.0.0.1:4222")
         path = out_dir / f"{name}.json"
-        path.write_text(asgi.schema.to_specification().to_json())
+        # keys sorted: FastStream's order varies between runs, and the files are reviewed as diffs
+        document = json.loads(asgi.schema.to_specification().to_json())
+        path.write_text(json.dumps(document, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
         written.append(path)
     return written

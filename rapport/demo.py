@@ -101,7 +101,11 @@ def _summary(report: dict[str, object]) -> str:
                      f"max {alerted[-1]:.0f} ms (the cohort is sent all at once)")
     lines.append("  rules against the planted storylines (precision / recall)")
     for rule, figures in score_rules(cohort, journeys.alert_events).items():
-        lines.append(f"    {rule:<24} {figures.precision:.2f} / {figures.recall:.2f}")
+        if rule == "expected_trajectory" and not figures.flagged:
+            lines.append(f"    {rule:<24} no fit in the demo: `rapport evaluate` fits one and scores it")
+            continue
+        precision = "-" if figures.precision is None else f"{figures.precision:.2f}"
+        lines.append(f"    {rule:<24} {precision} / {figures.recall:.2f}")
     if not report["complete"]:
         lines.append("  NOT COMPLETE: some submissions got no final answer within 60s")
     return "\n".join(lines)

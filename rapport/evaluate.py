@@ -47,7 +47,7 @@ class RuleFigures:
     kind: str
     planted: int
     flagged: int
-    precision: float
+    precision: float | None  # None: the rule flagged nobody
     recall: float
     median_lead_sessions: float | None
 
@@ -74,7 +74,7 @@ def score_rules(cohort: Cohort, alert_events: list[dict[str, Any]]) -> dict[str,
         leads = [truth[c] - flagged[c] for c in hits]
         figures[rule] = RuleFigures(
             rule=rule, kind=kind, planted=len(truth), flagged=len(flagged),
-            precision=len(hits) / len(flagged) if flagged else 1.0,
+            precision=len(hits) / len(flagged) if flagged else None,
             recall=len(hits) / len(truth) if truth else 1.0,
             median_lead_sessions=statistics.median(leads) if leads else None,
         )
@@ -151,8 +151,9 @@ def describe(report: dict[str, Any]) -> str:
                  f"{'lead (sessions)':>15}")
     for f in report["rules"].values():
         lead = "-" if f["median_lead_sessions"] is None else f"{f['median_lead_sessions']:+g}"
+        precision = "-" if f["precision"] is None else f"{f['precision']:.2f}"
         lines.append(f"  {f['rule']:<24} {f['kind']:<24} {f['planted']:>7} {f['flagged']:>7} "
-                     f"{f['precision']:>9.2f} {f['recall']:>6.2f} {lead:>15}")
+                     f"{precision:>9} {f['recall']:>6.2f} {lead:>15}")
     latency = report["alert_latency_ms"]
     if latency:
         lines.append(f"  time from a triggering submission to its alert: p50 {latency['p50']:g} ms, "
