@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from test_alert_rules import NOW, RULES, Episode, phq9, phq9_series
 
 from services.alerts.rules import AlertKey, evaluate
@@ -114,3 +117,23 @@ def test_the_checkpoint_finding_stands_when_the_trajectory_says_within_range() -
     [alert] = opened.values()
     assert alert.kind == "not_on_track" and alert.status == "open"
     assert [e.rule_id for e in alert.evidence] == ["not_on_track"]
+
+
+@given(st.lists(st.lists(st.integers(min_value=0, max_value=27), min_size=1, max_size=8), min_size=0, max_size=60),
+       st.integers(min_value=1, max_value=10), st.randoms())
+def test_a_fit_does_not_depend_on_episode_order_and_its_cells_hold_their_scores(
+    totals: list[list[int]], min_episodes: int, rng: random.Random
+) -> None:
+    series = [[(session, float(t)) for session, t in enumerate(episode, start=1)] for episode in totals]
+    fitted = phq9_fit(series, min_episodes=min_episodes)
+    shuffled = list(series)
+    rng.shuffle(shuffled)
+    assert phq9_fit(shuffled, min_episodes=min_episodes) == fitted
+    assert fitted.episodes == sum(1 for episode in series if len(episode) >= 2)
+    for cell in fitted.cells:
+        band = next(b for b in reversed(PHQ9_BANDS) if b.label == cell.band)
+        upper = next((b.min for b in PHQ9_BANDS if b.min > band.min), 28)
+        scores = [ep[cell.session - 1][1] for ep in series
+                  if len(ep) >= cell.session and band.min <= ep[0][1] < upper]
+        assert cell.episodes == len(scores) >= min_episodes
+        assert min(scores) <= cell.boundary <= max(scores) and min(scores) <= cell.expected <= max(scores)
