@@ -5,7 +5,7 @@ order, so the result is never empty. Accepted forms:
 1. a CloudEvent (a JSON object with `specversion`) wrapping any form below in `data` (a JSON object,
    a JSON string, or `data_base64`); a `tenant` extension naming another tenant is `tenant_mismatch`;
 2. a FHIR R4 resource (`resourceType`): QuestionnaireResponse, a Bundle of them, or an Observation
-   carrying an instrument's LOINC total-score code (a total-only submission), see fhir.py;
+   carrying an instrument's LOINC total-score code (a total-only submission), see fhir/;
 3. the native JSON submission, see native.py.
 The body must be UTF-8 JSON (a byte-order mark is tolerated); anything else is one `invalid_json`
 rejection with the line and column, never an echo of the payload. NaN and Infinity are refused.

@@ -1,0 +1,123 @@
+"""A total-score Observation: a total-only submission (`item_level` False)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from services.ingest.normalise.fhir.context import Bundled, Context, Invalid, _objects, _submission, read_status
+from services.ingest.normalise.fhir.references import PRACTITIONER, _episode, _reference_id, _subject
+from services.ingest.normalise.fhir.response import _response_id, _submission_id, _temporary_id
+from services.ingest.normalise.outcome import Draft
+from services.ingest.normalise.reading import finite_number, read_instant
+from shared.contracts.problems import Problem
+from shared.contracts.tenancy import ID_PATTERN
+from shared.instruments import Instrument
+
+FINAL_OBSERVATION = ("final", "amended", "corrected")
+
+
+def _relative(reference: str) -> str:
+    """`https://ehr.example/fhir/QuestionnaireResponse/1/_history/2` -> `QuestionnaireResponse/1`."""
+    parts = reference.split("/")
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    return "/".join(parts[-2:])
+
+
+def _observation_instrument(resource: dict[str, Any], context: Context,
+                            problems: list[Problem]) -> Instrument | None:
+    code = resource.get("code")
+    codings = _objects(code.get("coding")) if isinstance(code, dict) else []
+    for coding in codings:
+        if isinstance(coding.get("code"), str) and (found := context.registry.by_total_code(coding["code"])):
+            return found
+    known = ", ".join(f"{i.coding.loinc_total} ({i.id})" for i in context.registry if i.coding.loinc_total)
+    problems.append(Problem(
+        field="code.coding", code="unknown_instrument" if codings else "missing_field",
+        message="the Observation's code is not a known instrument total score" if codings
+        else "the Observation has no code.coding", expected=f"a LOINC total-score code: {known}"))
+    return None
+
+
+def _observed_at(resource: dict[str, Any]) -> Any:
+    period = resource.get("effectivePeriod")
+    for path, value in (("effectiveDateTime", resource.get("effectiveDateTime")),
+                        ("effectiveInstant", resource.get("effectiveInstant")),
+                        ("effectivePeriod.start", period.get("start") if isinstance(period, dict) else None),
+                        ("issued", resource.get("issued"))):
+        if value is not None:
+            return read_instant(value, path)
+    return read_instant(None, "effectiveDateTime")
+
+
+def _observation_value(resource: dict[str, Any], problems: list[Problem]) -> float | None:
+    for key, path in (("valueQuantity", "valueQuantity.value"), ("valueInteger", "valueInteger")):
+        if key in resource:
+            raw = resource[key]
+            value = finite_number(raw.get("value") if isinstance(raw, dict) else raw)
+            if value is None:
+                problems.append(Problem(field=path, code="invalid_fhir", message=f"{path} is not a number",
+                                        expected="the total as a JSON number"))
+            return value
+    problems.append(Problem(field="valueQuantity", code="missing_field", message="the Observation has no value",
+                            expected="the total in valueQuantity.value or valueInteger"))
+    return None
+
+
+def _observation_id(resource: dict[str, Any], bundle: Bundled, full_url: str | None) -> str | None:
+    scratch: list[Problem] = []
+    client = _reference_id(resource.get("subject"), "subject", ("Patient",), scratch, bundle) \
+        if resource.get("subject") is not None else None
+    ident = _submission_id(resource, scratch, full_url)
+    if client is None or ident is None:
+        return _response_id(resource, full_url)
+    # Observation ids repeat across patients in real feeds: the submission id includes the patient.
+    submission_id = f"obs:{client}:{ident}"
+    if not ID_PATTERN.fullmatch(submission_id):
+        submission_id = "obs:" + hashlib.sha256(f"{client}\x00{ident}".encode()).hexdigest()[:40]
+    return submission_id
+
+
+def _observation(resource: dict[str, Any], context: Context, full_url: str | None) -> Draft:
+    problems: list[Problem] = []
+    instrument = _observation_instrument(resource, context, problems)
+    status = read_status(resource, FINAL_OBSERVATION, problems)
+    value = _observation_value(resource, problems)
+    client = _subject(resource, problems, context.full_urls)
+    _submission_id(resource, problems, full_url)
+    observed = _observed_at(resource)
+    if isinstance(observed, Problem):
+        problems.append(observed)
+    clinician = None
+    for n, performer in enumerate(_objects(resource.get("performer"))):
+        reference = performer.get("reference")
+        bundled = context.full_urls.get(reference.strip()) if isinstance(reference, str) else None
+        if isinstance(reference, str) and (re.search(r"(?:^|/)(Practitioner|PractitionerRole)/", reference)
+                                           or (bundled is not None and bundled.get("resourceType") in PRACTITIONER)):
+            clinician = _reference_id(performer, f"performer[{n}]", PRACTITIONER, problems, context.full_urls,
+                                      token=True)
+            break
+    for n, source in enumerate(_objects(resource.get("derivedFrom"))):
+        reference = source.get("reference")
+        if isinstance(reference, str) and (reference in context.bundled_responses
+                                           or _relative(reference) in context.bundled_responses):
+            problems.append(Problem(
+                field=f"derivedFrom[{n}]", code="derived_from_response",
+                message="this total is derived from a QuestionnaireResponse in the same Bundle, which is scored "
+                        "from its items; scoring both would count the administration twice",
+                expected="the QuestionnaireResponse alone, or this Observation without it"))
+    episode = _episode(resource, problems, context.full_urls)
+    if problems or isinstance(observed, Problem):
+        raise Invalid(problems, instrument)
+    submission_id = _observation_id(resource, context.full_urls, full_url)
+    assert instrument is not None and client is not None and value is not None and submission_id is not None
+    submission = _submission(
+        instrument, tenant=context.tenant, submission_id=submission_id, client_id=client,
+        episode_id=episode, clinician_id=clinician, administered_at=observed, reported_total=value,
+        item_level=False, amends=status in ("amended", "corrected"), source_format="fhir-observation",
+        warnings=_temporary_id(resource, full_url),
+    )
+    return Draft(submission)
+

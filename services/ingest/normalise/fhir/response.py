@@ -1,0 +1,171 @@
+"""A QuestionnaireResponse: its submission id (shared with the Observation), header and instrument."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from services.ingest.normalise.fhir.answers import _option_weights, _Responses
+from services.ingest.normalise.fhir.context import LOINC_CODE, Context, Invalid, _objects, _submission, read_status
+from services.ingest.normalise.fhir.references import _clinician, _episode, _subject
+from services.ingest.normalise.outcome import Draft
+from services.ingest.normalise.reading import check_id, read_instant, readable_id, shown
+from shared.contracts.problems import Problem
+from shared.instruments import Instrument
+
+FINAL_QR = ("completed", "amended")
+URN_UUID = re.compile(r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+
+
+def _stated_id(resource: dict[str, Any]) -> tuple[Any, str]:
+    """The resource's own id, else its identifier's value (a list in R5 and some R4 senders), and its path."""
+    ident, path = resource.get("id"), "id"
+    if ident is None:
+        identifier, path = resource.get("identifier"), "identifier.value"
+        if isinstance(identifier, list):
+            identifier, path = next(iter(_objects(identifier)), None), "identifier[0].value"
+        ident = identifier.get("value") if isinstance(identifier, dict) else None
+    return ident, path
+
+
+def _entry_urn(resource: dict[str, Any], full_url: str | None) -> str | None:
+    """The Bundle entry's `urn:uuid:` fullUrl, when the resource states no id or identifier of its own (a
+    transaction entry the server is to create). It stands in as the submission id, the whole urn as sent."""
+    if _stated_id(resource)[0] is None and full_url is not None and URN_UUID.fullmatch(full_url):
+        return full_url
+    return None
+
+
+def _temporary_id(resource: dict[str, Any], full_url: str | None) -> list[Problem]:
+    if _entry_urn(resource, full_url) is None:
+        return []
+    return [Problem(
+        field="id", code="temporary_submission_id",
+        message="the resource has no id or identifier, so its Bundle entry's urn:uuid fullUrl is the submission id: "
+                "a resend with the same fullUrl is recognised, one under a new urn:uuid counts as a new submission "
+                "(FHIR makes a urn:uuid fullUrl valid only within its Bundle)",
+        expected="id or identifier.value, unique per tenant")]
+
+
+def _response_id(resource: dict[str, Any], full_url: str | None) -> str | None:
+    return _entry_urn(resource, full_url) or readable_id(_stated_id(resource)[0])
+
+
+def _submission_id(resource: dict[str, Any], problems: list[Problem], full_url: str | None) -> str | None:
+    if (urn := _entry_urn(resource, full_url)) is not None:
+        return urn
+    ident, path = _stated_id(resource)
+    if ident is None:
+        problems.append(Problem(field="id", code="missing_field", message="the resource has no id",
+                                expected="id (or identifier.value), unique per tenant"))
+        return None
+    if not isinstance(ident, str):
+        problems.append(Problem(field=path, code="invalid_fhir", message=f"{path} is not a string"))
+        return None
+    if (problem := check_id(ident, path)) is not None:
+        problems.append(problem)
+        return None
+    return ident
+
+
+def _questionnaire_response(resource: dict[str, Any], context: Context, full_url: str | None) -> Draft:
+    problems: list[Problem] = []
+    submission_id = _submission_id(resource, problems, full_url)
+    status = read_status(resource, FINAL_QR, problems)
+    instrument, definitions = _instrument(resource, context, problems)
+    client = _subject(resource, problems, context.full_urls)
+    clinician = _clinician(resource.get("author"), "author", problems, context.full_urls)
+    authored = read_instant(resource.get("authored"), "authored")
+    if isinstance(authored, Problem):
+        problems.append(authored)
+    episode = _episode(resource, problems, context.full_urls)
+    reading = None
+    if instrument is not None:
+        reading = _Responses(instrument, context.mapping, _option_weights(definitions))
+        reading.walk(resource.get("item"), "item", 0)
+        problems += reading.problems
+    if problems or reading is None or isinstance(authored, Problem):
+        raise Invalid(problems, instrument)
+    assert submission_id is not None and client is not None and instrument is not None
+    submission = _submission(
+        instrument, tenant=context.tenant, submission_id=submission_id, client_id=client,
+        episode_id=episode, clinician_id=clinician, administered_at=authored, responses=reading.responses,
+        amends=status == "amended", source_format="fhir-questionnaire-response",
+        warnings=[*_temporary_id(resource, full_url), *reading.warnings],
+    )
+    return Draft(submission, reading.stated_total)
+
+
+def _instrument(resource: dict[str, Any], context: Context,
+                problems: list[Problem]) -> tuple[Instrument | None, list[dict[str, Any]]]:
+    """The instrument, and the Questionnaire definitions at hand (contained or bundled) for weights."""
+    canonical = resource.get("questionnaire")
+    contained = [c for c in _objects(resource.get("contained")) if c.get("resourceType") == "Questionnaire"]
+    if isinstance(canonical, dict):
+        problems.append(Problem(field="questionnaire", code="not_fhir_r4",
+                                message="questionnaire is a Reference object (FHIR STU3); R4 uses a canonical URL",
+                                expected="a canonical URL string such as http://loinc.org/q/44249-1"))
+        return None, contained
+    if canonical is not None and not isinstance(canonical, str):
+        problems.append(Problem(field="questionnaire", code="invalid_fhir", message="questionnaire is not a string",
+                                expected="a canonical URL string such as http://loinc.org/q/44249-1"))
+        return None, contained
+    keys: list[str] = []
+    definitions = list(contained)
+    if canonical:
+        if canonical.startswith("#"):
+            target = [c for c in contained if c.get("id") == canonical[1:]]
+            definitions = target or contained
+            keys += [k for c in target for k in _definition_keys(c)]
+        else:
+            keys.append(canonical)
+            bundled = context.definitions.get(canonical.split("|", 1)[0])
+            if bundled is not None:
+                definitions.append(bundled)
+                keys += _definition_keys(bundled)
+    meta = resource.get("meta")
+    for tag in _objects(meta.get("tag")) if isinstance(meta, dict) else []:
+        if isinstance(tag.get("code"), str):
+            if isinstance(tag.get("system"), str):
+                keys.append(f"{tag['system']}|{tag['code']}")
+            keys.append(tag["code"])
+    for key in keys:
+        found = _resolve(key, context)
+        if isinstance(found, Problem):
+            problems.append(found)
+            return None, definitions
+        if found is not None:
+            return found, definitions
+    if not canonical and not keys:
+        problems.append(Problem(field="questionnaire", code="missing_field", message="questionnaire is missing",
+                                expected="the Questionnaire's canonical URL, e.g. http://loinc.org/q/44249-1"))
+    else:
+        problems.append(Problem(
+            field="questionnaire", code="unknown_instrument",
+            message=f"the questionnaire {shown(canonical)} is not one Rapport knows",
+            expected="a LOINC panel canonical (e.g. http://loinc.org/q/44249-1), a known canonical, or one "
+                     "in this tenant's questionnaire map"))
+    return None, definitions
+
+
+def _definition_keys(questionnaire: dict[str, Any]) -> list[str]:
+    keys = [questionnaire["url"]] if isinstance(questionnaire.get("url"), str) else []
+    keys += [i["value"] for i in _objects(questionnaire.get("identifier")) if isinstance(i.get("value"), str)]
+    keys += [c["code"] for c in _objects(questionnaire.get("code")) if isinstance(c.get("code"), str)]
+    return keys
+
+
+def _resolve(key: str, context: Context) -> Instrument | Problem | None:
+    bare = key.split("|", 1)[0]
+    mapped = context.mapping.questionnaires.get(key) or context.mapping.questionnaires.get(bare)
+    if mapped is not None:
+        return context.registry.get(mapped) or Problem(
+            field="questionnaire", code="unknown_instrument",
+            message=f"this tenant's questionnaire map names {shown(mapped)}, which is not an instrument Rapport has",
+            expected="one of " + ", ".join(i.id for i in context.registry))
+    found = context.registry.by_questionnaire(bare)
+    last = bare.rstrip("/").rsplit("/", 1)[-1]
+    if found is None and LOINC_CODE.fullmatch(last):
+        found = context.registry.by_questionnaire(last)
+    return found
+
