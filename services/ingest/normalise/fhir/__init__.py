@@ -111,7 +111,7 @@ def normalise_fhir(document: dict[str, Any], tenant: str, registry: Registry,
     results: list[Draft | Rejection] = []
     for n, entry in enumerate(entries):
         resource = entry.get("resource") if isinstance(entry, dict) else None
-        if isinstance(resource, dict) and resource.get("resourceType") in SUPPORTING:
+        if isinstance(resource, dict) and _is_supporting(resource.get("resourceType")):
             continue  # read for references and answer weights; not a submission, so no answer of its own
         if not isinstance(entry, dict):
             results.append(Rejection.of(Problem(field=f"entry[{n}]", code="invalid_fhir",
@@ -137,6 +137,10 @@ def normalise_fhir(document: dict[str, Any], tenant: str, registry: Registry,
 # Bundle entries that support the submissions in it (references, answer weights): answered by none.
 SUPPORTING = frozenset({"Questionnaire", "Patient", "Practitioner", "PractitionerRole", "EpisodeOfCare", "Encounter",
                         "Organization", "RelatedPerson"})
+
+
+def _is_supporting(kind: Any) -> bool:
+    return isinstance(kind, str) and kind in SUPPORTING
 
 
 def _index_bundle(entries: list[Any], context: Context) -> None:
