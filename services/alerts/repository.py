@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.alerts.models import EpisodeRecord, SeenScore, StoredAlert, StoredTrajectoryFit, StoredTransition
@@ -21,6 +20,7 @@ from services.alerts.rules.trajectory import TrajectoryFit
 from shared.contracts.alert import Alert, AlertTransition
 from shared.contracts.score import ScoreComputed
 from shared.db.engine import is_postgres
+from shared.db.upsert import upsert
 
 EpisodeKey = tuple[str, str, str]  # tenant, client, episode
 
@@ -116,16 +116,8 @@ async def remember_scores(session: AsyncSession, scores: Sequence[ScoreComputed]
          "document": s.model_dump(mode="json")}
         for s in latest.values()
     ]
-    dialect = postgresql if is_postgres(session) else sqlite
-    statement = dialect.insert(seen)
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["tenant", "submission_id"],
-            set_={c: statement.excluded[c] for c in ("revision", "administered_at", "episode_id", "document")},
-            where=seen.c.revision <= statement.excluded.revision,
-        ),
-        rows,
-    )
+    newer = upsert(session, seen, ["tenant", "submission_id"], only_if=lambda new: seen.c.revision <= new.revision)
+    await session.execute(newer, rows)
 
 
 async def episode_scores(session: AsyncSession, key: EpisodeKey) -> list[ScoreComputed]:
@@ -144,20 +136,7 @@ async def record(session: AsyncSession, changes: Sequence[AlertTransition], even
     for change in changes:
         latest[change.alert.alert_id] = change.alert
     if latest:
-        existing = set((await session.execute(
-            select(alerts.c.alert_id).where(alerts.c.alert_id.in_(list(latest)))
-        )).scalars())
-        fresh = [_alert_row(a) for a in latest.values() if a.alert_id not in existing]
-        known = [{"k_alert_id": a.alert_id, **_alert_row(a)} for a in latest.values() if a.alert_id in existing]
-        if fresh:
-            await session.execute(alerts.insert(), fresh)
-        if known:
-            columns = [c for c in known[0] if c not in ("k_alert_id", "alert_id")]
-            await session.execute(
-                update(alerts).where(alerts.c.alert_id == bindparam("k_alert_id"))
-                .values({c: bindparam(c) for c in columns}).execution_options(synchronize_session=False),
-                [{k: v for k, v in row.items() if k != "alert_id"} for row in known],
-            )
+        await session.execute(upsert(session, alerts, ["alert_id"]), [_alert_row(a) for a in latest.values()])
     if changes:
         await session.execute(transitions.insert(), [
             {"event_id": event_id, "alert_id": c.alert.alert_id, "tenant": c.alert.tenant,

@@ -1,11 +1,11 @@
-"""`INSERT … ON CONFLICT DO NOTHING` that compiles on both dialects."""
+"""`INSERT … ON CONFLICT` (do nothing, or update) that compiles on both dialects."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import ColumnElement, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,3 +15,16 @@ from shared.db.engine import is_postgres
 def insert_ignoring_conflicts(session: AsyncSession, table: Table, index_elements: Sequence[str]) -> Any:
     dialect = postgresql if is_postgres(session) else sqlite
     return dialect.insert(table).on_conflict_do_nothing(index_elements=list(index_elements))
+
+
+def upsert(session: AsyncSession, table: Table, index_elements: Sequence[str], *,
+           only_if: Callable[[Any], ColumnElement[bool]] | None = None) -> Any:
+    """Insert, or else update every other column from the new row; with `only_if`, only where it
+    holds (it is given the new row, `excluded`, to compare with the stored one)."""
+    dialect = postgresql if is_postgres(session) else sqlite
+    statement = dialect.insert(table)
+    columns = [c.name for c in table.columns if c.name not in index_elements]
+    return statement.on_conflict_do_update(
+        index_elements=list(index_elements), set_={c: statement.excluded[c] for c in columns},
+        where=only_if(statement.excluded) if only_if else None,
+    )
