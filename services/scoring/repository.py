@@ -13,7 +13,7 @@ from services.scoring.models import AutoEpisode, Series, StoredScore
 from services.scoring.series import Point, Summary
 from shared.contracts.score import ScoreComputed
 from shared.db.engine import is_postgres
-from shared.db.upsert import insert_ignoring_conflicts
+from shared.db.upsert import upsert
 
 SeriesKey = tuple[str, str, str, str]  # tenant, client, episode, instrument
 
@@ -58,21 +58,9 @@ async def save(
     """Store scores (a new revision replaces the old) and the series summaries they changed."""
     if computed:
         latest = {(c.tenant, c.submission_id): c for c in computed}  # last revision in the batch wins
-        keys = list(latest)
-        stored = await session.execute(
-            select(scores.c.tenant, scores.c.submission_id).where(
-                tuple_(scores.c.tenant, scores.c.submission_id).in_(keys)
-            )
-        )
-        existing = {(r.tenant, r.submission_id) for r in stored}
-        fresh = [_score_row(c) for k, c in latest.items() if k not in existing]
-        if fresh:
-            await session.execute(insert_ignoring_conflicts(session, scores, ["tenant", "submission_id"]), fresh)
-        for key in existing:
-            row = _score_row(latest[key])
-            await session.execute(
-                update(scores).where(scores.c.tenant == key[0], scores.c.submission_id == key[1]).values(row)
-            )
+        newer = upsert(session, scores, ["tenant", "submission_id"],
+                       only_if=lambda new: scores.c.revision <= new.revision)
+        await session.execute(newer, [_score_row(c) for c in latest.values()])
     new_rows = [_series_row(k, s) for k, s in summaries.items() if k not in known]
     old_rows = [_series_row(k, s) for k, s in summaries.items() if k in known]
     if new_rows:
