@@ -45,6 +45,7 @@ class Scoring:
         summaries = await repository.load_summaries(session, [*keys, *partners])
         known = set(summaries)
         computed: list[ScoreComputed] = []
+        placed: dict[repository.SeriesKey, dict[str, Point]] = {}  # this batch's points, not stored yet
         for event, key in zip(accepted, keys, strict=True):
             instrument = self._instrument(event)
             submission = event.submission
@@ -55,7 +56,9 @@ class Scoring:
             if event.disposition == "new" and follows(summary, point):
                 placement = append(summary, point)
             else:
-                placement = insert(await repository.load_points(session, key), point)
+                stored = {p.submission_id: p for p in await repository.load_points(session, key)}
+                placement = insert(list((stored | placed.get(key, {})).values()), point)
+            placed.setdefault(key, {})[point.submission_id] = point
             summaries[key] = placement.summary
             computed.append(_computed(event, key[2], instrument, scored, placement, _course(key, summaries)))
         changed = set(keys)

@@ -1,0 +1,59 @@
+"""The scoring service's longitudinal record on a real database (SQLite and PostgreSQL): late scores
+placed among the stored ones, several in one batch."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from services.scoring.handlers import Scoring
+from services.scoring.models import Series, StoredScore
+from shared.contracts.submission import Submission, SubmissionAccepted
+from shared.db.engine import create_engine, session_factory
+from shared.instruments import load_registry
+from shared.messaging.consumer import Inbound
+from shared.messaging.publish import cloud_event
+
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+WEEKLY_TOTALS = {1: 20, 2: 18, 3: 16, 4: 14}
+
+
+def accepted(session: int) -> Inbound:
+    total = WEEKLY_TOTALS[session]
+    items = [min(3, max(0, total - 3 * n)) for n in range(8)] + [0]
+    submission = Submission(
+        tenant="clinic-a", submission_id=f"s{session}", instrument="phq9", client_id="client-0001",
+        episode_id="episode-0001", administered_at=T0 + timedelta(days=7 * (session - 1)),
+        responses={n + 1: float(v) for n, v in enumerate(items)},
+    )
+    event = cloud_event(entity="submission", verb="accepted", service="ingest", tenant="clinic-a",
+                        subject="rapport.clinic-a.submission.accepted", about=submission.submission_id,
+                        data=SubmissionAccepted(submission=submission, revision=1, disposition="new",
+                                                inbound_message_id=f"m{session}"))
+    return Inbound(f"m{session}", event.subject, "clinic-a", event.body, 1)
+
+
+async def test_two_late_scores_in_one_batch_are_placed_among_each_other(database_url: str) -> None:
+    """Sessions 1 and 4 arrive first; 2 and 3 come late, together. Session 3's previous score is
+    session 2 (not the stored session 1), and the series counts four sessions from 20 to 14."""
+    engine = create_engine(database_url)
+    sessions = session_factory(engine)
+    scoring = Scoring(load_registry())
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    try:
+        async with sessions() as session, session.begin():
+            await scoring(session, [accepted(1), accepted(4)], now)
+        async with sessions() as session, session.begin():
+            events = await scoring(session, [accepted(2), accepted(3)], now)
+        async with sessions() as session:
+            [summary] = (await session.execute(select(Series.__table__))).all()
+            stored = {r.submission_id: r.document for r in await session.execute(select(StoredScore.__table__))}
+    finally:
+        await engine.dispose()
+    assert len(events) == 2
+    assert (summary.sessions, summary.baseline_total, summary.latest_total, summary.latest_submission) == (
+        4, 20.0, 14.0, "s4")
+    assert stored["s2"]["change"]["previous_total"] == 20.0
+    assert stored["s3"]["change"]["previous_total"] == 18.0
+    assert stored["s3"]["change"]["baseline_total"] == 20.0
