@@ -7,7 +7,8 @@ a new episode with a new baseline, instead of being compared with a score from l
 
 An administration joins the client's episode whose span, widened by the gap on both sides, holds it
 (the latest such episode when several do), and widens that span; else it starts a new episode named
-`auto-<first administration date>`. A late administration may join an episode at either end. An
+`auto-<date of the administration that opened it>` (usually the first; with late or out-of-order
+arrivals, whichever was placed first). A late administration may join an episode at either end. An
 amended submission stays in the episode it was first placed in, and an episode once given is never
 changed, even when a late administration would have bridged two of them."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from sqlalchemy import Table, bindparam, select, tuple_, update
+from sqlalchemy import Table, bindparam, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scoring.episodes import Span
@@ -21,13 +21,21 @@ scores = cast(Table, StoredScore.__table__)
 series = cast(Table, Series.__table__)
 auto_episodes = cast(Table, AutoEpisode.__table__)
 ClientKey = tuple[str, str]  # tenant, client
+CLIENT_LOCKS = text(
+    "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k"
+)
 
 
 async def load_summaries(session: AsyncSession, keys: Sequence[SeriesKey]) -> dict[SeriesKey, Summary]:
+    """The series' summaries; locked on PostgreSQL (in key order) until the batch commits, so two
+    replicas never both append to one series (a new series inserted twice fails one on its key)."""
     if not keys:
         return {}
     cols = (series.c.tenant, series.c.client_id, series.c.episode_id, series.c.instrument)
-    rows = await session.execute(select(series).where(tuple_(*cols).in_(list(set(keys)))))
+    query = select(series).where(tuple_(*cols).in_(sorted(set(keys))))
+    if is_postgres(session):
+        query = query.order_by(*cols).with_for_update()
+    rows = await session.execute(query)
     return {
         (r.tenant, r.client_id, r.episode_id, r.instrument): Summary(
             baseline=Point("", r.baseline_total, r.baseline_at),
@@ -120,15 +128,17 @@ async def placed_episodes(session: AsyncSession, keys: Sequence[tuple[str, str]]
 
 
 async def load_spans(session: AsyncSession, clients: Sequence[ClientKey]) -> dict[ClientKey, list[Span]]:
-    """The gap rule's episodes of each client; locked on PostgreSQL (in key order) until the batch commits."""
+    """The gap rule's episodes of each client. On PostgreSQL each client is locked first (an advisory
+    lock held until the batch commits, taken in key order): a client's first episode has no row to
+    lock yet, and two replicas placing two of its sessions at once would each start an episode."""
     wanted = sorted(set(clients))
     found: dict[ClientKey, list[Span]] = {c: [] for c in wanted}
     if not wanted:
         return found
-    query = select(auto_episodes).where(tuple_(auto_episodes.c.tenant, auto_episodes.c.client_id).in_(wanted))
     if is_postgres(session):
-        query = query.order_by(auto_episodes.c.tenant, auto_episodes.c.client_id,
-                               auto_episodes.c.episode_id).with_for_update()
+        keys = [f"rapport:scoring:{tenant}:{client}" for tenant, client in wanted]
+        await session.execute(CLIENT_LOCKS, {"keys": keys})
+    query = select(auto_episodes).where(tuple_(auto_episodes.c.tenant, auto_episodes.c.client_id).in_(wanted))
     for r in await session.execute(query):
         found[(r.tenant, r.client_id)].append(Span(r.episode_id, r.first_at, r.last_at))
     return found
