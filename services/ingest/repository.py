@@ -12,20 +12,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.ingest.admission import Admission
 from services.ingest.models import StoredSubmission
 from shared.contracts.submission import Submission
+from shared.db.engine import is_postgres
 
 Key = tuple[str, str]
 submissions = cast(Table, StoredSubmission.__table__)
 
 
 async def load_stored(session: AsyncSession, keys: Sequence[Key]) -> dict[Key, tuple[int, str]]:
+    """Revision and content hash of the stored submissions; locked on PostgreSQL (in key order) so two
+    replicas never both take one submission to the same next revision (a new one inserted twice
+    fails one replica on its key, which retries)."""
     if not keys:
         return {}
     table = submissions
-    rows = await session.execute(
-        select(table.c.tenant, table.c.submission_id, table.c.revision, table.c.content_hash).where(
-            tuple_(table.c.tenant, table.c.submission_id).in_(list(set(keys)))
-        )
+    query = select(table.c.tenant, table.c.submission_id, table.c.revision, table.c.content_hash).where(
+        tuple_(table.c.tenant, table.c.submission_id).in_(sorted(set(keys)))
     )
+    if is_postgres(session):
+        query = query.order_by(table.c.tenant, table.c.submission_id).with_for_update()
+    rows = await session.execute(query)
     return {(r.tenant, r.submission_id): (r.revision, r.content_hash) for r in rows}
 
 

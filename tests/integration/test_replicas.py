@@ -1,6 +1,7 @@
 """Replicas consuming one durable consumer do what one does: two alerts replicas give exactly the
 alerts one gives (episodes are locked while evaluated, late scores replay the episode); two scoring
-replicas keep each series and each gap-rule episode whole."""
+replicas keep each series and each gap-rule episode whole; two ingest replicas never give two
+corrections one revision."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlalchemy import select
 
 from rapport.cohort import build_cohort
 from services.alerts.models import StoredAlert
+from services.ingest.models import StoredSubmission
 from services.scoring.models import Series, StoredScore
 from shared.service import ServiceRuntime
 
@@ -96,3 +98,20 @@ async def test_two_scoring_replicas_keep_each_series_and_each_gap_rule_episode_w
         assert sorted(sorted(days) for days in runs.values()) == [[0, 7, 14, 21, 28], [148, 155, 162]], client
     assert sorted((r.sessions, r.baseline_total, r.latest_total) for r in summaries) == sorted(
         [(5, 20.0, 16.0)] * 12 + [(3, 15.0, 13.0)] * 12 + [(8, 20.0, 13.0)] * 6)
+
+
+async def test_two_ingest_replicas_give_each_correction_of_one_submission_its_own_revision(
+    postgres_databases: Any, fresh_stream: str, tenant: str
+) -> None:
+    """Ten different contents for one submission id, one a batch, through two ingest replicas at once:
+    the answers carry revisions 1 to 10, each once, and the stored submission is at revision 10."""
+    settings = settings_for(await postgres_databases.postgres(), batch_size=1)
+    bodies = [_phq9(1, 0, total, named=True) for total in range(10, 20)]
+    async with running(["ingest", "ingest"], settings, fresh_stream) as runtimes, \
+            watching(fresh_stream, tenant) as watch:
+        sent = [await watch.submit(b) for b in bodies]
+        await watch.wait_until(lambda: all(j.answers for j in sent))
+        async with runtimes["ingest"].sessions() as session:
+            stored = (await session.execute(select(StoredSubmission.__table__.c.revision))).scalars().all()
+    revisions = sorted(j.answers[0]["revision"] for j in sent)
+    assert revisions == list(range(1, 11)) and stored == [10]
