@@ -67,8 +67,9 @@ class Alerting:
             state = EpisodeState.model_validate(document) if document is not None else None
             current = {AlertKey.of(a): a for a in open_alerts[key]}
             for score in episode_scores:
-                if state is not None and (score.administered_at < state.latest_at or score.supersedes_revision):
-                    # late or amended: re-evaluate the whole episode in administration order
+                if state is not None and (score.administered_at < state.latest_at or score.supersedes_revision
+                                          or score.re_placed_by):
+                    # late, amended or re-placed: re-evaluate the whole episode in administration order
                     replayed = replay(await repository.episode_scores(session, key), rules=self.rules, now=now,
                                       trajectories=fits[key[0]])
                     stored_alerts = await repository.episode_alerts(session, key)

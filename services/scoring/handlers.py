@@ -14,7 +14,7 @@ from services.scoring import repository
 from services.scoring.domain import change, nhs_talking_therapies, score
 from services.scoring.episodes import place
 from services.scoring.fhir import derived_observation
-from services.scoring.series import Placement, Point, Summary, append, follows, insert
+from services.scoring.series import Placement, Point, Replaced, Summary, append, follows, insert
 from shared.contracts.envelope import CloudEvent
 from shared.contracts.score import ScoreComputed, Scored
 from shared.contracts.submission import SubmissionAccepted
@@ -46,6 +46,7 @@ class Scoring:
         known = set(summaries)
         computed: list[ScoreComputed] = []
         placed: dict[repository.SeriesKey, dict[str, Point]] = {}  # this batch's points, not stored yet
+        later: list[tuple[str, Replaced, str]] = []  # scores whose placement a late one changed, and why
         for event, key in zip(accepted, keys, strict=True):
             instrument = self._instrument(event)
             submission = event.submission
@@ -61,9 +62,36 @@ class Scoring:
             placed.setdefault(key, {})[point.submission_id] = point
             summaries[key] = placement.summary
             computed.append(_computed(event, key[2], instrument, scored, placement, _course(key, summaries)))
+            cause = f"{submission.submission_id}:{event.revision}"
+            later += [(submission.tenant, replaced, cause) for replaced in placement.later]
+        computed += await self._re_placed(session, computed, later)
         changed = set(keys)
         await repository.save(session, computed, {k: v for k, v in summaries.items() if k in changed}, known)
         return [_event(c) for c in computed]
+
+    async def _re_placed(self, session: AsyncSession, computed: list[ScoreComputed],
+                         later: Sequence[tuple[str, Replaced, str]]) -> list[ScoreComputed]:
+        """Give the scores after a late or corrected one their new baseline or previous score. One of
+        this batch is corrected before it is sent; a stored one is re-sent, marked `re_placed_by`."""
+        in_batch = {(c.tenant, c.submission_id): n for n, c in enumerate(computed)}
+        stored = await repository.stored_scores(session, [(tenant, r.point.submission_id) for tenant, r, _ in later
+                                                          if (tenant, r.point.submission_id) not in in_batch])
+        re_sent: dict[tuple[str, str], ScoreComputed] = {}
+        for tenant, replaced, cause in later:
+            key = (tenant, replaced.point.submission_id)
+            if key in in_batch:
+                computed[in_batch[key]] = self._moved(computed[in_batch[key]], replaced)
+            elif (earlier := re_sent.get(key, stored.get(key))) is not None:
+                re_sent[key] = self._moved(earlier, replaced).model_copy(update={"re_placed_by": cause})
+        return list(re_sent.values())
+
+    def _moved(self, score_: ScoreComputed, replaced: Replaced) -> ScoreComputed:
+        instrument = self.registry.get(score_.score.instrument)
+        if instrument is None:
+            raise UnscorableSubmission(f"instrument {score_.score.instrument!r} is not in this registry")
+        movement = change(instrument, baseline_total=replaced.baseline.total, baseline_at=replaced.baseline.at,
+                          previous_total=replaced.previous.total, current_total=score_.score.total)
+        return score_.model_copy(update={"change": movement})
 
     async def _episodes(self, session: AsyncSession,
                         accepted: Sequence[SubmissionAccepted]) -> dict[tuple[str, str], str]:
@@ -157,5 +185,6 @@ def _event(computed: ScoreComputed) -> Outgoing:
         entity="score", verb="computed", service=SERVICE, tenant=computed.tenant,
         subject=subjects.outbound(computed.tenant, "score", "computed"),
         about=computed.submission_id, data=computed,
-        event_id=f"score:{computed.tenant}:{computed.submission_id}:{computed.revision}",
+        event_id=f"score:{computed.tenant}:{computed.submission_id}:{computed.revision}"
+                 + (f":after:{computed.re_placed_by}" if computed.re_placed_by else ""),
     )

@@ -118,6 +118,15 @@ def _values(row: dict[str, object]) -> dict[str, object]:
     return {n: row[n] for n in names}
 
 
+async def stored_scores(session: AsyncSession, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], ScoreComputed]:
+    """The stored scores (latest revision) of these (tenant, submission id)s."""
+    if not keys:
+        return {}
+    rows = await session.execute(select(scores.c.tenant, scores.c.submission_id, scores.c.document).where(
+        tuple_(scores.c.tenant, scores.c.submission_id).in_(sorted(set(keys)))))
+    return {(r.tenant, r.submission_id): ScoreComputed.model_validate(r.document) for r in rows}
+
+
 async def placed_episodes(session: AsyncSession, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
     """The episode each already-scored submission (tenant, submission id) was placed in."""
     if not keys:

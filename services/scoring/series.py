@@ -1,7 +1,9 @@
 """Where a new score sits in its episode's series: its baseline and the score before it.
 
 The common case (scores arrive in administration order) needs only the compact summary; a late or
-amended score needs the episode's stored points, and the summary is rebuilt from them."""
+amended score needs the episode's stored points, and the summary is rebuilt from them. Placing it
+also changes the scores after it: the next one has a new previous score, and when it is the new
+first score every later one has a new baseline (`Placement.later`)."""
 
 from __future__ import annotations
 
@@ -25,10 +27,20 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class Replaced:
+    """A later score whose baseline or previous score changed when an earlier one was placed."""
+
+    point: Point
+    baseline: Point
+    previous: Point
+
+
+@dataclass(frozen=True)
 class Placement:
     baseline: Point | None  # None: this score is the episode's first
     previous: Point | None
     summary: Summary
+    later: tuple[Replaced, ...] = ()
 
 
 def follows(summary: Summary | None, point: Point) -> bool:
@@ -51,6 +63,8 @@ def insert(points: Sequence[Point], point: Point) -> Placement:
     ordered = sorted([*others, point], key=lambda p: (p.at, p.submission_id))
     index = ordered.index(point)
     summary = Summary(baseline=ordered[0], latest=ordered[-1], count=len(ordered))
+    touched = range(index + 1, len(ordered) if index == 0 else min(index + 2, len(ordered)))
+    later = tuple(Replaced(ordered[j], ordered[0], ordered[j - 1]) for j in touched)
     if index == 0:
-        return Placement(baseline=None, previous=None, summary=summary)
-    return Placement(baseline=ordered[0], previous=ordered[index - 1], summary=summary)
+        return Placement(baseline=None, previous=None, summary=summary, later=later)
+    return Placement(baseline=ordered[0], previous=ordered[index - 1], summary=summary, later=later)

@@ -82,6 +82,10 @@ class ScoreComputed(BaseModel):
     change: ChangeFromBaseline | None = Field(default=None, description="absent on the episode's first score")
     responses: dict[int, float | None] = Field(default_factory=dict)
     supersedes_revision: int | None = Field(default=None, description="set when an amendment replaces a score")
+    re_placed_by: str | None = Field(
+        default=None, description="set on a score re-sent because an earlier administration arrived late or was "
+                                  "corrected (`<submission id>:<revision>` of that one), changing this score's "
+                                  "baseline or previous score; same revision, new change")
     parameters: dict[str, str | float | None] = Field(
         default_factory=dict, description="the registry parameters used (cutoff, reliable change), with sources"
     )

@@ -127,7 +127,8 @@ async def test_a_client_back_after_a_long_break_starts_a_new_episode_when_the_so
     database_url: str, fresh_stream: str, tenant: str
 ) -> None:
     """No episode ids: weekly PHQ-9s make one episode; 120 days later (gap 90) a new episode starts with
-    its own baseline; a correction of the first session stays in the first episode."""
+    its own baseline; a correction of the first session stays in the first episode, and the second
+    session is re-sent against the corrected baseline."""
     def unnamed(sid: str, total: int, day: int, **extra: Any) -> bytes:
         body = json.loads(phq9(sid, [min(3, max(0, total - 3 * n)) for n in range(8)] + [0], day=day, **extra))
         del body["episode_id"]
@@ -142,7 +143,9 @@ async def test_a_client_back_after_a_long_break_starts_a_new_episode_when_the_so
                 for j, sid in ((first, "gap-1"), (second, "gap-2"), (back, "gap-3"), (corrected, "gap-1"))]
     assert episodes == [("auto-2026-03-02", "gap_rule")] * 2 + [("auto-2026-07-07", "gap_rule"),
                                                                 ("auto-2026-03-02", "gap_rule")]
-    assert second.scores["gap-2"]["change"]["baseline_total"] == 15
+    # the correction of the first session (15 -> 16) re-sent the second with its new baseline
+    re_sent = second.scores["gap-2"]
+    assert (re_sent["change"]["baseline_total"], re_sent["re_placed_by"]) == (16, "gap-1:2")
     assert back.scores["gap-3"]["change"] is None  # the new episode's baseline
     assert corrected.scores["gap-1"]["revision"] == 2
 
@@ -225,3 +228,26 @@ async def test_a_client_recovering_on_phq9_and_gad7_is_reported_in_nhs_talking_t
     assert course["case_at_start"] and not course["case_at_end"]
     assert course["reliable_improvement"] and not course["reliable_deterioration"]
     assert course["recovered"] and course["reliably_recovered"]
+
+
+async def test_an_intake_entered_late_re_places_the_later_scores_and_the_deterioration_is_found(
+    database_url: str, fresh_stream: str, tenant: str
+) -> None:
+    """Sessions 2 and 3 (PHQ-9 9, then 12) arrive first: against session 2 as the baseline nothing is
+    wrong. Then the intake (5) is entered late: scoring re-sends sessions 2 and 3 with the intake as
+    their baseline, and session 3, 7 points worse than the intake, raises reliable deterioration."""
+    def total(sid: str, value: int, day: int) -> bytes:
+        return phq9(sid, [min(3, max(0, value - 3 * n)) for n in range(8)] + [0], day=day)
+
+    async with running(SERVICES, settings_for(database_url), fresh_stream), watching(fresh_stream, tenant) as watch:
+        await answered(watch, total("late-2", 9, 7))
+        third = await answered(watch, total("late-3", 12, 14))
+        assert third.scores["late-3"]["change"]["baseline_total"] == 9 and not third.alerts
+        await answered(watch, total("late-1", 5, 0))
+        await watch.wait_until(lambda: any(e["data"]["alert"]["kind"] == "reliable_deterioration"
+                                           for e in watch.alert_events))
+    re_sent = third.scores["late-3"]
+    assert (re_sent["re_placed_by"], re_sent["change"]["baseline_total"], re_sent["change"]["reliable"]) == (
+        "late-1:1", 5, "deteriorated")
+    [raised] = [e["data"] for e in watch.alert_events if e["data"]["alert"]["kind"] == "reliable_deterioration"]
+    assert raised["transition"] == "raised" and raised["alert"]["evidence"][-1]["submission_id"] == "late-3"

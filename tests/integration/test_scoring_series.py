@@ -3,6 +3,7 @@ placed among the stored ones, several in one batch."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
@@ -36,7 +37,8 @@ def accepted(session: int) -> Inbound:
 
 async def test_two_late_scores_in_one_batch_are_placed_among_each_other(database_url: str) -> None:
     """Sessions 1 and 4 arrive first; 2 and 3 come late, together. Session 3's previous score is
-    session 2 (not the stored session 1), and the series counts four sessions from 20 to 14."""
+    session 2 (not the stored session 1), the series counts four sessions from 20 to 14, and
+    session 4 is re-sent with session 3 as its previous score."""
     engine = create_engine(database_url)
     sessions = session_factory(engine)
     scoring = Scoring(load_registry())
@@ -51,7 +53,8 @@ async def test_two_late_scores_in_one_batch_are_placed_among_each_other(database
             stored = {r.submission_id: r.document for r in await session.execute(select(StoredScore.__table__))}
     finally:
         await engine.dispose()
-    assert len(events) == 2
+    assert [json.loads(e.body)["data"]["submission_id"] for e in events] == ["s2", "s3", "s4"]
+    assert stored["s4"]["re_placed_by"] == "s3:1" and stored["s4"]["change"]["previous_total"] == 16.0
     assert (summary.sessions, summary.baseline_total, summary.latest_total, summary.latest_submission) == (
         4, 20.0, 14.0, "s4")
     assert stored["s2"]["change"]["previous_total"] == 20.0

@@ -45,3 +45,22 @@ def test_a_late_score_older_than_the_baseline_becomes_the_new_baseline() -> None
 def test_an_amended_score_replaces_its_earlier_revision_in_the_series() -> None:
     placement = insert([_point(1, 18, 0), _point(2, 15, 7)], _point(2, 9, 7))
     assert placement.summary.count == 2 and placement.summary.latest.total == 9
+
+
+def test_a_late_score_gives_the_next_score_a_new_previous_and_leaves_the_rest() -> None:
+    points = [_point(1, 18, 0), _point(3, 11, 14), _point(4, 10, 21)]
+    late = _point(2, 15, 7)
+    [replaced] = insert(points, late).later
+    assert (replaced.point, replaced.baseline, replaced.previous) == (points[1], points[0], late)
+
+
+def test_a_late_first_score_gives_every_later_score_a_new_baseline() -> None:
+    points = [_point(2, 15, 7), _point(3, 11, 14)]
+    intake = _point(1, 20, 0)
+    later = insert(points, intake).later
+    assert [(r.point, r.baseline, r.previous) for r in later] == [(points[0], intake, intake),
+                                                                  (points[1], intake, points[0])]
+
+
+def test_a_score_placed_last_changes_nothing_after_it() -> None:
+    assert insert([_point(1, 18, 0)], _point(2, 15, 7)).later == ()
