@@ -78,8 +78,7 @@ async def test_two_scoring_replicas_keep_each_series_and_each_gap_rule_episode_w
     are placed by both replicas at the same time. Twelve clients send no episode id: each gets exactly
     two episodes holding the right sessions. Six name their episode: it holds all eight. Every
     series summary counts all its sessions, from the first to the last. (An episode is named after
-    the session that opened it, and scores placed out of order keep the change computed when they
-    were placed.)"""
+    the session that opened it.)"""
     settings = settings_for(await postgres_databases.postgres(), batch_size=2)
     days = [0, 7, 14, 21, 28, 148, 155, 162]
     totals = [20, 19, 18, 17, 16, 15, 14, 13]
