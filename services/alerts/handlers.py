@@ -126,7 +126,8 @@ def _events(score: ScoreComputed, changes: Sequence[AlertTransition]) -> list[Ou
     events.append(cloud_event(
         entity="evaluation", verb="completed", service=SERVICE, tenant=score.tenant,
         subject=subjects.outbound(score.tenant, "evaluation", "completed"), about=score.submission_id,
-        data=completed, event_id=f"evaluated:{score.tenant}:{score.submission_id}:{score.revision}",
+        data=completed, event_id=f"evaluated:{score.tenant}:{score.submission_id}:{score.revision}"
+                                 + (f":after:{score.re_placed_by}" if score.re_placed_by else ""),
     ))
     return events
 
