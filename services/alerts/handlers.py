@@ -66,9 +66,12 @@ class Alerting:
             version, document = stored.get(key, (None, None))
             state = EpisodeState.model_validate(document) if document is not None else None
             current = {AlertKey.of(a): a for a in open_alerts[key]}
+            replayed_here = False
             for score in episode_scores:
-                if state is not None and (score.administered_at < state.latest_at or score.supersedes_revision
-                                          or score.re_placed_by):
+                if replayed_here:
+                    found = []  # the replay read every stored score of the episode, this batch's included
+                elif state is not None and (score.administered_at < state.latest_at or score.supersedes_revision
+                                            or score.re_placed_by):
                     # late, amended or re-placed: re-evaluate the whole episode in administration order
                     replayed = replay(await repository.episode_scores(session, key), rules=self.rules, now=now,
                                       trajectories=fits[key[0]])
@@ -78,6 +81,7 @@ class Alerting:
                     state = replayed.state
                     latest |= {c.alert.alert_id: c.alert for c in found}
                     current = {AlertKey.of(a): a for a in latest.values() if a.status != "resolved"}
+                    replayed_here = True
                 else:
                     evaluation = evaluate(state, score, current, rules=self.rules, now=now,
                                           trajectories=fits[key[0]])
