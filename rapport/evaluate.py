@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rapport.bench import percentile
 from rapport.cohort import Cohort, build_cohort
 from rapport.journeys import Journey, Journeys
 from rapport.stack import Stack
@@ -136,9 +137,8 @@ async def _all_done(journeys: list[Journey]) -> None:
 def _percentiles(values: list[float]) -> dict[str, float] | None:
     if not values:
         return None
-    def at(q: float) -> float:
-        return round(values[min(len(values) - 1, int(q * len(values)))], 1)
-    return {"count": len(values), "p50": at(0.5), "p95": at(0.95), "max": round(values[-1], 1)}
+    return {"count": len(values), "p50": round(percentile(values, 0.5), 1), "p95": round(percentile(values, 0.95), 1),
+            "max": round(max(values), 1)}
 
 
 def describe(report: dict[str, Any]) -> str:

@@ -21,10 +21,10 @@ async def fit_stored(url: str, tenants: Sequence[str]) -> list[TrajectoryFit]:
         sessions = session_factory(engine)
         async with sessions() as session:
             wanted = list(tenants) or await repository.tenants_with_scores(session)
+        registry, rules = load_registry(), load_ruleset()
         for tenant in wanted:
             async with sessions() as session, session.begin():
-                fitted += await fit_tenant(session, tenant, registry=load_registry(), rules=load_ruleset(),
-                                           now=datetime.now(UTC))
+                fitted += await fit_tenant(session, tenant, registry=registry, rules=rules, now=datetime.now(UTC))
     finally:
         await engine.dispose()
     return fitted

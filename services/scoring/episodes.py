@@ -1,6 +1,6 @@
 """Episodes for submissions that name none: a new episode after a gap in the client's administrations.
 
-When the source gives an episode id (native `episode_id`, FHIR `basedOn`/`partOf` EpisodeOfCare), it
+When the source gives an episode id (native `episode_id`; FHIR the episode extension or `basedOn` EpisodeOfCare), it
 is used as given. Otherwise the client's administrations without one are split into episodes
 wherever more than `gap` passes between two of them: a client coming back after a long break starts
 a new episode with a new baseline, instead of being compared with a score from long ago.

@@ -48,7 +48,7 @@ class Scoring:
         placed: dict[repository.SeriesKey, dict[str, Point]] = {}  # this batch's points, not stored yet
         later: list[tuple[str, Replaced, str]] = []  # scores whose placement a late one changed, and why
         for event, key in zip(accepted, keys, strict=True):
-            instrument = self._instrument(event)
+            instrument = self._instrument(event.submission.instrument)
             submission = event.submission
             scored = score(instrument, submission.responses, reported_total=submission.reported_total,
                            item_level=submission.item_level)
@@ -86,11 +86,9 @@ class Scoring:
         return list(re_sent.values())
 
     def _moved(self, score_: ScoreComputed, replaced: Replaced) -> ScoreComputed:
-        instrument = self.registry.get(score_.score.instrument)
-        if instrument is None:
-            raise UnscorableSubmission(f"instrument {score_.score.instrument!r} is not in this registry")
-        movement = change(instrument, baseline_total=replaced.baseline.total, baseline_at=replaced.baseline.at,
-                          previous_total=replaced.previous.total, current_total=score_.score.total)
+        movement = change(self._instrument(score_.score.instrument), baseline_total=replaced.baseline.total,
+                          baseline_at=replaced.baseline.at, previous_total=replaced.previous.total,
+                          current_total=score_.score.total)
         return score_.model_copy(update={"change": movement})
 
     async def _episodes(self, session: AsyncSession,
@@ -100,7 +98,9 @@ class Scoring:
         unnamed = [a.submission for a in accepted if a.submission.episode_id is None]
         if not unnamed:
             return {}
-        episodes = await repository.placed_episodes(session, [(s.tenant, s.submission_id) for s in unnamed])
+        corrections = [(a.submission.tenant, a.submission.submission_id) for a in accepted
+                       if a.submission.episode_id is None and a.disposition == "amended"]
+        episodes = await repository.placed_episodes(session, corrections)
         spans = await repository.load_spans(session, [(s.tenant, s.client_id) for s in unnamed
                                                       if (s.tenant, s.submission_id) not in episodes])
         after = {client: list(client_spans) for client, client_spans in spans.items()}
@@ -112,10 +112,10 @@ class Scoring:
         await repository.save_spans(session, spans, after)
         return episodes
 
-    def _instrument(self, event: SubmissionAccepted) -> Instrument:
-        instrument = self.registry.get(event.submission.instrument)
+    def _instrument(self, instrument_id: str) -> Instrument:
+        instrument = self.registry.get(instrument_id)
         if instrument is None:
-            raise UnscorableSubmission(f"instrument {event.submission.instrument!r} is not in this registry")
+            raise UnscorableSubmission(f"instrument {instrument_id!r} is not in this registry")
         return instrument
 
 

@@ -9,7 +9,9 @@ import nats
 import pytest
 import pytest_asyncio
 from nats.js.errors import NotFoundError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.db.engine import create_engine, session_factory
 from shared.messaging.subjects import STREAM_NAME
 
 pytestmark = pytest.mark.nats
@@ -25,3 +27,13 @@ async def fresh_stream(nats_url: str) -> AsyncIterator[str]:
         yield nats_url
     finally:
         await client.close()
+
+
+@pytest_asyncio.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on the test's fresh database (SQLite and PostgreSQL), for calling a handler directly."""
+    engine = create_engine(database_url)
+    try:
+        yield session_factory(engine)
+    finally:
+        await engine.dispose()

@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.alerts.handlers import Alerting
 from services.alerts.models import EpisodeRecord
 from services.alerts.rules import load_ruleset
 from shared.contracts.score import ScoreComputed, Scored
-from shared.db.engine import create_engine, session_factory
 from shared.messaging.consumer import Inbound
 from shared.messaging.publish import cloud_event
 
@@ -29,23 +29,20 @@ def computed(session: int, total: float) -> Inbound:
     return Inbound(f"m{session}", event.subject, "clinic-a", event.body, 1)
 
 
-async def test_a_batch_with_a_late_score_and_a_newer_one_counts_each_score_once(database_url: str) -> None:
+async def test_a_batch_with_a_late_score_and_a_newer_one_counts_each_score_once(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
     """Session 2 first; then sessions 1 (late) and 3 in one batch. The replay on session 1 reads every
     stored score of the episode, session 3 included, so session 3 is not evaluated a second time:
     the episode has three sessions, not four."""
-    engine = create_engine(database_url)
-    sessions = session_factory(engine)
     alerting = Alerting(load_ruleset())
     now = datetime(2026, 6, 1, tzinfo=UTC)
-    try:
-        async with sessions() as session, session.begin():
-            await alerting(session, [computed(2, 14)], now)
-        async with sessions() as session, session.begin():
-            events = await alerting(session, [computed(1, 16), computed(3, 12)], now)
-        async with sessions() as session:
-            [state] = (await session.execute(select(EpisodeRecord.__table__.c.state))).scalars().all()
-    finally:
-        await engine.dispose()
+    async with sessions() as session, session.begin():
+        await alerting(session, [computed(2, 14)], now)
+    async with sessions() as session, session.begin():
+        events = await alerting(session, [computed(1, 16), computed(3, 12)], now)
+    async with sessions() as session:
+        [state] = (await session.execute(select(EpisodeRecord.__table__.c.state))).scalars().all()
     assert sum(e.subject.endswith("evaluation.completed") for e in events) == 2
     phq9 = state["series"]["phq9"]
     assert (state["sessions"], phq9["count"], phq9["running"]["n"], phq9["baseline"], phq9["previous"]) == (

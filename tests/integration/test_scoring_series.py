@@ -7,11 +7,11 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scoring.handlers import Scoring
 from services.scoring.models import Series, StoredScore
 from shared.contracts.submission import Submission, SubmissionAccepted
-from shared.db.engine import create_engine, session_factory
 from shared.instruments import load_registry
 from shared.messaging.consumer import Inbound
 from shared.messaging.publish import cloud_event
@@ -35,24 +35,21 @@ def accepted(session: int) -> Inbound:
     return Inbound(f"m{session}", event.subject, "clinic-a", event.body, 1)
 
 
-async def test_two_late_scores_in_one_batch_are_placed_among_each_other(database_url: str) -> None:
+async def test_two_late_scores_in_one_batch_are_placed_among_each_other(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
     """Sessions 1 and 4 arrive first; 2 and 3 come late, together. Session 3's previous score is
     session 2 (not the stored session 1), the series counts four sessions from 20 to 14, and
     session 4 is re-sent with session 3 as its previous score."""
-    engine = create_engine(database_url)
-    sessions = session_factory(engine)
     scoring = Scoring(load_registry())
     now = datetime(2026, 6, 1, tzinfo=UTC)
-    try:
-        async with sessions() as session, session.begin():
-            await scoring(session, [accepted(1), accepted(4)], now)
-        async with sessions() as session, session.begin():
-            events = await scoring(session, [accepted(2), accepted(3)], now)
-        async with sessions() as session:
-            [summary] = (await session.execute(select(Series.__table__))).all()
-            stored = {r.submission_id: r.document for r in await session.execute(select(StoredScore.__table__))}
-    finally:
-        await engine.dispose()
+    async with sessions() as session, session.begin():
+        await scoring(session, [accepted(1), accepted(4)], now)
+    async with sessions() as session, session.begin():
+        events = await scoring(session, [accepted(2), accepted(3)], now)
+    async with sessions() as session:
+        [summary] = (await session.execute(select(Series.__table__))).all()
+        stored = {r.submission_id: r.document for r in await session.execute(select(StoredScore.__table__))}
     assert [json.loads(e.body)["data"]["submission_id"] for e in events] == ["s2", "s3", "s4"]
     assert stored["s4"]["re_placed_by"] == "s3:1" and stored["s4"]["change"]["previous_total"] == 16.0
     assert (summary.sessions, summary.baseline_total, summary.latest_total, summary.latest_submission) == (
