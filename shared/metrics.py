@@ -19,6 +19,18 @@ messages_failed = Counter(
     ["service", "subject", "outcome"],
     registry=REGISTRY,
 )
+faults = Counter(
+    "rapport_faults_total", "Failures by kind: transient (consumption paused), poison, defect", ["service", "kind"],
+    registry=REGISTRY,
+)
+consumer_paused = Gauge(
+    "rapport_consumer_paused", "1 while a transient fault holds consumption back", ["service", "subject"],
+    registry=REGISTRY,
+)
+consumers_recreated = Counter(
+    "rapport_consumers_recreated_total", "Durable consumers found missing on the broker and created again",
+    ["service"], registry=REGISTRY,
+)
 duplicates_ignored = Counter(
     "rapport_duplicates_ignored_total", "Redelivered messages recognised by the inbox", ["service"], registry=REGISTRY
 )
@@ -42,7 +54,8 @@ alert_transitions = Counter(
     registry=REGISTRY,
 )
 outbox_backlog = Gauge(
-    "rapport_outbox_unpublished", "Outbox rows the relay found unpublished on its last pass", ["service"],
+    "rapport_outbox_unpublished", "Outbox rows not yet published (or not yet cleared), counted by the relay",
+    ["service"],
     registry=REGISTRY,
 )
 alerts_open = Gauge(

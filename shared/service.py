@@ -1,9 +1,11 @@
-"""What every service process has: engine, broker, publisher, outbox relay, and an ASGI app with
-/healthz, /readyz and /metrics next to the FastStream subscribers. Each service's app.py builds one
-`ServiceRuntime`, adds its subscribers, and hands `asgi()` to uvicorn."""
+"""What every service process has: engine, broker, publisher, outbox relay, a watch on its durable
+consumers, and an ASGI app with /healthz, /readyz and /metrics next to the FastStream subscribers.
+Each service's app.py builds one `ServiceRuntime`, adds its subscribers, and hands `asgi()` to
+uvicorn; tests call `start()` and `stop()`, which run the same steps."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -17,18 +19,23 @@ from faststream.asgi.types import Scope
 from faststream.nats import NatsBroker
 from faststream.nats.message import NatsBatchMessage
 from faststream.specification import AsyncAPI
+from nats.js import JetStreamContext
 from prometheus_client import make_asgi_app
 from pydantic import BaseModel, create_model
 from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.contracts.envelope import CloudEvent
-from shared.db.delivery import INBOX_RETENTION, PublishedRows, forget_old_inbox
+from shared.db.delivery import PublishedRows, forget_old_inbox
 from shared.db.engine import create_engine, session_factory
-from shared.messaging.broker import batch_pull, consumer_config, make_broker, rapport_stream
+from shared.durability import describe_durability
+from shared.messaging.broker import batch_pull, bound_stream, consumer_config, make_broker
 from shared.messaging.consumer import BatchConsumer, Work, utcnow
 from shared.messaging.publish import EventPublisher
 from shared.messaging.relay import OutboxRelay
+from shared.messaging.streams import ensure_streams
+from shared.messaging.subjects import stream_of
+from shared.messaging.watch import ConsumerWatch, Subscription
 from shared.metrics import REGISTRY
 from shared.periodic import Periodic
 from shared.settings import Settings
@@ -63,41 +70,55 @@ class ServiceRuntime:
     relay: OutboxRelay = field(init=False)
 
     def __post_init__(self) -> None:
-        self.engine = create_engine(self.settings.resolved_database_url())
+        self.engine = create_engine(
+            self.settings.resolved_database_url(), statement_timeout=self.settings.statement_timeout_seconds
+        )
         self.sessions = session_factory(self.engine)
         self.broker = make_broker(self.settings, self.broker_url, service=self.name)
-        self.stream = rapport_stream()
         self.publisher = EventPublisher(
             self.broker, service=self.name, timeout=self.settings.publish_timeout_seconds
         )
         self.published = PublishedRows()  # shared by this process's consumers and relay: one outbox
         self.relay = OutboxRelay(
             service=self.name, sessions=self.sessions, outbox=self.outbox, publisher=self.publisher,
-            published=self.published, clock=self.clock,
+            published=self.published, clock=self.clock, backoff=self.settings.retry_backoff_seconds,
         )
         self.inbox_pruning = Periodic(f"{self.name}-inbox-pruning", 3600, self.prune_inbox)
+        self.subscriptions: list[Subscription] = []
+        self.watch = ConsumerWatch(self.name, self.subscriptions, self.jetstream, self.settings)
+        self.durability: dict[str, str] = {}
+        self._background: list[Background] = [self.relay, self.inbox_pruning, self.watch]
+
+    def jetstream(self) -> JetStreamContext:
+        return self.broker.config.connection_state.stream  # type: ignore[no-any-return]
+
+    def max_payload(self) -> int:
+        connection = self.broker._connection  # the nats-py client, once connected
+        return int(connection.max_payload) if connection is not None else 1024 * 1024
 
     async def prune_inbox(self) -> None:
         async with self.sessions() as session, session.begin():
-            await forget_old_inbox(session, self.inbox, self.clock() - INBOX_RETENTION)
+            await forget_old_inbox(session, self.inbox, self.clock() - self.settings.inbox_retention)
 
     def consumer(self, subject: str, work: Work) -> BatchConsumer:
         return BatchConsumer(
             service=self.name, subject_pattern=subject, sessions=self.sessions, inbox=self.inbox,
             outbox=self.outbox, work=work, publisher=self.publisher, published=self.published,
-            settings=self.settings, clock=self.clock,
+            settings=self.settings, max_payload=self.max_payload, clock=self.clock,
         )
 
     def subscribe(self, subject: str, durable: str, work: Work, *, description: str) -> BatchConsumer:
         """A durable pull consumer taking batches, acking by hand (see shared/messaging/consumer.py)."""
         consumer = self.consumer(subject, work)
+        stream = stream_of(subject)
+        config = consumer_config(self.settings, durable, subject)
 
         @self.broker.subscriber(  # type: ignore[untyped-decorator]
             subject,
-            stream=self.stream,
+            stream=bound_stream(stream),
             durable=durable,
             pull_sub=batch_pull(self.settings),
-            config=consumer_config(self.settings),
+            config=config,
             decoder=raw_bodies,
             description=description,
             title=f"{self.name}:{durable}",
@@ -105,6 +126,7 @@ class ServiceRuntime:
         async def on_batch(msg: NatsBatchMessage = Context("message")) -> None:  # noqa: B008 (FastStream DI)
             await consumer.consume(msg.raw_message)
 
+        self.subscriptions.append(Subscription(stream=stream, config=config, consumer=consumer))
         return consumer
 
     def publishes(self, subject: str, data: type[BaseModel], *, description: str) -> None:
@@ -112,20 +134,62 @@ class ServiceRuntime:
         envelope = create_model(f"{data.__name__}Event", __base__=CloudEvent, data=(data, ...))
         self.broker.publisher(subject, schema=envelope, title=subject, description=description)
 
-    async def ready(self) -> dict[str, bool]:
-        broker_ok = await self.broker.ping(timeout=2.0)
-        try:
-            async with self.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-            database_ok = True
-        except Exception:
-            database_ok = False
-        return {"broker": bool(broker_ok), "database": database_ok}
+    # lifecycle: the same steps for the ASGI app (uvicorn) and for tests
+
+    async def prepare(self) -> None:
+        """Before the subscribers start: connect, make sure the streams are there, read the durability."""
+        await self.broker.connect()
+        await ensure_streams(self.jetstream(), self.settings)
+        self.durability = await describe_durability(self.settings, self.engine)
+
+    async def start_background(self) -> None:
+        for task in self._background:
+            task.start()
+
+    async def stop_background(self) -> None:
+        for subscription in self.subscriptions:
+            subscription.consumer.stop()
+        for task in self._background:
+            await task.stop()
+
+    async def start(self) -> None:
+        await self.prepare()
+        await self.broker.start()
+        await self.start_background()
+
+    async def stop(self) -> None:
+        await self.stop_background()
+        await self.broker.stop()
+        await self.engine.dispose()
+
+    def add_background(self, task: Background) -> None:
+        self._background.append(task)
+
+    async def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Every check bounded by readiness_timeout_seconds: a silent dependency answers 'not ready'."""
+        timeout = self.settings.readiness_timeout_seconds
+        broker_ok, database_ok = await asyncio.gather(
+            _within(timeout, self._broker_answers()), _within(timeout, self._database_answers()),
+        )
+        consumers = self.watch.states() if broker_ok else {s.durable: "unknown: the broker does not answer"
+                                                            for s in self.subscriptions}
+        ok = broker_ok and database_ok and all(state == "consuming" for state in consumers.values())
+        return ok, {"broker": broker_ok, "database": database_ok, "consumers": consumers,
+                    "durability": self.durability}
+
+    async def _broker_answers(self) -> bool:
+        return bool(await self.broker.ping(timeout=self.settings.readiness_timeout_seconds))
+
+    async def _database_answers(self) -> bool:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return True
 
     def asgi(self, *, background: Sequence[Background] = ()) -> AsgiFastStream:
         """`background` tasks start after the broker and stop before it (like the outbox relay)."""
         runtime = self
-        tasks: list[Background] = [self.relay, self.inbox_pruning, *background]
+        for task in background:
+            self.add_background(task)
 
         @get(include_in_schema=False)
         async def healthz(scope: Scope) -> AsgiResponse:
@@ -133,17 +197,9 @@ class ServiceRuntime:
 
         @get(include_in_schema=False)
         async def readyz(scope: Scope) -> AsgiResponse:
-            checks = await runtime.ready()
-            status = 200 if all(checks.values()) else 503
-            return AsgiResponse(json.dumps(checks).encode(), status, headers={"content-type": "application/json"})
-
-        async def start_tasks() -> None:
-            for task in tasks:
-                task.start()
-
-        async def stop_tasks() -> None:
-            for task in tasks:
-                await task.stop()
+            ok, checks = await runtime.ready()
+            return AsgiResponse(json.dumps(checks).encode(), 200 if ok else 503,
+                                headers={"content-type": "application/json"})
 
         async def dispose() -> None:
             await runtime.engine.dispose()
@@ -152,8 +208,16 @@ class ServiceRuntime:
             self.broker,
             asgi_routes=[("/healthz", healthz), ("/readyz", readyz), ("/metrics", make_asgi_app(registry=REGISTRY))],
             specification=AsyncAPI(title=f"Rapport {self.name}", version=VERSION),
-            after_startup=[start_tasks],
-            on_shutdown=[stop_tasks],
+            on_startup=[self.prepare],
+            after_startup=[self.start_background],
+            on_shutdown=[self.stop_background],
             after_shutdown=[dispose],
             logger=logging.getLogger(f"rapport.{self.name}"),
         )
+
+
+async def _within(seconds: float, check: Any) -> bool:
+    try:
+        return bool(await asyncio.wait_for(check, seconds))
+    except Exception:
+        return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cached_property, lru_cache
 from pathlib import Path
 
@@ -30,11 +31,34 @@ class Settings(BaseSettings):
     # how long it waits to fill a batch before working on what it has
     batch_size: int = Field(default=100, ge=1, le=1000)
     batch_wait_seconds: float = Field(default=0.005, gt=0, le=5)
-    # redelivery of a message that failed for a transient reason (database down, broker timeout)
+    # A transient fault (database or broker away, a lock conflict) pauses consumption and retries the
+    # batch in place with this capped backoff, for as long as the fault lasts: it never dead-letters.
+    retry_backoff_seconds: list[float] = Field(default=[1.0, 2.0, 5.0, 10.0, 30.0], min_length=1)
+    # A defect (an error in Rapport's own code or schema, not in the message) is retried this many
+    # deliveries, then dead-lettered with its error so it can be redriven once fixed.
     max_deliver: int = Field(default=6, ge=2, le=100)
-    retry_backoff_seconds: list[float] = Field(default=[1.0, 2.0, 5.0, 10.0, 30.0])
     ack_wait_seconds: float = Field(default=60.0, gt=0, description="redelivery of a batch nobody acked")
     publish_timeout_seconds: float = Field(default=10.0, gt=0)
+    # every database statement and every transaction is bounded, so a silent connection is a fault
+    # that pauses consumption, not a stall
+    statement_timeout_seconds: float = Field(default=15.0, gt=0)
+    transaction_timeout_seconds: float = Field(default=30.0, gt=0)
+    readiness_timeout_seconds: float = Field(default=2.0, gt=0)
+    # readiness fails when a consumer has messages waiting but has taken none for this long
+    stall_seconds: float = Field(default=120.0, gt=0)
+    # how long each stream keeps messages; consumers' inboxes remember message ids longer than any
+    # of these, so a recreated consumer that replays a stream does nothing twice
+    inbound_retention_days: float = Field(default=7.0, gt=0, le=30)
+    event_retention_days: float = Field(default=7.0, gt=0, le=30)
+    deadletter_retention_days: float = Field(default=30.0, gt=0, le=365)
+    # What an acknowledgement from the broker means. `always`: every write is synced to disk before
+    # the broker acknowledges it (the default: a single node has nothing else to fall back on). An
+    # interval (`2m`, `10s`) syncs in the background: faster, and a power failure can lose what was
+    # acknowledged in the last interval; choose it only with R3 replication. The embedded broker is
+    # started with it; for an external broker it states what the operator configured there.
+    broker_sync: str = Field(default="always", pattern=r"^(always|[1-9][0-9]*(ms|s|m|h))$")
+    # metric labels carry a tenant id for at most this many tenants per process; the rest are "_other"
+    metrics_max_tenants: int = Field(default=100, ge=1, le=10_000)
     graceful_timeout_seconds: float = Field(default=20.0, gt=0)
     # submissions without an episode id: a new episode after this long without an administration
     # (a Rapport default, not a sourced clinical fact; see services/scoring/episodes.py)
@@ -43,6 +67,11 @@ class Settings(BaseSettings):
     trajectory_refresh_seconds: float = Field(default=60.0, ge=0)
     # tenants that have enabled licensed instruments (ORS, SRS, ...): "acme:ors,srs;beta:srs"
     licensed_instruments: str = ""
+
+    @property
+    def inbox_retention(self) -> timedelta:
+        """Longer than any stream keeps a message, so every redelivery or replay is recognised."""
+        return timedelta(days=max(self.inbound_retention_days, self.event_retention_days) + 7)
 
     @field_validator("database_url")
     @classmethod

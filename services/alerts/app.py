@@ -12,6 +12,7 @@ from services.alerts.models import inbox, outbox
 from services.alerts.rules import load_ruleset
 from services.alerts.trajectories import TrajectoryFits
 from shared.contracts.alert import AlertCommandRejected, AlertTransition, EvaluationCompleted, Notification
+from shared.instruments import load_registry
 from shared.messaging import subjects
 from shared.service import ServiceRuntime
 from shared.settings import Settings
@@ -20,12 +21,13 @@ from shared.settings import Settings
 def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFastStream]:
     runtime = ServiceRuntime(SERVICE, settings, broker_url, inbox=inbox, outbox=outbox)
     runtime.subscribe(
-        subjects.SCORE_COMPUTED, "alerts-v1",
-        Alerting(load_ruleset(), TrajectoryFits(timedelta(seconds=settings.trajectory_refresh_seconds))),
+        subjects.SCORE_COMPUTED, "alerts-v2",
+        Alerting(load_ruleset(), load_registry(),
+                 TrajectoryFits(timedelta(seconds=settings.trajectory_refresh_seconds))),
         description="Evaluates each computed score against the alert rules of its episode",
     )
     runtime.subscribe(
-        subjects.INBOUND_ALERT_COMMANDS, "alert-commands-v1", AlertCommands(),
+        subjects.INBOUND_ALERT_COMMANDS, "alert-commands-v2", AlertCommands(),
         description="acknowledge / resolve commands from clinicians: "
                     '{"command_id", "alert_id", "action": "acknowledge"|"resolve", "by", "reason"}',
     )

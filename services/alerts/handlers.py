@@ -26,19 +26,25 @@ from services.alerts.rules import (
 )
 from services.alerts.trajectories import TrajectoryFits
 from shared.contracts.alert import Alert, AlertCommand, AlertCommandRejected, AlertTransition, EvaluationCompleted
-from shared.contracts.envelope import CloudEvent
+from shared.contracts.envelope import CloudEvent, derived_event_id, event_type
+from shared.contracts.problems import Problem
 from shared.contracts.score import ScoreComputed
 from shared.db.delivery import Outgoing
+from shared.instruments import Registry
+from shared.instruments.validation import check_scorable, summary
 from shared.messaging import subjects
 from shared.messaging.consumer import Inbound
 from shared.messaging.publish import cloud_event
+from shared.messaging.retry import PoisonMessage
 from shared.metrics import alert_transitions
 
 SERVICE = "alerts"
+SCORE_COMPUTED = event_type("score", "computed")
 
 
-class UnusableScore(Exception):
-    """A score.computed event the alerts service cannot read: poison."""
+class UnusableScore(PoisonMessage):
+    """A score.computed event the alerts service cannot use (malformed, another tenant's, not fitting
+    its instrument): poison."""
 
 
 def _key(score: ScoreComputed) -> EpisodeKey:
@@ -48,10 +54,11 @@ def _key(score: ScoreComputed) -> EpisodeKey:
 @dataclass
 class Alerting:
     rules: RuleSet
+    registry: Registry
     trajectories: TrajectoryFits = field(default_factory=TrajectoryFits)
 
     async def __call__(self, session: AsyncSession, messages: Sequence[Inbound], now: datetime) -> list[Outgoing]:
-        scores = [_parse_score(m) for m in messages]
+        scores = [self._parse(m) for m in messages]
         by_episode: dict[EpisodeKey, list[ScoreComputed]] = defaultdict(list)
         for score in scores:
             by_episode[_key(score)].append(score)
@@ -101,6 +108,30 @@ class Alerting:
         return events
 
 
+    def _parse(self, message: Inbound) -> ScoreComputed:
+        """A score.computed event, checked against the registry: the alerts service trusts no event blindly."""
+        try:
+            envelope = CloudEvent.model_validate_json(message.body)
+            score = ScoreComputed.model_validate(envelope.data)
+        except ValidationError as exc:
+            raise UnusableScore(f"not a score.computed event ({exc.error_count()} problems)") from None
+        if envelope.type != SCORE_COMPUTED:
+            raise UnusableScore("not a score.computed event (another type)")
+        message.require_tenant(envelope.tenant, score.tenant)
+        instrument = self.registry.get(score.score.instrument)
+        if instrument is None:
+            raise UnusableScore("the instrument is not in this registry")
+        low, high = instrument.total_range
+        problems = check_scorable(instrument, score.responses, item_level=score.score.item_level,
+                                  reported_total=score.score.total)
+        if score.score.kind != instrument.kind or not low <= score.score.total <= high:
+            problems.append(Problem(field="score", code="not_this_instrument",
+                                    message=f"the score's kind or total does not fit {instrument.id}"))
+        if problems:
+            raise UnusableScore(f"the score does not fit {instrument.id}: {summary(problems)}")
+        return score
+
+
 def changes_for(changes: Sequence[AlertTransition], key: EpisodeKey) -> list[Alert]:
     """Alerts changed earlier in this batch for the episode, latest version each."""
     latest: dict[str, Alert] = {}
@@ -130,8 +161,8 @@ def _events(score: ScoreComputed, changes: Sequence[AlertTransition]) -> list[Ou
     events.append(cloud_event(
         entity="evaluation", verb="completed", service=SERVICE, tenant=score.tenant,
         subject=subjects.outbound(score.tenant, "evaluation", "completed"), about=score.submission_id,
-        data=completed, event_id=f"evaluated:{score.tenant}:{score.submission_id}:{score.revision}"
-                                 + (f":after:{score.re_placed_by}" if score.re_placed_by else ""),
+        data=completed, event_id=derived_event_id("evaluation.completed", score.tenant, score.submission_id,
+                                                  score.revision, score.re_placed_by or ""),
     ))
     return events
 
@@ -163,13 +194,6 @@ class AlertCommands:
         return events
 
 
-def _parse_score(message: Inbound) -> ScoreComputed:
-    try:
-        return ScoreComputed.model_validate(CloudEvent.model_validate_json(message.body).data)
-    except ValidationError as exc:
-        raise UnusableScore(f"not a score.computed event ({exc.error_count()} problems)") from None
-
-
 def _notification_event(change: AlertTransition, transition_event: Outgoing) -> Outgoing | None:
     notification = notification_for(change)
     if notification is None or not change.alert.clinician_id:
@@ -177,7 +201,7 @@ def _notification_event(change: AlertTransition, transition_event: Outgoing) -> 
     return cloud_event(
         entity="notify", verb="sent", service=SERVICE, tenant=change.alert.tenant,
         subject=subjects.notify(change.alert.tenant, change.alert.clinician_id), about=change.alert.alert_id,
-        data=notification, event_id=f"notify:{transition_event.event_id}",
+        data=notification, event_id=derived_event_id("notify", change.alert.tenant, transition_event.event_id),
     )
 
 
@@ -186,7 +210,8 @@ def _transition_event(change: AlertTransition, cause: str) -> Outgoing:
     return cloud_event(
         entity="alert", verb=verb, service=SERVICE, tenant=change.alert.tenant,
         subject=subjects.outbound(change.alert.tenant, "alert", verb), about=cause, data=change,
-        event_id=f"alert:{change.alert.alert_id}:{change.alert.version}:{change.transition}",
+        event_id=derived_event_id("alert.transition", change.alert.tenant, change.alert.alert_id,
+                                  change.alert.version, change.transition),
     )
 
 
@@ -196,5 +221,5 @@ def _command_rejected(message: Inbound, command: AlertCommand | None, reason: st
     return cloud_event(
         entity="alert-command", verb="rejected", service=SERVICE, tenant=message.tenant,
         subject=subjects.outbound(message.tenant, "alert-command", "rejected"),
-        about=command.command_id if command else None, data=data, event_id=message.event_id(SERVICE),
+        about=command.command_id if command else None, data=data, event_id=message.event_id("alert-command.answer"),
     )

@@ -16,7 +16,7 @@ from shared.settings import Settings
 def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFastStream]:
     runtime = ServiceRuntime(SERVICE, settings, broker_url, inbox=inbox, outbox=outbox)
     runtime.subscribe(
-        subjects.INBOUND_SUBMISSIONS, "ingest-v1", Ingest(load_registry(), settings),
+        subjects.INBOUND_SUBMISSIONS, "ingest-v2", Ingest(load_registry(), settings),
         description="FHIR R4 QuestionnaireResponse, Bundle, Observation, or native JSON submissions",
     )
     runtime.publishes("rapport.{tenant}.submission.accepted", SubmissionAccepted,

@@ -17,10 +17,12 @@ from shared.instruments import Registry
 from shared.messaging import subjects
 from shared.messaging.consumer import Inbound
 from shared.messaging.publish import cloud_event
+from shared.messaging.retry import PoisonMessage
 from shared.metrics import submissions
 from shared.settings import Settings
 
 SERVICE = "ingest"
+ANSWER = "submission.answer"  # accepted or rejected: one answer per submission, one id
 
 
 @dataclass
@@ -60,7 +62,7 @@ class Ingest:
                          licensed=self.settings.licensed_for(message.tenant))
 
 
-class UnroutableSubmission(Exception):
+class UnroutableSubmission(PoisonMessage):
     """A message whose subject names no valid tenant: poison, dead-lettered."""
 
 
@@ -79,7 +81,7 @@ def _accepted(message: Inbound, part: Part, submission: Submission, admission: A
     return cloud_event(
         entity="submission", verb="accepted", service=SERVICE, tenant=submission.tenant,
         subject=subjects.outbound(submission.tenant, "submission", "accepted"),
-        about=submission.submission_id, data=data, event_id=message.event_id(SERVICE, part.number),
+        about=submission.submission_id, data=data, event_id=message.event_id(ANSWER, part.number),
     )
 
 
@@ -95,5 +97,5 @@ def _rejected(message: Inbound, part: Part, rejection: Rejection, registry: Regi
     return cloud_event(
         entity="submission", verb="rejected", service=SERVICE, tenant=message.tenant,
         subject=subjects.outbound(message.tenant, "submission", "rejected"),
-        about=rejection.submission_id, data=data, event_id=message.event_id(SERVICE, part.number),
+        about=rejection.submission_id, data=data, event_id=message.event_id(ANSWER, part.number),
     )

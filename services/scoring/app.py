@@ -18,7 +18,7 @@ from shared.settings import Settings
 def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFastStream]:
     runtime = ServiceRuntime(SERVICE, settings, broker_url, inbox=inbox, outbox=outbox)
     runtime.subscribe(
-        subjects.SUBMISSION_ACCEPTED, "scoring-v1", Scoring(load_registry(), timedelta(days=settings.episode_gap_days)),
+        subjects.SUBMISSION_ACCEPTED, "scoring-v2", Scoring(load_registry(), timedelta(days=settings.episode_gap_days)),
         description="Scores each accepted submission and publishes score.computed",
     )
     runtime.publishes("rapport.{tenant}.score.computed", ScoreComputed,

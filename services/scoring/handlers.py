@@ -15,21 +15,24 @@ from services.scoring.domain import change, nhs_talking_therapies, score
 from services.scoring.episodes import place
 from services.scoring.fhir import derived_observation
 from services.scoring.series import Placement, Point, Replaced, Summary, append, follows, insert
-from shared.contracts.envelope import CloudEvent
+from shared.contracts.envelope import CloudEvent, derived_event_id, event_type
 from shared.contracts.score import ScoreComputed, Scored
 from shared.contracts.submission import SubmissionAccepted
 from shared.db.delivery import Outgoing
 from shared.instruments import Instrument, Registry
+from shared.instruments.validation import check_scorable, summary
 from shared.messaging import subjects
 from shared.messaging.consumer import Inbound
 from shared.messaging.publish import cloud_event
+from shared.messaging.retry import PoisonMessage
 from shared.metrics import scores
 
 SERVICE = "scoring"
+ACCEPTED = event_type("submission", "accepted")
 
 
-class UnscorableSubmission(Exception):
-    """An accepted event scoring cannot use (unknown instrument version, malformed event): poison."""
+class UnscorableSubmission(PoisonMessage):
+    """An accepted event scoring cannot use (malformed, another tenant's, not fitting its instrument): poison."""
 
 
 @dataclass
@@ -38,7 +41,7 @@ class Scoring:
     episode_gap: timedelta = timedelta(days=90)
 
     async def __call__(self, session: AsyncSession, messages: Sequence[Inbound], now: datetime) -> list[Outgoing]:
-        accepted = [a for a in map(_parse, messages) if a.disposition != "unchanged"]
+        accepted = [a for a in map(self._parse, messages) if a.disposition != "unchanged"]
         episodes = await self._episodes(session, accepted)
         keys = [_series_key(a, episodes) for a in accepted]
         partners = [(*k[:3], PAIRED[k[3]]) for k in keys if k[3] in PAIRED]
@@ -112,10 +115,27 @@ class Scoring:
         await repository.save_spans(session, spans, after)
         return episodes
 
+    def _parse(self, message: Inbound) -> SubmissionAccepted:
+        """A submission.accepted event, checked as ingest checked it: scoring trusts no event blindly."""
+        try:
+            envelope = CloudEvent.model_validate_json(message.body)
+            accepted = SubmissionAccepted.model_validate(envelope.data)
+        except ValidationError as exc:
+            raise UnscorableSubmission(f"not a submission.accepted event ({exc.error_count()} problems)") from None
+        if envelope.type != ACCEPTED:
+            raise UnscorableSubmission("not a submission.accepted event (another type)")
+        message.require_tenant(envelope.tenant, accepted.submission.tenant)
+        s = accepted.submission
+        instrument = self._instrument(s.instrument)
+        if problems := check_scorable(instrument, s.responses, item_level=s.item_level,
+                                      reported_total=s.reported_total):
+            raise UnscorableSubmission(f"the submission does not fit {instrument.id}: {summary(problems)}")
+        return accepted
+
     def _instrument(self, instrument_id: str) -> Instrument:
         instrument = self.registry.get(instrument_id)
         if instrument is None:
-            raise UnscorableSubmission(f"instrument {instrument_id!r} is not in this registry")
+            raise UnscorableSubmission("the instrument is not in this registry")
         return instrument
 
 
@@ -133,14 +153,6 @@ def _course(key: repository.SeriesKey, summaries: dict[repository.SeriesKey, Sum
     phq9, gad7 = (mine, other) if key[3] == "phq9" else (other, mine)
     outcome = nhs_talking_therapies(phq9.baseline.total, phq9.latest.total, gad7.baseline.total, gad7.latest.total)
     return asdict(outcome)
-
-
-def _parse(message: Inbound) -> SubmissionAccepted:
-    try:
-        envelope = CloudEvent.model_validate_json(message.body)
-        return SubmissionAccepted.model_validate(envelope.data)
-    except ValidationError as exc:
-        raise UnscorableSubmission(f"not a submission.accepted event ({exc.error_count()} problems)") from None
 
 
 def _series_key(event: SubmissionAccepted, episodes: dict[tuple[str, str], str]) -> repository.SeriesKey:
@@ -185,6 +197,6 @@ def _event(computed: ScoreComputed) -> Outgoing:
         entity="score", verb="computed", service=SERVICE, tenant=computed.tenant,
         subject=subjects.outbound(computed.tenant, "score", "computed"),
         about=computed.submission_id, data=computed,
-        event_id=f"score:{computed.tenant}:{computed.submission_id}:{computed.revision}"
-                 + (f":after:{computed.re_placed_by}" if computed.re_placed_by else ""),
+        event_id=derived_event_id("score.computed", computed.tenant, computed.submission_id, computed.revision,
+                                  computed.re_placed_by or ""),
     )

@@ -37,7 +37,7 @@ class Alert(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    alert_id: str
+    alert_id: str = Field(max_length=64)
     tenant: TenantId
     kind: AlertKind
     severity: Severity
@@ -76,7 +76,7 @@ class Notification(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    alert_id: str
+    alert_id: str = Field(max_length=64)
     kind: AlertKind
     severity: Severity
     transition: str
@@ -93,7 +93,7 @@ class AlertCommand(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     command_id: PseudonymousId
-    alert_id: str
+    alert_id: str = Field(max_length=64)
     action: Literal["acknowledge", "resolve"]
     by: PseudonymousId
     reason: str | None = Field(default=None, max_length=500)

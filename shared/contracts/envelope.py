@@ -35,6 +35,21 @@ def new_event_id() -> str:
     return str(uuid.uuid4())
 
 
+EVENT_NAMESPACE = uuid.UUID("3f1d6a52-8f0e-4c4e-9a57-2f4b8a1c9d10")
+
+
+def derived_event_id(kind: str, tenant: str, *parts: str | int) -> str:
+    """The id of an event that a redelivery, a replay or another replica must derive again.
+
+    A UUID (36 characters whatever the inputs, so it fits every id column), named by the kind of
+    event, the tenant and what caused it, so two tenants never derive one id: the stream's
+    duplicate window and the consumers' inboxes cannot be made to drop one tenant's event by
+    another's. The readable cause travels in the event (its `subject` and data), not in the id.
+    """
+    name = "\x1f".join([kind, tenant, *map(str, parts)])
+    return str(uuid.uuid5(EVENT_NAMESPACE, name))
+
+
 def make_event(
     *,
     entity: str,

@@ -1,18 +1,22 @@
 """The inbox and outbox tables each consuming / producing service owns (`<service>_inbox`, `<service>_outbox`).
 
-Inbox: one row per inbound message id, written in the same transaction as the work it caused, so a
-redelivered message is recognised and does nothing twice. Outbox: the events a transaction wants
-published, written in that same transaction; a row is deleted once the broker has acknowledged it
-(in the next transaction that touches the outbox: `PublishedRows`).
+Inbox: one row per inbound message, written in the same transaction as the work it caused, so a
+redelivered message is recognised and does nothing twice. Its key is a digest of the tenant the
+message arrived for and its message id: fixed-length whatever the sender chose, and one tenant's
+message id never matches another tenant's. Outbox: the events a transaction wants published,
+written in that same transaction; a row is deleted once the broker has acknowledged it (in the next
+transaction that touches the outbox: `PublishedRows`). A row the broker did not take waits
+`available_at` before the relay tries it again, so no row can hold the others back.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Column, Index, LargeBinary, String, Table, any_, bindparam, delete, select
+from sqlalchemy import Column, Index, Integer, LargeBinary, String, Table, any_, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,9 +29,13 @@ def inbox_table(service: str) -> Table:
     return Table(
         f"{service}_inbox",
         Base.metadata,
-        Column("message_id", String(200), primary_key=True),
+        Column("message_key", String(64), primary_key=True),
         Column("received_at", UtcDateTime, nullable=False),
     )
+
+
+def inbox_key(tenant: str, message_id: str) -> str:
+    return hashlib.sha256(f"{tenant}\x1f{message_id}".encode()).hexdigest()
 
 
 def outbox_table(service: str) -> Table:
@@ -38,8 +46,10 @@ def outbox_table(service: str) -> Table:
         Column("subject", String(300), nullable=False),
         Column("body", LargeBinary, nullable=False),
         Column("created_at", UtcDateTime, nullable=False),
+        Column("available_at", UtcDateTime, nullable=False),
+        Column("attempts", Integer, nullable=False, server_default="0"),
     )
-    Index(f"ix_{service}_outbox_created_at", table.c.created_at)
+    Index(f"ix_{service}_outbox_available_at", table.c.available_at)
     return table
 
 
@@ -52,38 +62,59 @@ class Outgoing:
     body: bytes
 
 
-async def remember_new(session: AsyncSession, inbox: Table, message_ids: Sequence[str], now: datetime) -> set[str]:
-    """Record these message ids; return the ones not seen before (in this same transaction)."""
-    if not message_ids:
+async def remember_new(session: AsyncSession, inbox: Table, keys: Sequence[str], now: datetime) -> set[str]:
+    """Record these inbox keys; return the ones not seen before (in this same transaction)."""
+    if not keys:
         return set()
-    statement = insert_ignoring_conflicts(session, inbox, ["message_id"]).returning(inbox.c.message_id)
-    rows = [{"message_id": m, "received_at": now} for m in dict.fromkeys(message_ids)]
+    statement = insert_ignoring_conflicts(session, inbox, ["message_key"]).returning(inbox.c.message_key)
+    rows = [{"message_key": k, "received_at": now} for k in dict.fromkeys(keys)]
     # RETURNING gives exactly the rows this transaction inserted: on PostgreSQL a concurrent
     # insert of the same id waits for the other transaction and then returns nothing.
     return set((await session.execute(statement, rows)).scalars())
 
 
-async def add_to_outbox(session: AsyncSession, outbox: Table, events: Sequence[Outgoing], now: datetime) -> None:
+async def add_to_outbox(session: AsyncSession, outbox: Table, events: Sequence[Outgoing], now: datetime,
+                        relay_after: timedelta) -> None:
+    """`relay_after`: how long the fast path has to publish these before the relay may."""
     if events:
         await session.execute(
             outbox.insert(),
-            [{"event_id": e.event_id, "subject": e.subject, "body": e.body, "created_at": now} for e in events],
+            [{"event_id": e.event_id, "subject": e.subject, "body": e.body, "created_at": now,
+              "available_at": now + relay_after, "attempts": 0} for e in events],
         )
 
 
-async def claim_unpublished(session: AsyncSession, outbox: Table, older_than: datetime, limit: int) -> list[Outgoing]:
-    """Rows left behind by a publish that never happened (crash, broker down). On PostgreSQL rows
-    are locked SKIP LOCKED so relays of several replicas share the work; SQLite has one writer."""
+async def claim_unpublished(session: AsyncSession, outbox: Table, now: datetime, limit: int) -> list[Outgoing]:
+    """Rows left behind by a publish that never happened (crash, broker down), due now. On
+    PostgreSQL rows are locked SKIP LOCKED so relays of several replicas share the work; SQLite has
+    one writer."""
     query = (
         select(outbox.c.event_id, outbox.c.subject, outbox.c.body)
-        .where(outbox.c.created_at < older_than)
-        .order_by(outbox.c.created_at)
+        .where(outbox.c.available_at <= now)
+        .order_by(outbox.c.available_at)
         .limit(limit)
     )
     if is_postgres(session):
         query = query.with_for_update(skip_locked=True)
     rows = (await session.execute(query)).all()
     return [Outgoing(event_id=r.event_id, subject=r.subject, body=r.body) for r in rows]
+
+
+async def postpone(session: AsyncSession, outbox: Table, event_ids: Sequence[str], now: datetime,
+                   backoff: Sequence[float]) -> None:
+    """Rows the broker did not take: each waits longer after every failed attempt, up to the last step."""
+    if not event_ids:
+        return
+    attempts = (await session.execute(
+        select(outbox.c.event_id, outbox.c.attempts).where(outbox.c.event_id.in_(list(event_ids))))).all()
+    for event_id, tried in attempts:
+        delay = backoff[min(tried, len(backoff) - 1)]
+        await session.execute(update(outbox).where(outbox.c.event_id == event_id).values(
+            attempts=tried + 1, available_at=now + timedelta(seconds=delay)))
+
+
+async def outbox_size(session: AsyncSession, outbox: Table) -> int:
+    return int((await session.execute(select(func.count()).select_from(outbox))).scalar_one())
 
 
 async def forget_published(session: AsyncSession, outbox: Table, event_ids: Sequence[str]) -> None:
@@ -117,9 +148,5 @@ class PublishedRows:
 
 
 async def forget_old_inbox(session: AsyncSession, inbox: Table, before: datetime) -> None:
+    """Inbox rows older than any message a stream still keeps (Settings.inbox_retention)."""
     await session.execute(delete(inbox).where(inbox.c.received_at < before))
-
-
-# A message id only needs remembering while the broker could still redeliver it or a sender resend it
-# within the stream's duplicate window; two weeks is far beyond both.
-INBOX_RETENTION = timedelta(days=14)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from shared.contracts.problems import Problem
 from shared.instruments.model import Instrument, Item
@@ -65,3 +65,21 @@ def check_total(instrument: Instrument, total: float) -> list[Problem]:
         message=f"{instrument.id} total {total:g} is outside the instrument's range",
         expected=f"a total from {low:g} to {high:g}",
     )]
+
+
+def check_scorable(instrument: Instrument, responses: Mapping[int, float | None], *, item_level: bool,
+                   reported_total: float | None) -> list[Problem]:
+    """Everything that stops a canonical submission from being scored by `instrument`: the checks
+    ingest made, made again by whoever receives one from another service."""
+    if item_level:
+        return check_responses(instrument, responses)
+    if reported_total is None:
+        return [Problem(field="total", code="missing_field", message="a total-only submission has no total",
+                        expected="item responses, or a total")]
+    return check_total(instrument, reported_total)
+
+
+def summary(problems: Sequence[Problem], shown: int = 5) -> str:
+    """Problems in one line for a dead letter: codes and fields (which never carry payload text)."""
+    listed = "; ".join(f"{p.code} at {p.field}" for p in problems[:shown])
+    return listed + (f"; and {len(problems) - shown} more" if len(problems) > shown else "")

@@ -12,10 +12,9 @@ from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
-from nats.js.api import StorageType
+from nats.js.api import AckPolicy as ConsumerAckPolicy
 from nats.js.errors import ServiceUnavailableError
 
-from shared.messaging.subjects import STREAM_NAME, STREAM_SUBJECTS
 from shared.settings import Settings
 
 # FastStream 0.7.8's batch pull loop catches nats.errors.TimeoutError, but nats-py 2.16's
@@ -59,18 +58,10 @@ async def _consume_batches(self: _pull_subscriber.BatchPullStreamSubscriber) -> 
 
 _pull_subscriber.BatchPullStreamSubscriber._consume_pull = _consume_batches  # type: ignore[method-assign]
 
-DUPLICATE_WINDOW_SECONDS = 300
-
-def rapport_stream() -> JStream:
-    """The one stream, declared by every service on start. A new object per broker: FastStream
-    remembers on the object that it declared it."""
-    return JStream(
-        STREAM_NAME,
-        subjects=STREAM_SUBJECTS,
-        duplicate_window=DUPLICATE_WINDOW_SECONDS,
-        storage=StorageType.FILE,
-        max_age=30 * 24 * 3600,
-    )
+def bound_stream(name: str) -> JStream:
+    """A stream a subscriber binds to. Declared by ensure_streams (streams.py), never by FastStream,
+    which would merge subjects into an existing stream and overwrite what an operator set."""
+    return JStream(name, declare=False)
 
 
 def make_broker(settings: Settings, url: str, *, service: str) -> NatsBroker:
@@ -91,9 +82,11 @@ def batch_pull(settings: Settings) -> PullSub:
     return PullSub(batch_size=settings.batch_size, timeout=settings.batch_wait_seconds, batch=True)
 
 
-def consumer_config(settings: Settings) -> ConsumerConfig:
-    # ack_wait covers a slow batch; max_deliver bounds redelivery of a message whose handler dies
-    # with its process (the handler dead-letters on its own last attempt otherwise).
+def consumer_config(settings: Settings, durable: str, subject: str) -> ConsumerConfig:
+    # No max_deliver: the server must never give up on a message by itself, whatever the fault
+    # (consumer.py decides, and dead-letters only poison and defects). ack_wait covers a slow batch;
+    # a paused batch keeps its messages with in-progress acks.
     return ConsumerConfig(
-        max_deliver=settings.max_deliver + 2, ack_wait=settings.ack_wait_seconds, max_ack_pending=5000
+        durable_name=durable, filter_subject=subject, ack_policy=ConsumerAckPolicy.EXPLICIT, max_deliver=-1,
+        ack_wait=settings.ack_wait_seconds, max_ack_pending=5000,
     )

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from shared.contracts.envelope import make_event
 from shared.db.delivery import Outgoing
-from shared.messaging.subjects import STREAM_NAME
+from shared.messaging.subjects import stream_of
 from shared.metrics import messages_published
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
@@ -40,7 +40,7 @@ class EventPublisher:
             event.body,
             event.subject,
             headers={"Nats-Msg-Id": event.event_id, "content-type": CLOUDEVENTS_JSON, **(headers or {})},
-            stream=STREAM_NAME,
+            stream=stream_of(event.subject),
             timeout=self._timeout,
         )
         messages_published.labels(self._service, _event_kind(event.subject)).inc()

@@ -1,17 +1,18 @@
 """The outbox relay: deletes the rows the fast path published since the last batch, then publishes
 events whose fast-path publish never happened (a crash between commit and publish, or the broker
-away), then deletes their rows."""
+away), then deletes their rows. A row the broker refuses waits longer before each new attempt
+(`available_at`), so rows that keep failing never stop the others from being relayed."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.db.delivery import PublishedRows, claim_unpublished, forget_published
+from shared.db.delivery import PublishedRows, claim_unpublished, forget_published, outbox_size, postpone
 from shared.messaging.publish import EventPublisher
 from shared.metrics import outbox_backlog
 from shared.periodic import Periodic
@@ -29,8 +30,8 @@ class OutboxRelay:
         publisher: EventPublisher,
         published: PublishedRows,
         clock: Callable[[], datetime],
+        backoff: Sequence[float],
         interval_seconds: float = 1.0,
-        grace: timedelta = timedelta(seconds=5),
         batch: int = 500,
     ) -> None:
         self._service = service
@@ -39,23 +40,26 @@ class OutboxRelay:
         self._publisher = publisher
         self._published = published
         self._clock = clock
-        self._grace = grace  # leaves the fast path time to publish and clear its own rows
+        self._backoff = backoff
         self._batch = batch
         self._loop = Periodic(f"{service}-outbox-relay", interval_seconds, self.relay_once)
 
-    async def relay_once(self, *, grace: timedelta | None = None) -> int:
-        """Publish what is left over; returns how many events were published."""
-        cutoff = self._clock() - (self._grace if grace is None else grace)
+    async def relay_once(self, *, ahead: timedelta = timedelta(0)) -> int:
+        """Publish what is due (`ahead`: also what becomes due within it); returns how many were published."""
+        now = self._clock()
         earlier = self._published.take()
         try:
             async with self._sessions() as session, session.begin():
                 await forget_published(session, self._outbox, earlier)
-                pending = await claim_unpublished(session, self._outbox, cutoff, self._batch)
-                outbox_backlog.labels(self._service).set(len(pending))
+                pending = await claim_unpublished(session, self._outbox, now + ahead, self._batch)
+                outbox_backlog.labels(self._service).set(await outbox_size(session, self._outbox))
                 if not pending:
                     return 0
                 published = await self._publisher.publish_all(pending)
                 await forget_published(session, self._outbox, published)
+                taken = set(published)
+                await postpone(session, self._outbox, [e.event_id for e in pending if e.event_id not in taken],
+                               now, self._backoff)
         except BaseException:
             self._published.give_back(earlier)
             raise

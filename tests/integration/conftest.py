@@ -12,18 +12,19 @@ from nats.js.errors import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db.engine import create_engine, session_factory
-from shared.messaging.subjects import STREAM_NAME
+from shared.messaging.subjects import STREAM_SUBJECTS
 
 pytestmark = pytest.mark.nats
 
 
 @pytest_asyncio.fixture
 async def fresh_stream(nats_url: str) -> AsyncIterator[str]:
-    """Each test starts with no RAPPORT stream and no durable consumers: nothing left from another test."""
+    """Each test starts with none of Rapport's streams and no durable consumers: nothing left from another test."""
     client = await nats.connect(nats_url)
     try:
-        with contextlib.suppress(NotFoundError):
-            await client.jetstream().delete_stream(STREAM_NAME)
+        for stream in STREAM_SUBJECTS:
+            with contextlib.suppress(NotFoundError):
+                await client.jetstream().delete_stream(stream)
         yield nats_url
     finally:
         await client.close()

@@ -32,14 +32,12 @@ async def running(
             runtime, _asgi = importlib.import_module(f"services.{name}.app").build(settings, nats_url)
             if adjust:
                 adjust(name, runtime)
-            await runtime.broker.start()
+            await runtime.start()
             runtimes[name if name not in runtimes else f"{name}-{len(runtimes)}"] = runtime
         yield runtimes
     finally:
         for runtime in runtimes.values():
-            await runtime.relay.stop()
-            await runtime.broker.stop()
-            await runtime.engine.dispose()
+            await runtime.stop()
 
 
 @asynccontextmanager
