@@ -6,17 +6,22 @@ import asyncio
 import importlib
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.messaging.deadletters import Filters
 
 app = typer.Typer(help="Rapport: measurement-based care over an event broker.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 trajectories_app = typer.Typer(help="Expected trajectories for the not_on_track rule.", no_args_is_help=True)
 app.add_typer(trajectories_app, name="trajectories")
+deadletter_app = typer.Typer(help="Dead letters: list them, look at one, send them again.", no_args_is_help=True)
+app.add_typer(deadletter_app, name="deadletter")
 
 SERVICE_NAMES = ("ingest", "scoring", "alerts")
 
@@ -171,6 +176,76 @@ def bench(
                        embedded=embedded,
                        broker_url=None if embedded else _broker_url(settings))
     typer.echo(json.dumps(result, indent=2) if as_json else result["text"])
+
+
+Service = Annotated[str | None, typer.Option(help="ingest | scoring | alerts")]
+Tenant = Annotated[str | None, typer.Option(help="one tenant's dead letters")]
+Reason = Annotated[str | None, typer.Option(help="poison, defect, or text the reason contains")]
+Since = Annotated[str | None, typer.Option(help="ISO-8601 time with offset, or a span back: 30m, 2h, 7d")]
+
+
+def _filters(service: str | None, tenant: str | None, reason: str | None, since: str | None,
+             until: str | None) -> Filters:
+    from datetime import UTC, datetime
+
+    from rapport.deadletter import parse_when
+    from shared.messaging.deadletters import Filters
+
+    now = datetime.now(UTC)
+    try:
+        return Filters(service=service, tenant=tenant, reason=reason, since=parse_when(since, now),
+                       until=parse_when(until, now))
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+@deadletter_app.command("list")
+def deadletter_list(
+    service: Service = None, tenant: Tenant = None, reason: Reason = None, since: Since = None,
+    until: Since = None, limit: int = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Dead letters, oldest first: sequence, when, tenant, service, deliveries, reason (never bodies)."""
+    from rapport.deadletter import list_command
+
+    filters = _filters(service, tenant, reason, since, until)
+    typer.echo(asyncio.run(list_command(_broker_url(_settings(data_dir)), filters, limit, as_json)))
+
+
+@deadletter_app.command("show")
+def deadletter_show(
+    sequence: int,
+    save: Annotated[Path | None, typer.Option(help="write the original body to this file (mode 0600)")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """One dead letter's headers: reason, detail, original subject and message id, deliveries, size."""
+    from rapport.deadletter import show_command
+
+    code, text = asyncio.run(show_command(_broker_url(_settings(data_dir)), sequence, save))
+    typer.echo(text, err=code != 0)
+    raise typer.Exit(code)
+
+
+@deadletter_app.command("redrive")
+def deadletter_redrive(
+    sequences: Annotated[list[int] | None, typer.Argument(help="dead letters to send again")] = None,
+    every: Annotated[bool, typer.Option("--all", help="every dead letter the filters match")] = False,
+    service: Service = None, tenant: Tenant = None, reason: Reason = None, since: Since = None,
+    until: Since = None, data_dir: DataDir = None,
+) -> None:
+    """Publish dead letters to their original subjects again (after the fix), then remove them.
+    The consumers' inboxes recognise a message that was handled after all."""
+    from rapport.deadletter import redrive_command
+
+    if bool(sequences) == every:
+        typer.echo("give dead-letter sequence numbers, or --all with filters", err=True)
+        raise typer.Exit(2)
+    filters = _filters(service, tenant, reason, since, until) if every else None
+    code, text = asyncio.run(redrive_command(_broker_url(_settings(data_dir)), sequences or [], filters))
+    typer.echo(text)
+    raise typer.Exit(code)
 
 
 @app.command()
