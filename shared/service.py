@@ -36,7 +36,7 @@ from shared.messaging.relay import OutboxRelay
 from shared.messaging.streams import ensure_streams
 from shared.messaging.subjects import stream_of
 from shared.messaging.watch import ConsumerWatch, Subscription
-from shared.metrics import REGISTRY
+from shared.metrics import REGISTRY, tenant_label
 from shared.periodic import Periodic
 from shared.settings import Settings
 
@@ -70,6 +70,7 @@ class ServiceRuntime:
     relay: OutboxRelay = field(init=False)
 
     def __post_init__(self) -> None:
+        tenant_label.limit = self.settings.metrics_max_tenants
         self.engine = create_engine(
             self.settings.resolved_database_url(), statement_timeout=self.settings.statement_timeout_seconds
         )

@@ -3,6 +3,7 @@ current from the alerts table, every few seconds."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
 from typing import cast
@@ -11,7 +12,7 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.alerts.models import StoredAlert
-from shared.metrics import alerts_oldest_unacknowledged, alerts_open
+from shared.metrics import alerts_oldest_unacknowledged, alerts_open, tenant_label
 from shared.periodic import Periodic
 
 alerts = cast(Table, StoredAlert.__table__)
@@ -23,13 +24,22 @@ async def refresh(session: AsyncSession, now: datetime) -> None:
         .where(alerts.c.status != "resolved")
         .group_by(alerts.c.tenant, alerts.c.kind, alerts.c.status)
     )
-    alerts_open.clear()
-    alerts_oldest_unacknowledged.clear()
+    # tenants beyond the label limit share the label _other: their counts add up, the oldest is the oldest
+    open_counts: dict[tuple[str, str, str], int] = defaultdict(int)
+    oldest_age: dict[tuple[str, str], float] = {}
     for tenant, kind, status, count, oldest in rows:
-        alerts_open.labels(tenant, kind, status).set(count)
+        label = tenant_label(tenant)
+        open_counts[(label, kind, status)] += count
         if status == "open" and oldest is not None:
             opened = oldest if oldest.tzinfo else oldest.replace(tzinfo=now.tzinfo)
-            alerts_oldest_unacknowledged.labels(tenant, kind).set((now - opened).total_seconds())
+            age = (now - opened).total_seconds()
+            oldest_age[(label, kind)] = max(age, oldest_age.get((label, kind), age))
+    alerts_open.clear()
+    alerts_oldest_unacknowledged.clear()
+    for (label, kind, status), count in open_counts.items():
+        alerts_open.metric.labels(label, kind, status).set(count)
+    for (label, kind), age in oldest_age.items():
+        alerts_oldest_unacknowledged.metric.labels(label, kind).set(age)
 
 
 class DashboardGauges:
