@@ -12,14 +12,23 @@ import contextlib
 import json
 import os
 import statistics
+import sys
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
+import nats
+from nats.aio.msg import Msg
+
+from rapport import baseline
 from rapport.journeys import Journey, Journeys
 from rapport.stack import Stack, read_endpoints
+from shared.db.engine import create_engine
 from shared.settings import Settings
+
+T = TypeVar("T")
 
 CONCURRENCY = 256
 IDLE_SECONDS = 2.0
@@ -66,19 +75,33 @@ def _cpu(pids: dict[str, int]) -> dict[str, float]:
     return {name: seconds for name, pid in pids.items() if (seconds := cpu_seconds(pid)) is not None}
 
 
-async def _publish_all(journeys: Journeys, bodies: list[bytes], rate: float) -> list[Journey]:
-    sent: list[Journey] = []
+async def _paced(send: Callable[[bytes], Awaitable[T]], bodies: list[bytes], rate: float) -> list[T]:
+    """Send every body, at `rate` per second, or flat out with CONCURRENCY publishes in flight."""
+    sent: list[T] = []
     if rate > 0:
         start = time.perf_counter()
         for i, body in enumerate(bodies):
             delay = start + i / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)  # pacing the load, not waiting for an outcome
-            sent.append(await journeys.submit(body))
+            sent.append(await send(body))
         return sent
     for chunk in range(0, len(bodies), CONCURRENCY):
-        sent += await asyncio.gather(*(journeys.submit(b) for b in bodies[chunk : chunk + CONCURRENCY]))
+        sent += await asyncio.gather(*(send(b) for b in bodies[chunk : chunk + CONCURRENCY]))
     return sent
+
+
+async def _publish_all(journeys: Journeys, bodies: list[bytes], rate: float) -> list[Journey]:
+    return await _paced(journeys.submit, bodies, rate)
+
+
+def _latency_summary(latencies: list[float]) -> dict[str, float | None]:
+    return {
+        "p50": round(percentile(latencies, 0.50) * 1000, 1) if latencies else None,
+        "p95": round(percentile(latencies, 0.95) * 1000, 1) if latencies else None,
+        "p99": round(percentile(latencies, 0.99) * 1000, 1) if latencies else None,
+        "mean": round(statistics.fmean(latencies) * 1000, 1) if latencies else None,
+    }
 
 
 async def _drive(broker_url: str, tenant: str, count: int, rate: float, history: int, episodes: int,
@@ -114,12 +137,7 @@ async def _drive(broker_url: str, tenant: str, count: int, rate: float, history:
             "publish_seconds": round(published - started, 3),
             "seconds": round(last - started, 3),
             "throughput_per_s": round(len(finished) / (last - started), 1) if finished else 0.0,
-            "latency_ms": {
-                "p50": round(percentile(latencies, 0.50) * 1000, 1) if latencies else None,
-                "p95": round(percentile(latencies, 0.95) * 1000, 1) if latencies else None,
-                "p99": round(percentile(latencies, 0.99) * 1000, 1) if latencies else None,
-                "mean": round(statistics.fmean(latencies) * 1000, 1) if latencies else None,
-            },
+            "latency_ms": _latency_summary(latencies),
             "rss_mb": memory,
             "cpu_ms_per_submission": {n: round((after[n] - before[n]) * 1000 / max(1, len(finished)), 2)
                                       for n in after if n in before},
@@ -130,18 +148,92 @@ async def _drive(broker_url: str, tenant: str, count: int, rate: float, history:
         await journeys.close()
 
 
+async def _drive_baseline(broker_url: str, database_url: str, count: int, rate: float) -> dict[str, Any]:
+    """The same load through the bare three-hop pipeline (rapport/baseline.py), on the same broker and database."""
+    run = f"b{int(time.time()) % 10**6}"
+    connection = await nats.connect(broker_url, name="rapport-bench-baseline")
+    engine = create_engine(database_url)
+    processes: list[asyncio.subprocess.Process] = []
+    try:
+        js = connection.jetstream()
+        await baseline.prepare(js, engine)
+        env = {**os.environ, "RAPPORT_BROKER_URL": broker_url, "RAPPORT_DATABASE_URL": database_url,
+               "RAPPORT_LOG_LEVEL": "WARNING"}
+        for hop in range(1, baseline.HOPS + 1):
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "rapport.baseline", str(hop), run, env=env,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+            processes.append(process)
+            assert process.stdout is not None
+            if (await asyncio.wait_for(process.stdout.readline(), 60)).strip() != b"ready":
+                raise RuntimeError(f"baseline hop {hop} did not start (exit code {process.returncode})")
+        published: dict[str, float] = {}
+        finished: dict[str, float] = {}
+        all_done = asyncio.Event()
+
+        async def arrived(msg: Msg) -> None:
+            key = (msg.headers or {}).get(baseline.KEY, "")
+            if key in published and key not in finished:
+                finished[key] = time.perf_counter()
+                if len(finished) == count:
+                    all_done.set()
+
+        await connection.subscribe(baseline.subject(run, baseline.HOPS), cb=arrived,
+                                   pending_msgs_limit=10_000_000, pending_bytes_limit=2_000_000_000)
+        await connection.flush()
+        numbers = iter(range(count))
+
+        async def send(body: bytes) -> str:
+            key = f"{run}-{next(numbers)}"
+            published[key] = time.perf_counter()
+            await js.publish(baseline.subject(run, 0), body, headers={"Nats-Msg-Id": key, baseline.KEY: key},
+                             timeout=30)
+            return key
+
+        pids = {f"hop{n + 1}": p.pid for n, p in enumerate(processes)}
+        before = _cpu(pids)
+        started = time.perf_counter()
+        await _paced(send, [_submission(run, n % 200, n // 200) for n in range(count)], rate)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_done.wait(), max(120, count / 50))
+        after = _cpu(pids)
+        last = max(finished.values(), default=started)
+        latencies = [finished[k] - published[k] for k in finished]
+        return {
+            "count": count, "completed": len(finished), "seconds": round(last - started, 3),
+            "throughput_per_s": round(len(finished) / (last - started), 1) if finished else 0.0,
+            "latency_ms": _latency_summary(latencies),
+            "cpu_ms_per_submission": {n: round((after[n] - before[n]) * 1000 / max(1, len(finished)), 2)
+                                      for n in after if n in before},
+        }
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 20)
+        await baseline.remove(connection.jetstream(), engine)
+        await engine.dispose()
+        await connection.close()
+
+
 def run_bench(settings: Settings, *, count: int, rate: float, tenant: str, history: int, episodes: int,
-              embedded: bool, broker_url: str | None) -> dict[str, Any]:
+              embedded: bool, broker_url: str | None, compare_baseline: bool = False) -> dict[str, Any]:
     if embedded:
         with Stack(settings, quiet=True) as stack:
             pids = {s.name: s.process.pid for s in stack.services if s.process}
             result = asyncio.run(_drive(stack.broker_url, tenant, count, rate, history, episodes, pids))
+            if compare_baseline:
+                result["baseline"] = asyncio.run(_drive_baseline(stack.broker_url, stack.database_url, count, rate))
     else:
         assert broker_url is not None
         endpoints = read_endpoints(settings.data_dir) or {}
         services = cast(dict[str, dict[str, Any]], endpoints.get("services", {}))
         pids = {name: int(info["pid"]) for name, info in services.items() if info.get("pid")}
         result = asyncio.run(_drive(broker_url, tenant, count, rate, history, episodes, pids))
+        if compare_baseline:
+            result["baseline"] = asyncio.run(_drive_baseline(broker_url, settings.resolved_database_url(), count,
+                                                             rate))
     lat = result["latency_ms"]
     result["text"] = (
         f"{result['completed']}/{result['count']} submissions ({result['rate_requested']}/s requested, "
@@ -152,4 +244,14 @@ def run_bench(settings: Settings, *, count: int, rate: float, tenant: str, histo
         f"CPU per submission (ms): {result['cpu_ms_per_submission'] or 'not available'}; "
         f"idle CPU (% of a core, {IDLE_SECONDS:g}s before the run): {result['idle_cpu_percent'] or 'not available'}"
     )
+    if (base := result.get("baseline")) is not None:
+        share = result["throughput_per_s"] / base["throughput_per_s"] if base["throughput_per_s"] else 0.0
+        result["share_of_baseline"] = round(share, 2)
+        blat = base["latency_ms"]
+        result["text"] += (
+            f"\nbare three-hop pipeline, same broker and database: {base['completed']}/{base['count']} in "
+            f"{base['seconds']}s: {base['throughput_per_s']}/s; p50 {blat['p50']} ms, p99 {blat['p99']} ms; "
+            f"CPU per submission (ms): {base['cpu_ms_per_submission']}\n"
+            f"Rapport's throughput as a share of the bare pipeline's: {result['share_of_baseline']}"
+        )
     return result

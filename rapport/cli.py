@@ -165,6 +165,9 @@ def bench(
     history: Annotated[int, typer.Option(help="earlier sessions per episode before the measured ones")] = 0,
     episodes: Annotated[int, typer.Option(help="episodes the submissions are spread over")] = 200,
     embedded: Annotated[bool, typer.Option(help="start a stack for the run (else use a running one)")] = False,
+    compare_baseline: Annotated[bool, typer.Option(
+        "--baseline", help="then the same load through a bare three-hop pipeline on the same broker and database")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -173,7 +176,7 @@ def bench(
 
     settings = _settings(data_dir)
     result = run_bench(settings, count=count, rate=rate, tenant=tenant, history=history, episodes=episodes,
-                       embedded=embedded,
+                       embedded=embedded, compare_baseline=compare_baseline,
                        broker_url=None if embedded else _broker_url(settings))
     typer.echo(json.dumps(result, indent=2) if as_json else result["text"])
 
