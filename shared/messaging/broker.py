@@ -64,10 +64,15 @@ def bound_stream(name: str) -> JStream:
     return JStream(name, declare=False)
 
 
+def broker_servers(url: str) -> list[str]:
+    """`nats://a:4222,nats://b:4222,nats://c:4222` (a cluster) as the list of servers the client tries."""
+    return [server.strip() for server in url.split(",") if server.strip()]
+
+
 def make_broker(settings: Settings, url: str, *, service: str) -> NatsBroker:
     """Per-message log lines from FastStream go to DEBUG: at the default level they would halve throughput."""
     return NatsBroker(
-        url,
+        broker_servers(url),
         name=f"rapport-{service}",
         logger=logging.getLogger(f"rapport.{service}.broker"),
         log_level=logging.DEBUG,
