@@ -2,7 +2,13 @@
 
 With RAPPORT_BROKER_URL / RAPPORT_DATABASE_URL set, those are used; otherwise the embedded NATS and
 a SQLite file under the data dir. The endpoints are written to <data dir>/endpoints.json so other
-commands (`rapport submit`, `rapport bench`) find the running stack."""
+commands (`rapport submit`, `rapport bench`) find the running stack.
+
+Files are closed by default: the process umask is 0o077 from the start (the services and the broker
+inherit it), the data dir is 0700 and every file in it 0600. Before the services start, the
+embedded broker's sync setting is read back from the running server and `rapport up` refuses to go
+on if it is not what RAPPORT_BROKER_SYNC asked for; the `durability` line says what an
+acknowledgement means for broker and database."""
 
 from __future__ import annotations
 
@@ -14,15 +20,20 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rapport.database import upgrade
 from rapport.embedded_nats import EmbeddedNats, free_port
+from shared.db.engine import create_engine
+from shared.durability import broker_policy, database_policy
 from shared.settings import Settings
 
 SERVICES = ("ingest", "scoring", "alerts")
 ENDPOINTS_FILE = "endpoints.json"
+# what `rapport up` keeps in the data dir (SQLite file with -wal/-shm, logs, broker config and store)
+OWN_FILES = ("rapport.db*", "*.log", ENDPOINTS_FILE, "nats-server.conf", "nats")
 
 
 @dataclass
@@ -31,6 +42,10 @@ class ServiceProcess:
     port: int
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    # when it exited, for the exits still inside the restart policy's window
+    crashes: tuple[float, ...] = ()
+    # set while a restart waits out its delay
+    restart_at: float | None = None
 
     @property
     def url(self) -> str:
@@ -46,6 +61,77 @@ def redact(url: str) -> str:
     return url
 
 
+class StackError(RuntimeError):
+    """The stack cannot start as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """More than `max_crashes` exits of one service within `window_seconds` stop the stack; below
+    that a service is restarted after `first_delay_seconds`, doubled for each earlier exit still in
+    the window, at most `max_delay_seconds`. A service that exits once a day is restarted forever."""
+
+    max_crashes: int = 5
+    window_seconds: float = 300.0
+    first_delay_seconds: float = 1.0
+    max_delay_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class RestartDecision:
+    restart: bool
+    delay: float
+    crashes: tuple[float, ...]  # the exits inside the window, this one last
+
+
+def after_exit(crashes: Sequence[float], now: float, policy: RestartPolicy) -> RestartDecision:
+    """What to do about a service that just exited at `now`, given its earlier exits. Pure."""
+    recent = (*(t for t in crashes if now - t < policy.window_seconds), now)
+    if len(recent) > policy.max_crashes:
+        return RestartDecision(restart=False, delay=0.0, crashes=recent)
+    delay = min(policy.max_delay_seconds, policy.first_delay_seconds * 2 ** (len(recent) - 1))
+    return RestartDecision(restart=True, delay=delay, crashes=recent)
+
+
+def close_data_dir(data_dir: Path) -> None:
+    """Umask 0o077 for this process and its children from now on; the data dir 0700 (which alone
+    closes everything in it), and the files an earlier run of Rapport left there owner-only. Only
+    Rapport's own names are touched, in case the data dir was pointed at a directory shared with
+    other things."""
+    os.umask(0o077)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    for pattern in OWN_FILES:
+        for path in data_dir.glob(pattern):
+            mode = path.lstat().st_mode
+            if not path.is_symlink() and mode & 0o077:
+                path.chmod(mode & 0o700)
+
+
+async def read_database_policy(url: str) -> str:
+    engine = create_engine(url)
+    try:
+        return await database_policy(engine)
+    finally:
+        await engine.dispose()
+
+
+def durability_line(*, broker_sync: str, embedded: bool, database: str) -> str:
+    """`rapport up`'s statement of what an acknowledgement means (the embedded broker's setting as
+    read back from it; an external broker's as configured here, which its operator must match)."""
+    broker = broker_policy(broker_sync)
+    if embedded:
+        broker += " (embedded, single node"
+        if broker_sync != "always":
+            broker += f"; a power failure can lose what was acknowledged in the last {broker_sync}"
+        broker += ")"
+    else:
+        broker += " (external: as set by RAPPORT_BROKER_SYNC, configure the server to match)"
+    if database.startswith("postgresql") and ("fsync=off" in database or "synchronous_commit=off" in database):
+        database += " (a crash of the database can lose acknowledged commits)"
+    return f"durability  broker {broker}, database {database}"
+
+
 @dataclass
 class Stack:
     settings: Settings
@@ -54,6 +140,9 @@ class Stack:
     broker_url: str = ""
     database_url: str = ""
     services: list[ServiceProcess] = field(default_factory=list)
+    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
+    clock: Callable[[], float] = time.monotonic
+    durability: str = ""
 
     @property
     def data_dir(self) -> Path:
@@ -64,15 +153,24 @@ class Stack:
             print(line, flush=True)
 
     def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        close_data_dir(self.data_dir)  # before anything is created in it
         if self.settings.broker_url:
             self.broker_url = self.settings.broker_url
         else:
-            self.nats = EmbeddedNats(self.data_dir)
+            self.nats = EmbeddedNats(self.data_dir, sync=self.settings.broker_sync)
             self.nats.start()
             self.broker_url = self.nats.url
+            try:
+                self.nats.verify_sync()
+            except Exception as error:  # a mismatch, or a monitoring endpoint that does not answer
+                raise StackError(f"not starting: {error}") from error
         self.database_url = self.settings.resolved_database_url()
         asyncio.run(upgrade(self.database_url))
+        database = asyncio.run(read_database_policy(self.database_url))
+        if database.startswith("sqlite") and database != "sqlite synchronous=FULL":
+            raise StackError(f"not starting: {database}, expected synchronous=FULL (shared/db/engine.py)")
+        self.durability = durability_line(broker_sync=self.settings.broker_sync, embedded=self.nats is not None,
+                                          database=database)
         self.services = [ServiceProcess(name, free_port()) for name in SERVICES]
         for service in self.services:
             self._spawn(service)
@@ -81,6 +179,7 @@ class Stack:
         self._write_endpoints()
         self.say(f"broker    {self.broker_url}" + ("  (embedded)" if self.nats else ""))
         self.say(f"database  {redact(self.database_url)}")
+        self.say(self.durability)
         for service in self.services:
             self.say(f"{service.name:<9} {service.url}  (/healthz /readyz /metrics)")
         self.say(f"endpoints {self.data_dir / ENDPOINTS_FILE}")
@@ -93,11 +192,11 @@ class Stack:
         return env
 
     def _spawn(self, service: ServiceProcess) -> None:
-        log = (self.data_dir / f"{service.name}.log").open("ab")
-        service.process = subprocess.Popen(
-            [sys.executable, "-m", "rapport.cli", "serve", service.name, "--port", str(service.port)],
-            env=self._environment(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-        )
+        with (self.data_dir / f"{service.name}.log").open("ab") as log:  # the child keeps its own copy
+            service.process = subprocess.Popen(
+                [sys.executable, "-m", "rapport.cli", "serve", service.name, "--port", str(service.port)],
+                env=self._environment(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            )
 
     def _wait_ready(self, service: ServiceProcess, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -123,10 +222,15 @@ class Stack:
             "database": redact(self.database_url),
             "services": {s.name: {"url": s.url, "pid": s.process.pid if s.process else None} for s in self.services},
         }
-        (self.data_dir / ENDPOINTS_FILE).write_text(json.dumps(endpoints, indent=2))
+        # replaced whole, so a reader never sees half a file (it is rewritten when a service restarts)
+        path = self.data_dir / ENDPOINTS_FILE
+        partial = path.with_name(f".{ENDPOINTS_FILE}.{os.getpid()}")
+        partial.write_text(json.dumps(endpoints, indent=2))
+        partial.replace(path)
 
-    def supervise(self, stop: asyncio.Event | None = None, max_restarts: int = 5) -> None:
-        """Wait for SIGINT/SIGTERM; restart a service that dies, a bounded number of times."""
+    def supervise(self, poll_seconds: float = 0.2) -> str | None:
+        """Until SIGINT/SIGTERM: restart a service that exits, per `restart_policy`. Returns None
+        when asked to stop, or the reason when a service exits too often and the stack must stop."""
         stopping = {"now": False}
 
         def request_stop(signum: int, _frame: object) -> None:
@@ -135,17 +239,41 @@ class Stack:
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
         while not stopping["now"]:
-            for service in self.services:
-                assert service.process is not None
-                if service.process.poll() is not None:
-                    if service.restarts >= max_restarts:
-                        self.say(f"{service.name} keeps exiting; stopping the stack")
-                        stopping["now"] = True
-                        break
+            reason = self.supervise_step()
+            if reason is not None:
+                return reason
+            time.sleep(poll_seconds)
+        return None
+
+    def supervise_step(self) -> str | None:
+        """One look at every service at `self.clock()`: note exits, start restarts that are due.
+        Returns the reason to stop the stack, if there is one."""
+        now = self.clock()
+        for service in self.services:
+            if service.restart_at is not None:
+                if now >= service.restart_at:
+                    service.restart_at = None
                     service.restarts += 1
-                    self.say(f"{service.name} exited ({service.process.returncode}); restarting")
                     self._spawn(service)
-            time.sleep(0.2)
+                    self._write_endpoints()
+                continue
+            assert service.process is not None
+            code = service.process.poll()
+            if code is None:
+                continue
+            decision = after_exit(service.crashes, now, self.restart_policy)
+            service.crashes = decision.crashes
+            window = f"{self.restart_policy.window_seconds:g}s"
+            log = self.data_dir / f"{service.name}.log"
+            if not decision.restart:
+                reason = (f"{service.name} exited {len(decision.crashes)} times within {window} (last code {code}); "
+                          f"stopping the stack; see {log}")
+                self.say(reason)
+                return reason
+            self.say(f"{service.name} exited ({code}); restarting in {decision.delay:g}s "
+                     f"({len(decision.crashes)} exits within {window}; see {log})")
+            service.restart_at = now + decision.delay
+        return None
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM each service (they finish in-flight batches and ack), then the broker."""

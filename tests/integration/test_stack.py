@@ -9,6 +9,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,8 +75,40 @@ def test_submit_prints_the_answer_and_sigterm_stops_every_process(tmp_path: Path
         assert process.wait(60) == 0
     assert not [pid for pid in pids if alive(pid)], "no service process outlives rapport up"
     assert not (tmp_path / "data" / "endpoints.json").exists()
-    nats_pid = subprocess.run(["pgrep", "-f", f"-sd {tmp_path / 'data' / 'nats'}"], capture_output=True, text=True)
+    nats_pid = subprocess.run(["pgrep", "-f", "--", str(tmp_path / "data" / "nats-server.conf")],
+                              capture_output=True, text=True)
     assert nats_pid.stdout.strip() == "", "the embedded NATS stops with the stack"
+
+
+def test_a_service_killed_under_the_stack_is_restarted(tmp_path: Path) -> None:
+    """The supervisor notices the exit, restarts the service after its delay, and endpoints.json
+    names the new process."""
+    data = tmp_path / "data"
+    with rapport_up(data) as (process, endpoints):
+        services = endpoints["services"]  # type: ignore[index]
+        old_pid = int(services["scoring"]["pid"])  # type: ignore[index]
+        os.kill(old_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        new_pid = old_pid
+        while new_pid == old_pid and time.monotonic() < deadline:
+            time.sleep(0.2)  # polling a file another process writes, bounded by the deadline
+            current = json.loads((data / "endpoints.json").read_text())
+            new_pid = int(current["services"]["scoring"]["pid"])
+        assert new_pid != old_pid, "scoring was not restarted within 60 s"
+        assert alive(new_pid) and process.poll() is None
+        url = current["services"]["scoring"]["url"]
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("the restarted scoring service did not become ready within 60 s")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    assert not alive(new_pid)
 
 
 async def _publish(url: str, tenant: str, count: int) -> None:
