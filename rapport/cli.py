@@ -52,12 +52,19 @@ DataDir = Annotated[Path | None, typer.Option("--data-dir", help="default: RAPPO
 @app.command()
 def up(data_dir: DataDir = None) -> None:
     """Start broker, database and the three services; stop them all on Ctrl-C or SIGTERM."""
-    from rapport.stack import Stack
+    from rapport.stack import Stack, StackError
 
     stack = Stack(_settings(data_dir))
-    with stack:
-        typer.echo("Rapport is up. Ctrl-C stops it.")
-        stack.supervise()
+    try:
+        with stack:
+            typer.echo("Rapport is up. Ctrl-C stops it.")
+            reason = stack.supervise()
+    except StackError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    if reason is not None:  # the stack stopped itself (a service kept crashing): say so to systemd / compose
+        typer.echo(reason, err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

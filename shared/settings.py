@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     inbound_retention_days: float = Field(default=7.0, gt=0, le=30)
     event_retention_days: float = Field(default=7.0, gt=0, le=30)
     deadletter_retention_days: float = Field(default=30.0, gt=0, le=365)
+    # replicas of each stream Rapport creates: 1 on a single node, 3 on a cluster (R3)
+    stream_replicas: int = Field(default=1, ge=1, le=5)
     # What an acknowledgement from the broker means. `always`: every write is synced to disk before
     # the broker acknowledges it (the default: a single node has nothing else to fall back on). An
     # interval (`2m`, `10s`) syncs in the background: faster, and a power failure can lose what was

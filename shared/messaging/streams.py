@@ -49,17 +49,18 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
         StreamConfig(
             name=INBOUND_STREAM, subjects=STREAM_SUBJECTS[INBOUND_STREAM], retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE, max_age=settings.inbound_retention_days * DAY,
-            duplicate_window=INBOUND_DUPLICATE_WINDOW_SECONDS,
+            duplicate_window=INBOUND_DUPLICATE_WINDOW_SECONDS, num_replicas=settings.stream_replicas,
         ),
         StreamConfig(
             name=EVENT_STREAM, subjects=STREAM_SUBJECTS[EVENT_STREAM], retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE, max_age=settings.event_retention_days * DAY,
-            duplicate_window=EVENT_DUPLICATE_WINDOW_SECONDS,
+            duplicate_window=EVENT_DUPLICATE_WINDOW_SECONDS, num_replicas=settings.stream_replicas,
         ),
         StreamConfig(
             name=DEADLETTER_STREAM, subjects=STREAM_SUBJECTS[DEADLETTER_STREAM], retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE, max_age=settings.deadletter_retention_days * DAY,
             duplicate_window=EVENT_DUPLICATE_WINDOW_SECONDS, allow_direct=True,
+            num_replicas=settings.stream_replicas,
         ),
     ]
 
@@ -91,6 +92,10 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
             await js.add_stream(config)
             log.info("created stream %s", config.name, extra={"stream": config.name})
             continue
+        if (found.num_replicas or 1) < settings.stream_replicas:
+            log.warning("stream %s has %d replica(s), RAPPORT_STREAM_REPLICAS asks for %d: kept as it is "
+                        "(nats stream edit %s --replicas %d)", config.name, found.num_replicas or 1,
+                        settings.stream_replicas, config.name, settings.stream_replicas, extra={"stream": config.name})
         if problems := differences(config, found):
             raise StreamMismatch(
                 f"stream {config.name} exists but {'; '.join(problems)}. Rapport does not change a stream "
