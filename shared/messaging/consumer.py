@@ -208,7 +208,9 @@ class BatchConsumer:
             async with asyncio.timeout(self._settings.transaction_timeout_seconds), \
                     self._sessions() as session, session.begin():
                 fresh_keys = await remember_new(session, self._inbox, [m.inbox_key for m in messages], now)
-                fresh = [m for m in messages if m.inbox_key in fresh_keys]
+                # One message can come twice in a batch (a copy fetched before a long pause, beside its
+                # redelivery after ack_wait): the inbox took its key once, so it is worked on once.
+                fresh = list({m.inbox_key: m for m in messages if m.inbox_key in fresh_keys}.values())
                 if skipped := len(messages) - len(fresh):
                     duplicates_ignored.labels(self.service).inc(skipped)
                 events = await self._work(session, fresh, now) if fresh else []
