@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -18,6 +20,10 @@ def normalise_database_url(url: str) -> str:
     if url.startswith("sqlite:///"):
         return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
     return url
+
+
+# settings that may carry a password, and so may be given as a file (a mounted secret) instead
+SECRET_FIELDS = ("database_url", "broker_url")
 
 
 class Settings(BaseSettings):
@@ -74,6 +80,23 @@ class Settings(BaseSettings):
     def inbox_retention(self) -> timedelta:
         """Longer than any stream keeps a message, so every redelivery or replay is recognised."""
         return timedelta(days=max(self.inbound_retention_days, self.event_retention_days) + 7)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, values: Any) -> Any:
+        """RAPPORT_DATABASE_URL_FILE, RAPPORT_BROKER_URL_FILE: read the value from a file (a mounted
+        secret) rather than the environment, where every process listing can show it."""
+        if not isinstance(values, dict):
+            return values
+        for name in SECRET_FIELDS:
+            path = os.environ.get(f"RAPPORT_{name.upper()}_FILE")
+            if path and not values.get(name) and not os.environ.get(f"RAPPORT_{name.upper()}"):
+                try:
+                    values[name] = Path(path).read_text().strip()
+                except OSError as error:
+                    raise ValueError(f"RAPPORT_{name.upper()}_FILE names {path}, which cannot be read "
+                                     f"({type(error).__name__})") from None
+        return values
 
     @field_validator("database_url")
     @classmethod
