@@ -32,7 +32,7 @@ class Ingest:
     mappings: dict[str, TenantMapping] = field(default_factory=dict)
 
     async def __call__(self, session: AsyncSession, messages: Sequence[Inbound], now: datetime) -> list[Outgoing]:
-        answers = [(m, self._normalise(m)) for m in messages]
+        answers = [(m, self._normalise(m, now)) for m in messages]
         valid = [s for _, results in answers for s in results if isinstance(s, Submission)]
         stored = await repository.load_stored(session, [(s.tenant, s.submission_id) for s in valid])
         admitted: list[tuple[Submission, Admission]] = []
@@ -53,13 +53,13 @@ class Ingest:
         return events
 
 
-    def _normalise(self, message: Inbound) -> list[Submission | Rejection]:
+    def _normalise(self, message: Inbound, now: datetime) -> list[Submission | Rejection]:
         if not message.tenant:
             # No tenant subject to answer on: the consumer dead-letters it with this reason.
             raise UnroutableSubmission("the subject does not name a valid tenant")
         return normalise(message.body, tenant=message.tenant, registry=self.registry,
                          mapping=self.mappings.get(message.tenant),
-                         licensed=self.settings.licensed_for(message.tenant))
+                         licensed=self.settings.licensed_for(message.tenant), now=now)
 
 
 class UnroutableSubmission(PoisonMessage):

@@ -54,3 +54,12 @@ async def test_rejections_are_counted_under_the_instrument_normalisation_identif
     assert rejected_count(tenant, "phq9") == 3
     assert rejected_count(tenant, "unknown") == 3
     assert rejected_count(tenant, "Jane Roe") == 0
+
+
+async def test_the_handler_bounds_administration_times_by_when_the_message_arrived() -> None:
+    body = native(administered_at="2026-03-04T10:00:00+00:00")  # more than a day after NOW
+    [event] = await Ingest(load_registry(), Settings())(cast(AsyncSession, None),
+                                                        [inbound("future-time", 1, body)], NOW)
+    assert event.subject == "rapport.future-time.submission.rejected"
+    [problem] = json.loads(event.body)["data"]["problems"]
+    assert (problem["code"], problem["field"]) == ("out_of_range", "administered_at")

@@ -4,6 +4,7 @@ submission, and every malformed case gets a rejection naming the exact field (sy
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ def _shipped(instrument_id: str) -> Instrument:
 PHQ9 = _shipped("phq9")
 # The fixtures' PHQ-9 answers, items 1..9 (total 5).
 ANSWERS = {1: 1.0, 2: 2.0, 3: 0.0, 4: 1.0, 5: 0.0, 6: 1.0, 7: 0.0, 8: 0.0, 9: 0.0}
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # when the message arrived: the fixtures were given that morning
 PHI = "Jane Roe"  # planted in free-text fields of some fixtures; no message may repeat it
 
 
@@ -77,7 +79,7 @@ def document(name: str) -> dict[str, Any]:
 def run(payload: bytes | dict[str, Any], *, registry: Registry = REGISTRY, mapping: TenantMapping | None = MAPPING,
         licensed: frozenset[str] = frozenset()) -> list[Submission | Rejection]:
     raw = json.dumps(payload).encode() if isinstance(payload, dict) else payload
-    return normalise(raw, tenant="acme", registry=registry, mapping=mapping, licensed=licensed)
+    return normalise(raw, tenant="acme", registry=registry, mapping=mapping, licensed=licensed, now=NOW)
 
 
 def accepted(name: str, **kwargs: Any) -> Submission:
@@ -533,6 +535,45 @@ def test_a_cloudevent_wrapping_fhir_is_unwrapped() -> None:
 
 def test_a_cloudevent_naming_another_tenant_is_rejected() -> None:
     assert codes(rejected("cloudevent-tenant-mismatch")) == [("tenant_mismatch", "tenant")]
+
+
+# --- hostile input: duplicate keys, bounds, finite numbers, exact steps, bounded rejections, ids ------
+
+def rejected_raw(raw: bytes) -> Rejection:
+    [result] = run(raw)
+    assert isinstance(result, Rejection), result
+    return result
+
+
+@pytest.mark.parametrize(("name", "field"), [
+    ("qr-answer-decimal", "authored"),
+    ("observation-total", "effectiveDateTime"),
+    ("observation-value-integer-issued", "issued"),
+])
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+14:00", "1899-12-31T23:59:59Z", "9999-12-31T23:59:59-14:00",
+                                  "2026-03-03T12:00:01Z"])
+def test_an_administration_time_outside_rapports_bounds_is_out_of_range(name: str, field: str, when: str) -> None:
+    resource = document(name)
+    resource[field] = when
+    [problem] = rejected_raw(json.dumps(resource).encode()).problems
+    assert (problem.code, problem.field) == ("out_of_range", field)
+    assert problem.expected is not None and "from 1900-01-01T00:00:00Z to 2026-03-03T12:00:00Z" in problem.expected
+
+
+def test_an_effective_period_start_is_bounded_too() -> None:
+    observation = document("observation-total")
+    del observation["effectiveDateTime"]
+    observation["effectivePeriod"] = {"start": "0001-01-01T00:00:00+14:00"}
+    assert codes(rejected_raw(json.dumps(observation).encode())) == [("out_of_range", "effectivePeriod.start")]
+
+
+def test_an_out_of_range_time_in_a_bundle_entry_names_the_entry() -> None:
+    bundle = document("bundle-collection")
+    bundle["entry"][0]["resource"]["authored"] = "9999-01-01T00:00:00Z"
+    first, *rest = run(bundle)
+    assert isinstance(first, Rejection) and codes(first) == [("out_of_range", "entry[0].resource.authored")]
+    assert rest and all(("out_of_range", "entry[1].resource.authored") not in codes(r)
+                        for r in rest if isinstance(r, Rejection))
 
 
 # --- never raises ----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ def _shipped(instrument_id: str) -> Instrument:
 PHQ9 = _shipped("phq9")
 ANSWERS = {1: 1.0, 2: 2.0, 3: 0.0, 4: 1.0, 5: 0.0, 6: 1.0, 7: 0.0, 8: 0.0, 9: 0.0}
 PHI = "Jane Roe"
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # when the message arrived: the fixtures were given that morning
 
 
 def licensed_alliance() -> Instrument:
@@ -49,7 +51,7 @@ def body(name: str) -> bytes:
 
 def run(payload: bytes | dict[str, Any], *, licensed: frozenset[str] = frozenset()) -> list[Submission | Rejection]:
     raw = json.dumps(payload).encode() if isinstance(payload, dict) else payload
-    return normalise(raw, tenant="acme", registry=REGISTRY, licensed=licensed)
+    return normalise(raw, tenant="acme", registry=REGISTRY, licensed=licensed, now=NOW)
 
 
 def accepted(name: str, **kwargs: Any) -> Submission:
@@ -194,11 +196,11 @@ def test_a_body_that_is_not_a_json_object_is_one_rejection_without_an_echo(raw: 
 
 
 def test_a_subject_naming_no_valid_tenant_is_refused() -> None:
-    [result] = normalise(body("phq9-complete"), tenant="Not A Tenant", registry=REGISTRY)
+    [result] = normalise(body("phq9-complete"), tenant="Not A Tenant", registry=REGISTRY, now=NOW)
     assert isinstance(result, Rejection) and codes(result) == [("invalid_tenant", "subject")]
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)  # a loaded machine is not a failure
 @given(st.dictionaries(st.sampled_from(["submission_id", "instrument", "client_id", "administered_at",
                                         "responses", "total", "session", "amends", "tenant", "clinician_id"]),
                        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10)
@@ -206,3 +208,50 @@ def test_a_subject_naming_no_valid_tenant_is_refused() -> None:
 def test_any_native_shaped_object_gets_an_answer(submission: dict[str, Any]) -> None:
     results = run(json.dumps(submission).encode())
     assert len(results) == 1 and isinstance(results[0], Submission | Rejection)
+
+
+# --- hostile input: duplicate keys, bounds, exact steps, bounded rejections, ids -----------------------
+
+def native(**changes: Any) -> dict[str, Any]:
+    submission: dict[str, Any] = json.loads(body("phq9-complete"))
+    submission.update(changes)
+    return submission
+
+
+@pytest.mark.parametrize("when", [
+    "0001-01-01T00:00:00+14:00",   # converting to UTC underflows: this crashed scoring
+    "1899-12-31T23:59:59Z",
+    "1900-01-01T00:30:00+01:00",   # 1899 in UTC
+    "9999-12-31T23:59:59-14:00",
+    "2026-03-03T12:00:01Z",        # a second more than a day after the message arrived
+])
+def test_an_administration_time_outside_rapports_bounds_is_out_of_range(when: str) -> None:
+    [problem] = rejected(json.dumps(native(administered_at=when)).encode()).problems
+    assert (problem.code, problem.field) == ("out_of_range", "administered_at")
+    assert problem.expected is not None and "1900-01-01T00:00:00Z to 2026-03-03T12:00:00Z" in problem.expected
+
+
+@pytest.mark.parametrize("when", ["1900-01-01T00:00:00Z", "2026-03-03T12:00:00Z", "2026-03-03T13:00:00+01:00"])
+def test_an_administration_time_at_the_bounds_is_accepted(when: str) -> None:
+    [submission] = run(native(administered_at=when))
+    assert isinstance(submission, Submission), submission
+
+
+def test_the_bounds_follow_the_time_the_message_arrived() -> None:
+    payload = json.dumps(native(administered_at="2027-01-01T00:00:00Z")).encode()
+    [early] = normalise(payload, tenant="acme", registry=REGISTRY, now=NOW)
+    [late] = normalise(payload, tenant="acme", registry=REGISTRY, now=datetime(2027, 1, 1, tzinfo=UTC))
+    assert isinstance(early, Rejection) and isinstance(late, Submission)
+
+
+def test_a_session_number_above_1000_is_out_of_range() -> None:
+    assert accepted_payload(native(session=1000)).session_number == 1000
+    [problem] = rejected(json.dumps(native(session=1001)).encode()).problems
+    assert (problem.code, problem.field, problem.expected) == ("out_of_range", "session", "an integer from 0 to 1000")
+
+
+def accepted_payload(payload: dict[str, Any], registry: Registry = REGISTRY) -> Submission:
+    [result] = normalise(json.dumps(payload).encode(), tenant="acme", registry=registry, now=NOW,
+                         licensed=frozenset({"srs"}))
+    assert isinstance(result, Submission), result
+    return result

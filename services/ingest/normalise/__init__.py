@@ -1,4 +1,5 @@
-"""From whatever the clinic sent to canonical submissions, or precise rejections. Pure: no I/O, no clock.
+"""From whatever the clinic sent to canonical submissions, or precise rejections. Pure: no I/O, no clock
+(`now`, when the message was received, is passed in: administration times are bounded by it).
 
 One inbound message may hold several submissions (a FHIR Bundle): each gets its own answer, in
 order, so the result is never empty. Accepted forms:
@@ -18,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from datetime import datetime
 from typing import Any
 
 from services.ingest.normalise.fhir import normalise_fhir
@@ -49,7 +51,10 @@ def normalise(
     registry: Registry,
     mapping: TenantMapping | None = None,
     licensed: frozenset[str] = frozenset(),
+    now: datetime,
 ) -> list[Submission | Rejection]:
+    if now.tzinfo is None:
+        raise TypeError("now must be timezone-aware")  # a caller's mistake, not the sender's
     if not is_tenant_id(tenant):
         return [Rejection.of(Problem(field="subject", code="invalid_tenant",
                                      message="the subject does not name a valid tenant",
@@ -64,13 +69,13 @@ def normalise(
         document = unwrapped
     drafts: list[Draft | Rejection]
     if "resourceType" in document:
-        drafts = list(normalise_fhir(document, tenant, registry, mapping or TenantMapping()))
+        drafts = list(normalise_fhir(document, tenant, registry, mapping or TenantMapping(), now))
     elif "submission_id" not in document and FHIR_KEYS & document.keys():
         drafts = [Rejection.of(Problem(field="resourceType", code="missing_field",
                                        message="the body looks like a FHIR resource but has no resourceType",
                                        expected="resourceType QuestionnaireResponse, Bundle or Observation"))]
     else:
-        drafts = [normalise_native(document, tenant)]
+        drafts = [normalise_native(document, tenant, now)]
     return [finish(d, registry, licensed) for d in drafts]
 
 

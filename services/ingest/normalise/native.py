@@ -23,8 +23,9 @@ Fields (required unless marked optional):
 - `clinician_id` (optional): `[A-Za-z0-9_-]{1,128}`, no dots: notifications go to
   `rapport.<tenant>.notify.<clinician_id>`, where a dot would split the subject token.
 - `administered_at`: ISO-8601 date and time with a UTC offset (`Z` or `+01:00`); a date alone
-  (`date_without_time`) or a time without offset (`missing_timezone`) is refused.
-- `session` (optional): the session number, an integer >= 0.
+  (`date_without_time`) or a time without offset (`missing_timezone`) is refused, and so is one
+  before 1900-01-01T00:00:00Z or more than a day after Rapport received it (`out_of_range`).
+- `session` (optional): the session number, an integer from 0 to 1000 (`out_of_range` above).
 - `responses`: item number (1-based, as in the registry) -> the answer's value as a JSON number,
   or `null` for an item asked and declined; the instrument's missing-item rule then decides.
   Unscored items (PHQ-9 item 10) may be sent: they are range-checked, never required or scored.
@@ -60,9 +61,13 @@ CODES = {
     "float_type": "not_a_number", "finite_number": "not_a_number", "int_type": "not_an_integer",
     "bool_type": "not_a_boolean", "string_type": "not_a_string", "dict_type": "not_an_object",
     "model_type": "not_an_object", "string_too_long": "too_long", "string_too_short": "too_short",
-    "greater_than_equal": "out_of_range",
+    "greater_than_equal": "out_of_range", "less_than_equal": "out_of_range",
 }
 SAFE_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,40}$")
+# Rapport's sanity bound on a session number, not a clinical fact: no course of therapy Rapport
+# follows reaches a thousand sessions; a larger number is a mistake (an id or a date in the field).
+MAX_SESSION = 1000
+RULES = {"session": f"an integer from 0 to {MAX_SESSION}"}
 ITEM_KEY = re.compile(r"^[0-9]{1,3}$")
 
 Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
@@ -77,7 +82,7 @@ class NativeSubmission(BaseModel):
     episode_id: PseudonymousId | None = None
     clinician_id: SubjectToken | None = None
     administered_at: Annotated[str, Strict()]
-    session: Annotated[int, Strict(), Field(ge=0)] | None = None
+    session: Annotated[int, Strict(), Field(ge=0, le=MAX_SESSION)] | None = None
     responses: dict[str, Number | None] | None = None
     total: Number | None = None
     amends: Annotated[bool, Strict()] = False
@@ -100,13 +105,14 @@ def pydantic_problems(error: ValidationError, prefix: str = "") -> list[Problem]
             problems.append(Problem(field=field, code=code, message=f"{field} breaks the id rule",
                                     expected=TOKEN_RULE if token else ID_RULE))
         else:
-            problems.append(Problem(field=field, code=code, message=f"{field}: {e['msg']}"))
+            problems.append(Problem(field=field, code=code, message=f"{field}: {e['msg']}",
+                                    expected=RULES.get(field)))
     return problems
 
 
-def normalise_native(document: dict[str, Any], tenant: str) -> Draft | Rejection:
+def normalise_native(document: dict[str, Any], tenant: str, now: datetime) -> Draft | Rejection:
     submission_id = readable_id(document.get("submission_id"))
-    when = read_instant(document.get("administered_at"), "administered_at") \
+    when = read_instant(document.get("administered_at"), "administered_at", now) \
         if isinstance(document.get("administered_at"), str) else None
     try:
         native = NativeSubmission.model_validate(document)

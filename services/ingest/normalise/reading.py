@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
@@ -23,6 +23,13 @@ CODE_LIKE = re.compile(r"^[A-Za-z0-9_.:/|#\-]{1,64}$")
 # An id we may repeat in a rejection so clinic IT can find the message: one that keeps the id rule.
 READABLE_ID = ID_PATTERN
 DATE_ONLY = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
+
+# Rapport's sanity bounds on an administration time, not clinical facts: nothing Rapport scores was
+# administered before 1900, and a time more than a day after Rapport received the message (more than
+# any clock skew between a clinic's system and Rapport) is a mistake. Outside them a date converts
+# badly (year 1 at +14:00 is before the first UTC instant Python has) or sorts after every real one.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+CLOCK_SKEW = timedelta(days=1)
 _instant = TypeAdapter(AwareDatetime)
 _naive = TypeAdapter(datetime)
 
@@ -57,8 +64,9 @@ def check_id(value: str, field: str, *, token: bool = False) -> Problem | None:
                    expected=TOKEN_RULE if token else ID_RULE)
 
 
-def read_instant(value: Any, field: str) -> datetime | Problem:
-    """An ISO-8601 date and time with a UTC offset; a date alone or a naive time is refused."""
+def read_instant(value: Any, field: str, now: datetime) -> datetime | Problem:
+    """An ISO-8601 date and time with a UTC offset, from 1900 to a day after `now` (when the message was
+    received); a date alone, a naive time or one outside those bounds is refused."""
     expected = "an ISO-8601 date and time with a UTC offset, e.g. 2026-03-02T10:15:00+00:00"
     if value is None:
         return Problem(field=field, code="missing_field", message=f"{field} is missing", expected=expected)
@@ -68,15 +76,30 @@ def read_instant(value: Any, field: str) -> datetime | Problem:
         return Problem(field=field, code="date_without_time",
                        message=f"{field} is a date without a time of day", expected=expected)
     try:
-        return _instant.validate_python(value)
+        instant = _instant.validate_python(value)
     except ValidationError:
         pass
+    else:
+        return _within_bounds(instant, field, now)
     try:
         _naive.validate_python(value)
     except ValidationError:
         return Problem(field=field, code="invalid_datetime", message=f"{field} is not an ISO-8601 date and time",
                        expected=expected)
     return Problem(field=field, code="missing_timezone", message=f"{field} has no UTC offset", expected=expected)
+
+
+def _within_bounds(instant: datetime, field: str, now: datetime) -> datetime | Problem:
+    latest = now + CLOCK_SKEW
+    if EARLIEST <= instant <= latest:  # aware comparisons: no conversion to UTC, so no overflow
+        return instant
+    where = "before 1900" if instant < EARLIEST else "more than a day after Rapport received it"
+    return Problem(field=field, code="out_of_range", message=f"{field} is {where}",
+                   expected=f"a date and time from {_utc(EARLIEST)} to {_utc(latest)} (a day after it was received)")
+
+
+def _utc(instant: datetime) -> str:
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def finite_number(value: Any) -> float | None:

@@ -64,7 +64,9 @@ logical reference `identifier.value`) is the client. `author` Practitioner/<id> 
 PractitionerRole/<id> is the clinician; an author that is the Patient, a RelatedPerson, Device or
 Organization, or a logical reference without a type, gives no clinician. Submission, client and
 episode ids may hold dots as FHIR ids do; a clinician id may not (it is a NATS subject token in
-`rapport.<tenant>.notify.<clinician>`). `authored` must be a date and time with a UTC offset.
+`rapport.<tenant>.notify.<clinician>`). `authored` must be a date and time with a UTC offset, from
+1900-01-01T00:00:00Z to a day after Rapport received it (`out_of_range` outside: Rapport's sanity bounds,
+reading.py); so must an Observation's time.
 Episode: the extension http://rapport.dev/fhir/StructureDefinition/episode (valueString,
 valueIdentifier or valueReference), else `basedOn` EpisodeOfCare/<id>, else none (scoring then
 places it by the gap rule, services/scoring/episodes.py). `encounter` is one visit, not an episode,
@@ -83,6 +85,7 @@ administration twice.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from services.ingest.normalise.fhir.context import Context, Invalid
@@ -96,8 +99,8 @@ from shared.instruments import Registry
 
 
 def normalise_fhir(document: dict[str, Any], tenant: str, registry: Registry,
-                   mapping: TenantMapping) -> list[Draft | Rejection]:
-    context = Context(tenant, registry, mapping)
+                   mapping: TenantMapping, now: datetime) -> list[Draft | Rejection]:
+    context = Context(tenant, registry, mapping, now)
     if document.get("resourceType") != "Bundle":
         return [_resource(document, context, prefix="", full_url=None)]
     entries = document.get("entry")

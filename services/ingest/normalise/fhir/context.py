@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -33,6 +34,7 @@ class Context:
     tenant: str
     registry: Registry
     mapping: TenantMapping
+    now: datetime  # when the message was received: administration times after it (plus skew) are refused
     definitions: dict[str, dict[str, Any]] = field(default_factory=dict)  # bundled Questionnaires by url
     bundled_responses: set[str] = field(default_factory=set)  # references to the Bundle's responses
     full_urls: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # urn:uuid fullUrl -> resource

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import datetime
 from typing import Any
 
 from services.ingest.normalise.fhir.context import Bundled, Context, Invalid, _objects, _submission, read_status
@@ -41,15 +42,15 @@ def _observation_instrument(resource: dict[str, Any], context: Context,
     return None
 
 
-def _observed_at(resource: dict[str, Any]) -> Any:
+def _observed_at(resource: dict[str, Any], now: datetime) -> Any:
     period = resource.get("effectivePeriod")
     for path, value in (("effectiveDateTime", resource.get("effectiveDateTime")),
                         ("effectiveInstant", resource.get("effectiveInstant")),
                         ("effectivePeriod.start", period.get("start") if isinstance(period, dict) else None),
                         ("issued", resource.get("issued"))):
         if value is not None:
-            return read_instant(value, path)
-    return read_instant(None, "effectiveDateTime")
+            return read_instant(value, path, now)
+    return read_instant(None, "effectiveDateTime", now)
 
 
 def _observation_value(resource: dict[str, Any], problems: list[Problem]) -> float | None:
@@ -87,7 +88,7 @@ def _observation(resource: dict[str, Any], context: Context, full_url: str | Non
     value = _observation_value(resource, problems)
     client = _subject(resource, problems, context.full_urls)
     _submission_id(resource, problems, full_url)
-    observed = _observed_at(resource)
+    observed = _observed_at(resource, context.now)
     if isinstance(observed, Problem):
         problems.append(observed)
     clinician = None

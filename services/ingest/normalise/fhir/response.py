@@ -75,7 +75,7 @@ def _questionnaire_response(resource: dict[str, Any], context: Context, full_url
     instrument, definitions = _instrument(resource, context, problems)
     client = _subject(resource, problems, context.full_urls)
     clinician = _clinician(resource.get("author"), "author", problems, context.full_urls)
-    authored = read_instant(resource.get("authored"), "authored")
+    authored = read_instant(resource.get("authored"), "authored", context.now)
     if isinstance(authored, Problem):
         problems.append(authored)
     episode = _episode(resource, problems, context.full_urls)
