@@ -1,13 +1,26 @@
-"""The deploy profiles say what an acknowledgement means: one node syncs every write
-(`sync_interval: always`), the R3 cluster an explicit interval, stated with its trade-off; the
-compose file runs each node from its profile's file and tells the services the same policy."""
+"""The deploy files: the profiles say what an acknowledgement means (one node syncs every write,
+`sync_interval: always`; the R3 cluster an explicit interval, stated with its trade-off) and compose
+runs each node from its profile's file and tells the services the same policy. Then cheap structural
+checks of what deploy/check cannot see: the image runs as a numeric user and builds from an
+allow-listed context, every service's healthcheck and readiness probe is /readyz, secrets are files
+and no password is written down, the NATS image is the version Rapport bundles, the alert rules and
+the dashboard read only metrics that exist, and the dashboard does not multiply per-replica gauges.
+The YAML checks need PyYAML (podman-compose and kubernetes-validate, which deploy/check uses, bring
+it) and are skipped without it."""
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 from pathlib import Path
+from typing import Any
 
-from rapport.embedded_nats import SYNC_PATTERN, sync_interval_ns
+import pytest
+
+from rapport.embedded_nats import SYNC_PATTERN, nats_server_binary, sync_interval_ns
+from shared.metrics import REGISTRY
+from shared.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -68,3 +81,327 @@ def test_compose_runs_each_node_from_its_profile_and_tells_the_services() -> Non
     # the services' RAPPORT_BROKER_SYNC defaults to the cluster's interval, as /readyz reports it
     cluster_interval = settings_of(DEPLOY / "nats" / "cluster.conf")["sync_interval"]
     assert f"RAPPORT_BROKER_SYNC: ${{RAPPORT_BROKER_SYNC:-{cluster_interval}}}" in compose
+
+
+# ---- image and build context ----------------------------------------------------------------------
+
+DOCKERFILE = DEPLOY / "Dockerfile"
+SERVICES = ("ingest", "scoring", "alerts")
+SERVICE_UID = 10001
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined, comments dropped."""
+    joined = re.sub(r"\\\n", " ", "\n".join(line for line in path.read_text().splitlines()
+                                              if not line.lstrip().startswith("#")))
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
+            for line in (raw.strip() for raw in joined.splitlines()) if line]
+
+
+def test_the_image_runs_as_a_numeric_non_root_user() -> None:
+    users = [args.strip() for op, args in instructions(DOCKERFILE) if op == "USER"]
+    # numeric, so that Kubernetes runAsNonRoot can check it without the image's /etc/passwd
+    assert users and users[-1] == f"{SERVICE_UID}:{SERVICE_UID}"
+
+
+def test_the_base_image_is_an_exact_patch_release_pinned_by_digest() -> None:
+    froms = [args.split()[0] for op, args in instructions(DOCKERFILE) if op == "FROM"]
+    stages = {args.split()[-1] for op, args in instructions(DOCKERFILE) if op == "FROM" and " AS " in args.upper()}
+    external = [image for image in froms if image not in stages]
+    assert external and all(re.fullmatch(r"python:3\.11\.\d+-slim(-[a-z]+)?@sha256:[0-9a-f]{64}", image)
+                            for image in external), external
+
+
+def test_the_image_healthcheck_is_readiness() -> None:
+    (healthcheck,) = [args for op, args in instructions(DOCKERFILE) if op == "HEALTHCHECK"]
+    assert "/readyz" in healthcheck and "/healthz" not in healthcheck
+
+
+def test_the_build_context_is_an_allow_list_of_what_the_dockerfile_copies() -> None:
+    patterns = [line.strip() for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    assert patterns[0] == "*", "everything is left out first"
+    allowed = {pattern[1:] for pattern in patterns if pattern.startswith("!")}
+    sources = {src for op, args in instructions(DOCKERFILE) if op == "COPY" and "--from" not in args
+               for src in args.split()[:-1]}
+    assert sources == allowed, "each COPY source is let in, and nothing else"
+    # the embedded stack's data (clinical data), secrets and the rest stay out, even inside allowed dirs
+    assert not any(name in {".rapport", ".git", ".venv", "tests", "deploy/secrets", "docs", ".ci"}
+                   for name in allowed)
+    assert "**/.rapport" in patterns and "**/__pycache__" in patterns
+
+
+def test_the_healthcheck_passes_on_200_only_and_says_why_not(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    spec = importlib.util.spec_from_file_location("rapport_healthcheck", DEPLOY / "healthcheck.py")
+    assert spec and spec.loader
+    healthcheck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(healthcheck)
+
+    class Probe(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ready = self.path == "/healthz"
+            body = b'{"ok": true}' if ready else b'{"ok": false, "reason": "database: timeout"}'
+            self.send_response(200 if ready else 503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Probe)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = str(server.server_address[1])
+    try:
+        assert healthcheck.main(["rapport-healthcheck", "/healthz", port]) == 0
+        capsys.readouterr()
+        assert healthcheck.main(["rapport-healthcheck", "/readyz", port]) == 1
+        # printed, so that `docker inspect` shows why the container is unhealthy
+        assert capsys.readouterr().out.startswith('503 {"ok": false, "reason": "database: timeout"}')
+    finally:
+        server.shutdown()
+        server.server_close()
+    # nothing listening: a failure, not a crash
+    assert healthcheck.main(["rapport-healthcheck", "/readyz", port]) == 1
+
+
+def test_the_secrets_directory_is_never_committed() -> None:
+    lines = (DEPLOY / "secrets" / ".gitignore").read_text().splitlines()
+    assert [line for line in lines if line and not line.startswith("#")] == ["*", "!.gitignore"]
+
+
+# ---- compose ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def yaml() -> Any:
+    return pytest.importorskip("yaml", reason="PyYAML comes with podman-compose / kubernetes-validate")
+
+
+@pytest.fixture(scope="module")
+def compose(yaml: Any) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    return document
+
+
+def seconds(duration: str) -> float:
+    match = re.fullmatch(r"(\d+)(s|m)", duration)
+    assert match, duration
+    return int(match[1]) * (60 if match[2] == "m" else 1)
+
+
+def bundled_nats_version() -> tuple[int, int, int]:
+    out = subprocess.run([nats_server_binary(), "--version"], capture_output=True, text=True, check=True,
+                         timeout=30).stdout
+    match = re.search(r"v(\d+)\.(\d+)\.(\d+)", out)
+    assert match, out
+    return int(match[1]), int(match[2]), int(match[3])
+
+
+def test_every_service_healthcheck_is_readiness(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in SERVICES:
+        test = services[name]["healthcheck"]["test"]
+        assert test[0] == "CMD" and "/readyz" in test, name
+        assert services[name]["command"][:2] == ["serve", name]
+    # the migration is a one-off command: nothing to probe
+    assert services["migrate"]["healthcheck"] == {"disable": True}
+    assert services["migrate"]["command"] == ["db", "upgrade"]
+
+
+def test_the_nats_image_is_the_version_rapport_bundles(compose: dict[str, Any], yaml: Any) -> None:
+    major, minor, _patch = bundled_nats_version()
+    images = {name: svc["image"] for name, svc in compose["services"].items() if name.startswith("nats")}
+    assert set(images) == {"nats", "nats-1", "nats-2", "nats-3"}
+    helm = yaml.safe_load((DEPLOY / "kubernetes" / "nats" / "values.yaml").read_text())
+    for tag in [image.split(":", 1)[1] for image in images.values()] + [helm["container"]["image"]["tag"]]:
+        match = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)-alpine", tag)
+        assert match, f"{tag}: an exact release (and -alpine: the healthcheck needs wget)"
+        assert (int(match[1]), int(match[2])) == (major, minor), f"{tag} vs bundled nats-server {major}.{minor}"
+
+
+def test_secrets_are_files_and_no_password_is_written_down(compose: dict[str, Any]) -> None:
+    text = (DEPLOY / "compose.yaml").read_text()
+    assert not re.search(r"\w+://[^/\s:@]+:[^@\s]+@", text), "credentials in a URL"
+    declared = set(compose["secrets"])
+    for name, service in compose["services"].items():
+        environment = service.get("environment", {})
+        for key, value in environment.items():
+            if "PASSWORD" in key or key.endswith("DATABASE_URL") or key.endswith("BROKER_URL"):
+                assert key.endswith("_FILE") and str(value).startswith("/run/secrets/"), (name, key)
+        for secret in service.get("secrets", []):
+            assert (secret if isinstance(secret, str) else secret["source"]) in declared, (name, secret)
+    for name in (*SERVICES, "migrate"):
+        environment = compose["services"][name]["environment"]
+        assert environment["RAPPORT_DATABASE_URL_FILE"] == "/run/secrets/database_url"
+        assert "RAPPORT_DATABASE_URL" not in environment and "RAPPORT_BROKER_URL" not in environment
+    # every secret is a file deploy/make-secrets writes
+    make_secrets = (DEPLOY / "make-secrets").read_text()
+    for secret in compose["secrets"].values():
+        file = re.sub(r"\$\{[A-Z_]+:-(.*)\}", r"\1", secret["file"])
+        assert file.startswith("./secrets/") and Path(file).name in make_secrets, file
+
+
+def test_grafana_wants_a_login_and_keeps_its_state(compose: dict[str, Any]) -> None:
+    grafana = compose["services"]["grafana"]
+    environment = {key: str(value).lower() for key, value in grafana["environment"].items()}
+    assert environment["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in grafana["environment"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    assert "grafana_admin_password" in grafana["secrets"]
+    assert "grafana:/var/lib/grafana" in grafana["volumes"]
+    assert "prometheus:/prometheus" in compose["services"]["prometheus"]["volumes"]
+    assert {"grafana", "prometheus"} <= set(compose["volumes"])
+    for name in ("grafana", "prometheus"):
+        assert all(port.startswith("127.0.0.1:") for port in compose["services"][name]["ports"]), name
+
+
+def test_compose_references_only_what_it_declares(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, service in services.items():
+        assert set(service.get("depends_on", {})) <= set(services), name
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            assert source.startswith(".") or source in compose["volumes"], (name, volume)
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), (name, volume)
+
+
+def test_services_get_time_to_drain_before_they_are_killed(compose: dict[str, Any]) -> None:
+    # uvicorn waits graceful_timeout + 5 s for requests, then the consumers drain (graceful_timeout)
+    needed = 2 * Settings().graceful_timeout_seconds + 5
+    for name in SERVICES:
+        assert seconds(compose["services"][name]["stop_grace_period"]) > needed, name
+
+
+def test_every_nats_node_mounts_the_users_file_its_config_includes(compose: dict[str, Any], tmp_path: Path) -> None:
+    for node in ("nats", "nats-1", "nats-2", "nats-3"):
+        assert {"source": "nats_auth", "target": "/etc/nats/auth.conf"} in compose["services"][node]["secrets"]
+    for conf in ("single.conf", "cluster.conf"):
+        assert re.search(r'^include "auth\.conf"$', (DEPLOY / "nats" / conf).read_text(), re.MULTILINE), conf
+        # and the bundled server accepts it, with a users file as deploy/make-secrets writes it
+        (tmp_path / conf).write_text((DEPLOY / "nats" / conf).read_text())
+        (tmp_path / "auth.conf").write_text('authorization {\n  users = [\n    { user: rapport, password: "x" }\n'
+                                            "  ]\n}\n")
+        subprocess.run([nats_server_binary(), "-t", "-c", str(tmp_path / conf)], check=True, capture_output=True,
+                       timeout=30)
+
+
+# ---- Prometheus and Grafana -------------------------------------------------------------------------
+
+
+def exported_metric_names() -> set[str]:
+    names = set()
+    for family in REGISTRY.collect():
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+        names.update(family.name + suffix for suffix in suffixes[family.type])
+    return names
+
+
+def metrics_in(expr: str) -> set[str]:
+    return set(re.findall(r"\b(rapport_[a-z_]+)", expr))
+
+
+def test_alert_rules_read_only_metrics_that_exist(yaml: Any) -> None:
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "rules.yml").read_text())
+    exprs = {rule["alert"]: rule["expr"] for group in rules["groups"] for rule in group["rules"]}
+    used = set().union(*map(metrics_in, exprs.values()))
+    assert used and used <= exported_metric_names(), used - exported_metric_names()
+    for wanted in ("rapport_consumer_paused", "rapport_messages_failed_total", "rapport_faults_total",
+                   "rapport_submissions_total", "rapport_consumers_recreated_total", "rapport_outbox_unpublished"):
+        assert wanted in used, wanted
+    assert 'outcome="dead_lettered"' in exprs["RapportDeadLetters"]
+    assert 'kind="defect"' in exprs["RapportDefects"]
+    assert "hour()" in exprs["RapportNoSubmissions"] and "day_of_week()" in exprs["RapportNoSubmissions"]
+    assert "up{" in exprs["RapportServiceUnavailable"]
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert prometheus["rule_files"] == ["rules.yml"]
+
+
+def test_the_dashboard_reads_existing_metrics_and_does_not_multiply_replicas() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "rapport.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = set().union(*map(metrics_in, exprs))
+    assert used <= exported_metric_names(), used - exported_metric_names()
+    # each replica exports the same value of these gauges (read from the shared database): a panel
+    # takes one replica's value (max) before adding anything up
+    same_on_every_replica = ("rapport_alerts_open", "rapport_alerts_oldest_unacknowledged_seconds",
+                             "rapport_outbox_unpublished")
+    for expr in exprs:
+        for metric in same_on_every_replica:
+            if metric in expr:
+                assert re.search(rf"max by \([^)]*\) \({metric}\)", expr), expr
+    (open_alerts,) = [expr for expr in exprs if "rapport_alerts_open" in expr]
+    assert re.search(r"max by \((?=[^)]*tenant)(?=[^)]*kind)(?=[^)]*status)[^)]*\)", open_alerts), open_alerts
+    provisioning = (DEPLOY / "grafana" / "provisioning" / "dashboards" / "rapport.yml").read_text()
+    assert "path: /etc/grafana/dashboards" in provisioning
+
+
+# ---- Kubernetes ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kubernetes(yaml: Any) -> list[dict[str, Any]]:
+    return [doc for path in sorted((DEPLOY / "kubernetes").glob("*.yaml"))
+            for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def of_kind(resources: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {resource["metadata"]["name"]: resource for resource in resources if resource["kind"] == kind}
+
+
+def test_the_deployments_run_locked_down_with_probes_on_readiness_and_liveness(
+        kubernetes: list[dict[str, Any]]) -> None:
+    deployments = of_kind(kubernetes, "Deployment")
+    assert set(deployments) == set(SERVICES)
+    for name, deployment in deployments.items():
+        assert deployment["metadata"]["namespace"] == "rapport"
+        assert deployment["spec"]["replicas"] == 2
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == SERVICE_UID
+        assert pod["terminationGracePeriodSeconds"] > 2 * Settings().graceful_timeout_seconds + 5
+        (container,) = pod["containers"]
+        assert container["args"][:2] == ["serve", name]
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"]["drop"] == ["ALL"]
+        assert container["resources"]["requests"]["memory"] == container["resources"]["limits"]["memory"]
+        assert {"name": "http", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+        assert {"configMapRef": {"name": "rapport"}} in container["envFrom"]
+        mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+        (secrets,) = [volume for volume in pod["volumes"] if volume["name"] == mounts["/run/secrets/rapport"]]
+        assert secrets["secret"]["secretName"] == "rapport-secrets"
+
+
+def test_each_deployment_has_a_metrics_service_and_a_disruption_budget(kubernetes: list[dict[str, Any]]) -> None:
+    services, budgets = of_kind(kubernetes, "Service"), of_kind(kubernetes, "PodDisruptionBudget")
+    for name, deployment in of_kind(kubernetes, "Deployment").items():
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert services[name]["spec"]["ports"][0]["port"] == 8080
+        assert services[name]["spec"]["selector"].items() <= labels.items()
+        assert budgets[name]["spec"]["minAvailable"] == 1
+        assert budgets[name]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_the_migration_job_and_the_settings(kubernetes: list[dict[str, Any]], yaml: Any) -> None:
+    (job,) = of_kind(kubernetes, "Job").values()
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["db", "upgrade"]
+    assert job["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == SERVICE_UID
+    config = of_kind(kubernetes, "ConfigMap")["rapport"]["data"]
+    assert config["RAPPORT_STREAM_REPLICAS"] == "3"
+    assert not {"RAPPORT_DATABASE_URL", "RAPPORT_BROKER_URL"} & set(config)
+    assert config["RAPPORT_DATABASE_URL_FILE"].startswith("/run/secrets/rapport/")
+    # the services report the broker's sync interval: the one the NATS chart is given
+    helm = yaml.safe_load((DEPLOY / "kubernetes" / "nats" / "values.yaml").read_text())
+    assert config["RAPPORT_BROKER_SYNC"] == helm["config"]["jetstream"]["merge"]["sync_interval"]
+    assert helm["config"]["cluster"] == {"enabled": True, "replicas": 3}
+    assert helm["config"]["jetstream"]["fileStore"]["enabled"] is True
+    assert of_kind(kubernetes, "ServiceAccount")["rapport"]["automountServiceAccountToken"] is False
