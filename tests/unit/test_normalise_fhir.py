@@ -539,6 +539,18 @@ def test_a_cloudevent_naming_another_tenant_is_rejected() -> None:
 
 # --- hostile input: duplicate keys, bounds, finite numbers, exact steps, bounded rejections, ids ------
 
+def test_a_duplicate_key_inside_an_answer_is_refused_at_its_path() -> None:
+    raw = body("qr-answer-decimal").replace(b'{"valueDecimal": 0.0}]}\n  ]',
+                                            b'{"valueDecimal": 3, "valueDecimal": 0.0}]}\n  ]')
+    assert codes(rejected_raw(raw)) == [("duplicate_key", "item[8].answer[0].valueDecimal")]
+
+
+def test_a_duplicate_key_in_one_bundle_entry_refuses_the_whole_bundle() -> None:
+    # Which entry the key belongs to is itself in doubt once a reader drops one of the two values.
+    raw = body("bundle-collection").replace(b'"id": "qr-0501",', b'"id": "qr-0501", "id": "qr-0502",')
+    assert codes(rejected_raw(raw)) == [("duplicate_key", "entry[0].resource.id")]
+
+
 def rejected_raw(raw: bytes) -> Rejection:
     [result] = run(raw)
     assert isinstance(result, Rejection), result

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -216,6 +217,38 @@ def native(**changes: Any) -> dict[str, Any]:
     submission: dict[str, Any] = json.loads(body("phq9-complete"))
     submission.update(changes)
     return submission
+
+
+def test_a_risk_item_given_twice_is_refused_rather_than_read_last_wins() -> None:
+    # {"9": 3, "9": 0}: a last-wins reader sees 0 and no risk alert would fire.
+    rejection = rejected("duplicate-key-item9")
+    assert codes(rejection) == [("duplicate_key", "responses.9")]
+    [problem] = rejection.problems
+    assert "'9'" in problem.message and "more than once" in problem.message
+
+
+def test_a_duplicate_key_is_refused_anywhere_in_the_body() -> None:
+    raw = json.dumps(native()).replace('"client_id"', '"client_id": "client-0008", "client_id"', 1)
+    assert codes(rejected(raw.encode())) == [("duplicate_key", "client_id")]
+
+
+@pytest.mark.parametrize(("envelope", "field"), [
+    ('{{"specversion": "1.0", "id": "e-1", "data": {inner}}}', "data.responses.9"),
+    ('{{"specversion": "1.0", "id": "e-1", "data": {quoted}}}', "data.responses.9"),
+    ('{{"specversion": "1.0", "id": "e-1", "data_base64": "{encoded}"}}', "data_base64.responses.9"),
+])
+def test_a_duplicate_key_inside_a_cloudevents_data_is_refused(envelope: str, field: str) -> None:
+    inner = body("duplicate-key-item9").decode()
+    raw = envelope.format(inner=inner, quoted=json.dumps(inner), encoded=base64.b64encode(inner.encode()).decode())
+    assert codes(rejected(raw.encode())) == [("duplicate_key", field)]
+
+
+def test_a_duplicate_key_that_is_not_code_like_is_not_shown() -> None:
+    key = f"{PHI} {'x' * 80}"
+    raw = '{"responses": {"1": 1}, ' + f'"{key}": 1, "{key}": 2' + "}"
+    [problem] = rejected(raw.encode()).problems
+    assert (problem.code, problem.field) == ("duplicate_key", "<key not shown>")
+    assert "not shown" in problem.message and "x" * 80 not in problem.message
 
 
 @pytest.mark.parametrize("when", [

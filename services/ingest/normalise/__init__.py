@@ -9,7 +9,10 @@ order, so the result is never empty. Accepted forms:
    carrying an instrument's LOINC total-score code (a total-only submission), see fhir/;
 3. the native JSON submission, see native.py.
 The body must be UTF-8 JSON (a byte-order mark is tolerated); anything else is one `invalid_json`
-rejection with the line and column, never an echo of the payload. NaN and Infinity are refused.
+rejection with the line and column, never an echo of the payload. NaN and Infinity are refused (and
+`1e309`, which reads as infinity, wherever a number is read). An object with a key twice, anywhere
+in the body or in a CloudEvent's data, is one `duplicate_key` rejection per repeated key: readers
+differ on which value counts (Python's last wins: `{"9": 3, "9": 0}` would hide a risk answer).
 Every draft then passes the shared checks (outcome.finish): a known instrument, its licence for this
 tenant, `check_responses` (ranges, steps, the missing-item rule) or `check_total`.
 """
@@ -19,12 +22,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
 from services.ingest.normalise.fhir import normalise_fhir
 from services.ingest.normalise.native import normalise_native
 from services.ingest.normalise.outcome import Draft, Rejection, TenantMapping, finish
+from services.ingest.normalise.reading import CODE_LIKE, path_key, shown
 from shared.contracts.problems import Problem
 from shared.contracts.submission import Submission
 from shared.contracts.tenancy import is_tenant_id
@@ -88,8 +93,18 @@ def _parse(body: bytes | str, where: str = "body") -> dict[str, Any] | Rejection
         text = body.decode("utf-8-sig") if isinstance(body, bytes | bytearray | memoryview) else str(body)
     except UnicodeDecodeError as exc:
         return invalid(f"the body is not UTF-8 text (byte {exc.start})")
+    repeated: list[_Repeated] = []
+
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) == len(pairs):  # the hot path: one length comparison per object
+            return obj
+        marked = _Repeated(obj, [k for k, n in Counter(k for k, _ in pairs).items() if n > 1])
+        repeated.append(marked)
+        return marked
+
     try:
-        document: Any = json.loads(text, parse_constant=_refuse_constant)
+        document: Any = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as exc:
         return invalid(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
     except _NotJson as exc:
@@ -98,6 +113,8 @@ def _parse(body: bytes | str, where: str = "body") -> dict[str, Any] | Rejection
         return invalid("the body is nested too deeply")
     except ValueError:  # e.g. an integer longer than Python converts
         return invalid("the body holds a number too long to read")
+    if repeated:
+        return Rejection.of(*_repeated_keys(document, "" if where == "body" else where))
     if not isinstance(document, dict):
         kind = {list: "an array", str: "a string", type(None): "null"}.get(type(document), "a number or boolean")
         return Rejection.of(Problem(field=where, code="not_an_object", message=f"{where} is {kind}",
@@ -114,14 +131,15 @@ def _unwrap_cloudevent(event: dict[str, Any], tenant: str) -> dict[str, Any] | R
             expected=f"tenant {tenant!r} or no tenant attribute",
         ))
     data = event.get("data")
+    where = "data"
     if data is None and isinstance(event.get("data_base64"), str):
         try:
-            data = base64.b64decode(event["data_base64"], validate=True)
+            data, where = base64.b64decode(event["data_base64"], validate=True), "data_base64"
         except (binascii.Error, ValueError):
             return Rejection.of(Problem(field="data_base64", code="invalid_cloudevent",
                                         message="data_base64 is not base64", expected="base64 of a JSON object"))
     if isinstance(data, str | bytes):
-        parsed = _parse(data, "data")
+        parsed = _parse(data, where)
         if isinstance(parsed, Rejection):
             return parsed
         data = parsed
@@ -130,3 +148,34 @@ def _unwrap_cloudevent(event: dict[str, Any], tenant: str) -> dict[str, Any] | R
                                     message="the CloudEvent has no JSON object in data",
                                     expected="a submission object in data"))
     return data
+
+
+class _Repeated(dict[str, Any]):
+    """A JSON object that held a key more than once, with the keys repeated."""
+
+    def __init__(self, obj: dict[str, Any], keys: list[str]) -> None:
+        super().__init__(obj)
+        self.keys_repeated = keys
+
+
+def _repeated_keys(document: Any, prefix: str) -> list[Problem]:
+    """A `duplicate_key` problem for each repeated key, at its path (only met when there is one, so the
+    walk costs nothing on the hot path). Keys are shown in paths and messages only when code-like."""
+    problems: list[Problem] = []
+    stack: list[tuple[Any, str]] = [(document, prefix)]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            if isinstance(value, _Repeated):
+                where = path or "the body"
+                for key in value.keys_repeated:
+                    named = f"the key {shown(key)}" if CODE_LIKE.fullmatch(key) else "a key (not shown)"
+                    problems.append(Problem(
+                        field=f"{path}.{path_key(key)}" if path else path_key(key), code="duplicate_key",
+                        message=f"{named} appears more than once in {where}: JSON readers differ on which value "
+                                "counts, so none is taken",
+                        expected="each key once in each JSON object"))
+            stack.extend((v, f"{path}.{path_key(k)}" if path else path_key(k)) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}[{n}]") for n, v in reversed(list(enumerate(value))))
+    return problems

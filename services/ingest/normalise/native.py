@@ -38,7 +38,9 @@ Fields (required unless marked optional):
 - `tenant` (optional): if present, the tenant of the subject the message arrived on, else
   `tenant_mismatch`.
 
-Any other field is refused (`unknown_field`). Numbers must be JSON numbers (not strings or booleans).
+Any other field is refused (`unknown_field`). Numbers must be finite JSON numbers (not strings or
+booleans; `1e309` reads as infinity and is refused). A key twice in one object is refused before any
+of this (`duplicate_key`, see normalise/__init__.py).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from services.ingest.normalise.outcome import Draft, Rejection, StatedTotal
-from services.ingest.normalise.reading import ID_RULE, TOKEN_RULE, read_instant, readable_id
+from services.ingest.normalise.reading import ID_RULE, TOKEN_RULE, path_key, read_instant, readable_id
 from shared.contracts.problems import Problem
 from shared.contracts.submission import Submission
 from shared.contracts.tenancy import PseudonymousId, SubjectToken
@@ -63,7 +65,6 @@ CODES = {
     "model_type": "not_an_object", "string_too_long": "too_long", "string_too_short": "too_short",
     "greater_than_equal": "out_of_range", "less_than_equal": "out_of_range",
 }
-SAFE_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,40}$")
 # Rapport's sanity bound on a session number, not a clinical fact: no course of therapy Rapport
 # follows reaches a thousand sessions; a larger number is a mistake (an id or a date in the field).
 MAX_SESSION = 1000
@@ -91,7 +92,7 @@ class NativeSubmission(BaseModel):
 
 def _path(loc: tuple[int | str, ...], prefix: str) -> str:
     """A field path from a pydantic location; keys that came from the payload are shown only if code-like."""
-    parts = [str(p) if isinstance(p, int) or SAFE_KEY.fullmatch(p) else "<key not shown>" for p in loc]
+    parts = [str(p) if isinstance(p, int) else path_key(p) for p in loc]
     return prefix + ".".join(parts) if parts else (prefix.rstrip(".") or "body")
 
 
@@ -133,7 +134,7 @@ def normalise_native(document: dict[str, Any], tenant: str, now: datetime) -> Dr
     responses: dict[int, float | None] = {}
     for key, value in (native.responses or {}).items():
         if not ITEM_KEY.fullmatch(key):
-            problems.append(Problem(field=_path(("responses", key), ""), code="unknown_item",
+            problems.append(Problem(field=f"responses.{path_key(key)}", code="unknown_item",
                                     message="response keys are item numbers", expected='"1", "2", "3", ...'))
             continue
         if int(key) in responses:  # "1" and "01"

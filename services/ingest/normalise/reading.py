@@ -3,7 +3,8 @@
 Problem messages never echo free text from the payload (it may hold PHI). `shown` is used only for
 elements FHIR types as codes or definitions (status, resourceType, linkId, Coding.code, canonical,
 reference type), and even then only when the value looks like a code; ids that break the id rule
-are never shown, the message names the field and the rule.
+are never shown, the message names the field and the rule. JSON keys from the payload appear in a
+field path only when they look like element names (`path_key`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ CODE_LIKE = re.compile(r"^[A-Za-z0-9_.:/|#\-]{1,64}$")
 # An id we may repeat in a rejection so clinic IT can find the message: one that keeps the id rule.
 READABLE_ID = ID_PATTERN
 DATE_ONLY = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
+# A JSON key from the payload shown in a field path: short element-name-like keys only.
+SAFE_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,40}$")
+KEY_NOT_SHOWN = "<key not shown>"
 
 # Rapport's sanity bounds on an administration time, not clinical facts: nothing Rapport scores was
 # administered before 1900, and a time more than a day after Rapport received the message (more than
@@ -46,6 +50,11 @@ def shown(value: object) -> str:
     if isinstance(value, str):
         return repr(value) if CODE_LIKE.fullmatch(value) else "a text value (not shown)"
     return f"a JSON {_json_kind(value)}"
+
+
+def path_key(key: str) -> str:
+    """A payload key for a field path: itself when it looks like an element name, else a placeholder."""
+    return key if SAFE_KEY.fullmatch(key) else KEY_NOT_SHOWN
 
 
 def _json_kind(value: object) -> str:
