@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 
 from shared.contracts.problems import Problem
 from shared.instruments.model import Instrument, Item
@@ -13,18 +15,34 @@ def _expected(item: Item) -> str:
     return f"{kind} from {item.min:g} to {item.max:g}"
 
 
-def check_responses(
-    instrument: Instrument, responses: Mapping[int, float | None], *, item_level: bool = True
-) -> list[Problem]:
-    """Problems that stop this submission from being scored. Empty when it can be scored.
+# How far from a step of the scale (in steps) a value may be and still be that step: floating-point
+# noise from the sender's arithmetic (0.1 + 0.2), never a different answer.
+STEP_TOLERANCE = 1e-9
 
-    Unknown items, values out of range or off the scale's steps, and more missing scored items than
-    the instrument's missing-item rule allows. Unscored items (PHQ-9's difficulty question) are
-    range-checked when present but never required.
-    """
-    if not item_level:
-        return []
+
+def on_step(item: Item, value: float) -> float | None:
+    """The step of `item`'s scale that `value` is, as its exact value (5e-324 -> 0, 2.0000000001 -> 2,
+    7.3 on a 0.1 scale -> 7.3); None when `value` is off the steps, outside the range, or not finite."""
+    if not math.isfinite(value):
+        return None
+    position = (value - item.min) / item.step
+    if not -STEP_TOLERANCE <= position <= (item.max - item.min) / item.step + STEP_TOLERANCE:
+        return None
+    steps = round(position)
+    if abs(position - steps) > STEP_TOLERANCE:
+        return None
+    # In decimal, so 73 steps of 0.1 are 7.3 and not 7.300000000000001.
+    exact = float(Decimal(repr(item.min)) + steps * Decimal(repr(item.step)))
+    return exact if item.min <= exact <= item.max else None
+
+
+def snap_responses(
+    instrument: Instrument, responses: Mapping[int, float | None]
+) -> tuple[dict[int, float | None], list[Problem]]:
+    """The responses with each value as the exact step of its item's scale, and the problems that stop
+    them from being scored (see `check_responses`). Keep the responses only when there are no problems."""
     problems: list[Problem] = []
+    snapped: dict[int, float | None] = {}
     for number, value in sorted(responses.items()):
         item = instrument.item(number)
         if item is None:
@@ -35,14 +53,17 @@ def check_responses(
             ))
             continue
         if value is None:
+            snapped[number] = None
             continue
-        off_step = abs((value - item.min) / item.step - round((value - item.min) / item.step)) > 1e-9
-        if not item.min <= value <= item.max or off_step:
+        step = on_step(item, value)
+        if step is None:
             problems.append(Problem(
                 field=f"responses.{number}", code="out_of_range",
-                message=f"{instrument.id} item {number} has value {value:g}",
+                message=f"{instrument.id} item {number} has value {value:.15g}",
                 expected=_expected(item),
             ))
+            continue
+        snapped[number] = step
     missing = [i.number for i in instrument.scored_items if responses.get(i.number) is None]
     allowed = instrument.missing.max_missing if instrument.missing.rule == "prorate" else 0
     if len(missing) > allowed:
@@ -53,7 +74,22 @@ def check_responses(
             message=f"{instrument.id} is missing item(s) {', '.join(map(str, missing))}; {rule}",
             expected=f"answers to items {', '.join(str(i.number) for i in instrument.scored_items)}",
         ))
-    return problems
+    return snapped, problems
+
+
+def check_responses(
+    instrument: Instrument, responses: Mapping[int, float | None], *, item_level: bool = True
+) -> list[Problem]:
+    """Problems that stop this submission from being scored. Empty when it can be scored.
+
+    Unknown items, values out of range or off the scale's steps (within STEP_TOLERANCE of a step is
+    that step: `snap_responses` gives the exact values to keep), and more missing scored items than
+    the instrument's missing-item rule allows. Unscored items (PHQ-9's difficulty question) are
+    range-checked when present but never required.
+    """
+    if not item_level:
+        return []
+    return snap_responses(instrument, responses)[1]
 
 
 def check_total(instrument: Instrument, total: float) -> list[Problem]:

@@ -588,6 +588,42 @@ def test_an_out_of_range_time_in_a_bundle_entry_names_the_entry() -> None:
                         for r in rest if isinstance(r, Rejection))
 
 
+@pytest.mark.parametrize(("name", "old", "new", "field"), [
+    ("qr-answer-decimal", b'{"valueDecimal": 2.0}', b'{"valueDecimal": 1e309}', "item[1].answer[0].valueDecimal"),
+    ("qr-answer-decimal", b'{"valueDecimal": 2.0}', b'{"valueDecimal": -1e309}', "item[1].answer[0].valueDecimal"),
+    ("qr-answer-decimal", b'{"valueDecimal": 2.0}', b'{"valueInteger": 1e309}', "item[1].answer[0].valueInteger"),
+    ("qr-answer-decimal", b'{"valueDecimal": 2.0}', b'{"valueQuantity": {"value": 1e309}}',
+     "item[1].answer[0].valueQuantity.value"),
+    ("qr-answer-item-weight", b'"valueDecimal": 2}', b'"valueDecimal": 1e309}',
+     "item[1].answer[0].valueCoding.extension"),
+    ("observation-total", b'"value": 14,', b'"value": 1e309,', "valueQuantity.value"),
+    ("observation-value-integer-issued", b'"valueInteger": 7,', b'"valueInteger": -1e309,', "valueInteger"),
+])
+def test_a_number_too_large_to_be_finite_is_refused_wherever_it_is_read(name: str, old: bytes, new: bytes,
+                                                                        field: str) -> None:
+    raw = body(name)
+    assert old in raw
+    [problem] = rejected_raw(raw.replace(old, new, 1)).problems
+    assert problem.field == field and problem.code in ("invalid_fhir", "not_a_number")
+
+
+def test_an_infinite_answer_option_weight_refuses_the_answer_rather_than_weighing_it_otherwise() -> None:
+    raw = body("qr-answer-contained-questionnaire")
+    old = (b'"code": "opt1",\n                "extension": [{"url": '
+           b'"http://hl7.org/fhir/StructureDefinition/itemWeight", "valueDecimal": 1}]')
+    assert old in raw
+    rejection = rejected_raw(raw.replace(old, old.replace(b'"valueDecimal": 1}', b'"valueDecimal": 1e309}'), 1))
+    assert codes(rejection) == [("not_a_number", "item[0].answer[0].valueCoding")]
+
+
+def test_fhir_answers_within_the_tolerance_of_a_step_are_kept_as_that_step() -> None:
+    raw = body("qr-answer-decimal").replace(b'{"valueDecimal": 2.0}', b'{"valueDecimal": 2.0000000001}') \
+        .replace(b'{"valueDecimal": 0.0}]}\n  ]', b'{"valueDecimal": 5e-324}]}\n  ]')
+    [submission] = run(raw)
+    assert isinstance(submission, Submission) and submission.responses == ANSWERS
+    assert repr(submission.responses[2]) == "2.0" and repr(submission.responses[9]) == "0.0"
+
+
 # --- never raises ----------------------------------------------------------------------------------
 
 ALL_FIXTURES = sorted(p.stem for p in FIXTURES.glob("*.json"))

@@ -288,3 +288,35 @@ def accepted_payload(payload: dict[str, Any], registry: Registry = REGISTRY) -> 
                          licensed=frozenset({"srs"}))
     assert isinstance(result, Submission), result
     return result
+
+
+def test_a_value_within_the_tolerance_of_a_step_is_kept_as_that_step() -> None:
+    submission = accepted_payload(native(responses={**{str(n): v for n, v in ANSWERS.items()},
+                                                    "1": 5e-324, "2": 2.0000000001, "3": -1e-12}))
+    assert submission.responses == {**ANSWERS, 1: 0.0, 2: 2.0, 3: 0.0}
+    assert [repr(submission.responses[n]) for n in (1, 2, 3)] == ["0.0", "2.0", "0.0"]
+
+
+def test_a_visual_analogue_scale_keeps_its_decimal_step_exactly() -> None:
+    srs = load_registry()
+    # 73 * 0.1 is 7.300000000000001 and 0.1 + 0.2 is 0.30000000000000004 in binary floating point.
+    responses = {"1": 7.3, "2": 73 * 0.1, "3": 0.1 + 0.2, "4": 10.0000000000001}
+    submission = accepted_payload(native(instrument="srs", responses=responses), srs)
+    assert submission.responses == {1: 7.3, 2: 7.3, 3: 0.3, 4: 10.0}
+
+
+def test_a_value_off_the_steps_is_still_refused_and_named_precisely() -> None:
+    [problem] = rejected(json.dumps(native(responses={**{str(n): v for n, v in ANSWERS.items()},
+                                                      "2": 2.0000001})).encode()).problems
+    assert (problem.code, problem.field, problem.message) == ("out_of_range", "responses.2",
+                                                              "phq9 item 2 has value 2.0000001")
+
+
+@pytest.mark.parametrize("number", ["1e309", "-1e309", "1E400"])
+@pytest.mark.parametrize("where", ["response", "total"])
+def test_a_number_too_large_to_be_finite_is_refused(number: str, where: str) -> None:
+    raw = json.dumps(native(total=0) if where == "total" else native()).encode()
+    raw = raw.replace(b'"total": 0', b'"total": ' + number.encode()) if where == "total" \
+        else raw.replace(b'"9": 0', b'"9": ' + number.encode())
+    rejection = rejected(raw)
+    assert codes(rejection) == [("not_a_number", "total" if where == "total" else "responses.9")]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from shared.contracts.problems import Problem
 from shared.contracts.submission import SourceFormat, Submission
 from shared.instruments import Instrument, Registry
-from shared.instruments.validation import check_responses, check_total
+from shared.instruments.validation import check_total, snap_responses
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,11 @@ def finish(draft: Draft | Rejection, registry: Registry, licensed: frozenset[str
             expected="RAPPORT_LICENSED_INSTRUMENTS to list it for this tenant, with the holder's licence",
         ))
     if submission.item_level:
-        problems = check_responses(instrument, submission.responses, item_level=True)
+        # Kept as the exact step values (2.0000000001 is stored as 2), so scoring, hashes and
+        # reports never see a sender's floating-point noise.
+        responses, problems = snap_responses(instrument, submission.responses)
+        if not problems:
+            submission = submission.model_copy(update={"responses": responses})
     elif submission.reported_total is None:
         problems = [Problem(field="total", code="missing_total", message="no total and no item responses",
                             expected="responses for each item, or a total")]

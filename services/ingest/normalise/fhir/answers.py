@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -35,13 +36,17 @@ def _declined(holder: dict[str, Any]) -> bool:
 
 
 def _weight(holder: dict[str, Any]) -> float | None:
+    """The itemWeight (or ordinalValue) of a coding, answer or answerOption; None without one. NaN when
+    the extension states a value that is not a finite number (`1e309`, a string): the answer is then
+    refused, never weighed some other way as if the sender had stated no weight."""
     if "extension" not in holder:
         return None
     for ext in _extensions(holder):
         if ext.get("url") in (ITEM_WEIGHT, ORDINAL_VALUE):
             for key in ("valueDecimal", "valueInteger"):
-                if (number := finite_number(ext.get(key))) is not None:
-                    return number
+                if key in ext:
+                    number = finite_number(ext[key])
+                    return math.nan if number is None else number
     return None
 
 
@@ -240,20 +245,28 @@ class _Responses:
         return None
 
     @staticmethod
+    def _not_finite(problems: list[Problem], path: str, what: str) -> None:
+        problems.append(Problem(field=path, code="not_a_number", message=f"{what} is not a finite number",
+                                expected="an itemWeight or ordinalValue extension with a finite valueDecimal"))
+
+    @staticmethod
     def _wrong_type(problems: list[Problem], path: str, expected: str) -> None:
         problems.append(Problem(field=path, code="invalid_fhir", message=f"{path} has the wrong type",
                                 expected=expected))
 
     def _coding(self, coding: dict[str, Any], answer: dict[str, Any], path: str, link_id: str, number: int,
                 problems: list[Problem]) -> float | None:
-        for weight in (_weight(coding), _weight(answer)):
+        answer_path = path.removesuffix(".valueCoding")
+        for weight, where in ((_weight(coding), f"{path}.extension"), (_weight(answer), f"{answer_path}.extension")):
             if weight is not None:
-                return weight
+                return weight if math.isfinite(weight) else self._not_finite(problems, where, "itemWeight")
         answer_codes = self.instrument.coding.weights_for(number)  # the item's own codes, then the common ones
         code = coding.get("code")
         if isinstance(code, str):
             if code in self.option_weights.get(link_id, {}):
-                return self.option_weights[link_id][code]
+                weight = self.option_weights[link_id][code]
+                return weight if math.isfinite(weight) else self._not_finite(
+                    problems, path, "the Questionnaire's answerOption weight for this code")
             if code in answer_codes:
                 return answer_codes[code]
         for text in (code, coding.get("display")):
