@@ -56,6 +56,19 @@ async def test_rejections_are_counted_under_the_instrument_normalisation_identif
     assert rejected_count(tenant, "Jane Roe") == 0
 
 
+async def test_a_rejection_of_a_huge_body_stays_one_small_event() -> None:
+    # 80,000 bad response keys in an ~900 KB body once made a 10.5 MB rejection, over the broker's 1 MB.
+    submission = json.loads(native())
+    submission["responses"] = {f"q{n}": 1 for n in range(80_000)}
+    body = json.dumps(submission, separators=(",", ":")).encode()
+    assert 850_000 < len(body) < 1_000_000
+    [event] = await Ingest(load_registry(), Settings())(cast(AsyncSession, None),
+                                                        [inbound("huge-body", 1, body)], NOW)
+    assert len(event.body) < 32_000
+    problems = json.loads(event.body)["data"]["problems"]
+    assert len(problems) == 51 and problems[-1]["code"] == "more_problems"
+
+
 async def test_the_handler_bounds_administration_times_by_when_the_message_arrived() -> None:
     body = native(administered_at="2026-03-04T10:00:00+00:00")  # more than a day after NOW
     [event] = await Ingest(load_registry(), Settings())(cast(AsyncSession, None),

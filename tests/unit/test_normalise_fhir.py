@@ -624,6 +624,25 @@ def test_fhir_answers_within_the_tolerance_of_a_step_are_kept_as_that_step() -> 
     assert repr(submission.responses[2]) == "2.0" and repr(submission.responses[9]) == "0.0"
 
 
+def test_eighty_thousand_unknown_items_name_fifty_and_count_the_rest() -> None:
+    response = document("qr-answer-decimal")
+    response["item"] += [{"linkId": f"x-{n}-a", "answer": [{"valueInteger": 1}]} for n in range(80_000)]
+    rejection = rejected_raw(json.dumps(response).encode())
+    assert len(rejection.problems) == 51
+    assert rejection.problems[-1].model_dump() == {
+        "field": "body", "code": "more_problems",
+        "message": "and 79,950 more problems of the same kinds: unmapped_link_id",
+        "expected": "fix the problems named and send it again to see any that remain"}
+
+
+def test_an_answer_key_too_long_to_be_a_code_is_not_shown() -> None:
+    response = document("qr-answer-decimal")
+    response["item"][0]["answer"][0] = {"value" + "SYNTHETIC-PHI-MARKER" * 10: 1}
+    [problem] = rejected_raw(json.dumps(response).encode()).problems
+    assert (problem.code, problem.field) == ("invalid_fhir", "item[0].answer[0]")
+    assert "SYNTHETIC-PHI-MARKER" not in problem.message
+
+
 # --- never raises ----------------------------------------------------------------------------------
 
 ALL_FIXTURES = sorted(p.stem for p in FIXTURES.glob("*.json"))

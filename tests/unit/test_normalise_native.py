@@ -320,3 +320,17 @@ def test_a_number_too_large_to_be_finite_is_refused(number: str, where: str) -> 
         else raw.replace(b'"9": 0', b'"9": ' + number.encode())
     rejection = rejected(raw)
     assert codes(rejection) == [("not_a_number", "total" if where == "total" else "responses.9")]
+
+
+def test_eighty_thousand_bad_response_keys_name_fifty_and_count_the_rest() -> None:
+    responses = {f"q{n}": 1 for n in range(80_000)}
+    rejection = rejected(json.dumps(native(responses=responses)).encode())
+    assert len(rejection.problems) == 51
+    assert {p.code for p in rejection.problems[:50]} == {"unknown_item"}
+    last = rejection.problems[-1]
+    assert (last.code, last.message) == ("more_problems", "and 79,950 more problems of the same kinds: unknown_item")
+
+
+def test_fifty_problems_are_named_without_a_count() -> None:
+    rejection = rejected(json.dumps(native(responses={f"q{n}": 1 for n in range(50)})).encode())
+    assert len(rejection.problems) == 50 and rejection.problems[-1].code == "unknown_item"

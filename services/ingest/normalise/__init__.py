@@ -14,7 +14,8 @@ rejection with the line and column, never an echo of the payload. NaN and Infini
 in the body or in a CloudEvent's data, is one `duplicate_key` rejection per repeated key: readers
 differ on which value counts (Python's last wins: `{"9": 3, "9": 0}` would hide a risk answer).
 Every draft then passes the shared checks (outcome.finish): a known instrument, its licence for this
-tenant, `check_responses` (ranges, steps, the missing-item rule) or `check_total`.
+tenant, `snap_responses` (ranges, steps, the missing-item rule; values kept as exact steps) or
+`check_total`. A rejection names at most 50 problems and counts the rest (outcome.bounded).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -9,6 +10,16 @@ from shared.contracts.problems import Problem
 from shared.contracts.submission import SourceFormat, Submission
 from shared.instruments import Instrument, Registry
 from shared.instruments.validation import check_total, snap_responses
+
+# A rejection is one event on the broker (1 MB at most) and one row for whoever reads it: the first
+# MAX_PROBLEMS problems are named, the rest counted by code in one final `more_problems`. 80,000 bad
+# response keys are one mistake made 80,000 times; the first fifty show it.
+MAX_PROBLEMS = 50
+MORE_PROBLEMS = "more_problems"
+# No problem text grows with the payload (messages name fields, items, numbers and codes), but a field
+# path can be as deep as the body: every text is cut to these lengths, whatever built the problem.
+MAX_FIELD = 200
+MAX_TEXT = 300
 
 
 @dataclass(frozen=True)
@@ -19,6 +30,9 @@ class Rejection:
     # The registry instrument id, when normalisation identified the instrument before finding the problems.
     # `finish` keeps it only if the registry has it: it labels metrics, so never free text from the input.
     instrument: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "problems", bounded(self.problems))
 
     @classmethod
     def of(cls, *problems: Problem, submission_id: str | None = None,
@@ -115,3 +129,34 @@ def stated_total_warning(instrument: Instrument, responses: Mapping[int, float |
                    message=f"the stated total {stated.value:g} differs from the items' total {computed:g}; "
                            "the items' total is used",
                    expected=f"{computed:g}")
+
+
+def bounded(problems: list[Problem]) -> list[Problem]:
+    """At most MAX_PROBLEMS problems and one `more_problems` counting the rest; every text cut to length.
+    Idempotent: a list already bounded (ending in `more_problems`) is returned as it is."""
+    if len(problems) <= MAX_PROBLEMS + 1 and problems and problems[-1].code == MORE_PROBLEMS:
+        return problems
+    named = [_cut(p) for p in problems[:MAX_PROBLEMS]]
+    if len(problems) <= MAX_PROBLEMS:
+        return named
+    rest = Counter(p.code for p in problems[MAX_PROBLEMS:])
+    kinds = ", ".join(code for code, _ in rest.most_common(10)) + (", ..." if len(rest) > 10 else "")
+    same = "of the same kinds" if rest.keys() <= {p.code for p in named} else "of the kinds"
+    count = len(problems) - MAX_PROBLEMS
+    return [*named, _cut(Problem(
+        field="body", code=MORE_PROBLEMS,
+        message=f"and {count:,} more problem{'s' if count > 1 else ''} {same}: {kinds}",
+        expected="fix the problems named and send it again to see any that remain"))]
+
+
+def _cut(problem: Problem) -> Problem:
+    if len(problem.field) <= MAX_FIELD and len(problem.message) <= MAX_TEXT \
+            and len(problem.expected or "") <= MAX_TEXT:
+        return problem
+    return problem.model_copy(update={
+        "field": _shorter(problem.field, MAX_FIELD), "message": _shorter(problem.message, MAX_TEXT),
+        "expected": None if problem.expected is None else _shorter(problem.expected, MAX_TEXT)})
+
+
+def _shorter(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
