@@ -3,6 +3,7 @@ submission, and every malformed case gets a rejection naming the exact field (sy
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -488,7 +489,7 @@ def test_a_total_observation_in_a_bundle_resolves_its_urn_uuid_subject_and_perfo
     [submission] = run(bundle)
     assert isinstance(submission, Submission)
     assert (submission.client_id, submission.clinician_id) == ("client-0009", "clinician-04")
-    assert submission.submission_id == "obs:client-0009:obs-0601"
+    assert submission.submission_id == observation_id("client-0009", "obs-0601")
 
 
 def test_an_empty_bundle_is_one_rejection() -> None:
@@ -501,8 +502,31 @@ def test_a_total_score_observation_is_a_total_only_submission() -> None:
     submission = accepted("observation-total")
     assert (submission.instrument, submission.item_level, submission.reported_total) == ("phq9", False, 14.0)
     assert submission.responses == {} and submission.source_format == "fhir-observation"
-    assert submission.submission_id == "obs:client-0007:obs-0601"
+    assert submission.submission_id == observation_id("client-0007", "obs-0601")
     assert submission.clinician_id == "clinician-03"
+
+
+def observation_id(client: str, ident: str) -> str:
+    return "obs:" + hashlib.sha256(f"{client}\x00{ident}".encode()).hexdigest()[:40]
+
+
+def test_an_observation_submission_id_never_carries_the_client_id_in_clear() -> None:
+    # It is in every log line and event about the submission: the client id must not be read from it.
+    submission = accepted("observation-total")
+    assert "client-0007" not in submission.submission_id and len(submission.submission_id) == 44
+    other = document("observation-total")
+    other["subject"] = {"reference": "Patient/client-0008"}
+    [second] = run(other)
+    assert isinstance(second, Submission)
+    assert second.submission_id != submission.submission_id  # one Observation id, two clients: two submissions
+
+
+def test_a_rejected_observation_is_named_by_the_same_derived_id() -> None:
+    observation = document("observation-total")
+    observation["status"] = "preliminary"
+    [rejection] = run(observation)
+    assert isinstance(rejection, Rejection)
+    assert rejection.submission_id == observation_id("client-0007", "obs-0601")
 
 
 def test_an_observation_with_value_integer_and_only_issued_is_read() -> None:
@@ -510,7 +534,7 @@ def test_an_observation_with_value_integer_and_only_issued_is_read() -> None:
     assert (submission.reported_total, submission.administered_at.isoformat()) == (7.0, "2026-03-02T10:15:00+01:00")
 
 
-def test_an_observation_id_too_long_with_its_client_is_hashed() -> None:
+def test_a_long_observation_id_is_hashed_like_any_other() -> None:
     submission_id = accepted("observation-long-id").submission_id
     assert submission_id.startswith("obs:") and len(submission_id) == 44
     assert submission_id == accepted("observation-long-id").submission_id  # stable

@@ -76,8 +76,9 @@ could ever be measured.
 **Observation** (total only, `item_level` False): value from valueQuantity.value or valueInteger,
 range-checked; status final, amended or corrected; time from effectiveDateTime, effectiveInstant,
 effectivePeriod.start or issued; clinician from the first Practitioner(Role) performer. Observation
-ids are not unique across patients in real feeds, so the submission id is `obs:<client>:<id>`, or
-`obs:` + the first 40 hex digits of sha256(client NUL id) when that breaks the id rule. An
+ids are not unique across patients in real feeds, so the submission id is `obs:` + the first 40 hex
+digits of sha256(client id NUL Observation id): unique per client, and the client id is not in clear
+in the log lines and events that carry the submission id. An
 Observation `derivedFrom` a QuestionnaireResponse in the same Bundle is rejected as
 `derived_from_response`: that response is scored from its items, and scoring both would count the
 administration twice.
