@@ -667,6 +667,31 @@ def test_an_answer_key_too_long_to_be_a_code_is_not_shown() -> None:
     assert "SYNTHETIC-PHI-MARKER" not in problem.message
 
 
+@pytest.mark.parametrize(("field", "reference"), [
+    ("author", "Practitioner/dr.smith"), ("author", "Practitioner/clinician-*"), ("author", "Practitioner/clinician>"),
+    ("author", "PractitionerRole/clinician\n03"), ("author", "Practitioner/clinician-03\u0007"),
+    ("subject", "Patient/client*0007"), ("subject", "Patient/client>"),
+    ("subject", "Patient/client-0007\u0000"), ("subject", "Patient/" + "c" * 100_000),
+])
+def test_a_reference_id_a_subject_or_a_log_line_could_not_hold_is_refused_and_never_echoed(field: str,
+                                                                                          reference: str) -> None:
+    response = document("qr-answer-decimal")
+    response[field] = {"reference": reference}
+    rejection = rejected_raw(json.dumps(response).encode())
+    assert codes(rejection) == [("invalid_id", f"{field}.reference")]
+    [problem] = rejection.problems
+    assert problem.message == f"{field}.reference breaks the id rule"
+
+
+@pytest.mark.parametrize("ident", ["qr*1", "qr>1", "qr-1\n", "qr\u00001", "q" * 100_000, f"{PHI} " * 20_000])
+def test_a_resource_id_breaking_the_id_rule_is_never_repeated(ident: str) -> None:
+    response = document("qr-answer-decimal")
+    response["id"] = ident
+    rejection = rejected_raw(json.dumps(response).encode())
+    assert codes(rejection) == [("invalid_id", "id")] and rejection.submission_id is None
+    assert rejection.problems[0].message == "id breaks the id rule"
+
+
 # --- never raises ----------------------------------------------------------------------------------
 
 ALL_FIXTURES = sorted(p.stem for p in FIXTURES.glob("*.json"))

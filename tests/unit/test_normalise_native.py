@@ -334,3 +334,18 @@ def test_eighty_thousand_bad_response_keys_name_fifty_and_count_the_rest() -> No
 def test_fifty_problems_are_named_without_a_count() -> None:
     rejection = rejected(json.dumps(native(responses={f"q{n}": 1 for n in range(50)})).encode())
     assert len(rejection.problems) == 50 and rejection.problems[-1].code == "unknown_item"
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("clinician_id", "clinician.03"), ("clinician_id", "clinician-*"), ("clinician_id", "clinician->"),
+    ("clinician_id", "clinician-03\n"), ("client_id", "client*"), ("client_id", "client>0007"),
+    ("client_id", "client-0007\n"), ("client_id", "client\x000007"), ("episode_id", "episode\u202e"),
+    ("submission_id", "sub-0001\r"), ("submission_id", "s" * 100_000), ("client_id", PHI * 10_000),
+])
+def test_an_id_a_subject_or_a_log_line_could_not_hold_is_refused_and_never_echoed(field: str, value: str) -> None:
+    rejection = rejected(json.dumps(native(**{field: value})).encode())
+    assert codes(rejection) == [("invalid_id", field)]
+    [problem] = rejection.problems
+    assert problem.message == f"{field} breaks the id rule" and len(problem.expected or "") < 200
+    if field == "submission_id":
+        assert rejection.submission_id is None
