@@ -34,8 +34,8 @@ CONCURRENCY = 256
 IDLE_SECONDS = 2.0
 
 
-def _submission(run: str, episode: int, session: int) -> bytes:
-    at = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=session, seconds=episode)
+def _submission(run: str, episode: int, session: int, start: datetime) -> bytes:
+    at = start + timedelta(days=session, seconds=episode)
     total = 18 - min(session, 12)
     items = [min(3, max(0, total // 9 + (1 if i < total % 9 else 0))) for i in range(9)]
     items[8] = 0
@@ -110,11 +110,13 @@ async def _drive(broker_url: str, tenant: str, count: int, rate: float, history:
     journeys = await Journeys.connect(broker_url, tenant)
     try:
         episodes = min(episodes, count)
+        # one session a day, the last one yesterday: ingest refuses administrations in the future
+        start = datetime.now(UTC) - timedelta(days=history + count // episodes + 2)
         if history:
-            warm = [_submission(run, e, s) for s in range(history) for e in range(episodes)]
+            warm = [_submission(run, e, s, start) for s in range(history) for e in range(episodes)]
             done = await _publish_all(journeys, warm, 0)
             await asyncio.wait_for(asyncio.gather(*(j.done.wait() for j in done)), 600)
-        bodies = [_submission(run, n % episodes, history + n // episodes) for n in range(count)]
+        bodies = [_submission(run, n % episodes, history + n // episodes, start) for n in range(count)]
         memory: dict[str, float] = {}
         idle_from = _cpu(pids)
         await asyncio.sleep(IDLE_SECONDS)  # what the services burn with nothing to do
@@ -193,7 +195,8 @@ async def _drive_baseline(broker_url: str, database_url: str, count: int, rate: 
         pids = {f"hop{n + 1}": p.pid for n, p in enumerate(processes)}
         before = _cpu(pids)
         started = time.perf_counter()
-        await _paced(send, [_submission(run, n % 200, n // 200) for n in range(count)], rate)
+        start = datetime.now(UTC) - timedelta(days=count // 200 + 2)
+        await _paced(send, [_submission(run, n % 200, n // 200, start) for n in range(count)], rate)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(all_done.wait(), max(120, count / 50))
         after = _cpu(pids)

@@ -17,7 +17,14 @@ from datetime import UTC, datetime, timedelta
 STORYLINES = ("on_track", "stall", "deterioration", "risk", "rupture_repaired", "rupture_unrepaired")
 PHQ9_LOINC_ITEMS = ["44250-9", "44255-8", "44259-0", "44254-1", "44251-7", "44258-2", "44252-5", "44253-3", "44260-8"]
 PHQ9_ANSWERS = ["LA6568-5", "LA6569-3", "LA6570-1", "LA6571-9"]
-START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def weekly_start(sessions: int, now: datetime | None = None) -> datetime:
+    """09:00 on the Monday that leaves `sessions` weekly sessions ending before today: synthetic
+    administrations are never in the future, which ingest refuses."""
+    today = (now or datetime.now(UTC)).replace(hour=9, minute=0, second=0, microsecond=0)
+    start = today - timedelta(days=7 * (sessions + 1))
+    return start - timedelta(days=start.weekday())
 
 
 @dataclass(frozen=True)
@@ -77,8 +84,10 @@ def srs_totals(storyline: str, sessions: int, rupture_at: int, rng: random.Rando
     return totals
 
 
-def build_cohort(tenant: str, clients: int, sessions: int, seed: int, *, first: int = 1) -> Cohort:
-    """`clients` clients numbered from `first`, storylines in turn."""
+def build_cohort(tenant: str, clients: int, sessions: int, seed: int, *, first: int = 1,
+                 start: datetime | None = None) -> Cohort:
+    """`clients` clients numbered from `first`, storylines in turn, weekly sessions from `start`."""
+    start = start or weekly_start(sessions)
     rng = random.Random(seed)
     cohort = Cohort(tenant=tenant)
     rupture_at = max(3, sessions // 2)
@@ -92,7 +101,7 @@ def build_cohort(tenant: str, clients: int, sessions: int, seed: int, *, first: 
         srs = srs_totals(storyline, sessions, rupture_at, rng)
         risk_session = rupture_at if storyline == "risk" else None
         for s in range(sessions):
-            at = START + timedelta(days=7 * s, minutes=n)
+            at = start + timedelta(days=7 * s, minutes=n)
             item9 = 1 if s == risk_session else 0
             items = [*_split(phq[s] - item9, 8, 3, rng), item9]
             sid = f"{client}-s{s + 1:02d}-phq9"
