@@ -6,7 +6,7 @@ import importlib
 import json
 from pathlib import Path
 
-from shared.settings import Settings
+from rapport.shared.settings import Settings
 
 SERVICES = ("ingest", "scoring", "alerts")
 
@@ -16,7 +16,7 @@ def write_asyncapi(out_dir: Path) -> list[Path]:
     written = []
     settings = Settings(database_url="sqlite+aiosqlite:///:memory:")
     for name in SERVICES:
-        _runtime, asgi = importlib.import_module(f"services.{name}.app").build(settings, "nats://127.0.0.1:4222")
+        _runtime, asgi = importlib.import_module(f"rapport.services.{name}.app").build(settings, "nats://127.0.0.1:4222")
         path = out_dir / f"{name}.json"
         # keys sorted: FastStream's order varies between runs, and the files are reviewed as diffs
         document = json.loads(asgi.schema.to_specification().to_json())

@@ -27,9 +27,9 @@ from nats.js.errors import NotFoundError
 from sqlalchemy import Column, LargeBinary, MetaData, String, Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db.engine import create_engine
-from shared.messaging.broker import batch_pull, consumer_config, make_broker
-from shared.settings import Settings
+from rapport.shared.db.engine import create_engine
+from rapport.shared.messaging.broker import batch_pull, consumer_config, make_broker
+from rapport.shared.settings import Settings
 
 STREAM = "RAPPORT_BASELINE"
 PREFIX = "rapport-baseline"  # not `rapport.`: it never shares a stream or consumer with Rapport

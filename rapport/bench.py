@@ -24,9 +24,9 @@ from nats.aio.msg import Msg
 
 from rapport import baseline
 from rapport.journeys import Journey, Journeys
+from rapport.shared.db.engine import create_engine
+from rapport.shared.settings import Settings
 from rapport.stack import Stack, read_endpoints
-from shared.db.engine import create_engine
-from shared.settings import Settings
 
 T = TypeVar("T")
 

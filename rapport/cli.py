@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from shared.settings import Settings
+from rapport.shared.settings import Settings
 
 if TYPE_CHECKING:
-    from shared.messaging.deadletters import Filters
+    from rapport.shared.messaging.deadletters import Filters
 
 app = typer.Typer(help="Rapport: measurement-based care over an event broker.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
@@ -79,11 +79,11 @@ def serve(
         raise typer.Exit(2)
     import uvicorn
 
-    from shared.logs import configure
+    from rapport.shared.logs import configure
 
     settings = Settings()
     configure(service, settings.log_level)
-    _runtime, asgi = importlib.import_module(f"services.{service}.app").build(settings, _broker_url(settings))
+    _runtime, asgi = importlib.import_module(f"rapport.services.{service}.app").build(settings, _broker_url(settings))
     uvicorn.run(asgi, host=host, port=port, log_config=None, access_log=False, lifespan="on", loop="uvloop",
                 timeout_graceful_shutdown=int(settings.graceful_timeout_seconds) + 5)
 
@@ -199,7 +199,7 @@ def _filters(service: str | None, tenant: str | None, reason: str | None, since:
     from datetime import UTC, datetime
 
     from rapport.deadletter import parse_when
-    from shared.messaging.deadletters import Filters
+    from rapport.shared.messaging.deadletters import Filters
 
     now = datetime.now(UTC)
     try:
@@ -261,7 +261,7 @@ def deadletter_redrive(
 @app.command()
 def instruments(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the instrument registry with each parameter's confidence and sources."""
-    from shared.instruments import load_registry
+    from rapport.shared.instruments import load_registry
 
     registry = load_registry()
     if as_json:

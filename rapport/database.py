@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
 
-from shared.db.engine import create_engine
+from rapport.shared.db.engine import create_engine
 
 ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import nats
 
-from shared.messaging.deadletters import DeadLetterRecord, Filters, get_dead_letter, list_dead_letters, redrive
+from rapport.shared.messaging.deadletters import DeadLetterRecord, Filters, get_dead_letter, list_dead_letters, redrive
 
 AGO = re.compile(r"^(\d+)([smhd])$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}

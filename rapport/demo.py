@@ -13,8 +13,8 @@ from pathlib import Path
 from rapport.cohort import Cohort, build_cohort
 from rapport.evaluate import alert_latencies_ms, score_rules
 from rapport.journeys import Journeys
+from rapport.shared.settings import Settings
 from rapport.stack import Stack
-from shared.settings import Settings
 
 TENANT = "demo"
 

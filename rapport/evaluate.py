@@ -29,9 +29,9 @@ from typing import Any
 from rapport.bench import percentile
 from rapport.cohort import Cohort, build_cohort
 from rapport.journeys import Journey, Journeys
+from rapport.shared.settings import Settings
 from rapport.stack import Stack
 from rapport.trajectories import fit_stored
-from shared.settings import Settings
 
 RULE_KINDS = {
     "critical_item": "critical_item",

@@ -18,7 +18,7 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from shared.messaging import subjects
+from rapport.shared.messaging import subjects
 
 
 @dataclass

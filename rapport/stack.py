@@ -26,9 +26,9 @@ from pathlib import Path
 
 from rapport.database import upgrade
 from rapport.embedded_nats import EmbeddedNats, free_port
-from shared.db.engine import create_engine
-from shared.durability import broker_policy, database_policy
-from shared.settings import Settings
+from rapport.shared.db.engine import create_engine
+from rapport.shared.durability import broker_policy, database_policy
+from rapport.shared.settings import Settings
 
 SERVICES = ("ingest", "scoring", "alerts")
 ENDPOINTS_FILE = "endpoints.json"

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from services.alerts import repository
-from services.alerts.rules import load_ruleset
-from services.alerts.rules.trajectory import TrajectoryFit
-from services.alerts.trajectories import fit_tenant
-from shared.db.engine import create_engine, session_factory
-from shared.instruments import load_registry
+from rapport.services.alerts import repository
+from rapport.services.alerts.rules import load_ruleset
+from rapport.services.alerts.rules.trajectory import TrajectoryFit
+from rapport.services.alerts.trajectories import fit_tenant
+from rapport.shared.db.engine import create_engine, session_factory
+from rapport.shared.instruments import load_registry
 
 
 async def fit_stored(url: str, tenants: Sequence[str]) -> list[TrajectoryFit]:

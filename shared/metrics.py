@@ -9,7 +9,7 @@ from typing import Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from shared.contracts.tenancy import is_tenant_id
+from rapport.shared.contracts.tenancy import is_tenant_id
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 OTHER_TENANTS = "_other"

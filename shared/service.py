@@ -25,20 +25,20 @@ from pydantic import BaseModel, create_model
 from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.contracts.envelope import CloudEvent
-from shared.db.delivery import PublishedRows, forget_old_inbox
-from shared.db.engine import create_engine, session_factory
-from shared.durability import describe_durability
-from shared.messaging.broker import batch_pull, bound_stream, consumer_config, make_broker
-from shared.messaging.consumer import BatchConsumer, Work, utcnow
-from shared.messaging.publish import EventPublisher
-from shared.messaging.relay import OutboxRelay
-from shared.messaging.streams import ensure_streams
-from shared.messaging.subjects import stream_of
-from shared.messaging.watch import ConsumerWatch, Subscription
-from shared.metrics import REGISTRY, tenant_label
-from shared.periodic import Periodic
-from shared.settings import Settings
+from rapport.shared.contracts.envelope import CloudEvent
+from rapport.shared.db.delivery import PublishedRows, forget_old_inbox
+from rapport.shared.db.engine import create_engine, session_factory
+from rapport.shared.durability import describe_durability
+from rapport.shared.messaging.broker import batch_pull, bound_stream, consumer_config, make_broker
+from rapport.shared.messaging.consumer import BatchConsumer, Work, utcnow
+from rapport.shared.messaging.publish import EventPublisher
+from rapport.shared.messaging.relay import OutboxRelay
+from rapport.shared.messaging.streams import ensure_streams
+from rapport.shared.messaging.subjects import stream_of
+from rapport.shared.messaging.watch import ConsumerWatch, Subscription
+from rapport.shared.metrics import REGISTRY, tenant_label
+from rapport.shared.periodic import Periodic
+from rapport.shared.settings import Settings
 
 log = logging.getLogger("rapport.service")
 

@@ -96,7 +96,7 @@ class Databases:
         import asyncpg
 
         from rapport.database import upgrade
-        from shared.settings import normalise_database_url
+        from rapport.shared.settings import normalise_database_url
 
         assert self.postgres_admin is not None
         admin = normalise_database_url(self.postgres_admin)
@@ -121,7 +121,7 @@ class Databases:
             return
         import asyncpg
 
-        from shared.settings import normalise_database_url
+        from rapport.shared.settings import normalise_database_url
 
         raw_admin = normalise_database_url(self.postgres_admin).replace("postgresql+asyncpg://", "postgresql://")
         connection = await asyncpg.connect(raw_admin)

@@ -12,12 +12,12 @@ from typing import Literal
 from alembic import context
 from sqlalchemy.engine import Connection
 
-import services.alerts.models
-import services.ingest.models
-import services.scoring.models  # noqa: F401  (the three imports register every table)
-from shared.db.base import Base, UtcDateTime
-from shared.db.engine import create_engine
-from shared.settings import Settings
+import rapport.services.alerts.models
+import rapport.services.ingest.models
+import rapport.services.scoring.models  # noqa: F401  (the three imports register every table)
+from rapport.shared.db.base import Base, UtcDateTime
+from rapport.shared.db.engine import create_engine
+from rapport.shared.settings import Settings
 
 target_metadata = Base.metadata
 

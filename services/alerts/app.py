@@ -6,16 +6,16 @@ from datetime import timedelta
 
 from faststream.asgi import AsgiFastStream
 
-from services.alerts.dashboard import DashboardGauges
-from services.alerts.handlers import SERVICE, AlertCommands, Alerting
-from services.alerts.models import inbox, outbox
-from services.alerts.rules import load_ruleset
-from services.alerts.trajectories import TrajectoryFits
-from shared.contracts.alert import AlertCommandRejected, AlertTransition, EvaluationCompleted, Notification
-from shared.instruments import load_registry
-from shared.messaging import subjects
-from shared.service import ServiceRuntime
-from shared.settings import Settings
+from rapport.services.alerts.dashboard import DashboardGauges
+from rapport.services.alerts.handlers import SERVICE, AlertCommands, Alerting
+from rapport.services.alerts.models import inbox, outbox
+from rapport.services.alerts.rules import load_ruleset
+from rapport.services.alerts.trajectories import TrajectoryFits
+from rapport.shared.contracts.alert import AlertCommandRejected, AlertTransition, EvaluationCompleted, Notification
+from rapport.shared.instruments import load_registry
+from rapport.shared.messaging import subjects
+from rapport.shared.service import ServiceRuntime
+from rapport.shared.settings import Settings
 
 
 def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFastStream]:

@@ -11,9 +11,9 @@ from typing import cast
 from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.alerts.models import StoredAlert
-from shared.metrics import alerts_oldest_unacknowledged, alerts_open, tenant_label
-from shared.periodic import Periodic
+from rapport.services.alerts.models import StoredAlert
+from rapport.shared.metrics import alerts_oldest_unacknowledged, alerts_open, tenant_label
+from rapport.shared.periodic import Periodic
 
 alerts = cast(Table, StoredAlert.__table__)
 

@@ -11,9 +11,9 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.alerts import repository
-from services.alerts.repository import EpisodeKey
-from services.alerts.rules import (
+from rapport.services.alerts import repository
+from rapport.services.alerts.repository import EpisodeKey
+from rapport.services.alerts.rules import (
     AlertKey,
     CommandRejected,
     EpisodeState,
@@ -24,19 +24,25 @@ from services.alerts.rules import (
     reconcile,
     replay,
 )
-from services.alerts.trajectories import TrajectoryFits
-from shared.contracts.alert import Alert, AlertCommand, AlertCommandRejected, AlertTransition, EvaluationCompleted
-from shared.contracts.envelope import CloudEvent, derived_event_id, event_type
-from shared.contracts.problems import Problem
-from shared.contracts.score import ScoreComputed
-from shared.db.delivery import Outgoing
-from shared.instruments import Registry
-from shared.instruments.validation import check_scorable, summary
-from shared.messaging import subjects
-from shared.messaging.consumer import Inbound
-from shared.messaging.publish import cloud_event
-from shared.messaging.retry import PoisonMessage
-from shared.metrics import alert_transitions
+from rapport.services.alerts.trajectories import TrajectoryFits
+from rapport.shared.contracts.alert import (
+    Alert,
+    AlertCommand,
+    AlertCommandRejected,
+    AlertTransition,
+    EvaluationCompleted,
+)
+from rapport.shared.contracts.envelope import CloudEvent, derived_event_id, event_type
+from rapport.shared.contracts.problems import Problem
+from rapport.shared.contracts.score import ScoreComputed
+from rapport.shared.db.delivery import Outgoing
+from rapport.shared.instruments import Registry
+from rapport.shared.instruments.validation import check_scorable, summary
+from rapport.shared.messaging import subjects
+from rapport.shared.messaging.consumer import Inbound
+from rapport.shared.messaging.publish import cloud_event
+from rapport.shared.messaging.retry import PoisonMessage
+from rapport.shared.metrics import alert_transitions
 
 SERVICE = "alerts"
 SCORE_COMPUTED = event_type("score", "computed")

@@ -15,12 +15,12 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.alerts.models import EpisodeRecord, SeenScore, StoredAlert, StoredTrajectoryFit, StoredTransition
-from services.alerts.rules.trajectory import TrajectoryFit
-from shared.contracts.alert import Alert, AlertTransition
-from shared.contracts.score import ScoreComputed
-from shared.db.engine import is_postgres
-from shared.db.upsert import upsert
+from rapport.services.alerts.models import EpisodeRecord, SeenScore, StoredAlert, StoredTrajectoryFit, StoredTransition
+from rapport.services.alerts.rules.trajectory import TrajectoryFit
+from rapport.shared.contracts.alert import Alert, AlertTransition
+from rapport.shared.contracts.score import ScoreComputed
+from rapport.shared.db.engine import is_postgres
+from rapport.shared.db.upsert import upsert
 
 EpisodeKey = tuple[str, str, str]  # tenant, client, episode
 

@@ -12,10 +12,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.alerts import repository
-from services.alerts.rules.ruleset import RuleSet
-from services.alerts.rules.trajectory import IntakeBand, TrajectoryFit, fit
-from shared.instruments import Instrument, Registry
+from rapport.services.alerts import repository
+from rapport.services.alerts.rules.ruleset import RuleSet
+from rapport.services.alerts.rules.trajectory import IntakeBand, TrajectoryFit, fit
+from rapport.shared.instruments import Instrument, Registry
 
 
 def intake_bands(instrument: Instrument) -> list[IntakeBand]:

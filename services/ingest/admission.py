@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
-from shared.contracts.submission import Submission
+from rapport.shared.contracts.submission import Submission
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from faststream.asgi import AsgiFastStream
 
-from services.ingest.handlers import SERVICE, Ingest
-from services.ingest.models import inbox, outbox
-from shared.contracts.submission import SubmissionAccepted, SubmissionRejected
-from shared.instruments import load_registry
-from shared.messaging import subjects
-from shared.service import ServiceRuntime
-from shared.settings import Settings
+from rapport.services.ingest.handlers import SERVICE, Ingest
+from rapport.services.ingest.models import inbox, outbox
+from rapport.shared.contracts.submission import SubmissionAccepted, SubmissionRejected
+from rapport.shared.instruments import load_registry
+from rapport.shared.messaging import subjects
+from rapport.shared.service import ServiceRuntime
+from rapport.shared.settings import Settings
 
 
 def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFastStream]:

@@ -8,18 +8,18 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ingest import repository
-from services.ingest.admission import Admission, admit
-from services.ingest.normalise import Rejection, TenantMapping, normalise
-from shared.contracts.submission import Submission, SubmissionAccepted, SubmissionRejected
-from shared.db.delivery import Outgoing
-from shared.instruments import Registry
-from shared.messaging import subjects
-from shared.messaging.consumer import Inbound
-from shared.messaging.publish import cloud_event
-from shared.messaging.retry import PoisonMessage
-from shared.metrics import submissions
-from shared.settings import Settings
+from rapport.services.ingest import repository
+from rapport.services.ingest.admission import Admission, admit
+from rapport.services.ingest.normalise import Rejection, TenantMapping, normalise
+from rapport.shared.contracts.submission import Submission, SubmissionAccepted, SubmissionRejected
+from rapport.shared.db.delivery import Outgoing
+from rapport.shared.instruments import Registry
+from rapport.shared.messaging import subjects
+from rapport.shared.messaging.consumer import Inbound
+from rapport.shared.messaging.publish import cloud_event
+from rapport.shared.messaging.retry import PoisonMessage
+from rapport.shared.metrics import submissions
+from rapport.shared.settings import Settings
 
 SERVICE = "ingest"
 ANSWER = "submission.answer"  # accepted or rejected: one answer per submission, one id

@@ -9,10 +9,10 @@ from typing import cast
 from sqlalchemy import Table, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ingest.admission import Admission
-from services.ingest.models import StoredSubmission
-from shared.contracts.submission import Submission
-from shared.db.engine import is_postgres
+from rapport.services.ingest.admission import Admission
+from rapport.services.ingest.models import StoredSubmission
+from rapport.shared.contracts.submission import Submission
+from rapport.shared.db.engine import is_postgres
 
 Key = tuple[str, str]
 submissions = cast(Table, StoredSubmission.__table__)

@@ -6,13 +6,13 @@ from datetime import timedelta
 
 from faststream.asgi import AsgiFastStream
 
-from services.scoring.handlers import SERVICE, Scoring
-from services.scoring.models import inbox, outbox
-from shared.contracts.score import ScoreComputed
-from shared.instruments import load_registry
-from shared.messaging import subjects
-from shared.service import ServiceRuntime
-from shared.settings import Settings
+from rapport.services.scoring.handlers import SERVICE, Scoring
+from rapport.services.scoring.models import inbox, outbox
+from rapport.shared.contracts.score import ScoreComputed
+from rapport.shared.instruments import load_registry
+from rapport.shared.messaging import subjects
+from rapport.shared.service import ServiceRuntime
+from rapport.shared.settings import Settings
 
 
 def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFastStream]:

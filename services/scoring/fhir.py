@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.contracts.score import Scored
-from shared.contracts.submission import Submission
-from shared.instruments import Instrument
+from rapport.shared.contracts.score import Scored
+from rapport.shared.contracts.submission import Submission
+from rapport.shared.instruments import Instrument
 
 
 def derived_observation(submission: Submission, instrument: Instrument, scored: Scored) -> dict[str, Any] | None:

@@ -10,22 +10,22 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.scoring import repository
-from services.scoring.domain import change, nhs_talking_therapies, score
-from services.scoring.episodes import place
-from services.scoring.fhir import derived_observation
-from services.scoring.series import Placement, Point, Replaced, Summary, append, follows, insert
-from shared.contracts.envelope import CloudEvent, derived_event_id, event_type
-from shared.contracts.score import ScoreComputed, Scored
-from shared.contracts.submission import SubmissionAccepted
-from shared.db.delivery import Outgoing
-from shared.instruments import Instrument, Registry
-from shared.instruments.validation import check_scorable, summary
-from shared.messaging import subjects
-from shared.messaging.consumer import Inbound
-from shared.messaging.publish import cloud_event
-from shared.messaging.retry import PoisonMessage
-from shared.metrics import scores
+from rapport.services.scoring import repository
+from rapport.services.scoring.domain import change, nhs_talking_therapies, score
+from rapport.services.scoring.episodes import place
+from rapport.services.scoring.fhir import derived_observation
+from rapport.services.scoring.series import Placement, Point, Replaced, Summary, append, follows, insert
+from rapport.shared.contracts.envelope import CloudEvent, derived_event_id, event_type
+from rapport.shared.contracts.score import ScoreComputed, Scored
+from rapport.shared.contracts.submission import SubmissionAccepted
+from rapport.shared.db.delivery import Outgoing
+from rapport.shared.instruments import Instrument, Registry
+from rapport.shared.instruments.validation import check_scorable, summary
+from rapport.shared.messaging import subjects
+from rapport.shared.messaging.consumer import Inbound
+from rapport.shared.messaging.publish import cloud_event
+from rapport.shared.messaging.retry import PoisonMessage
+from rapport.shared.metrics import scores
 
 SERVICE = "scoring"
 ACCEPTED = event_type("submission", "accepted")

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import Float, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db.base import Base, Document, UtcDateTime
-from shared.db.delivery import inbox_table, outbox_table
+from rapport.shared.db.base import Base, Document, UtcDateTime
+from rapport.shared.db.delivery import inbox_table, outbox_table
 
 
 class StoredScore(Base):

@@ -8,12 +8,12 @@ from typing import cast
 from sqlalchemy import Table, bindparam, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.scoring.episodes import Span
-from services.scoring.models import AutoEpisode, Series, StoredScore
-from services.scoring.series import Point, Summary
-from shared.contracts.score import ScoreComputed
-from shared.db.engine import is_postgres
-from shared.db.upsert import upsert
+from rapport.services.scoring.episodes import Span
+from rapport.services.scoring.models import AutoEpisode, Series, StoredScore
+from rapport.services.scoring.series import Point, Summary
+from rapport.shared.contracts.score import ScoreComputed
+from rapport.shared.db.engine import is_postgres
+from rapport.shared.db.upsert import upsert
 
 SeriesKey = tuple[str, str, str, str]  # tenant, client, episode, instrument
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from shared.contracts.tenancy import PseudonymousId, SubjectToken, TenantId
+from rapport.shared.contracts.tenancy import PseudonymousId, SubjectToken, TenantId
 
 AlertKind = Literal["critical_item", "alliance_rupture", "reliable_deterioration", "not_on_track"]
 Severity = Literal["critical", "high", "medium", "low"]

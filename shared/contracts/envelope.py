@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from shared.contracts.tenancy import TenantId
+from rapport.shared.contracts.tenancy import TenantId
 
 
 class CloudEvent(BaseModel):

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from shared.contracts.problems import Problem
-from shared.contracts.tenancy import PseudonymousId, SubjectToken, TenantId
+from rapport.shared.contracts.problems import Problem
+from rapport.shared.contracts.tenancy import PseudonymousId, SubjectToken, TenantId
 
 InstrumentKind = Literal["outcome", "alliance"]
 Direction = Literal["lower", "higher"]

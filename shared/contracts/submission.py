@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from shared.contracts.problems import Problem
-from shared.contracts.tenancy import PseudonymousId, SubjectToken, TenantId
+from rapport.shared.contracts.problems import Problem
+from rapport.shared.contracts.tenancy import PseudonymousId, SubjectToken, TenantId
 
 SourceFormat = Literal["native", "fhir-questionnaire-response", "fhir-observation"]
 

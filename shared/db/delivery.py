@@ -20,9 +20,9 @@ from sqlalchemy import Column, Index, Integer, LargeBinary, String, Table, any_,
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db.base import Base, UtcDateTime
-from shared.db.engine import is_postgres
-from shared.db.upsert import insert_ignoring_conflicts
+from rapport.shared.db.base import Base, UtcDateTime
+from rapport.shared.db.engine import is_postgres
+from rapport.shared.db.upsert import insert_ignoring_conflicts
 
 
 def inbox_table(service: str) -> Table:

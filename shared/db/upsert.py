@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db.engine import is_postgres
+from rapport.shared.db.engine import is_postgres
 
 
 def insert_ignoring_conflicts(session: AsyncSession, table: Table, index_elements: Sequence[str]) -> Any:

@@ -1,6 +1,6 @@
 """The registry as a documentation page: every parameter with its confidence and its sources.
 
-`python -m shared.instruments.docs` rewrites docs/instruments.md from the definition files, so the page
+`python -m rapport.shared.instruments.docs` rewrites docs/instruments.md from the definition files, so the page
 never says something the data does not. A unit test fails when the page is stale.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from shared.instruments.model import Confidence, Instrument, Sourced
-from shared.instruments.registry import Registry, load_registry
+from rapport.shared.instruments.model import Confidence, Instrument, Sourced
+from rapport.shared.instruments.registry import Registry, load_registry
 
 MARKS: dict[Confidence, str] = {"verified": "✔ verified", "secondary": "◐ secondary", "unverified": "✖ unverified"}
 LICENCES = {"public_domain": "public domain", "free": "free", "licensed": "licensed"}
@@ -23,7 +23,7 @@ def render_markdown(registry: Registry) -> str:
     lines = [
         "# Instrument registry",
         "",
-        "Generated from `shared/instruments/definitions/*.toml` by `python -m shared.instruments.docs`;"
+        "Generated from `shared/instruments/definitions/*.toml` by `python -m rapport.shared.instruments.docs`;"
         " do not edit by hand.",
         "",
         "Confidence marks follow `research/clinical-anchors.md`: **✔ verified** (seen in a primary or"

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
-from shared.instruments.model import Instrument
+from rapport.shared.instruments.model import Instrument
 
 DEFINITIONS = Path(__file__).parent / "definitions"
 

@@ -6,8 +6,8 @@ import math
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
-from shared.contracts.problems import Problem
-from shared.instruments.model import Instrument, Item
+from rapport.shared.contracts.problems import Problem
+from rapport.shared.instruments.model import Instrument, Item
 
 
 def _expected(item: Item) -> str:

@@ -15,7 +15,7 @@ from nats.errors import ConnectionClosedError
 from nats.js.api import AckPolicy as ConsumerAckPolicy
 from nats.js.errors import ServiceUnavailableError
 
-from shared.settings import Settings
+from rapport.shared.settings import Settings
 
 # FastStream 0.7.8's batch pull loop catches nats.errors.TimeoutError, but nats-py 2.16's
 # multi-message fetch raises the plain asyncio.TimeoutError (a base class of it), which escapes the

@@ -31,12 +31,12 @@ from nats.aio.msg import Msg
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.contracts.envelope import derived_event_id
-from shared.db.delivery import Outgoing, PublishedRows, add_to_outbox, forget_published, inbox_key, remember_new
-from shared.messaging.publish import EventPublisher
-from shared.messaging.retry import DeadLetter, PoisonMessage, Retry, backoff_delay, classify, plan_retry
-from shared.messaging.subjects import UNROUTABLE, dead_letter, tenant_of
-from shared.metrics import (
+from rapport.shared.contracts.envelope import derived_event_id
+from rapport.shared.db.delivery import Outgoing, PublishedRows, add_to_outbox, forget_published, inbox_key, remember_new
+from rapport.shared.messaging.publish import EventPublisher
+from rapport.shared.messaging.retry import DeadLetter, PoisonMessage, Retry, backoff_delay, classify, plan_retry
+from rapport.shared.messaging.subjects import UNROUTABLE, dead_letter, tenant_of
+from rapport.shared.metrics import (
     batch_seconds,
     batch_size,
     consumer_paused,
@@ -45,7 +45,7 @@ from shared.metrics import (
     messages_failed,
     messages_received,
 )
-from shared.settings import Settings
+from rapport.shared.settings import Settings
 
 log = logging.getLogger("rapport.consumer")
 
@@ -340,6 +340,6 @@ class BatchConsumer:
 def _safe_detail(error: BaseException) -> str:
     # Exception text from our own code names fields and codes, never payload values; driver errors
     # can quote SQL parameters, so only their class is kept.
-    if type(error).__module__.startswith(("shared", "services")):
+    if type(error).__module__.startswith("rapport."):
         return str(error)[:500]
     return type(error).__name__

@@ -18,9 +18,9 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from shared.contracts.envelope import derived_event_id
-from shared.messaging.consumer import ORIGINAL_ID_HEADER
-from shared.messaging.subjects import DEAD_LETTERS, DEADLETTER_STREAM, PREFIX, UNROUTABLE, stream_of, tenant_of
+from rapport.shared.contracts.envelope import derived_event_id
+from rapport.shared.messaging.consumer import ORIGINAL_ID_HEADER
+from rapport.shared.messaging.subjects import DEAD_LETTERS, DEADLETTER_STREAM, PREFIX, UNROUTABLE, stream_of, tenant_of
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from faststream.nats import NatsBroker
 from pydantic import BaseModel
 
-from shared.contracts.envelope import make_event
-from shared.db.delivery import Outgoing
-from shared.messaging.subjects import stream_of
-from shared.metrics import messages_published
+from rapport.shared.contracts.envelope import make_event
+from rapport.shared.db.delivery import Outgoing
+from rapport.shared.messaging.subjects import stream_of
+from rapport.shared.metrics import messages_published
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 

@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.db.delivery import PublishedRows, claim_unpublished, forget_published, outbox_size, postpone
-from shared.messaging.publish import EventPublisher
-from shared.metrics import outbox_backlog
-from shared.periodic import Periodic
+from rapport.shared.db.delivery import PublishedRows, claim_unpublished, forget_published, outbox_size, postpone
+from rapport.shared.messaging.publish import EventPublisher
+from rapport.shared.metrics import outbox_backlog
+from rapport.shared.periodic import Periodic
 
 log = logging.getLogger("rapport.relay")
 

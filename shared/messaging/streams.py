@@ -17,14 +17,14 @@ from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from shared.messaging.subjects import (
+from rapport.shared.messaging.subjects import (
     DEADLETTER_STREAM,
     EVENT_STREAM,
     INBOUND_STREAM,
     PREFIX,
     STREAM_SUBJECTS,
 )
-from shared.settings import Settings
+from rapport.shared.settings import Settings
 
 log = logging.getLogger("rapport.streams")
 

@@ -10,7 +10,7 @@ services publish:
 
 from __future__ import annotations
 
-from shared.contracts.tenancy import is_tenant_id
+from rapport.shared.contracts.tenancy import is_tenant_id
 
 PREFIX = "rapport"
 

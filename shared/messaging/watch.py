@@ -21,11 +21,11 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from shared.messaging.consumer import BatchConsumer
-from shared.messaging.subjects import INBOUND_STREAM
-from shared.metrics import consumers_recreated
-from shared.periodic import Periodic
-from shared.settings import Settings
+from rapport.shared.messaging.consumer import BatchConsumer
+from rapport.shared.messaging.subjects import INBOUND_STREAM
+from rapport.shared.metrics import consumers_recreated
+from rapport.shared.periodic import Periodic
+from rapport.shared.settings import Settings
 
 log = logging.getLogger("rapport.watch")
 

@@ -9,7 +9,7 @@ under a bounded synthetic load, with everything a fault test needs to watch and 
   again with the same id while the broker does not acknowledge it.
 - `Ledger`: a durable consumer of the tenant's events in the RAPPORT stream, from its first message:
   which event ids were stored at which stream sequences. Every event a submission should cause has
-  an id derived from it (shared.contracts.envelope.derived_event_id), so "exactly once" is "that id
+  an id derived from it (rapport.shared.contracts.envelope.derived_event_id), so "exactly once" is "that id
   at exactly one sequence", and completion is awaited as those events arrive.
 - `Readiness`: each service's /readyz every 0.5 s, in threads, for the 503s a fault should cause.
 - `Sampler`: outbox rows (and for the soak, connections and resident memory) every few seconds,
@@ -48,8 +48,8 @@ from proxy import TcpProxy
 
 from rapport.database import upgrade
 from rapport.embedded_nats import EmbeddedNats, free_port
-from shared.contracts.envelope import derived_event_id
-from shared.messaging import subjects
+from rapport.shared.contracts.envelope import derived_event_id
+from rapport.shared.messaging import subjects
 
 SERVICES = ("ingest", "scoring", "alerts")
 DURABLES = {"ingest": (subjects.INBOUND_STREAM, "ingest-v2"), "scoring": (subjects.EVENT_STREAM, "scoring-v2"),

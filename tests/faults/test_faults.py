@@ -29,7 +29,7 @@ from rig import (
     synthetic_submissions,
 )
 
-from shared.messaging import subjects
+from rapport.shared.messaging import subjects
 
 pytestmark = pytest.mark.faults
 

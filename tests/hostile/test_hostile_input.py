@@ -20,11 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.ingest.normalise import Rejection, normalise
-from shared.contracts.submission import Submission, SubmissionRejected
-from shared.contracts.tenancy import ID_PATTERN, SUBJECT_TOKEN_PATTERN
-from shared.instruments import load_registry
-from shared.instruments.validation import on_step
+from rapport.services.ingest.normalise import Rejection, normalise
+from rapport.shared.contracts.submission import Submission, SubmissionRejected
+from rapport.shared.contracts.tenancy import ID_PATTERN, SUBJECT_TOKEN_PATTERN
+from rapport.shared.instruments import load_registry
+from rapport.shared.instruments.validation import on_step
 
 pytestmark = pytest.mark.hostile
 

@@ -11,8 +11,8 @@ import pytest_asyncio
 from nats.js.errors import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.db.engine import create_engine, session_factory
-from shared.messaging.subjects import STREAM_SUBJECTS
+from rapport.shared.db.engine import create_engine, session_factory
+from rapport.shared.messaging.subjects import STREAM_SUBJECTS
 
 pytestmark = pytest.mark.nats
 

@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from rapport.journeys import Journeys
-from shared.service import ServiceRuntime
-from shared.settings import Settings
+from rapport.shared.service import ServiceRuntime
+from rapport.shared.settings import Settings
 
 
 def settings_for(database_url: str, **overrides: Any) -> Settings:

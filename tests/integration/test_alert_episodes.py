@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.alerts.handlers import Alerting
-from services.alerts.models import EpisodeRecord
-from services.alerts.rules import load_ruleset
-from shared.contracts.score import ScoreComputed, Scored
-from shared.instruments import load_registry
-from shared.messaging.consumer import Inbound
-from shared.messaging.publish import cloud_event
+from rapport.services.alerts.handlers import Alerting
+from rapport.services.alerts.models import EpisodeRecord
+from rapport.services.alerts.rules import load_ruleset
+from rapport.shared.contracts.score import ScoreComputed, Scored
+from rapport.shared.instruments import load_registry
+from rapport.shared.messaging.consumer import Inbound
+from rapport.shared.messaging.publish import cloud_event
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 

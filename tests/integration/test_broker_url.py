@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.messaging.broker import broker_servers, make_broker
-from shared.settings import Settings
+from rapport.shared.messaging.broker import broker_servers, make_broker
+from rapport.shared.settings import Settings
 
 pytestmark = pytest.mark.nats
 

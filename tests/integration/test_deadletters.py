@@ -17,12 +17,12 @@ from harness import running, settings_for
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ingest.models import inbox, outbox
-from shared.db.delivery import Outgoing
-from shared.messaging import subjects
-from shared.messaging.consumer import Inbound
-from shared.messaging.publish import cloud_event
-from shared.service import ServiceRuntime
+from rapport.services.ingest.models import inbox, outbox
+from rapport.shared.db.delivery import Outgoing
+from rapport.shared.messaging import subjects
+from rapport.shared.messaging.consumer import Inbound
+from rapport.shared.messaging.publish import cloud_event
+from rapport.shared.service import ServiceRuntime
 
 pytestmark = pytest.mark.nats
 
@@ -44,7 +44,7 @@ async def dead_letter_count(url: str) -> int:
 async def test_a_forged_score_for_another_tenant_is_listed_with_its_reason_and_never_its_body(
     database_url: str, fresh_stream: str, tenant: str
 ) -> None:
-    from shared.contracts.score import ScoreComputed, Scored
+    from rapport.shared.contracts.score import ScoreComputed, Scored
 
     victim = tenant + "-victim"
     scored = Scored(instrument="phq9", instrument_version="1", kind="outcome", better="lower", total=27,

@@ -20,13 +20,13 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ingest.models import inbox, outbox
-from shared.db.delivery import Outgoing, add_to_outbox
-from shared.messaging import subjects
-from shared.messaging.consumer import BatchConsumer, Inbound
-from shared.messaging.relay import OutboxRelay
-from shared.messaging.retry import PoisonMessage
-from shared.service import ServiceRuntime
+from rapport.services.ingest.models import inbox, outbox
+from rapport.shared.db.delivery import Outgoing, add_to_outbox
+from rapport.shared.messaging import subjects
+from rapport.shared.messaging.consumer import BatchConsumer, Inbound
+from rapport.shared.messaging.relay import OutboxRelay
+from rapport.shared.messaging.retry import PoisonMessage
+from rapport.shared.service import ServiceRuntime
 
 pytestmark = pytest.mark.nats
 

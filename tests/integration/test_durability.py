@@ -34,8 +34,8 @@ from rapport.embedded_nats import (
     sync_interval_ns,
     sync_matches,
 )
+from rapport.shared.db.engine import create_engine
 from rapport.stack import SERVICES, durability_line
-from shared.db.engine import create_engine
 
 SHARED_NATS_PORT = 4222  # another session's broker: nothing here may use it
 

@@ -15,13 +15,13 @@ from harness import running, settings_for, watching
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from services.alerts.models import StoredAlert
-from services.scoring.models import StoredScore
-from shared.contracts.envelope import derived_event_id
-from shared.contracts.score import ScoreComputed, Scored
-from shared.contracts.submission import Submission, SubmissionAccepted
-from shared.messaging import subjects
-from shared.messaging.publish import cloud_event
+from rapport.services.alerts.models import StoredAlert
+from rapport.services.scoring.models import StoredScore
+from rapport.shared.contracts.envelope import derived_event_id
+from rapport.shared.contracts.score import ScoreComputed, Scored
+from rapport.shared.contracts.submission import Submission, SubmissionAccepted
+from rapport.shared.messaging import subjects
+from rapport.shared.messaging.publish import cloud_event
 
 pytestmark = [pytest.mark.nats, pytest.mark.hostile]
 SERVICES = ["ingest", "scoring", "alerts"]

@@ -18,7 +18,7 @@ import nats
 import pytest
 from harness import running, settings_for, watching
 
-from shared.messaging import subjects
+from rapport.shared.messaging import subjects
 
 pytestmark = pytest.mark.nats
 SERVICES = ["ingest", "scoring", "alerts"]

@@ -15,10 +15,10 @@ from harness import running, settings_for, watching
 from sqlalchemy import select
 
 from rapport.cohort import build_cohort
-from services.alerts.models import StoredAlert
-from services.ingest.models import StoredSubmission
-from services.scoring.models import Series, StoredScore
-from shared.service import ServiceRuntime
+from rapport.services.alerts.models import StoredAlert
+from rapport.services.ingest.models import StoredSubmission
+from rapport.services.scoring.models import Series, StoredScore
+from rapport.shared.service import ServiceRuntime
 
 pytestmark = [pytest.mark.nats, pytest.mark.postgres]
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)

@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.scoring.handlers import Scoring
-from services.scoring.models import Series, StoredScore
-from shared.contracts.submission import Submission, SubmissionAccepted
-from shared.instruments import load_registry
-from shared.messaging.consumer import Inbound
-from shared.messaging.publish import cloud_event
+from rapport.services.scoring.handlers import Scoring
+from rapport.services.scoring.models import Series, StoredScore
+from rapport.shared.contracts.submission import Submission, SubmissionAccepted
+from rapport.shared.instruments import load_registry
+from rapport.shared.messaging.consumer import Inbound
+from rapport.shared.messaging.publish import cloud_event
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 WEEKLY_TOTALS = {1: 20, 2: 18, 3: 16, 4: 14}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from services.ingest.admission import admit
-from shared.contracts.problems import Problem
-from shared.contracts.submission import Submission
+from rapport.services.ingest.admission import admit
+from rapport.shared.contracts.problems import Problem
+from rapport.shared.contracts.submission import Submission
 
 
 def _phq9(**changes: object) -> Submission:

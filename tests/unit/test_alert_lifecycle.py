@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from services.alerts.rules import (
+from rapport.services.alerts.rules import (
     ENGINE,
     AlertKey,
     CommandRejected,
@@ -17,8 +17,8 @@ from services.alerts.rules import (
     reconcile,
     replay,
 )
-from shared.contracts.alert import Alert, AlertCommand, AlertTransition
-from shared.contracts.score import ChangeFromBaseline, ScoreComputed, Scored
+from rapport.shared.contracts.alert import Alert, AlertCommand, AlertTransition
+from rapport.shared.contracts.score import ChangeFromBaseline, ScoreComputed, Scored
 
 RULES = load_ruleset()
 T0 = datetime(2026, 2, 2, 9, tzinfo=UTC)

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.alerts.rules import AlertKey, EpisodeState, Evaluation, evaluate, load_ruleset
-from services.alerts.rules.ruleset import Parameter
-from shared.contracts.alert import Alert, AlertTransition, Notification
-from shared.contracts.score import ChangeFromBaseline, CriticalItemFinding, ScoreComputed, Scored
+from rapport.services.alerts.rules import AlertKey, EpisodeState, Evaluation, evaluate, load_ruleset
+from rapport.services.alerts.rules.ruleset import Parameter
+from rapport.shared.contracts.alert import Alert, AlertTransition, Notification
+from rapport.shared.contracts.score import ChangeFromBaseline, CriticalItemFinding, ScoreComputed, Scored
 
 RULES = load_ruleset()
 T0 = datetime(2026, 2, 2, 9, tzinfo=UTC)

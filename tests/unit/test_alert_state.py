@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.alerts.rules import AlertKey, EpisodeState, evaluate, load_ruleset, replay
-from services.alerts.rules.state import SCHEMA_VERSION, Running
-from shared.contracts.alert import Alert
-from shared.contracts.score import ScoreComputed, Scored
+from rapport.services.alerts.rules import AlertKey, EpisodeState, evaluate, load_ruleset, replay
+from rapport.services.alerts.rules.state import SCHEMA_VERSION, Running
+from rapport.shared.contracts.alert import Alert
+from rapport.shared.contracts.score import ScoreComputed, Scored
 
 RULES = load_ruleset()
 T0 = datetime(2026, 2, 2, 9, tzinfo=UTC)

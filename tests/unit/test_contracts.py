@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from shared.contracts.problems import Problem
-from shared.contracts.submission import SubmissionRejected
-from shared.messaging import subjects
-from shared.messaging.publish import cloud_event
-from shared.settings import Settings, normalise_database_url
+from rapport.shared.contracts.problems import Problem
+from rapport.shared.contracts.submission import SubmissionRejected
+from rapport.shared.messaging import subjects
+from rapport.shared.messaging.publish import cloud_event
+from rapport.shared.settings import Settings, normalise_database_url
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError, ProgrammingError
 
-from shared.contracts.submission import SubmissionAccepted
-from shared.messaging.retry import DeadLetter, PoisonMessage, Retry, backoff_delay, classify, plan_retry
+from rapport.shared.contracts.submission import SubmissionAccepted
+from rapport.shared.messaging.retry import DeadLetter, PoisonMessage, Retry, backoff_delay, classify, plan_retry
 
 BACKOFF = [1.0, 5.0, 30.0]
 

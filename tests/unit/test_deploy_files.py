@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from rapport.embedded_nats import SYNC_PATTERN, nats_server_binary, sync_interval_ns
-from shared.metrics import REGISTRY
-from shared.settings import Settings
+from rapport.shared.metrics import REGISTRY
+from rapport.shared.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 

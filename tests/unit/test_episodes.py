@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.scoring.episodes import Span, place
+from rapport.services.scoring.episodes import Span, place
 
 GAP = timedelta(days=90)
 T0 = datetime(2026, 3, 2, 10, tzinfo=UTC)

@@ -10,11 +10,11 @@ from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ingest.handlers import Ingest
-from shared.instruments import load_registry
-from shared.messaging.consumer import Inbound
-from shared.metrics import REGISTRY as METRICS
-from shared.settings import Settings
+from rapport.services.ingest.handlers import Ingest
+from rapport.shared.instruments import load_registry
+from rapport.shared.messaging.consumer import Inbound
+from rapport.shared.metrics import REGISTRY as METRICS
+from rapport.shared.settings import Settings
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-from shared.metrics import OTHER_TENANTS, ByTenant, TenantLabels
+from rapport.shared.metrics import OTHER_TENANTS, ByTenant, TenantLabels
 
 
 def test_tenants_beyond_the_limit_share_one_label_and_their_counts_add_up() -> None:

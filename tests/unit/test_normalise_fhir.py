@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.ingest.normalise import Rejection, TenantMapping, normalise
-from shared.contracts.submission import Submission
-from shared.instruments import Instrument, Registry, load_registry
-from shared.instruments.model import MissingRule
+from rapport.services.ingest.normalise import Rejection, TenantMapping, normalise
+from rapport.shared.contracts.submission import Submission
+from rapport.shared.instruments import Instrument, Registry, load_registry
+from rapport.shared.instruments.model import MissingRule
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "fhir"
 

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.ingest.normalise import Rejection, normalise
-from shared.contracts.submission import Submission
-from shared.instruments import Instrument, Registry, load_registry
+from rapport.services.ingest.normalise import Rejection, normalise
+from rapport.shared.contracts.submission import Submission
+from rapport.shared.instruments import Instrument, Registry, load_registry
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "native"
 

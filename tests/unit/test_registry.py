@@ -13,11 +13,11 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from rapport.cli import app
-from services.scoring.domain import NHS_TALKING_THERAPIES
-from shared.instruments import Instrument, Registry, load_registry
-from shared.instruments.docs import DEFAULT_PAGE, render_markdown
-from shared.instruments.model import Band, Bands
-from shared.instruments.registry import load_definitions
+from rapport.services.scoring.domain import NHS_TALKING_THERAPIES
+from rapport.shared.instruments import Instrument, Registry, load_registry
+from rapport.shared.instruments.docs import DEFAULT_PAGE, render_markdown
+from rapport.shared.instruments.model import Band, Bands
+from rapport.shared.instruments.registry import load_definitions
 
 REGISTRY = load_registry()
 INSTRUMENTS = list(REGISTRY)
@@ -279,4 +279,4 @@ def test_the_docs_page_is_generated_from_the_data_and_up_to_date() -> None:
     for instrument in INSTRUMENTS:
         assert f"## {instrument.id}: {instrument.title}" in page
     assert "✖ unverified" in page and "◐ secondary" in page and "✔ verified" in page
-    assert DEFAULT_PAGE.read_text(encoding="utf-8") == page, "run: python -m shared.instruments.docs"
+    assert DEFAULT_PAGE.read_text(encoding="utf-8") == page, "run: python -m rapport.shared.instruments.docs"

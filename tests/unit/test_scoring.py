@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.scoring.domain import (
+from rapport.services.scoring.domain import (
     band_of,
     below_concern,
     change,
@@ -15,9 +15,9 @@ from services.scoring.domain import (
     nhs_talking_therapies,
     score,
 )
-from shared.contracts.score import ChangeFromBaseline
-from shared.instruments import Instrument, load_registry
-from shared.instruments.validation import check_responses
+from rapport.shared.contracts.score import ChangeFromBaseline
+from rapport.shared.instruments import Instrument, load_registry
+from rapport.shared.instruments.validation import check_responses
 
 REGISTRY = load_registry()
 INTAKE = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.scoring.domain import band_of, change, in_clinical_range, nhs_talking_therapies, score
-from shared.instruments import Instrument, load_registry
-from shared.instruments.model import Item
-from shared.instruments.validation import check_responses
+from rapport.services.scoring.domain import band_of, change, in_clinical_range, nhs_talking_therapies, score
+from rapport.shared.instruments import Instrument, load_registry
+from rapport.shared.instruments.model import Item
+from rapport.shared.instruments.validation import check_responses
 
 INSTRUMENTS = list(load_registry())
 WITH_REVERSE_KEYS = [i for i in INSTRUMENTS if any(item.reverse for item in i.items)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.scoring.series import Point, append, follows, insert
+from rapport.services.scoring.series import Point, append, follows, insert
 
 T0 = datetime(2026, 1, 5, 9, tzinfo=UTC)
 

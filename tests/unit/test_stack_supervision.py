@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from rapport.shared.settings import Settings
 from rapport.stack import RestartPolicy, ServiceProcess, Stack, after_exit
-from shared.settings import Settings
 
 POLICY = RestartPolicy(max_crashes=5, window_seconds=300.0, first_delay_seconds=1.0, max_delay_seconds=30.0)
 

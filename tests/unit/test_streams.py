@@ -6,9 +6,9 @@ from dataclasses import replace
 
 from nats.js.api import RetentionPolicy
 
-from shared.messaging.streams import differences, stream_configs
-from shared.messaging.subjects import DEADLETTER_STREAM, EVENT_STREAM, INBOUND_STREAM, stream_of
-from shared.settings import Settings
+from rapport.shared.messaging.streams import differences, stream_configs
+from rapport.shared.messaging.subjects import DEADLETTER_STREAM, EVENT_STREAM, INBOUND_STREAM, stream_of
+from rapport.shared.settings import Settings
 
 
 def test_streams_are_created_with_the_configured_replicas_and_retention() -> None:

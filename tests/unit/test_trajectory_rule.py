@@ -10,11 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_alert_rules import NOW, RULES, Episode, phq9, phq9_series
 
-from services.alerts.rules import AlertKey, evaluate
-from services.alerts.rules.trajectory import IntakeBand, TrajectoryFit, fit
-from services.alerts.trajectories import intake_bands
-from shared.contracts.alert import Alert
-from shared.instruments import load_registry
+from rapport.services.alerts.rules import AlertKey, evaluate
+from rapport.services.alerts.rules.trajectory import IntakeBand, TrajectoryFit, fit
+from rapport.services.alerts.trajectories import intake_bands
+from rapport.shared.contracts.alert import Alert
+from rapport.shared.instruments import load_registry
 
 FITTED = datetime(2026, 11, 30, tzinfo=UTC)
 PHQ9_BANDS = intake_bands(load_registry().get("phq9"))  # type: ignore[arg-type]

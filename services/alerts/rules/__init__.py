@@ -8,12 +8,12 @@
     notification_for(transition) -> Notification | None
 """
 
-from services.alerts.rules.conditions import Check, Clearing, Context, Finding, Verdict
-from services.alerts.rules.engine import CHECKS, Evaluation, Replayed, evaluate, reconcile, replay
-from services.alerts.rules.lifecycle import ENGINE, CommandRejected, alert_id, apply_command
-from services.alerts.rules.notify import notification_for
-from services.alerts.rules.ruleset import RuleSet, load_ruleset
-from services.alerts.rules.state import AlertKey, EpisodeState
+from rapport.services.alerts.rules.conditions import Check, Clearing, Context, Finding, Verdict
+from rapport.services.alerts.rules.engine import CHECKS, Evaluation, Replayed, evaluate, reconcile, replay
+from rapport.services.alerts.rules.lifecycle import ENGINE, CommandRejected, alert_id, apply_command
+from rapport.services.alerts.rules.notify import notification_for
+from rapport.services.alerts.rules.ruleset import RuleSet, load_ruleset
+from rapport.services.alerts.rules.state import AlertKey, EpisodeState
 
 __all__ = [
     "CHECKS",

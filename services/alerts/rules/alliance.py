@@ -22,11 +22,20 @@ Subscales are compared on their raw scores, which is fair for WAI-SR (four items
 
 from __future__ import annotations
 
-from services.alerts.rules.conditions import Clearing, Context, Finding, Verdict, evidence, number, points, worst
-from services.alerts.rules.ruleset import AllianceRupture
-from services.alerts.rules.state import AlertKey, EpisodeState, Rupture, Series, series_name
-from shared.contracts.alert import Severity
-from shared.contracts.score import ScoreComputed
+from rapport.services.alerts.rules.conditions import (
+    Clearing,
+    Context,
+    Finding,
+    Verdict,
+    evidence,
+    number,
+    points,
+    worst,
+)
+from rapport.services.alerts.rules.ruleset import AllianceRupture
+from rapport.services.alerts.rules.state import AlertKey, EpisodeState, Rupture, Series, series_name
+from rapport.shared.contracts.alert import Severity
+from rapport.shared.contracts.score import ScoreComputed
 
 
 def parts_of(score: ScoreComputed, rule: AllianceRupture) -> dict[str, float]:

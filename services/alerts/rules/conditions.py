@@ -13,13 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from services.alerts.rules.ruleset import Rule, RuleSet
-from services.alerts.rules.state import AlertKey, EpisodeState, Rupture, SuddenLoss
-from shared.contracts.alert import Evidence, Resolution, Severity
-from shared.contracts.score import ScoreComputed
+from rapport.services.alerts.rules.ruleset import Rule, RuleSet
+from rapport.services.alerts.rules.state import AlertKey, EpisodeState, Rupture, SuddenLoss
+from rapport.shared.contracts.alert import Evidence, Resolution, Severity
+from rapport.shared.contracts.score import ScoreComputed
 
 if TYPE_CHECKING:
-    from services.alerts.rules.trajectory import TrajectoryFit
+    from rapport.services.alerts.rules.trajectory import TrajectoryFit
 
 SEVERITY_ORDER: list[Severity] = ["low", "medium", "high", "critical"]
 RISK_UNCHECKED = "risk items could not be checked (total only, or the item missing)"

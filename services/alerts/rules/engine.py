@@ -26,8 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from services.alerts.rules.alliance import AllianceRuptures, parts_of
-from services.alerts.rules.conditions import (
+from rapport.services.alerts.rules.alliance import AllianceRuptures, parts_of
+from rapport.services.alerts.rules.conditions import (
     SEVERITY_ORDER,
     Check,
     Clearing,
@@ -37,7 +37,7 @@ from services.alerts.rules.conditions import (
     points,
     worst,
 )
-from services.alerts.rules.lifecycle import (
+from rapport.services.alerts.rules.lifecycle import (
     ENGINE,
     EVIDENCE_KEPT,
     Changes,
@@ -47,14 +47,14 @@ from services.alerts.rules.lifecycle import (
     resolved,
     with_evidence,
 )
-from services.alerts.rules.notify import notification_for
-from services.alerts.rules.outcome import NotOnTrackCheckpoints, ReliableDeteriorations
-from services.alerts.rules.risk import CriticalItems
-from services.alerts.rules.ruleset import RuleSet
-from services.alerts.rules.state import AlertKey, EpisodeState, Rupture, SuddenLoss, series_name
-from services.alerts.rules.trajectory import NO_TRAJECTORIES, ExpectedTrajectory, TrajectoryFit
-from shared.contracts.alert import Alert, AlertTransition, Evidence, Notification
-from shared.contracts.score import ScoreComputed
+from rapport.services.alerts.rules.notify import notification_for
+from rapport.services.alerts.rules.outcome import NotOnTrackCheckpoints, ReliableDeteriorations
+from rapport.services.alerts.rules.risk import CriticalItems
+from rapport.services.alerts.rules.ruleset import RuleSet
+from rapport.services.alerts.rules.state import AlertKey, EpisodeState, Rupture, SuddenLoss, series_name
+from rapport.services.alerts.rules.trajectory import NO_TRAJECTORIES, ExpectedTrajectory, TrajectoryFit
+from rapport.shared.contracts.alert import Alert, AlertTransition, Evidence, Notification
+from rapport.shared.contracts.score import ScoreComputed
 
 CHECKS: tuple[Check, ...] = (CriticalItems(), AllianceRuptures(), ReliableDeteriorations(), NotOnTrackCheckpoints(),
                              ExpectedTrajectory())

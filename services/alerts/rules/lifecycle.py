@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from services.alerts.rules.conditions import SEVERITY_ORDER, Finding, worst
-from services.alerts.rules.state import AlertKey
-from shared.contracts.alert import Alert, AlertCommand, AlertTransition, Resolution
-from shared.contracts.score import ScoreComputed
+from rapport.services.alerts.rules.conditions import SEVERITY_ORDER, Finding, worst
+from rapport.services.alerts.rules.state import AlertKey
+from rapport.shared.contracts.alert import Alert, AlertCommand, AlertTransition, Resolution
+from rapport.shared.contracts.score import ScoreComputed
 
 ENGINE = "rapport/alerts"
 ALERT_NAMESPACE = uuid.UUID("b8a4f5de-2f55-4c39-9f0e-5d7f1c2a9e41")

@@ -10,7 +10,7 @@ pseudonymous ids and clinical labels: never item wording."""
 
 from __future__ import annotations
 
-from shared.contracts.alert import Alert, AlertTransition, Evidence, Notification
+from rapport.shared.contracts.alert import Alert, AlertTransition, Evidence, Notification
 
 TITLES = {
     "critical_item": "Risk item endorsed",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from services.alerts.rules.conditions import Clearing, Context, Finding, Verdict, evidence, number, points
-from services.alerts.rules.state import AlertKey, EpisodeState, SuddenLoss
-from shared.contracts.alert import Severity
-from shared.contracts.score import ScoreComputed
+from rapport.services.alerts.rules.conditions import Clearing, Context, Finding, Verdict, evidence, number, points
+from rapport.services.alerts.rules.state import AlertKey, EpisodeState, SuddenLoss
+from rapport.shared.contracts.alert import Severity
+from rapport.shared.contracts.score import ScoreComputed
 
 
 class ReliableDeteriorations:

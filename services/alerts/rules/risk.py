@@ -7,9 +7,9 @@ evidence of any other alert from it says so, and `Evaluation.risk_unchecked` rep
 
 from __future__ import annotations
 
-from services.alerts.rules.conditions import Context, Finding, Verdict, evidence, points
-from services.alerts.rules.state import AlertKey, EpisodeState
-from shared.contracts.score import ScoreComputed
+from rapport.services.alerts.rules.conditions import Context, Finding, Verdict, evidence, points
+from rapport.services.alerts.rules.state import AlertKey, EpisodeState
+from rapport.shared.contracts.score import ScoreComputed
 
 
 class CriticalItems:

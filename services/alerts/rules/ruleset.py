@@ -9,7 +9,7 @@ from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.contracts.alert import Severity
+from rapport.shared.contracts.alert import Severity
 
 RULES_FILE = Path(__file__).with_name("rules.toml")
 Confidence = Literal["verified", "secondary", "unverified", "proposal"]

@@ -20,8 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.contracts.alert import Alert, AlertKind
-from shared.contracts.score import InstrumentKind
+from rapport.shared.contracts.alert import Alert, AlertKind
+from rapport.shared.contracts.score import InstrumentKind
 
 SCHEMA_VERSION = 2
 

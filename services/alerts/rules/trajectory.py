@@ -24,9 +24,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from services.alerts.rules.conditions import Clearing, Context, Finding, Verdict, evidence, points
-from services.alerts.rules.state import AlertKey, EpisodeState
-from shared.contracts.score import ScoreComputed
+from rapport.services.alerts.rules.conditions import Clearing, Context, Finding, Verdict, evidence, points
+from rapport.services.alerts.rules.state import AlertKey, EpisodeState
+from rapport.shared.contracts.score import ScoreComputed
 
 METHOD = "empirical percentile of the clinic's scores by intake band and session"
 

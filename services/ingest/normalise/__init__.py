@@ -27,14 +27,14 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from services.ingest.normalise.fhir import normalise_fhir
-from services.ingest.normalise.native import normalise_native
-from services.ingest.normalise.outcome import Draft, Rejection, TenantMapping, finish
-from services.ingest.normalise.reading import CODE_LIKE, path_key, shown
-from shared.contracts.problems import Problem
-from shared.contracts.submission import Submission
-from shared.contracts.tenancy import is_tenant_id
-from shared.instruments import Registry
+from rapport.services.ingest.normalise.fhir import normalise_fhir
+from rapport.services.ingest.normalise.native import normalise_native
+from rapport.services.ingest.normalise.outcome import Draft, Rejection, TenantMapping, finish
+from rapport.services.ingest.normalise.reading import CODE_LIKE, path_key, shown
+from rapport.shared.contracts.problems import Problem
+from rapport.shared.contracts.submission import Submission
+from rapport.shared.contracts.tenancy import is_tenant_id
+from rapport.shared.instruments import Registry
 
 __all__ = ["Rejection", "TenantMapping", "normalise"]
 

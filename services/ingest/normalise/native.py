@@ -51,11 +51,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
-from services.ingest.normalise.outcome import Draft, Rejection, StatedTotal
-from services.ingest.normalise.reading import ID_RULE, TOKEN_RULE, path_key, read_instant, readable_id
-from shared.contracts.problems import Problem
-from shared.contracts.submission import Submission
-from shared.contracts.tenancy import PseudonymousId, SubjectToken
+from rapport.services.ingest.normalise.outcome import Draft, Rejection, StatedTotal
+from rapport.services.ingest.normalise.reading import ID_RULE, TOKEN_RULE, path_key, read_instant, readable_id
+from rapport.shared.contracts.problems import Problem
+from rapport.shared.contracts.submission import Submission
+from rapport.shared.contracts.tenancy import PseudonymousId, SubjectToken
 
 # pydantic error types -> stable codes clinic IT can switch on
 CODES = {

@@ -6,10 +6,10 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from shared.contracts.problems import Problem
-from shared.contracts.submission import SourceFormat, Submission
-from shared.instruments import Instrument, Registry
-from shared.instruments.validation import check_total, snap_responses
+from rapport.shared.contracts.problems import Problem
+from rapport.shared.contracts.submission import SourceFormat, Submission
+from rapport.shared.instruments import Instrument, Registry
+from rapport.shared.instruments.validation import check_total, snap_responses
 
 # A rejection is one event on the broker (1 MB at most) and one row for whoever reads it: the first
 # MAX_PROBLEMS problems are named, the rest counted by code in one final `more_problems`. 80,000 bad

@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
-from shared.contracts.problems import Problem
-from shared.contracts.tenancy import ID_PATTERN, SUBJECT_TOKEN_PATTERN
+from rapport.shared.contracts.problems import Problem
+from rapport.shared.contracts.tenancy import ID_PATTERN, SUBJECT_TOKEN_PATTERN
 
 SUBJECT_TOKEN = SUBJECT_TOKEN_PATTERN  # a clinician id becomes a subject token
 CODE_LIKE = re.compile(r"^[A-Za-z0-9_.:/|#\-]{1,64}$")

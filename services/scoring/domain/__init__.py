@@ -1,8 +1,8 @@
 """Pure scoring: plain functions over an instrument definition and a client's responses."""
 
-from services.scoring.domain.change import change, clinical, jacobson_truax_cutoff, reliable
-from services.scoring.domain.scoring import band_of, below_concern, in_clinical_range, score
-from services.scoring.domain.talking_therapies import (
+from rapport.services.scoring.domain.change import change, clinical, jacobson_truax_cutoff, reliable
+from rapport.services.scoring.domain.scoring import band_of, below_concern, in_clinical_range, score
+from rapport.services.scoring.domain.talking_therapies import (
     NHS_TALKING_THERAPIES,
     TalkingTherapiesOutcome,
     TalkingTherapiesRule,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from services.scoring.domain.scoring import in_clinical_range, round_half_up
-from shared.contracts.score import ChangeFromBaseline, ClinicalChange, ReliableChange
-from shared.instruments.model import Instrument
+from rapport.services.scoring.domain.scoring import in_clinical_range, round_half_up
+from rapport.shared.contracts.score import ChangeFromBaseline, ClinicalChange, ReliableChange
+from rapport.shared.instruments.model import Instrument
 
 # Totals are rounded to at most 4 decimals, so differences are compared after rounding to 6: the
 # comparison then sees 5.000000000000002 (30.1 - 25.1) as the 5 it is, in both directions alike.

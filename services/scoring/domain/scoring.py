@@ -1,10 +1,10 @@
 """Totals, subscales, bands, caseness and critical items, exactly as each instrument's definition says.
 
 Plain functions over an `Instrument` and one administration's responses: no I/O, no clock. The
-conventions (direction, caseness, band edges, reverse keys) are in `shared.instruments.model`'s
+conventions (direction, caseness, band edges, reverse keys) are in `rapport.shared.instruments.model`'s
 module docstring; this module only applies them.
 
-`score` assumes the responses passed `shared.instruments.validation.check_responses` (ingest
+`score` assumes the responses passed `rapport.shared.instruments.validation.check_responses` (ingest
 guarantees it): every value is on its item's scale and no more items are missing than the
 instrument's missing-item rule allows.
 
@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 
-from shared.contracts.problems import Problem
-from shared.contracts.score import CriticalItemFinding, Scored
-from shared.instruments.model import Instrument, Item
+from rapport.shared.contracts.problems import Problem
+from rapport.shared.contracts.score import CriticalItemFinding, Scored
+from rapport.shared.instruments.model import Instrument, Item
 
 
 def round_half_up(value: float, decimals: int) -> float:

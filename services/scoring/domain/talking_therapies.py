@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.contracts.score import ReliableChange
+from rapport.shared.contracts.score import ReliableChange
 
 
 @dataclass(frozen=True)

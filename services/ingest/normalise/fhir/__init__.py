@@ -89,14 +89,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from services.ingest.normalise.fhir.context import Context, Invalid
-from services.ingest.normalise.fhir.observation import _observation, _observation_id
-from services.ingest.normalise.fhir.response import _questionnaire_response, _response_id
-from services.ingest.normalise.outcome import Draft, Rejection, TenantMapping
-from services.ingest.normalise.reading import shown
-from shared.contracts.problems import Problem
-from shared.contracts.submission import SourceFormat
-from shared.instruments import Registry
+from rapport.services.ingest.normalise.fhir.context import Context, Invalid
+from rapport.services.ingest.normalise.fhir.observation import _observation, _observation_id
+from rapport.services.ingest.normalise.fhir.response import _questionnaire_response, _response_id
+from rapport.services.ingest.normalise.outcome import Draft, Rejection, TenantMapping
+from rapport.services.ingest.normalise.reading import shown
+from rapport.shared.contracts.problems import Problem
+from rapport.shared.contracts.submission import SourceFormat
+from rapport.shared.instruments import Registry
 
 
 def normalise_fhir(document: dict[str, Any], tenant: str, registry: Registry,

@@ -7,11 +7,11 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from services.ingest.normalise.fhir.context import LOINC_CODE, _objects
-from services.ingest.normalise.outcome import StatedTotal, TenantMapping
-from services.ingest.normalise.reading import finite_number, shown
-from shared.contracts.problems import Problem
-from shared.instruments import Instrument
+from rapport.services.ingest.normalise.fhir.context import LOINC_CODE, _objects
+from rapport.services.ingest.normalise.outcome import StatedTotal, TenantMapping
+from rapport.services.ingest.normalise.reading import finite_number, shown
+from rapport.shared.contracts.problems import Problem
+from rapport.shared.instruments import Instrument
 
 ITEM_WEIGHT = "http://hl7.org/fhir/StructureDefinition/itemWeight"
 ORDINAL_VALUE = "http://hl7.org/fhir/StructureDefinition/ordinalValue"

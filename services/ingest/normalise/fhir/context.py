@@ -10,11 +10,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from services.ingest.normalise.outcome import TenantMapping
-from services.ingest.normalise.reading import shown
-from shared.contracts.problems import Problem
-from shared.contracts.submission import Submission
-from shared.instruments import Instrument, Registry
+from rapport.services.ingest.normalise.outcome import TenantMapping
+from rapport.services.ingest.normalise.reading import shown
+from rapport.shared.contracts.problems import Problem
+from rapport.shared.contracts.submission import Submission
+from rapport.shared.instruments import Instrument, Registry
 
 LOINC_CODE = re.compile(r"^\d{1,7}-\d$")
 

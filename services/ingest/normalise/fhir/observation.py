@@ -7,13 +7,13 @@ import re
 from datetime import datetime
 from typing import Any
 
-from services.ingest.normalise.fhir.context import Bundled, Context, Invalid, _objects, _submission, read_status
-from services.ingest.normalise.fhir.references import PRACTITIONER, _episode, _reference_id, _subject
-from services.ingest.normalise.fhir.response import _response_id, _submission_id, _temporary_id
-from services.ingest.normalise.outcome import Draft
-from services.ingest.normalise.reading import finite_number, read_instant
-from shared.contracts.problems import Problem
-from shared.instruments import Instrument
+from rapport.services.ingest.normalise.fhir.context import Bundled, Context, Invalid, _objects, _submission, read_status
+from rapport.services.ingest.normalise.fhir.references import PRACTITIONER, _episode, _reference_id, _subject
+from rapport.services.ingest.normalise.fhir.response import _response_id, _submission_id, _temporary_id
+from rapport.services.ingest.normalise.outcome import Draft
+from rapport.services.ingest.normalise.reading import finite_number, read_instant
+from rapport.shared.contracts.problems import Problem
+from rapport.shared.instruments import Instrument
 
 FINAL_OBSERVATION = ("final", "amended", "corrected")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from services.ingest.normalise.fhir.context import Bundled, _objects
-from services.ingest.normalise.reading import check_id, shown
-from shared.contracts.problems import Problem
+from rapport.services.ingest.normalise.fhir.context import Bundled, _objects
+from rapport.services.ingest.normalise.reading import check_id, shown
+from rapport.shared.contracts.problems import Problem
 
 EPISODE_EXTENSION = "http://rapport.dev/fhir/StructureDefinition/episode"
 PRACTITIONER = ("Practitioner", "PractitionerRole")

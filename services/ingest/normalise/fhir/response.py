@@ -5,13 +5,20 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from services.ingest.normalise.fhir.answers import _option_weights, _Responses
-from services.ingest.normalise.fhir.context import LOINC_CODE, Context, Invalid, _objects, _submission, read_status
-from services.ingest.normalise.fhir.references import _clinician, _episode, _subject
-from services.ingest.normalise.outcome import Draft
-from services.ingest.normalise.reading import check_id, read_instant, readable_id, shown
-from shared.contracts.problems import Problem
-from shared.instruments import Instrument
+from rapport.services.ingest.normalise.fhir.answers import _option_weights, _Responses
+from rapport.services.ingest.normalise.fhir.context import (
+    LOINC_CODE,
+    Context,
+    Invalid,
+    _objects,
+    _submission,
+    read_status,
+)
+from rapport.services.ingest.normalise.fhir.references import _clinician, _episode, _subject
+from rapport.services.ingest.normalise.outcome import Draft
+from rapport.services.ingest.normalise.reading import check_id, read_instant, readable_id, shown
+from rapport.shared.contracts.problems import Problem
+from rapport.shared.instruments import Instrument
 
 FINAL_QR = ("completed", "amended")
 URN_UUID = re.compile(r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
