@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from rapport.services.ingest.normalise.fhir.context import LOINC_CODE, _objects
@@ -74,17 +75,68 @@ def _option_weights(definitions: list[dict[str, Any]]) -> dict[str, dict[str, fl
     return weights
 
 
+@dataclass(frozen=True)
+class Named:
+    """How a linkId was read as an item: `how` says by which convention, for explanations."""
+
+    number: int
+    how: str  # "tenant map", "LOINC code", "definition", "alias", "position"
+
+
+class ItemNames:
+    """linkId -> item number for one instrument, by the conventions in order (fhir/__init__.py). The one place
+    the conventions live: the response reader and instrument inference both ask it."""
+
+    def __init__(self, instrument: Instrument, mapping: TenantMapping) -> None:
+        self.instrument = instrument
+        self.configured = mapping.link_ids.get(instrument.id, {})
+        self.by_loinc = {i.loinc: i.number for i in instrument.items if i.loinc}
+        self.by_alias = {a.casefold(): i.number for i in instrument.items for a in i.aliases}
+        self.total_code = instrument.coding.loinc_total
+
+    def is_total(self, link_id: str, item: dict[str, Any]) -> bool:
+        if self.total_code and self.total_code in (_last_segment(link_id), _last_segment(item.get("definition"))):
+            return True
+        return bool(TOTAL_NAME.search(link_id))
+
+    def name(self, link_id: str, item: dict[str, Any]) -> Named | None:
+        """The item a (non-total) linkId names, or None."""
+        if (number := self.configured.get(link_id)) is not None:
+            return Named(number, "tenant map")
+        code = _last_segment(link_id)
+        if (number := self.by_loinc.get(code)) is not None:
+            return Named(number, "LOINC code")
+        if (number := self.by_loinc.get(_last_segment(item.get("definition")))) is not None:
+            return Named(number, "definition")
+        if (number := self.by_alias.get(link_id.casefold())) is not None:
+            return Named(number, "alias")
+        if LOINC_CODE.fullmatch(code):
+            return None  # the LOINC code of something else: never read as a position
+        match = POSITIONAL.fullmatch(link_id)
+        if match:
+            number = int(match.group(1))
+            return Named(number, "position") if 1 <= number <= len(self.instrument.items) else None
+        return None
+
+    def what_works(self) -> str:
+        """What clinic IT can send instead, in its own terms."""
+        instrument = self.instrument
+        codes = [i.loinc for i in instrument.items if i.loinc]
+        loinc = f"LOINC item codes ({codes[0]} for item 1 ... {codes[-1]}), " if codes else ""
+        return (f"{loinc}positional names (q1, {instrument.id}-1 ... {instrument.id}-{len(instrument.items)}), "
+                f"or this linkId in this tenant's linkId map for {instrument.id}")
+
+
 class _Responses:
     """Walks a QuestionnaireResponse's items into item number -> value, collecting every problem."""
 
     def __init__(self, instrument: Instrument, mapping: TenantMapping,
                  option_weights: dict[str, dict[str, float]]) -> None:
         self.instrument = instrument
-        self.configured = mapping.link_ids.get(instrument.id, {})
-        self.by_loinc = {i.loinc: i.number for i in instrument.items if i.loinc}
-        self.by_alias = {a.casefold(): i.number for i in instrument.items for a in i.aliases}
-        self.total_code = instrument.coding.loinc_total
+        self.names = ItemNames(instrument, mapping)
         self.option_weights = option_weights
+        self.read: list[tuple[str, int]] = []  # (linkId, item number) in the order read, for explanations
+        self.unread: list[str] = []  # answered linkIds that are no item of the instrument
         self.responses: dict[int, float | None] = {}
         self.where: dict[int, str] = {}
         self.problems: list[Problem] = []
@@ -132,10 +184,9 @@ class _Responses:
 
     def _item(self, here: str, item: dict[str, Any], link_id: str, answers: list[dict[str, Any]]) -> None:
         instrument = self.instrument
-        number = self.configured.get(link_id)
-        code = _last_segment(link_id)
+        number = self.names.configured.get(link_id)
         if number is None:
-            if self._is_total(link_id, code, item):
+            if self.names.is_total(link_id, item):
                 if answers and self.stated_total is None:
                     scratch: list[Problem] = []  # an unreadable stated total is as good as none
                     value = self._value(answers[0], f"{here}.answer[0]", link_id, 0, scratch)
@@ -144,14 +195,17 @@ class _Responses:
                 return
             if isinstance(item.get("item"), list) and item["item"] and not answers:
                 return  # a group: its sub-items are read
-            number = self._item_number(link_id, code, item)
+            named = self.names.name(link_id, item)
+            number = named.number if named is not None else None
         if number is None:
             if answers:
+                self.unread.append(link_id)
                 self.problems.append(Problem(
                     field=f"{here}.linkId", code="unmapped_link_id",
                     message=f"linkId {shown(link_id)} is not an item of {instrument.id}",
-                    expected="LOINC item codes, positional names (q1, phq9-1), or this tenant's linkId map"))
+                    expected=self.names.what_works()))
             return
+        self.read.append((link_id, number))
         if number in self.where:
             self.problems.append(Problem(
                 field=f"{here}.linkId", code="duplicate_item",
@@ -179,24 +233,6 @@ class _Responses:
         self.problems += problems
         if not problems:
             self.responses[number] = value
-
-    def _is_total(self, link_id: str, code: str, item: dict[str, Any]) -> bool:
-        if self.total_code and self.total_code in (code, _last_segment(item.get("definition"))):
-            return True
-        return bool(TOTAL_NAME.search(link_id))
-
-    def _item_number(self, link_id: str, code: str, item: dict[str, Any]) -> int | None:
-        number = self.by_loinc.get(code) or self.by_loinc.get(_last_segment(item.get("definition"))) \
-            or self.by_alias.get(link_id.casefold())
-        if number is not None:
-            return number
-        if LOINC_CODE.fullmatch(code):
-            return None  # the LOINC code of something else: never read as a position
-        match = POSITIONAL.fullmatch(link_id)
-        if match:
-            number = int(match.group(1))
-            return number if 1 <= number <= len(self.instrument.items) else None
-        return None
 
     def _value(self, answer: dict[str, Any], path: str, link_id: str, number: int,
                problems: list[Problem]) -> float | None:
