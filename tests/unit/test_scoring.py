@@ -17,6 +17,7 @@ from rapport.services.scoring.domain import (
 )
 from rapport.shared.contracts.score import ChangeFromBaseline
 from rapport.shared.instruments import Instrument, load_registry
+from rapport.shared.instruments.model import ReliableChangeSpec
 from rapport.shared.instruments.validation import check_responses
 
 REGISTRY = load_registry()
@@ -167,20 +168,49 @@ def test_the_core10_worked_example_of_section_3_1() -> None:
     c = jacobson_truax_cutoff(mean_clinical=19.7, sd_clinical=7.7, mean_functional=4.7, sd_functional=4.8)
     assert round(c, 1) == 10.5  # consistent with the published clinical cutoff of 11 [R61]
     assert CORE10.caseness is not None and CORE10.caseness.value == 11
-    # Jacobson & Truax with SD 7.7 and alpha .90: SE 2.43, S_diff 3.44, RCI 6.75 [R80]
+    # Jacobson & Truax with SD 7.7 and alpha .90: SE 2.43, S_diff 3.44, RCI 6.75 [R80] ...
+    by_formula = core10_by_jacobson_truax().reliable_change
+    assert by_formula is not None and round(by_formula.points(), 2) == 6.75
+    # ... but the registry ships the developers' published figure, 6 (Barkham et al. 2013, 90% CI)
     assert CORE10.reliable_change is not None
-    assert round(CORE10.reliable_change.points(), 2) == 6.75
+    assert (CORE10.reliable_change.method, CORE10.reliable_change.points()) == ("fixed", 6)
+    assert "V11" in CORE10.reliable_change.source and CORE10.reliable_change.confidence == "verified"
 
 
-def test_a_core10_change_must_exceed_the_jacobson_truax_value() -> None:
-    assert moved(CORE10, 22, 15.3).reliable == "none"  # a fall of 6.7
-    assert moved(CORE10, 22, 15.2).reliable == "improved"  # a fall of 6.8
-    assert moved(CORE10, 15.2, 22).reliable == "deteriorated"
+def core10_by_jacobson_truax() -> Instrument:
+    """CORE-10 as it was shipped before issue 13: Jacobson & Truax from SD 7.7 and alpha .90."""
+    spec = ReliableChangeSpec(method="jacobson_truax", sd=7.7, reliability=0.90, source=["R49", "R80"],
+                              confidence="secondary")
+    return CORE10.model_copy(update={"reliable_change": spec})
+
+
+def test_a_jacobson_truax_change_must_exceed_the_value() -> None:
+    jt = core10_by_jacobson_truax()
+    assert moved(jt, 22, 15.3).reliable == "none"  # a fall of 6.7 < 6.75
+    assert moved(jt, 22, 15.2).reliable == "improved"  # a fall of 6.8
+    assert moved(jt, 15.2, 22).reliable == "deteriorated"
+    # At the bound itself: |RC| > 1.96, not >= (Jacobson & Truax 1991 [R80]). A synthetic spec whose bound
+    # is exact in floating point (SD 10, r .5: 1.96 x sqrt(2) x 10 x sqrt(.5) = 19.6), not a clinical value.
+    exact = CORE10.model_copy(update={"reliable_change": ReliableChangeSpec(
+        method="jacobson_truax", sd=10, reliability=0.5, source=["R80"], confidence="unverified")})
+    assert exact.reliable_change is not None and exact.reliable_change.points() == 19.6
+    assert moved(exact, 40, 20.4).reliable == "none" and moved(exact, 20.4, 40).reliable == "none"
+    assert moved(exact, 40, 20.3).reliable == "improved" and moved(exact, 20.3, 40).reliable == "deteriorated"
+
+
+def test_megan_s_core10_falls_by_6_a_reliable_improvement_and_by_5_it_is_not() -> None:
+    """Megan (synthetic) starts at 21 on the CORE-10. Falling to 15 is the published reliable change of 6
+    (Barkham et al. 2013); falling to 16 is not. Rising from 15 to 21 is a reliable deterioration."""
+    assert moved(CORE10, 21, 15).reliable == "improved"
+    assert moved(CORE10, 21, 16).reliable == "none"
+    assert moved(CORE10, 21, 15.1).reliable == "none"
+    assert moved(CORE10, 15, 21).reliable == "deteriorated"
+    assert moved(CORE10, 15, 20.9).reliable == "none"
 
 
 def test_a_core10_client_who_falls_from_20_to_10_has_recovered() -> None:
     movement = moved(CORE10, 20, 10)
-    assert (movement.reliable, movement.clinical, movement.reliable_change_value) == ("improved", "recovered", 6.75)
+    assert (movement.reliable, movement.clinical, movement.reliable_change_value) == ("improved", "recovered", 6)
     assert movement.change_from_baseline == -10
 
 
@@ -210,6 +240,21 @@ def test_a_phq9_rise_of_6_is_a_reliable_deterioration() -> None:
 
 def test_a_gad7_drop_of_4_is_reliable() -> None:
     assert moved(GAD7, 12, 8).reliable == "improved" and moved(GAD7, 12, 9).reliable == "none"
+
+
+def test_pat_s_pcl5_rising_from_40_to_46_is_not_a_reliable_deterioration() -> None:
+    """Pat (synthetic) is treated for PTSD. A PCL-5 rise from 40 to 46 raised a 'high' reliable-deterioration
+    alert when 5 points (DSM-IV PCL evidence) was shipped. PCL-5 studies put reliable change at 15 (Marx et
+    al. 2022) and call 5 or less likely not reliable (Blanchard et al. 2023): 46 and 54 are not reliable
+    changes from 40, 55 is; and a fall from 50 to 35 is a reliable improvement, to 36 is not."""
+    pcl5 = shipped("pcl5")
+    assert pcl5.reliable_change is not None and pcl5.reliable_change.points() == 15
+    assert {"V9", "V10"} <= set(pcl5.reliable_change.source)
+    assert moved(pcl5, 40, 46).reliable == "none"
+    assert moved(pcl5, 40, 54).reliable == "none"
+    assert moved(pcl5, 40, 55).reliable == "deteriorated"
+    assert moved(pcl5, 50, 35).reliable == "improved"
+    assert moved(pcl5, 50, 36).reliable == "none"
 
 
 def test_without_a_published_reliable_change_value_no_change_is_called_reliable() -> None:
