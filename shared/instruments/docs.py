@@ -36,7 +36,8 @@ def render_markdown(registry: Registry) -> str:
         " the concern cutoff is a possible alliance problem). A band covers its lower bound up to the next"
         " band's lower bound. Responses are positions on the printed scale; reverse-keyed items are turned"
         " round by scoring. Fixed reliable-change values count at or beyond the value; Jacobson & Truax"
-        " values must be exceeded.",
+        " values must be exceeded. A critical (risk) item is never prorated: an item-level form without"
+        " an answer to it is refused, whatever the instrument's missing-item rule.",
         "",
         "## Instruments",
         "",
@@ -109,6 +110,8 @@ def _rows(ins: Instrument) -> list[Row]:
     missing = ins.missing
     rule = ("every scored item required" if missing.rule == "reject"
             else f"prorate up to {missing.max_missing} missing item(s)")
+    if missing.rule == "prorate" and ins.critical_items:
+        rule += f", never critical item {', '.join(str(c.item) for c in ins.critical_items)} (refused without it)"
     rows.append(("missing items", rule, missing, missing.source, missing.confidence))
     if ins.bands is not None:
         bands = "; ".join(f"{b.min:g}–{b.max:g} {b.label}" for b in ins.bands.bands)

@@ -16,6 +16,8 @@ Conventions every definition and the scoring code share:
   `min` up to, not including, the next band's `min`; the last band also includes its `max`. So a
   prorated or visual-analogue total between two printed integer bands (CORE-10 5.56) belongs to the
   lower band, the same answer the caseness cutoff gives.
+- **Critical items are never prorated.** Whatever `missing` allows, an item-level form without an
+  answer to a critical item is refused (validation.py): a risk item is read on its own.
 - **Responses** are the answer's position on the item's printed scale (0 = first option for a 0-4 item);
   reverse-keyed items are turned round by scoring (`min + max - value`), never by the sender.
 """

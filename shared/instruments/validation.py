@@ -66,9 +66,13 @@ def snap_responses(
         snapped[number] = step
     missing = [i.number for i in instrument.scored_items if responses.get(i.number) is None]
     allowed = instrument.missing.max_missing if instrument.missing.rule == "prorate" else 0
-    if len(missing) > allowed:
+    risk = [c for c in instrument.critical_items if responses.get(c.item) is None]
+    if len(missing) > allowed or risk:
         rule = (f"at most {allowed} missing item(s) can be prorated" if allowed
                 else "every scored item is needed")
+        if risk and allowed:  # where nothing is prorated, "every scored item is needed" says it already
+            rule += "; a critical (risk) item is never prorated: " + ", ".join(
+                f"item {c.item} ({c.label})" for c in risk) + " must be answered"
         problems.append(Problem(
             field="responses", code="missing_items",
             message=f"{instrument.id} is missing item(s) {', '.join(map(str, missing))}; {rule}",
@@ -83,9 +87,11 @@ def check_responses(
     """Problems that stop this submission from being scored. Empty when it can be scored.
 
     Unknown items, values out of range or off the scale's steps (within STEP_TOLERANCE of a step is
-    that step: `snap_responses` gives the exact values to keep), and more missing scored items than
-    the instrument's missing-item rule allows. Unscored items (PHQ-9's difficulty question) are
-    range-checked when present but never required.
+    that step: `snap_responses` gives the exact values to keep), more missing scored items than
+    the instrument's missing-item rule allows, and any unanswered critical (risk) item: a risk item is
+    read on its own and never prorated away, so a form without it is refused on every instrument, as a
+    PHQ-9 without item 9 always was (clinical-anchors, review of December 2026: CORE-10 item 6).
+    Unscored items (PHQ-9's difficulty question) are range-checked when present but never required.
     """
     if not item_level:
         return []

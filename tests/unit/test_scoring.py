@@ -144,11 +144,29 @@ def test_two_missing_core10_items_are_refused_before_scoring() -> None:
     assert [p.code for p in check_responses(CORE10, responses)] == ["missing_items"]
 
 
-def test_a_core10_without_its_risk_item_is_scored_but_flagged_unchecked() -> None:
-    responses: dict[int, float | None] = {n: 2.0 for n in range(1, 11)} | {6: None}
-    scored = score(CORE10, responses)
-    assert scored.prorated and not scored.risk_checked and scored.critical_items == []
+def test_sam_s_core10_without_item_6_is_refused_not_prorated() -> None:
+    """Sam (synthetic) skips CORE-10 item 6 (plans to end life) and answers the other nine. One missing
+    item would be prorated, but never the risk item: the form is refused, naming item 6, as a PHQ-9
+    without item 9 is. Sam's next form skips item 4 instead and is prorated as usual."""
+    skipped_risk: dict[int, float | None] = {n: 2.0 for n in range(1, 11)} | {6: None}
+    [problem] = check_responses(CORE10, skipped_risk)
+    assert (problem.code, problem.field) == ("missing_items", "responses")
+    assert "item 6 (plans to end life)" in problem.message and "never prorated" in problem.message
+    skipped_other: dict[int, float | None] = {n: 2.0 for n in range(1, 11)} | {4: None}
+    assert check_responses(CORE10, skipped_other) == []
+    assert score(CORE10, skipped_other).prorated
+    # score() itself, called without the check, still never calls an unanswered risk item "no risk"
+    scored = score(CORE10, skipped_risk)
+    assert not scored.risk_checked and scored.critical_items == []
     assert [w.code for w in scored.warnings] == ["prorated", "risk_unchecked"]
+
+
+@pytest.mark.parametrize("instrument", [i for i in REGISTRY if i.critical_items], ids=lambda i: i.id)
+def test_no_instrument_prorates_a_critical_item(instrument: Instrument) -> None:
+    for critical in instrument.critical_items:
+        responses: dict[int, float | None] = {i.number: i.min for i in instrument.scored_items}
+        responses[critical.item] = None
+        assert [p.code for p in check_responses(instrument, responses)] == ["missing_items"], critical.item
 
 
 def test_plans_to_end_life_are_a_critical_finding_even_in_a_low_total() -> None:

@@ -40,10 +40,12 @@ def administrations(draw: st.DrawFn, instruments: list[Instrument] = INSTRUMENTS
 
 @st.composite
 def with_allowed_gaps(draw: st.DrawFn) -> tuple[Instrument, Responses]:
-    """As above, with as many scored items left out as the instrument's missing-item rule allows."""
+    """As above, with as many scored items left out as the instrument's missing-item rule allows
+    (never a critical item: those are never prorated)."""
     instrument, responses = draw(administrations())
     allowed = instrument.missing.max_missing if instrument.missing.rule == "prorate" else 0
-    numbers = [i.number for i in instrument.scored_items]
+    critical = {c.item for c in instrument.critical_items}
+    numbers = [i.number for i in instrument.scored_items if i.number not in critical]
     for number in draw(st.lists(st.sampled_from(numbers), max_size=allowed, unique=True)):
         responses[number] = None
     return instrument, responses
@@ -116,8 +118,8 @@ def test_prorating_happens_only_within_the_missing_item_rule(
         responses[number] = None
     allowed = instrument.missing.max_missing if instrument.missing.rule == "prorate" else 0
     problems = check_responses(instrument, responses)
-    if len(gaps) > allowed:
-        assert [p.code for p in problems] == ["missing_items"]
+    if len(gaps) > allowed or {c.item for c in instrument.critical_items} & set(gaps):
+        assert [p.code for p in problems] == ["missing_items"]  # a risk item is never prorated
         return
     assert problems == []
     scored = score(instrument, responses)
