@@ -168,6 +168,23 @@ def test_a_missing_item_names_the_item_and_the_rule() -> None:
     assert problem.message == "phq9 is missing item(s) 9; every scored item is needed"
 
 
+def test_a_core10_with_its_risk_item_unanswered_is_refused_and_one_other_gap_is_not() -> None:
+    """Client 0007 (synthetic) leaves CORE-10 item 6 (plans to end life) blank: the clinic gets a
+    rejection naming item 6, never a prorated score with no alert. Item 4 blank instead is accepted."""
+    core10 = _shipped("core10")
+    registry = Registry([PHQ9, core10])
+    submission = json.loads(body("phq9-complete")) | {"instrument": "core10"}
+    submission["responses"] = {str(n): 1 for n in range(1, 11)} | {"6": None}
+    [refused] = normalise(json.dumps(submission).encode(), tenant="acme", registry=registry,
+                          licensed=frozenset(), now=NOW)
+    assert isinstance(refused, Rejection) and codes(refused) == [("missing_items", "responses")]
+    assert "item 6 (plans to end life) must be answered" in refused.problems[0].message
+    submission["responses"] = {str(n): 1 for n in range(1, 11)} | {"4": None}
+    [taken] = normalise(json.dumps(submission).encode(), tenant="acme", registry=registry,
+                        licensed=frozenset(), now=NOW)
+    assert isinstance(taken, Submission) and taken.responses[4] is None
+
+
 def test_several_mistakes_are_named_together() -> None:
     submission = json.loads(body("phq9-complete"))
     submission.update(client_id="client 7", administered_at="2026-03-02", extra=1)
