@@ -261,8 +261,21 @@ def test_the_instrument_is_found_from_every_questionnaire_convention(name: str) 
     assert accepted(name).instrument == "phq9"
 
 
-def test_an_unknown_questionnaire_is_rejected_naming_the_questionnaire_field() -> None:
-    assert codes(rejected("qr-questionnaire-unknown")) == [("unknown_instrument", "questionnaire")]
+def test_an_unknown_questionnaire_whose_linkids_are_phq9_loinc_codes_is_read_as_phq9_with_a_warning() -> None:
+    submission = accepted("qr-questionnaire-unknown")
+    assert (submission.instrument, submission.responses) == ("phq9", ANSWERS)
+    [warning] = submission.warnings
+    assert (warning.code, warning.field) == ("instrument_inferred", "questionnaire")
+    assert "phq9" in warning.message and "items 1-9 by LOINC code" in warning.message
+
+
+def test_an_unknown_questionnaire_whose_linkids_name_no_instrument_is_rejected_naming_the_questionnaire_field() -> None:
+    response = document("qr-questionnaire-unknown")
+    for n, item in enumerate(response["item"]):
+        item["linkId"] = f"sleep-{'abcdefghi'[n]}"
+    [rejection] = run(response)
+    assert isinstance(rejection, Rejection) and codes(rejection) == [("unknown_instrument", "questionnaire")]
+    assert "none of its 9 answered linkIds names an item" in rejection.problems[0].message
 
 
 def test_an_stu3_questionnaire_reference_is_refused_as_not_r4() -> None:
@@ -741,3 +754,147 @@ def test_normalise_never_raises_and_always_answers(payload: bytes) -> None:
     for result in results:
         if isinstance(result, Rejection):
             assert result.problems
+
+
+# --- instrument inferred from the items (unknown canonical) -----------------------------------------
+# Golden fixtures transcribed from published examples; sources in tests/fixtures/fhir/PUBLISHED.md.
+
+SHIPPED = load_registry()  # every instrument Rapport ships: PHQ-2 competes with PHQ-9, GAD-2 with GAD-7
+
+
+def published(name: str) -> Submission:
+    [result] = run(body(name), registry=SHIPPED, mapping=None)
+    assert isinstance(result, Submission), result
+    return result
+
+
+def _total(submission: Submission) -> float:
+    instrument = SHIPPED.get(submission.instrument)
+    assert instrument is not None
+    return sum(v or 0 for n, v in submission.responses.items() if instrument.items[n - 1].scored)
+
+
+@pytest.mark.parametrize(("name", "instrument", "total", "warnings"), [
+    # MII PRO (German Medical Informatics Initiative) PHQ-9, linkIds PHQ.1..PHQ.10; the difficulty answer
+    # LA6574-3 carries no weight Rapport knows, so item 10 (unscored) is left out with a warning
+    ("published-mii-pro-phq9-response-phq-dot", "phq9", 27, ["instrument_inferred", "unscored_item_ignored"]),
+    # MII PRO PHQ-9, the module's pre-2026.5.0 linkIds phq-phq9-q01..q10 and its calculated total item
+    ("published-mii-pro-phq9-response-q01", "phq9", 27, ["instrument_inferred", "unscored_item_ignored"]),
+    # MII PRO GAD-7, phq-gad7-q01..q07, the stated total 13 (agrees) and a PROMIS T-score item (not scored)
+    ("published-mii-pro-gad7-response", "gad7", 13, ["instrument_inferred"]),
+    # HL7 Personal Health Record format IG (PHR/PGHD), LOINC item codes as linkIds
+    ("published-phr-phq9-response", "phq9", 3, ["instrument_inferred"]),
+    ("published-phr-gad7-response", "gad7", 3, ["instrument_inferred"]),
+])
+def test_published_responses_under_unknown_canonicals_are_recognised_from_their_items(
+        name: str, instrument: str, total: float, warnings: list[str]) -> None:
+    submission = published(name)
+    assert submission.instrument == instrument and _total(submission) == total
+    assert [w.code for w in submission.warnings] == warnings
+    assert all(len(w.message) <= 300 for w in submission.warnings)
+
+
+def test_the_mii_phq9_answering_nearly_every_day_reaches_the_risk_item() -> None:
+    assert published("published-mii-pro-phq9-response-phq-dot").responses[9] == 3.0
+
+
+def test_the_mii_phq_d_block_letters_are_rejected_naming_what_matched_and_what_would_work() -> None:
+    [rejection] = run(body("published-mii-pro-phq9-response-phq-d"), registry=SHIPPED, mapping=None)
+    assert isinstance(rejection, Rejection)
+    assert codes(rejection) == [("unknown_instrument", "questionnaire")]
+    assert "mii-qst-pro-phq-9" in rejection.problems[0].message
+    assert "questionnaire map" in (rejection.problems[0].expected or "")
+
+
+def test_a_phq2_answered_alone_is_a_phq2_not_a_phq9_missing_seven_items() -> None:
+    response = document("published-phr-phq9-response")
+    response["item"] = response["item"][:2]
+    [submission] = run(response, registry=SHIPPED, mapping=None)
+    assert isinstance(submission, Submission) and submission.instrument == "phq2"
+    assert submission.responses == {1: 0.0, 2: 0.0}
+
+
+def test_a_gad2_answered_alone_is_a_gad2_and_the_full_gad7_is_a_gad7() -> None:
+    response = document("published-phr-gad7-response")
+    assert published("published-phr-gad7-response").instrument == "gad7"
+    response["item"] = response["item"][:2]
+    [submission] = run(response, registry=SHIPPED, mapping=None)
+    assert isinstance(submission, Submission) and submission.instrument == "gad2"
+
+
+def test_a_phq9_without_item_9_under_an_unknown_canonical_is_rejected_naming_both_candidates() -> None:
+    response = document("published-phr-phq9-response")
+    response["item"] = response["item"][:8]
+    [rejection] = run(response, registry=SHIPPED, mapping=None)
+    assert isinstance(rejection, Rejection)
+    assert codes(rejection) == [("unknown_instrument", "questionnaire"), ("instrument_candidate", "item"),
+                                ("instrument_candidate", "item")]
+    phq9, phq2 = (p.message for p in rejection.problems[1:])
+    assert phq9.startswith("phq9: items 1-8 by LOINC code") and "no answer for items 9" in phq9
+    assert phq2.startswith("phq2: items 1, 2 by LOINC code") and "6 answered linkIds not its items" in phq2
+
+
+def test_anonymous_positions_name_no_instrument_so_a_q1_to_q9_form_is_never_taken_for_a_phq9() -> None:
+    response = document("published-phr-phq9-response")
+    for n, item in enumerate(response["item"], 1):
+        item["linkId"] = f"q{n}"
+    [rejection] = run(response, registry=SHIPPED, mapping=None)
+    assert isinstance(rejection, Rejection) and codes(rejection) == [("unknown_instrument", "questionnaire")]
+
+
+def test_a_positional_prefix_naming_another_instrument_is_not_read_as_this_ones_item() -> None:
+    response = document("published-phr-phq9-response")
+    response["item"][2]["linkId"] = "gad7-3"
+    [rejection] = run(response, registry=SHIPPED, mapping=None)
+    assert isinstance(rejection, Rejection)
+    assert "'gad7-3'" in rejection.problems[1].message
+
+
+TWIN_A = synthetic("twin_a", [3, 3], aliases=[["mood-first"], ["mood-second"]])
+TWIN_B = synthetic("twin_b", [3, 3], aliases=[["mood-first"], ["mood-second"]])
+
+
+def test_a_response_matching_two_instruments_exactly_is_never_guessed() -> None:
+    response = document("qr-linkid-aliases")
+    response["questionnaire"] = "https://forms.clinic.example/fhir/Questionnaire/unlisted"
+    response["item"] = [{"linkId": "mood-first", "answer": [{"valueInteger": 1}]},
+                        {"linkId": "MOOD-SECOND", "answer": [{"valueInteger": 2}]}]
+    [rejection] = run(response, registry=Registry([PHQ9, TWIN_A, TWIN_B]), mapping=None)
+    assert isinstance(rejection, Rejection)
+    assert codes(rejection) == [("ambiguous_instrument", "questionnaire"), ("instrument_candidate", "item"),
+                                ("instrument_candidate", "item")]
+    assert "twin_a and twin_b" in rejection.problems[0].message
+    [accepted_a] = run(response, registry=Registry([PHQ9, TWIN_A]), mapping=None)
+    assert isinstance(accepted_a, Submission) and accepted_a.instrument == "twin_a"
+
+
+# The conventions a PHQ-9 item n (LOINC code c) may be sent under. Named ones identify the instrument;
+# anonymous ones (q1, item_01, 1) only place the item once the instrument is known.
+NAMED: list[Any] = [
+    lambda n, c: {"linkId": c}, lambda n, c: {"linkId": f"/{c}"}, lambda n, c: {"linkId": f"/44249-1/{c}"},
+    lambda n, c: {"linkId": f"x{n}f3", "definition": f"http://loinc.org/rdf#{c}"},
+    lambda n, c: {"linkId": f"PHQ.{n}"}, lambda n, c: {"linkId": f"phq9-{n}"}, lambda n, c: {"linkId": f"PHQ-9.{n}"},
+    lambda n, c: {"linkId": f"phq-phq9-q{n:02d}"}, lambda n, c: {"linkId": f"PHQ9_item_{n}"},
+]
+ANONYMOUS: list[Any] = [lambda n, c: {"linkId": f"q{n}"}, lambda n, c: {"linkId": f"item_{n:02d}"},
+                        lambda n, c: {"linkId": str(n)}]
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(answers=st.lists(st.integers(0, 3), min_size=9, max_size=9),
+       conventions=st.lists(st.sampled_from(NAMED + ANONYMOUS), min_size=9, max_size=9),
+       known=st.booleans())
+def test_renaming_linkids_through_any_supported_convention_never_changes_the_score(
+        answers: list[int], conventions: list[Any], known: bool) -> None:
+    response = document("published-phr-phq9-response")
+    response["questionnaire"] = "http://loinc.org/q/44249-1" if known else "https://forms.clinic.example/q/x"
+    response["item"] = [{**convention(n, item.loinc), "answer": [{"valueInteger": value}]}
+                        for n, (convention, item, value) in enumerate(zip(conventions, PHQ9.items, answers,
+                                                                              strict=False), 1)]
+    [result] = run(response, registry=SHIPPED, mapping=None)
+    if not known and all(c in ANONYMOUS for c in conventions):
+        assert isinstance(result, Rejection) and result.problems[0].code == "unknown_instrument"
+        return
+    assert isinstance(result, Submission), result
+    assert result.instrument == "phq9" and _total(result) == sum(answers)
+    assert result.responses == {n: float(v) for n, v in enumerate(answers, 1)}

@@ -21,6 +21,7 @@ from rapport.shared.contracts.tenancy import ID_PATTERN, SUBJECT_TOKEN_PATTERN
 
 SUBJECT_TOKEN = SUBJECT_TOKEN_PATTERN  # a clinician id becomes a subject token
 CODE_LIKE = re.compile(r"^[A-Za-z0-9_.:/|#\-]{1,64}$")
+CANONICAL_LIKE = re.compile(r"^(?:https?|urn):[A-Za-z0-9_.:/|#\-]{1,150}$")
 # An id we may repeat in a rejection so clinic IT can find the message: one that keeps the id rule.
 READABLE_ID = ID_PATTERN
 DATE_ONLY = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
@@ -50,6 +51,12 @@ def shown(value: object) -> str:
     if isinstance(value, str):
         return repr(value) if CODE_LIKE.fullmatch(value) else "a text value (not shown)"
     return f"a JSON {_json_kind(value)}"
+
+
+def shown_canonical(value: str) -> str:
+    """A canonical URL for a message: shown when it is URL-shaped (no query, no spaces, at most 160
+    characters; clinic IT needs the whole URL to put it in a map), else as `shown` would."""
+    return repr(value) if CANONICAL_LIKE.fullmatch(value) else shown(value)
 
 
 def path_key(key: str) -> str:

@@ -14,6 +14,7 @@ from rapport.services.ingest.normalise.fhir.context import (
     _submission,
     read_status,
 )
+from rapport.services.ingest.normalise.fhir.inference import infer
 from rapport.services.ingest.normalise.fhir.references import _clinician, _episode, _subject
 from rapport.services.ingest.normalise.outcome import Draft
 from rapport.services.ingest.normalise.reading import check_id, read_instant, readable_id, shown
@@ -79,7 +80,8 @@ def _questionnaire_response(resource: dict[str, Any], context: Context, full_url
     problems: list[Problem] = []
     submission_id = _submission_id(resource, problems, full_url)
     status = read_status(resource, FINAL_QR, problems)
-    instrument, definitions = _instrument(resource, context, problems)
+    warnings: list[Problem] = []
+    instrument, definitions = _instrument(resource, context, problems, warnings)
     client = _subject(resource, problems, context.full_urls)
     clinician = _clinician(resource.get("author"), "author", problems, context.full_urls)
     authored = read_instant(resource.get("authored"), "authored", context.now)
@@ -98,14 +100,15 @@ def _questionnaire_response(resource: dict[str, Any], context: Context, full_url
         instrument, tenant=context.tenant, submission_id=submission_id, client_id=client,
         episode_id=episode, clinician_id=clinician, administered_at=authored, responses=reading.responses,
         amends=status == "amended", source_format="fhir-questionnaire-response",
-        warnings=[*_temporary_id(resource, full_url), *reading.warnings],
+        warnings=[*warnings, *_temporary_id(resource, full_url), *reading.warnings],
     )
     return Draft(submission, reading.stated_total)
 
 
-def _instrument(resource: dict[str, Any], context: Context,
-                problems: list[Problem]) -> tuple[Instrument | None, list[dict[str, Any]]]:
-    """The instrument, and the Questionnaire definitions at hand (contained or bundled) for weights."""
+def _instrument(resource: dict[str, Any], context: Context, problems: list[Problem],
+                warnings: list[Problem]) -> tuple[Instrument | None, list[dict[str, Any]]]:
+    """The instrument, and the Questionnaire definitions at hand (contained or bundled) for weights; when
+    no canonical, contained Questionnaire or tag names it, inferred from the items (fhir/inference.py)."""
     canonical = resource.get("questionnaire")
     contained = [c for c in _objects(resource.get("contained")) if c.get("resourceType") == "Questionnaire"]
     if isinstance(canonical, dict):
@@ -143,16 +146,13 @@ def _instrument(resource: dict[str, Any], context: Context,
             return None, definitions
         if found is not None:
             return found, definitions
-    if not canonical and not keys:
-        problems.append(Problem(field="questionnaire", code="missing_field", message="questionnaire is missing",
-                                expected="the Questionnaire's canonical URL, e.g. http://loinc.org/q/44249-1"))
+    # Unknown or absent (R4 makes `questionnaire` optional): the items may still say which instrument it is.
+    inference = infer(resource.get("item"), context.registry, context.mapping, canonical or None)
+    if inference.instrument is None:
+        problems.extend(inference.problems)
     else:
-        problems.append(Problem(
-            field="questionnaire", code="unknown_instrument",
-            message=f"the questionnaire {shown(canonical)} is not one Rapport knows",
-            expected="a LOINC panel canonical (e.g. http://loinc.org/q/44249-1), a known canonical, or one "
-                     "in this tenant's questionnaire map"))
-    return None, definitions
+        warnings.extend(inference.problems)
+    return inference.instrument, definitions
 
 
 def _definition_keys(questionnaire: dict[str, Any]) -> list[str]:
