@@ -898,3 +898,105 @@ def test_renaming_linkids_through_any_supported_convention_never_changes_the_sco
     assert isinstance(result, Submission), result
     assert result.instrument == "phq9" and _total(result) == sum(answers)
     assert result.responses == {n: float(v) for n, v in enumerate(answers, 1)}
+
+
+# --- Observation panels (EHR exports) -----------------------------------------------------------------
+
+def test_a_phq9_panel_with_item_members_is_one_item_level_submission_with_its_risk_item() -> None:
+    [submission] = run(body("bundle-observation-panel"), registry=SHIPPED, mapping=None)
+    assert isinstance(submission, Submission), submission
+    assert (submission.instrument, submission.item_level, submission.source_format) == ("phq9", True,
+                                                                                     "fhir-observation")
+    assert submission.responses == {**ANSWERS, 9: 1.0}  # item 9 answered "Several days": the critical item
+    assert (submission.client_id, submission.clinician_id) == ("client-0007", "clinician-03")
+    assert [(w.code, w.field) for w in submission.warnings] == [
+        ("unscored_item_ignored", "entry[10].resource"), ("total_as_string", "entry[11].resource.valueString")]
+
+
+def test_a_panels_stated_total_is_compared_not_scored() -> None:
+    bundle = document("bundle-observation-panel")
+    bundle["entry"][11]["resource"]["valueString"] = "9"
+    [submission] = run(bundle, registry=SHIPPED, mapping=None)
+    assert isinstance(submission, Submission)
+    assert ("total_mismatch", "entry[11].resource.value") in [(w.code, w.field) for w in submission.warnings]
+
+
+def test_a_panel_without_item_9_is_rejected_never_scored_as_no_risk() -> None:
+    bundle = document("bundle-observation-panel")
+    del bundle["entry"][9]
+    bundle["entry"][0]["resource"]["hasMember"] = [m for m in bundle["entry"][0]["resource"]["hasMember"]
+                                                   if not m["reference"].endswith("0709")]
+    [rejection] = run(bundle, registry=SHIPPED, mapping=None)
+    assert isinstance(rejection, Rejection) and rejection.instrument == "phq9"
+
+
+@pytest.mark.parametrize(("change", "code", "field"), [
+    ("missing-member", "unresolved_reference", "entry[0].resource.hasMember[0]"),
+    ("other-patient", "subject_mismatch", "entry[1].resource.subject"),
+    ("unknown-code", "unmapped_code", "entry[1].resource.code.coding"),
+    ("local-code-only", "unscorable_answer", "entry[1].resource.valueCodeableConcept.coding[0]"),
+])
+def test_a_panel_member_problem_names_the_members_own_entry(change: str, code: str, field: str) -> None:
+    bundle = document("bundle-observation-panel")
+    first = bundle["entry"][1]["resource"]
+    if change == "missing-member":
+        bundle["entry"][0]["resource"]["hasMember"][0]["reference"] = "Observation/not-sent"
+    elif change == "other-patient":
+        first["subject"] = {"reference": "Patient/client-0008"}
+    elif change == "unknown-code":
+        first["code"]["coding"][0]["code"] = "12345-6"
+    else:
+        first["valueCodeableConcept"]["coding"] = first["valueCodeableConcept"]["coding"][:1]
+    rejection, *orphans = run(bundle, registry=SHIPPED, mapping=None)
+    assert isinstance(rejection, Rejection)
+    assert (code, field) in codes(rejection)
+    # an item Observation no panel names is answered on its own: it is not a total, so it is rejected
+    assert len(orphans) == (1 if change == "missing-member" else 0)
+    assert all(isinstance(o, Rejection) and codes(o)[0] == ("unknown_instrument", "entry[1].resource.code.coding")
+               for o in orphans)
+
+
+def test_a_panel_sent_alone_says_its_members_cannot_be_found() -> None:
+    panel = document("bundle-observation-panel")["entry"][0]["resource"]
+    [rejection] = run(panel, registry=SHIPPED, mapping=None)
+    assert isinstance(rejection, Rejection)
+    assert {c for c, _ in codes(rejection)} == {"unresolved_reference"}
+    assert "not sent in a Bundle" in rejection.problems[0].message
+
+
+def test_published_total_observations_and_a_panel_carrying_its_total_as_value_are_total_only() -> None:
+    [us_core] = run(body("published-us-core-phq9-panel-value"), registry=SHIPPED, mapping=None)
+    assert isinstance(us_core, Submission) and (us_core.instrument, us_core.reported_total) == ("phq9", 3.0)
+    assert [w.code for w in us_core.warnings] == ["panel_value_as_total"] and not us_core.item_level
+    [mii] = run(body("published-mii-pro-phq9-observation"), registry=SHIPPED, mapping=None)
+    assert isinstance(mii, Submission) and (mii.reported_total, mii.warnings) == (27.0, [])
+
+
+def test_a_total_observation_given_as_a_numeric_string_is_read_with_a_warning() -> None:
+    observation = document("observation-total")
+    del observation["valueQuantity"]
+    observation["valueString"] = "14"
+    [submission] = run(observation)
+    assert isinstance(submission, Submission) and submission.reported_total == 14.0
+    assert [(w.code, w.field) for w in submission.warnings] == [("total_as_string", "valueString")]
+    observation["valueString"] = "fourteen"
+    [rejection] = run(observation)
+    assert isinstance(rejection, Rejection) and codes(rejection) == [("not_a_number", "valueString")]
+
+
+# --- positional and ordinal forms -------------------------------------------------------------------------
+
+def test_ordinal_values_on_the_coding_phq9_dash_linkids_and_the_difficulty_item_score_together() -> None:
+    response = document("qr-linkid-phq9-dash")
+    for n, item in enumerate(response["item"]):
+        item["answer"] = [{"valueCoding": {"system": "https://forms.clinic.example/answers", "code": f"opt-{n}",
+                                           "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/ordinalValue",
+                                                          "valueDecimal": ANSWERS[n + 1]}]}}]
+    response["item"].append({"linkId": "phq9-10", "answer": [{"valueCoding": {
+        "code": "somewhat", "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/ordinalValue",
+                                           "valueDecimal": 1}]}}]})
+    for questionnaire in ("http://loinc.org/q/44249-1", "https://forms.clinic.example/fhir/Questionnaire/x"):
+        response["questionnaire"] = questionnaire
+        [submission] = run(response, registry=SHIPPED)
+        assert isinstance(submission, Submission), submission
+        assert submission.responses == {**ANSWERS, 10: 1.0} and _total(submission) == 5

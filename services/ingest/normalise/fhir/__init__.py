@@ -89,14 +89,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from rapport.services.ingest.normalise.fhir.context import Context, Invalid
-from rapport.services.ingest.normalise.fhir.observation import _observation, _observation_id
+from rapport.services.ingest.normalise.fhir.context import Context, Invalid, _objects
+from rapport.services.ingest.normalise.fhir.observation import _observation, _observation_id, panel_instrument
+from rapport.services.ingest.normalise.fhir.panel import assemble_panel, member_entries
 from rapport.services.ingest.normalise.fhir.response import _questionnaire_response, _response_id
 from rapport.services.ingest.normalise.outcome import Draft, Rejection, TenantMapping
 from rapport.services.ingest.normalise.reading import shown
 from rapport.shared.contracts.problems import Problem
 from rapport.shared.contracts.submission import SourceFormat
-from rapport.shared.instruments import Registry
+from rapport.shared.instruments import Instrument, Registry
 
 
 def normalise_fhir(document: dict[str, Any], tenant: str, registry: Registry,
@@ -112,11 +113,20 @@ def normalise_fhir(document: dict[str, Any], tenant: str, registry: Registry,
         return [Rejection.of(Problem(field="entry", code="invalid_fhir", message="entry is not a list",
                                      expected="a list of Bundle entries"))]
     _index_bundle(entries, context)
+    panels = _panels(entries, context)
+    members = {m for found in panels.values() for m in member_entries(found[0], context) if m is not None}
     results: list[Draft | Rejection] = []
     for n, entry in enumerate(entries):
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if isinstance(resource, dict) and _is_supporting(resource.get("resourceType")):
             continue  # read for references and answer weights; not a submission, so no answer of its own
+        if n in members and n not in panels:
+            continue  # an item Observation of a panel: answered with its panel
+        if n in panels:
+            full_url = entry.get("fullUrl")
+            results.append(assemble_panel(n, panels[n][0], panels[n][1], entries, context,
+                                          full_url if isinstance(full_url, str) else None))
+            continue
         if not isinstance(entry, dict):
             results.append(Rejection.of(Problem(field=f"entry[{n}]", code="invalid_fhir",
                                                 message=f"entry[{n}] is not an object")))
@@ -148,7 +158,7 @@ def _is_supporting(kind: Any) -> bool:
 
 
 def _index_bundle(entries: list[Any], context: Context) -> None:
-    for entry in entries:
+    for n, entry in enumerate(entries):
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict):
             continue
@@ -165,10 +175,35 @@ def _index_bundle(entries: list[Any], context: Context) -> None:
             context.definitions.update(dict.fromkeys(keys, resource))
         elif kind == "QuestionnaireResponse":
             context.bundled_responses.update(keys)
+        elif kind == "Observation":
+            context.observations.update(dict.fromkeys(keys, n))
+
+
+def _panels(entries: list[Any], context: Context) -> dict[int, tuple[dict[str, Any], Instrument]]:
+    """Entry index -> (panel Observation, its instrument) for each panel with hasMember in the Bundle."""
+    panels: dict[int, tuple[dict[str, Any], Instrument]] = {}
+    for n, entry in enumerate(entries):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and (instrument := _panel_of(resource, context)) is not None:
+            panels[n] = (resource, instrument)
+    return panels
+
+
+def _panel_of(resource: dict[str, Any], context: Context) -> Instrument | None:
+    """The instrument of an Observation panel with members (LOINC panel code and a hasMember list)."""
+    if resource.get("resourceType") != "Observation" or not _objects(resource.get("hasMember")):
+        return None
+    code = resource.get("code")
+    for coding in _objects(code.get("coding")) if isinstance(code, dict) else []:
+        if (instrument := panel_instrument(coding.get("code"), context)) is not None:
+            return instrument
+    return None
 
 
 def _resource(resource: dict[str, Any], context: Context, prefix: str, full_url: str | None) -> Draft | Rejection:
     kind = resource.get("resourceType")
+    if (panel := _panel_of(resource, context)) is not None:  # outside a Bundle: its members cannot be found
+        return assemble_panel(0, resource, panel, [], context, full_url)
     source: SourceFormat = "fhir-observation" if kind == "Observation" else "fhir-questionnaire-response"
     try:
         if kind == "QuestionnaireResponse":

@@ -38,6 +38,7 @@ class Context:
     definitions: dict[str, dict[str, Any]] = field(default_factory=dict)  # bundled Questionnaires by url
     bundled_responses: set[str] = field(default_factory=set)  # references to the Bundle's responses
     full_urls: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # urn:uuid fullUrl -> resource
+    observations: dict[str, int] = field(default_factory=dict)  # fullUrl or Observation/<id> -> entry index
 
 
 def _objects(value: Any) -> list[dict[str, Any]]:

@@ -7,7 +7,16 @@ import re
 from datetime import datetime
 from typing import Any
 
-from rapport.services.ingest.normalise.fhir.context import Bundled, Context, Invalid, _objects, _submission, read_status
+from rapport.services.ingest.normalise.fhir.answers import NUMERIC
+from rapport.services.ingest.normalise.fhir.context import (
+    LOINC_CODE,
+    Bundled,
+    Context,
+    Invalid,
+    _objects,
+    _submission,
+    read_status,
+)
 from rapport.services.ingest.normalise.fhir.references import PRACTITIONER, _episode, _reference_id, _subject
 from rapport.services.ingest.normalise.fhir.response import _response_id, _submission_id, _temporary_id
 from rapport.services.ingest.normalise.outcome import Draft
@@ -26,18 +35,51 @@ def _relative(reference: str) -> str:
     return "/".join(parts[-2:])
 
 
-def _observation_instrument(resource: dict[str, Any], context: Context,
-                            problems: list[Problem]) -> Instrument | None:
+def _observation_instrument(resource: dict[str, Any], context: Context, problems: list[Problem],
+                            warnings: list[Problem] | None = None) -> Instrument | None:
+    """The instrument whose LOINC total-score code the Observation carries; or, with `warnings`, whose LOINC
+    panel code it carries (a panel with a value and no members states the total in its own value, as the
+    US Core screening-assessment examples do)."""
     code = resource.get("code")
     codings = _objects(code.get("coding")) if isinstance(code, dict) else []
     for coding in codings:
         if isinstance(coding.get("code"), str) and (found := context.registry.by_total_code(coding["code"])):
             return found
+    if warnings is not None:
+        for coding in codings:
+            if (found := panel_instrument(coding.get("code"), context)) is not None:
+                warnings.append(Problem(
+                    field="code.coding", code="panel_value_as_total",
+                    message=f"the Observation carries the {found.id} panel code {coding['code']} with a value and "
+                            "no hasMember: its value is read as the total (a total-only submission, so no "
+                            "critical-item check)",
+                    expected=f"the total under {found.coding.loinc_total}, or the item Observations as hasMember"))
+                return found
     known = ", ".join(f"{i.coding.loinc_total} ({i.id})" for i in context.registry if i.coding.loinc_total)
     problems.append(Problem(
         field="code.coding", code="unknown_instrument" if codings else "missing_field",
         message="the Observation's code is not a known instrument total score" if codings
         else "the Observation has no code.coding", expected=f"a LOINC total-score code: {known}"))
+    return None
+
+
+def panel_instrument(code: Any, context: Context) -> Instrument | None:
+    """The instrument whose LOINC panel code this is (44249-1 -> PHQ-9), if any."""
+    if not isinstance(code, str) or not LOINC_CODE.fullmatch(code):
+        return None
+    found = context.registry.by_questionnaire(code)
+    return found if found is not None and found.coding.loinc_panel == code else None
+
+
+def _performer(resource: dict[str, Any], problems: list[Problem], context: Context) -> str | None:
+    """The clinician: the first Practitioner(Role) performer."""
+    for n, performer in enumerate(_objects(resource.get("performer"))):
+        reference = performer.get("reference")
+        bundled = context.full_urls.get(reference.strip()) if isinstance(reference, str) else None
+        if isinstance(reference, str) and (re.search(r"(?:^|/)(Practitioner|PractitionerRole)/", reference)
+                                           or (bundled is not None and bundled.get("resourceType") in PRACTITIONER)):
+            return _reference_id(performer, f"performer[{n}]", PRACTITIONER, problems, context.full_urls,
+                                 token=True)
     return None
 
 
@@ -52,7 +94,8 @@ def _observed_at(resource: dict[str, Any], now: datetime) -> Any:
     return read_instant(None, "effectiveDateTime", now)
 
 
-def _observation_value(resource: dict[str, Any], problems: list[Problem]) -> float | None:
+def _observation_value(resource: dict[str, Any], problems: list[Problem],
+                       warnings: list[Problem]) -> float | None:
     for key, path in (("valueQuantity", "valueQuantity.value"), ("valueInteger", "valueInteger")):
         if key in resource:
             raw = resource[key]
@@ -61,6 +104,15 @@ def _observation_value(resource: dict[str, Any], problems: list[Problem]) -> flo
                 problems.append(Problem(field=path, code="invalid_fhir", message=f"{path} is not a number",
                                         expected="the total as a JSON number"))
             return value
+    if isinstance(resource.get("valueString"), str):
+        if NUMERIC.fullmatch(resource["valueString"]):
+            warnings.append(Problem(field="valueString", code="total_as_string",
+                                    message="the total is a numeric string; it is read as the number",
+                                    expected="the total in valueQuantity.value or valueInteger"))
+            return float(resource["valueString"])
+        problems.append(Problem(field="valueString", code="not_a_number", message="valueString is not a number",
+                                expected="the total in valueQuantity.value or valueInteger"))
+        return None
     problems.append(Problem(field="valueQuantity", code="missing_field", message="the Observation has no value",
                             expected="the total in valueQuantity.value or valueInteger"))
     return None
@@ -81,23 +133,16 @@ def _observation_id(resource: dict[str, Any], bundle: Bundled, full_url: str | N
 
 def _observation(resource: dict[str, Any], context: Context, full_url: str | None) -> Draft:
     problems: list[Problem] = []
-    instrument = _observation_instrument(resource, context, problems)
+    warnings = _temporary_id(resource, full_url)
+    instrument = _observation_instrument(resource, context, problems, warnings)
     status = read_status(resource, FINAL_OBSERVATION, problems)
-    value = _observation_value(resource, problems)
+    value = _observation_value(resource, problems, warnings)
     client = _subject(resource, problems, context.full_urls)
     _submission_id(resource, problems, full_url)
     observed = _observed_at(resource, context.now)
     if isinstance(observed, Problem):
         problems.append(observed)
-    clinician = None
-    for n, performer in enumerate(_objects(resource.get("performer"))):
-        reference = performer.get("reference")
-        bundled = context.full_urls.get(reference.strip()) if isinstance(reference, str) else None
-        if isinstance(reference, str) and (re.search(r"(?:^|/)(Practitioner|PractitionerRole)/", reference)
-                                           or (bundled is not None and bundled.get("resourceType") in PRACTITIONER)):
-            clinician = _reference_id(performer, f"performer[{n}]", PRACTITIONER, problems, context.full_urls,
-                                      token=True)
-            break
+    clinician = _performer(resource, problems, context)
     for n, source in enumerate(_objects(resource.get("derivedFrom"))):
         reference = source.get("reference")
         if isinstance(reference, str) and (reference in context.bundled_responses
@@ -116,7 +161,7 @@ def _observation(resource: dict[str, Any], context: Context, full_url: str | Non
         instrument, tenant=context.tenant, submission_id=submission_id, client_id=client,
         episode_id=episode, clinician_id=clinician, administered_at=observed, reported_total=value,
         item_level=False, amends=status in ("amended", "corrected"), source_format="fhir-observation",
-        warnings=_temporary_id(resource, full_url),
+        warnings=warnings,
     )
     return Draft(submission)
 
