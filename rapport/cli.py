@@ -265,7 +265,9 @@ def instruments(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
 
     registry = load_registry()
     if as_json:
-        typer.echo(json.dumps([i.model_dump(mode="json") for i in registry], indent=2))
+        typer.echo(json.dumps([i.model_dump(mode="json") | {"alert_scope": i.alert_scope(),
+                                                            "runs_change_rules": i.runs_change_rules}
+                               for i in registry], indent=2))
         return
     typer.echo(f"{'id':<8} {'kind':<9} {'items':>5} {'range':<9} {'licence':<14} {'least sure':<11} title")
     for ins in registry:
@@ -274,13 +276,14 @@ def instruments(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
         typer.echo(f"{ins.id:<8} {ins.kind:<9} {len(ins.scored_items):>5} {f'{low:g}-{high:g}':<9} "
                    f"{ins.licence.status:<14} {mark:<11} {ins.title}")
         for block_name in ("structure", "scoring", "missing", "bands", "caseness", "reliable_change",
-                           "concern_cutoff"):
+                           "concern_cutoff", "purpose"):
             block = getattr(ins, block_name)
             if block is not None:
                 typer.echo(f"{'':<8} {block_name:<16} {block.confidence:<10} sources {', '.join(block.source)}")
         for crit in ins.critical_items:
             typer.echo(f"{'':<8} {'critical item ' + str(crit.item):<16} {crit.confidence:<10} "
                        f"sources {', '.join(crit.source)}")
+        typer.echo(f"{'':<8} {'alert rules':<16} {ins.alert_scope()}")
 
 
 @app.command()

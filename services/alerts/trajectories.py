@@ -33,7 +33,8 @@ def intake_bands(instrument: Instrument) -> list[IntakeBand]:
 
 async def fit_tenant(session: AsyncSession, tenant: str, *, registry: Registry, rules: RuleSet,
                      now: datetime) -> list[TrajectoryFit]:
-    """Fit every outcome instrument of the tenant from the stored scores, and store the fits."""
+    """Fit every outcome instrument of the tenant (screeners excepted) from the stored scores, and store
+    the fits."""
     series: dict[str, list[list[tuple[int, float]]]] = defaultdict(list)
     episode: _Episode | None = None
     async for client, episode_id, document in repository.tenant_scores(session, tenant):
@@ -48,7 +49,7 @@ async def fit_tenant(session: AsyncSession, tenant: str, *, registry: Registry, 
     fitted = []
     for instrument_id, episodes in sorted(series.items()):
         instrument = registry.get(instrument_id)
-        if instrument is None or instrument.kind != "outcome":
+        if instrument is None or not instrument.runs_trajectory_rule:  # alliance measures, screeners
             continue
         fitted.append(fit(episodes, tenant=tenant, instrument=instrument_id, better=instrument.better,
                           bands=intake_bands(instrument), percentile=parameters.percentile.value,

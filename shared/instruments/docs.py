@@ -37,12 +37,15 @@ def render_markdown(registry: Registry) -> str:
         " band's lower bound. Responses are positions on the printed scale; reverse-keyed items are turned"
         " round by scoring. Fixed reliable-change values count at or beyond the value; Jacobson & Truax"
         " values must be exceeded. A critical (risk) item is never prorated: an item-level form without"
-        " an answer to it is refused, whatever the instrument's missing-item rule.",
+        " an answer to it is refused, whatever the instrument's missing-item rule. Change-based alert rules"
+        " (reliable deterioration, possible sudden loss, the not-on-track checkpoint) run only on outcome"
+        " measures with a reliable-change value, and no outcome alert runs on a screener.",
         "",
         "## Instruments",
         "",
-        "| id | title | kind | items | total range | better | licence | least confidence | unverified |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| id | title | kind | items | total range | better | licence | least confidence | unverified |"
+        " change-based alerts |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for ins in instruments:
         low, high = ins.total_range
@@ -50,11 +53,19 @@ def render_markdown(registry: Registry) -> str:
         lines.append(
             f"| [{ins.id}](#{ins.id}) | {_cell(ins.title)} | {ins.kind} | {len(ins.scored_items)} | "
             f"{low:g}–{high:g} | {ins.better} | {LICENCES[ins.licence.status]} | {MARKS[ins.least_confidence]} | "
-            f"{unverified} |"
+            f"{unverified} | {_change_rules(ins)} |"
         )
     for ins in instruments:
         lines += ["", *_section(ins)]
     return "\n".join(lines) + "\n"
+
+
+def _change_rules(ins: Instrument) -> str:
+    if ins.kind != "outcome":
+        return "n/a (alliance)"
+    if ins.screener:
+        return "no (screener)"
+    return "yes" if ins.runs_change_rules else "no (no reliable-change value)"
 
 
 def _section(ins: Instrument) -> list[str]:
@@ -64,6 +75,8 @@ def _section(ins: Instrument) -> list[str]:
         f"## {ins.id}: {ins.title}",
         "",
         f"Version {ins.version}; {ins.kind}; total {low:g}–{high:g}; {ins.better} is better.",
+        "",
+        f"Alert rules: {ins.alert_scope()}.",
         "",
         "| parameter | value | confidence | sources |",
         "|---|---|---|---|",
@@ -133,6 +146,8 @@ def _rows(ins: Instrument) -> list[Row]:
     if ins.concern_cutoff is not None:
         rows.append(("alliance concern", f"< {ins.concern_cutoff.value:g}", ins.concern_cutoff,
                      ins.concern_cutoff.source, ins.concern_cutoff.confidence))
+    if (purpose := ins.purpose) is not None:
+        rows.append(("purpose", purpose.use, purpose, purpose.source, purpose.confidence))
     return rows
 
 

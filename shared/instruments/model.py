@@ -155,6 +155,16 @@ class CriticalItem(Sourced):
     label: str
 
 
+class Purpose(Sourced):
+    """What an instrument is for. A screener says whether to assess further, not how a client changes
+    during treatment, so it drives no outcome alerts (critical items still fire, where it has any)."""
+
+    use: Literal["screening", "monitoring"]
+
+
+CHANGE_RULES = "reliable deterioration, possible sudden loss, the not-on-track checkpoint"
+
+
 class Coding(Frozen):
     """Codes that identify the instrument in FHIR: LOINC panel and total-score codes, canonical URLs."""
 
@@ -199,6 +209,7 @@ class Instrument(Frozen):
     concern_cutoff: Cutoff | None = Field(
         default=None, description="alliance: a total below this is a possible alliance problem"
     )
+    purpose: Purpose | None = Field(default=None, description="absent: a measure for monitoring change")
     sources: dict[str, Source]
     notes: list[str] = Field(default_factory=list)
 
@@ -231,9 +242,42 @@ class Instrument(Frozen):
     def sourced_blocks(self) -> list[Sourced]:
         blocks: list[Sourced | None] = [
             self.licence, self.structure, self.scoring, self.missing, self.bands, self.caseness,
-            self.reliable_change, self.concern_cutoff, *self.critical_items,
+            self.reliable_change, self.concern_cutoff, self.purpose, *self.critical_items,
         ]
         return [b for b in blocks if b is not None]
+
+    @property
+    def screener(self) -> bool:
+        return self.purpose is not None and self.purpose.use == "screening"
+
+    @property
+    def runs_change_rules(self) -> bool:
+        """Change-based outcome alerts (CHANGE_RULES) need a reliable-change value: without one no
+        improvement counts as reliable, so 'no reliable improvement by session 6' would always hold.
+        A screener runs none."""
+        return self.kind == "outcome" and self.reliable_change is not None and not self.screener
+
+    @property
+    def runs_trajectory_rule(self) -> bool:
+        """The expected-trajectory rule compares scores with the clinic's own clients; not on a screener."""
+        return self.kind == "outcome" and not self.screener
+
+    def alert_scope(self) -> str:
+        """Which alert rules can run on this instrument, and why the others cannot, in one line."""
+        risk = f"critical item {', '.join(str(c.item) for c in self.critical_items)}" if self.critical_items else ""
+        if self.kind == "alliance":
+            return ", ".join(filter(None, [risk, "alliance rupture and repair"]))
+        if self.screener:
+            return (f"{risk or 'no alerts'}: a screener drives no outcome alerts "
+                    f"({CHANGE_RULES}, expected trajectory do not run)")
+        runs = [risk]
+        if self.runs_change_rules:
+            runs.append(CHANGE_RULES)
+        runs.append("expected trajectory once fitted")
+        scope = ", ".join(filter(None, runs))
+        if not self.runs_change_rules:
+            scope += f"; not run: {CHANGE_RULES} (no reliable-change value)"
+        return scope
 
     @property
     def scored_items(self) -> list[Item]:

@@ -9,8 +9,12 @@ import pytest
 
 from rapport.services.alerts.rules import AlertKey, EpisodeState, Evaluation, evaluate, load_ruleset
 from rapport.services.alerts.rules.ruleset import Parameter
+from rapport.services.alerts.rules.trajectory import IntakeBand, TrajectoryFit, fit
+from rapport.services.scoring.domain import change
+from rapport.services.scoring.domain import score as score_of
 from rapport.shared.contracts.alert import Alert, AlertTransition, Notification
 from rapport.shared.contracts.score import ChangeFromBaseline, CriticalItemFinding, ScoreComputed, Scored
+from rapport.shared.instruments import load_registry
 
 RULES = load_ruleset()
 T0 = datetime(2026, 2, 2, 9, tzinfo=UTC)
@@ -65,6 +69,28 @@ def phq9(total: float, session: int, *, baseline: float | None = None, previous:
         clinician_id="clin-07", administered_at=_at(session), session_number=session if numbered else None,
         score=scored, change=change, parameters={"reliable_change": 6, "caseness_cutoff": 10},
     )
+
+
+def scored(instrument_id: str, totals: list[float], client: str) -> list[ScoreComputed]:
+    """A client's series through the real registry and scoring functions, as the scoring service sends
+    it (total-only, which these instruments without critical items score the same as item-level)."""
+    instrument = load_registry().get(instrument_id)
+    assert instrument is not None and not instrument.critical_items
+    parameters: dict[str, str | float | None] = {}
+    if instrument.caseness:
+        parameters["caseness_cutoff"] = instrument.caseness.value
+    if instrument.reliable_change:
+        parameters["reliable_change"] = round(instrument.reliable_change.points(), 2)
+    out = []
+    for i, total in enumerate(totals):
+        movement = None if i == 0 else change(instrument, baseline_total=totals[0], baseline_at=_at(1),
+                                              previous_total=totals[i - 1], current_total=total)
+        out.append(ScoreComputed(
+            tenant="clinic-a", submission_id=f"{instrument_id}-{client}-{i + 1}", revision=1, client_id=client,
+            episode_id=f"ep-{client}", clinician_id="clin-07", administered_at=_at(i + 1), session_number=i + 1,
+            score=score_of(instrument, {}, reported_total=total, item_level=False), change=movement,
+            parameters=parameters))
+    return out
 
 
 def phq9_series(totals: list[float], first_session: int = 1) -> list[ScoreComputed]:
@@ -400,3 +426,58 @@ def test_every_rule_and_parameter_carries_sources_and_a_confidence() -> None:
     assert p.repair_within_sessions.confidence == "proposal" and p.drop_points.value == {"srs": 1.0}
     assert RULES.not_on_track.parameters.at_risk_session.confidence == "proposal"
     assert RULES.alliance_rupture.drop_points("waisr:bond") == p.drop_points_default.value
+
+
+# --- change-based rules only where change can be reliable; screeners drive no outcome alerts --------
+
+
+def test_kim_s_k10_falls_from_45_to_21_by_session_6_and_is_not_called_not_on_track() -> None:
+    """Kim (synthetic) starts at K10 45 and is at 21 by session 6, still above the caseness cutoff 20.
+    K10 has no reliable-change value, so no improvement can count as reliable: the checkpoint rule
+    used to call Kim 'not on track'. It does not run on K10 now; neither does reliable deterioration,
+    even when Kim's score climbs back to 45 at session 9. Only the expected trajectory could speak."""
+    episode = Episode()
+    episode.give_all(scored("k10", [45, 40, 34, 30, 25, 21], "client-kim"))
+    assert episode.log == []
+    episode.give_all(scored("k10", [45, 40, 34, 30, 25, 21, 35, 40, 45], "client-kim")[6:])
+    assert episode.log == []
+    k10 = load_registry().get("k10")
+    assert k10 is not None and not k10.runs_change_rules and "no reliable-change value" in k10.alert_scope()
+
+
+@pytest.mark.parametrize("screener", ["phq2", "gad2"])
+def test_lee_s_screener_scores_drive_no_outcome_alert(screener: str) -> None:
+    """Lee (synthetic) fills in a two-item screener every week: 6, 6, 6, 6, 6, 6, 6, 6, 6 (in the
+    clinical range, never improving), then 0 and 6 again. A screener says whether to assess further,
+    not how Lee is changing: no not_on_track, no deterioration, no sudden loss, and no expected-trajectory
+    alert even with a fit that Lee is far beyond."""
+    totals = [6, 6, 6, 6, 6, 6, 6, 6, 6, 0, 6]
+    series = scored(screener, totals, "client-lee")
+    fits = {screener: _fit_everyone_recovers(screener)}
+    state, log = None, []
+    for s in series:
+        result = evaluate(state, s, {}, rules=RULES, now=NOW, trajectories=fits)
+        state, log = result.state, log + result.transitions
+    assert log == []
+    instrument = load_registry().get(screener)
+    assert instrument is not None and instrument.screener and not instrument.runs_trajectory_rule
+
+
+def _fit_everyone_recovers(instrument_id: str) -> TrajectoryFit:
+    series = [[(1, 6.0), *((k, 0.0) for k in range(2, 12))] for _ in range(30)]
+    return fit(series, tenant="clinic-a", instrument=instrument_id, better="lower",
+               bands=[IntakeBand(label="all", min=0)], percentile=0.9, min_episodes=20, max_session=20,
+               fitted_at=NOW)
+
+
+def test_pat_s_pcl5_rise_from_40_to_46_raises_nothing_and_to_55_is_reliable_deterioration() -> None:
+    """Pat (synthetic), PCL-5: 40 at intake, 46 at session 2 (was a 'high' reliable deterioration with the
+    DSM-IV PCL's 5 points). With the PCL-5's 15 nothing is raised; at 55 (session 3, +15 from baseline)
+    Pat has reliably deteriorated."""
+    series = scored("pcl5", [40, 46, 55], "client-pat")
+    episode = Episode()
+    episode.give_all(series[:2])
+    assert episode.log == []
+    raised = only(episode.give(series[2]))
+    assert raised.alert.kind == "reliable_deterioration" and raised.alert.severity == "high"
+    assert raised.alert.evidence[-1].values["reliable_change"] == 15

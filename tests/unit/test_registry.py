@@ -234,6 +234,34 @@ def test_instruments_without_a_published_reliable_change_have_none() -> None:
         assert shipped(instrument_id).reliable_change is None, instrument_id
 
 
+def test_change_based_rules_run_only_with_a_reliable_change_value_and_never_on_a_screener() -> None:
+    assert [i.id for i in REGISTRY if i.runs_change_rules] == ["core10", "gad7", "ors", "pcl5", "phq9"]
+    assert [i.id for i in REGISTRY if i.screener] == ["gad2", "phq2"]
+    for screener in ("phq2", "gad2"):
+        purpose = shipped(screener).purpose
+        assert purpose is not None and purpose.source and purpose.confidence == "verified"
+
+
+def test_rapport_instruments_says_which_alert_rules_run() -> None:
+    from typer.testing import CliRunner
+
+    from rapport.cli import app
+
+    result = CliRunner().invoke(app, ["instruments"])
+    assert result.exit_code == 0
+    by_id: dict[str, list[str]] = {}
+    current = ""
+    for line in result.output.splitlines()[1:]:
+        if not line.startswith(" "):
+            current = line.split()[0]
+        by_id.setdefault(current, []).append(line)
+    k10 = " ".join(by_id["k10"])
+    assert "not run: reliable deterioration, possible sudden loss, the not-on-track checkpoint" in k10
+    assert "(no reliable-change value)" in k10
+    assert "a screener drives no outcome alerts" in " ".join(by_id["phq2"])
+    assert "critical item 9" in " ".join(by_id["phq9"])
+
+
 def test_waisr_scores_goal_task_and_bond_from_the_published_item_map() -> None:
     waisr = shipped("waisr")
     assert {s.id: s.items for s in waisr.subscales} == {

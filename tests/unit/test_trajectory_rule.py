@@ -85,7 +85,7 @@ def test_a_client_slower_than_90_percent_of_the_clinics_moderate_intakes_is_not_
     assert found.values["intake_band"] == "moderate" and found.values["status"] == "off trajectory"
     assert found.summary.startswith("Off the expected trajectory on PHQ-9 at session 3: 13")
     told = off.notifications[0].evidence
-    assert "expected" in told and "Rule expected_trajectory v1" in told
+    assert "expected" in told and f"Rule expected_trajectory v{RULES.expected_trajectory.version}" in told
 
     opened = {AlertKey.of(raised.alert): raised.alert}
     back = evaluate(off.state, phq9(8, 4, baseline=12, previous=13), opened, rules=RULES, now=NOW,

@@ -17,6 +17,7 @@ from rapport.services.alerts.rules.ruleset import Rule, RuleSet
 from rapport.services.alerts.rules.state import AlertKey, EpisodeState, Rupture, SuddenLoss
 from rapport.shared.contracts.alert import Evidence, Resolution, Severity
 from rapport.shared.contracts.score import ScoreComputed
+from rapport.shared.instruments import Instrument, Registry, load_registry
 
 if TYPE_CHECKING:
     from rapport.services.alerts.rules.trajectory import TrajectoryFit
@@ -34,6 +35,23 @@ class Context:
     rules: RuleSet
     session: int  # this score's session number in the episode
     trajectories: Mapping[str, TrajectoryFit] = field(default_factory=dict)  # by instrument, for the tenant
+    instruments: Registry = field(default_factory=load_registry)  # what each instrument is for, its grading
+
+    def instrument(self, instrument_id: str) -> Instrument | None:
+        return self.instruments.get(instrument_id)
+
+    def runs_change_rules(self, score: ScoreComputed) -> bool:
+        """Reliable deterioration, sudden loss and the checkpoint need a reliable-change value (the one
+        scoring used, in the score's change) and an instrument that is not a screener."""
+        instrument = self.instrument(score.score.instrument)
+        if (instrument is not None and instrument.screener) or score.change is None:
+            return False
+        return score.change.reliable_change_value is not None or number(score.parameters.get("reliable_change")) \
+            is not None
+
+    def runs_trajectory_rule(self, score: ScoreComputed) -> bool:
+        instrument = self.instrument(score.score.instrument)
+        return instrument is None or instrument.runs_trajectory_rule
 
 
 @dataclass(frozen=True)

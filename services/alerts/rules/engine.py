@@ -55,6 +55,7 @@ from rapport.services.alerts.rules.state import AlertKey, EpisodeState, Rupture,
 from rapport.services.alerts.rules.trajectory import NO_TRAJECTORIES, ExpectedTrajectory, TrajectoryFit
 from rapport.shared.contracts.alert import Alert, AlertTransition, Evidence, Notification
 from rapport.shared.contracts.score import ScoreComputed
+from rapport.shared.instruments import Registry, load_registry
 
 CHECKS: tuple[Check, ...] = (CriticalItems(), AllianceRuptures(), ReliableDeteriorations(), NotOnTrackCheckpoints(),
                              ExpectedTrajectory())
@@ -70,16 +71,20 @@ class Evaluation:
 
 def evaluate(state: EpisodeState | None, score: ScoreComputed, open_alerts: Mapping[AlertKey, Alert], *,
              rules: RuleSet, now: datetime, checks: Sequence[Check] = CHECKS,
-             trajectories: Mapping[str, TrajectoryFit] = NO_TRAJECTORIES) -> Evaluation:
+             trajectories: Mapping[str, TrajectoryFit] = NO_TRAJECTORIES,
+             registry: Registry | None = None) -> Evaluation:
     """Evaluate one score of an episode, in administration order, against its open alerts.
 
-    `trajectories`: the tenant's expected-trajectory fits by instrument (none: checkpoints only)."""
+    `trajectories`: the tenant's expected-trajectory fits by instrument (none: checkpoints only).
+    `registry`: the instrument registry the rules read what an instrument is for (screeners) and its
+    critical items' grading from; the shipped one when not given."""
     open_now = {AlertKey.of(a): a for a in open_alerts.values() if a.status != "resolved"}
     before = _followed_only(state or EpisodeState(latest_at=score.administered_at), open_now)
     day = score.administered_at.date()
     new_session = before.last_session_day is None or day > before.last_session_day
     sessions = before.sessions + (1 if new_session else 0)
-    context = Context(rules, score.session_number if score.session_number is not None else sessions, trajectories)
+    context = Context(rules, score.session_number if score.session_number is not None else sessions, trajectories,
+                      registry or load_registry())
     verdicts = [check.judge(score, before, context) for check in checks]
     findings = _by_key(f for v in verdicts for f in v.findings)
     clearings: dict[AlertKey, Clearing] = {c.key: c for v in verdicts for c in v.clearings if c.key not in findings}
@@ -260,7 +265,7 @@ class Replayed:
 
 
 def replay(scores: Sequence[ScoreComputed], *, rules: RuleSet, now: datetime, checks: Sequence[Check] = CHECKS,
-           trajectories: Mapping[str, TrajectoryFit] = NO_TRAJECTORIES) -> Replayed:
+           trajectories: Mapping[str, TrajectoryFit] = NO_TRAJECTORIES, registry: Registry | None = None) -> Replayed:
     """Fold `evaluate` over the episode's scores in administration order from an empty state.
 
     The latest revision of each submission counts. Clinicians' commands are not replayed: they
@@ -273,7 +278,7 @@ def replay(scores: Sequence[ScoreComputed], *, rules: RuleSet, now: datetime, ch
     open_alerts: dict[AlertKey, Alert] = {}
     for score in sorted(latest.values(), key=lambda s: (s.administered_at, s.submission_id)):
         evaluation = evaluate(result.state, score, open_alerts, rules=rules, now=now, checks=checks,
-                              trajectories=trajectories)
+                              trajectories=trajectories, registry=registry)
         result.state = evaluation.state
         result.transitions += evaluation.transitions
         for t in evaluation.transitions:

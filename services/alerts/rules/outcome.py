@@ -17,11 +17,16 @@ class ReliableDeteriorations:
     pre-loss score, (3) the mean of up to 3 sessions before differs from the mean of 3 after. At the
     time of the loss the sessions after it have not happened, so only (1) and (2) are checked and the
     loss is called 'possible'. It keeps the alert open only while the score stays worse than the
-    pre-loss score by the reliable-change value, a rough stand-in for (3)."""
+    pre-loss score by the reliable-change value, a rough stand-in for (3). As in the standard criteria
+    (`suddengains`: identify_sg_1to2 = FALSE [R81]), the step from the episode's first score to its
+    second is not a sudden loss unless `sudden_loss_first_interval` says so.
+
+    Runs only where change can be reliable (`Context.runs_change_rules`): not on an instrument without a
+    reliable-change value, nor on a screener."""
 
     def judge(self, score: ScoreComputed, before: EpisodeState, context: Context) -> Verdict:
         change = score.change
-        if score.score.kind != "outcome" or change is None:
+        if score.score.kind != "outcome" or change is None or not context.runs_change_rules(score):
             return Verdict()
         rule = context.rules.reliable_deterioration
         instrument = score.score.instrument
@@ -31,10 +36,13 @@ class ReliableDeteriorations:
         worse_by = 1.0 if score.score.better == "lower" else -1.0  # a worsening is positive
         rcv = change.reliable_change_value if change.reliable_change_value is not None else number(
             score.parameters.get("reliable_change"))
-        previous = before.series_of(instrument).previous
+        series = before.series_of(instrument)
+        previous = series.previous
         deteriorated = change.reliable == "deteriorated"
         loss: SuddenLoss | None = None
-        if rcv is not None and previous is not None:
+        # series.count scores came before this one: 1 means the step from the first score to the second
+        first_interval = series.count < 2 and not rule.parameters.sudden_loss_first_interval.value
+        if rcv is not None and previous is not None and not first_interval:
             worsening = (total - previous) * worse_by
             fraction = rule.parameters.sudden_loss_fraction.value
             if worsening >= rcv and worsening >= fraction * abs(previous):
@@ -68,11 +76,16 @@ class ReliableDeteriorations:
 class NotOnTrackCheckpoints:
     """Still in the clinical range with no reliable improvement by session N ('at risk') or M
     ('stalled'), after the PCOMS checkpoint windows [R33]. The rational fallback of anchors §3.3 (a);
-    an expected-trajectory check would be another Check producing the same alert kind."""
+    an expected-trajectory check would be another Check producing the same alert kind.
+
+    Only where improvement can be reliable (`Context.runs_change_rules`): without a reliable-change
+    value (K10) no improvement ever counts, so the rule would fire on every client still in the
+    clinical range, however far they had come (45 -> 21). It says nothing there, nor on a screener."""
 
     def judge(self, score: ScoreComputed, before: EpisodeState, context: Context) -> Verdict:
         change = score.change
-        if score.score.kind != "outcome" or change is None or score.score.caseness is None:
+        if score.score.kind != "outcome" or change is None or score.score.caseness is None \
+                or not context.runs_change_rules(score):
             return Verdict()
         rule = context.rules.not_on_track
         instrument = score.score.instrument

@@ -104,6 +104,7 @@ class DeteriorationParameters(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     sudden_loss_fraction: Parameter[float]
+    sudden_loss_first_interval: Parameter[bool]
 
 
 class ReliableDeterioration(Rule):

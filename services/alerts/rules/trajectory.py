@@ -138,7 +138,8 @@ class ExpectedTrajectory:
     def judge(self, score: ScoreComputed, before: EpisodeState, context: Context) -> Verdict:
         change = score.change
         trajectory = context.trajectories.get(score.score.instrument)
-        if score.score.kind != "outcome" or change is None or trajectory is None:
+        if score.score.kind != "outcome" or change is None or trajectory is None \
+                or not context.runs_trajectory_rule(score):  # a screener: a fit stored before it was one
             return Verdict()
         cell = trajectory.cell(change.baseline_total, context.session)
         if cell is None:
