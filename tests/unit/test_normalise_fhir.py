@@ -133,8 +133,19 @@ def test_registry_aliases_name_items_case_insensitively() -> None:
 
 def test_descriptive_link_ids_without_a_tenant_map_are_rejected_item_by_item() -> None:
     rejection = rejected("qr-linkid-descriptive", mapping=None)
-    assert codes(rejection) == [("unmapped_link_id", f"item[{n}].linkId") for n in range(9)]
+    unmapped = [("unmapped_link_id", f"item[{n}].linkId") for n in range(9)]
+    assert codes(rejection) == [*unmapped, ("link_ids_read", "item")]
     assert rejection.submission_id == "qr-0009"
+    summary = rejection.problems[-1]
+    assert summary.message == "phq9: no item read; 9 answered linkIds read as no item; items without an answer: 1-9"
+    assert "this tenant's linkId map for phq9" in (summary.expected or "")
+
+
+def test_an_unmapped_linkid_beside_mapped_ones_says_which_linkids_were_read_as_which_items() -> None:
+    rejection = rejected("qr-unmapped-linkid")
+    assert codes(rejection) == [("unmapped_link_id", "item[9].linkId"), ("link_ids_read", "item")]
+    assert rejection.problems[-1].message.startswith("phq9: '44250-9'→1, '44255-8'→2")
+    assert "44250-9 for item 1" in (rejection.problems[0].expected or "")
 
 
 # --- answer conventions ----------------------------------------------------------------------------
@@ -377,7 +388,6 @@ def test_header_problems_are_reported_together() -> None:
     ("qr-item-not-list", "invalid_fhir", "item"),
     ("qr-answer-wrong-type", "invalid_fhir", "item[0].answer[0].valueInteger"),
     ("qr-answer-unscorable-code", "unscorable_answer", "item[0].answer[0].valueCoding"),
-    ("qr-unmapped-linkid", "unmapped_link_id", "item[9].linkId"),
     ("qr-duplicate-item", "duplicate_item", "item[9].linkId"),
     ("dstu2-questionnaire-answers", "not_fhir_r4", "resourceType"),
     ("resource-patient", "unsupported_resource", "resourceType"),

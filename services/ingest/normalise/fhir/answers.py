@@ -121,8 +121,9 @@ class ItemNames:
     def what_works(self) -> str:
         """What clinic IT can send instead, in its own terms."""
         instrument = self.instrument
-        codes = [i.loinc for i in instrument.items if i.loinc]
-        loinc = f"LOINC item codes ({codes[0]} for item 1 ... {codes[-1]}), " if codes else ""
+        coded = [i for i in instrument.items if i.loinc]
+        loinc = f"LOINC item codes ({coded[0].loinc} for item {coded[0].number} ... {coded[-1].loinc} for item " \
+                f"{coded[-1].number}), " if coded else ""
         return (f"{loinc}positional names (q1, {instrument.id}-1 ... {instrument.id}-{len(instrument.items)}), "
                 f"or this linkId in this tenant's linkId map for {instrument.id}")
 

@@ -61,21 +61,22 @@ class Candidate:
     def summary(self) -> str:
         """`items 1-9 by LOINC code`: which items matched and by which conventions."""
         hows = sorted({how for _, _, how in self.read})
-        return f"items {_numbers(sorted(self.items))} by {' and '.join(hows)}" if self.read else "no items"
+        return f"items {number_ranges(sorted(self.items))} by {' and '.join(hows)}" if self.read else "no items"
 
     def account(self) -> str:
         """What matched and what did not, in clinic IT's terms (codes and numbers only, never free text)."""
         parts = [f"{self.instrument.id}: {self.summary()}"]
         if self.read:
-            parts.append(", ".join(f"{_linkid(link)}→{n}" for link, n, _ in self.read[:6])
+            parts.append(", ".join(f"{shown_link_id(link)}→{n}" for link, n, _ in self.read[:6])
                          + (", ..." if len(self.read) > 6 else ""))
         if self.missing:
-            parts.append("no answer for items " + _numbers(self.missing))
+            parts.append("no answer for items " + number_ranges(self.missing))
         if self.unread:
+            more = ", ..." if len(self.unread) > 4 else ""
             parts.append(f"{len(self.unread)} answered linkIds not its items: "
-                         + ", ".join(_linkid(u) for u in self.unread[:4]) + (", ..." if len(self.unread) > 4 else ""))
+                         + ", ".join(shown_link_id(u) for u in self.unread[:4]) + more)
         if self.twice:
-            parts.append("items named twice: " + _numbers(self.twice))
+            parts.append("items named twice: " + number_ranges(self.twice))
         return "; ".join(parts)
 
 
@@ -127,7 +128,7 @@ def infer(items: Any, registry: Registry, mapping: TenantMapping, canonical: str
 
 def _candidate_problem(candidate: Candidate) -> Problem:
     instrument = candidate.instrument
-    scored = _numbers([i.number for i in instrument.scored_items])
+    scored = number_ranges([i.number for i in instrument.scored_items])
     return Problem(field="item", code="instrument_candidate", message=candidate.account(),
                    expected=f"every scored item of {instrument.id} ({scored}) under linkIds that name it and no "
                             f"other answered linkIds, or this tenant's questionnaire map naming {instrument.id}")
@@ -205,11 +206,11 @@ def _prefix_names(link_id: str, named_by: dict[str, set[str]]) -> set[str]:
     return found
 
 
-def _linkid(link_id: str) -> str:
+def shown_link_id(link_id: str) -> str:
     return repr(link_id) if CODE_LIKE.fullmatch(link_id) else "(linkId not shown)"
 
 
-def _numbers(numbers: list[int]) -> str:
+def number_ranges(numbers: list[int]) -> str:
     """[1, 2, 3, 5] -> '1-3, 5'."""
     runs: list[list[int]] = []
     for n in sorted(set(numbers)):

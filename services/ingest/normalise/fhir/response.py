@@ -14,9 +14,9 @@ from rapport.services.ingest.normalise.fhir.context import (
     _submission,
     read_status,
 )
-from rapport.services.ingest.normalise.fhir.inference import infer
+from rapport.services.ingest.normalise.fhir.inference import infer, number_ranges, shown_link_id
 from rapport.services.ingest.normalise.fhir.references import _clinician, _episode, _subject
-from rapport.services.ingest.normalise.outcome import Draft
+from rapport.services.ingest.normalise.outcome import MAX_PROBLEMS, Draft
 from rapport.services.ingest.normalise.reading import check_id, read_instant, readable_id, shown
 from rapport.shared.contracts.problems import Problem
 from rapport.shared.instruments import Instrument
@@ -93,6 +93,8 @@ def _questionnaire_response(resource: dict[str, Any], context: Context, full_url
         reading = _Responses(instrument, context.mapping, _option_weights(definitions))
         reading.walk(resource.get("item"), "item", 0)
         problems += reading.problems
+        if reading.unread and len(problems) < MAX_PROBLEMS:  # beyond that the rejection is cut anyway
+            problems.append(_what_was_read(instrument, reading))
     if problems or reading is None or isinstance(authored, Problem):
         raise Invalid(problems, instrument)
     assert submission_id is not None and client is not None and instrument is not None
@@ -176,3 +178,15 @@ def _resolve(key: str, context: Context) -> Instrument | Problem | None:
         found = context.registry.by_questionnaire(last)
     return found
 
+
+
+def _what_was_read(instrument: Instrument, reading: _Responses) -> Problem:
+    """One line for clinic IT beside the unmapped linkIds: what was read as which item, what was not."""
+    read = {number for _, number in reading.read}
+    missing = [i.number for i in instrument.scored_items if i.number not in read]
+    parts = [f"{instrument.id}: " + (", ".join(f"{shown_link_id(link)}→{n}" for link, n in reading.read[:8])
+                                     + (", ..." if len(reading.read) > 8 else "") if reading.read else "no item read")]
+    parts.append(f"{len(reading.unread)} answered linkIds read as no item")
+    if missing:
+        parts.append("items without an answer: " + number_ranges(missing))
+    return Problem(field="item", code="link_ids_read", message="; ".join(parts), expected=reading.names.what_works())
