@@ -21,8 +21,13 @@ an unresolved one is ignored as any other basedOn.
 **Instrument**, first match wins: the tenant's questionnaire map (canonical with or without
 `|version`); the registry's canonicals and LOINC panels (`http://loinc.org/q/44249-1`); any canonical
 whose last path segment is a LOINC panel code; for `questionnaire: "#id"` the contained
-Questionnaire's url, identifiers and codes; then `meta.tag` codes. A Reference object (STU3 style) is
+Questionnaire's url, identifiers and codes; then `meta.tag` codes; then, when none of these names one,
+the items themselves (fhir/inference.py: exactly one instrument whose items the linkIds match exactly,
+with the warning `instrument_inferred`; never a guess between two). A Reference object (STU3 style) is
 refused as `not_fhir_r4`.
+
+**Observation panels** in a Bundle (an instrument's LOINC panel code with `hasMember` item Observations)
+are one item-level submission, see fhir/panel.py.
 
 **linkId -> item number**, first match wins:
 1. the tenant's linkId map for the instrument (descriptive names, opaque ids);
