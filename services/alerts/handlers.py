@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from rapport.services.alerts import repository
 from rapport.services.alerts.repository import EpisodeKey
@@ -43,6 +42,7 @@ from rapport.shared.messaging.consumer import Inbound
 from rapport.shared.messaging.publish import cloud_event
 from rapport.shared.messaging.retry import PoisonMessage
 from rapport.shared.metrics import alert_transitions
+from rapport.shared.unit_of_work import SessionUnitOfWork
 
 SERVICE = "alerts"
 SCORE_COMPUTED = event_type("score", "computed")
@@ -63,7 +63,8 @@ class Alerting:
     registry: Registry
     trajectories: TrajectoryFits = field(default_factory=TrajectoryFits)
 
-    async def __call__(self, session: AsyncSession, messages: Sequence[Inbound], now: datetime) -> list[Outgoing]:
+    async def __call__(self, uow: SessionUnitOfWork, messages: Sequence[Inbound]) -> None:
+        session, now = uow.session, uow.now
         scores = [self._parse(m) for m in messages]
         by_episode: dict[EpisodeKey, list[ScoreComputed]] = defaultdict(list)
         for score in scores:
@@ -111,7 +112,9 @@ class Alerting:
         await repository.save_episodes(session, saved)
         transition_events = [e for e in events if e.subject.split(".")[2] == "alert"]
         await repository.record(session, changes, [e.event_id for e in transition_events])
-        return events
+        uow.publish(events)
+        for change in changes:
+            uow.after_commit(alert_transitions.labels(change.alert.tenant, change.alert.kind, change.transition).inc)
 
 
     def _parse(self, message: Inbound) -> ScoreComputed:
@@ -155,7 +158,6 @@ def _events(score: ScoreComputed, changes: Sequence[AlertTransition]) -> list[Ou
     """Each transition, its notification where one is warranted, then evaluation.completed."""
     events: list[Outgoing] = []
     for change in changes:
-        alert_transitions.labels(change.alert.tenant, change.alert.kind, change.transition).inc()
         events.append(_transition_event(change, score.submission_id))
         if (notification := _notification_event(change, events[-1])) is not None:
             events.append(notification)
@@ -177,7 +179,8 @@ def _events(score: ScoreComputed, changes: Sequence[AlertTransition]) -> list[Ou
 class AlertCommands:
     """acknowledge / resolve from clinicians, on rapport.<tenant>.in.alert-commands."""
 
-    async def __call__(self, session: AsyncSession, messages: Sequence[Inbound], now: datetime) -> list[Outgoing]:
+    async def __call__(self, uow: SessionUnitOfWork, messages: Sequence[Inbound]) -> None:
+        session, now = uow.session, uow.now
         events: list[Outgoing] = []
         for message in messages:
             try:
@@ -195,9 +198,9 @@ class AlertCommands:
                 continue
             event = _transition_event(outcome, command.command_id)
             await repository.record(session, [outcome], [event.event_id])
-            alert_transitions.labels(alert.tenant, alert.kind, outcome.transition).inc()
+            uow.after_commit(alert_transitions.labels(alert.tenant, alert.kind, outcome.transition).inc)
             events.append(event)
-        return events
+        uow.publish(events)
 
 
 def _notification_event(change: AlertTransition, transition_event: Outgoing) -> Outgoing | None:

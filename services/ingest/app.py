@@ -6,6 +6,7 @@ from faststream.asgi import AsgiFastStream
 
 from rapport.services.ingest.handlers import SERVICE, Ingest
 from rapport.services.ingest.models import inbox, outbox
+from rapport.services.ingest.unit_of_work import IngestUnitOfWork
 from rapport.shared.contracts.submission import SubmissionAccepted, SubmissionRejected
 from rapport.shared.instruments import load_registry
 from rapport.shared.messaging import subjects
@@ -16,7 +17,7 @@ from rapport.shared.settings import Settings
 def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFastStream]:
     runtime = ServiceRuntime(SERVICE, settings, broker_url, inbox=inbox, outbox=outbox)
     runtime.subscribe(
-        subjects.INBOUND_SUBMISSIONS, "ingest-v2", Ingest(load_registry(), settings),
+        subjects.INBOUND_SUBMISSIONS, "ingest-v2", Ingest(load_registry(), settings), unit_of_work=IngestUnitOfWork.on,
         description="FHIR R4 QuestionnaireResponse, Bundle, Observation, or native JSON submissions",
     )
     runtime.publishes("rapport.{tenant}.submission.accepted", SubmissionAccepted,

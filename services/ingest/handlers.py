@@ -6,11 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from rapport.services.ingest import repository
 from rapport.services.ingest.admission import Admission, admit
 from rapport.services.ingest.normalise import Rejection, TenantMapping, normalise
+from rapport.services.ingest.unit_of_work import IngestUnitOfWork
 from rapport.shared.contracts.submission import Submission, SubmissionAccepted, SubmissionRejected
 from rapport.shared.db.delivery import Outgoing
 from rapport.shared.instruments import Registry
@@ -31,26 +29,27 @@ class Ingest:
     settings: Settings
     mappings: dict[str, TenantMapping] = field(default_factory=dict)
 
-    async def __call__(self, session: AsyncSession, messages: Sequence[Inbound], now: datetime) -> list[Outgoing]:
-        answers = [(m, self._normalise(m, now)) for m in messages]
+    async def __call__(self, uow: IngestUnitOfWork, messages: Sequence[Inbound]) -> None:
+        answers = [(m, self._normalise(m, uow.now)) for m in messages]
         valid = [s for _, results in answers for s in results if isinstance(s, Submission)]
-        stored = await repository.load_stored(session, [(s.tenant, s.submission_id) for s in valid])
+        stored = await uow.submissions.load_stored([(s.tenant, s.submission_id) for s in valid])
         admitted: list[tuple[Submission, Admission]] = []
-        events: list[Outgoing] = []
         for message, results in answers:
             for n, result in enumerate(results):
                 part = Part(n + 1, len(results))
                 if isinstance(result, Rejection):
-                    events.append(_rejected(message, part, result, self.registry))
+                    uow.publish([_rejected(message, part, result)])
+                    instrument = _instrument_label(result, self.registry)
+                    uow.after_commit(submissions.labels(message.tenant, instrument, "rejected").inc)
                     continue
                 key = (result.tenant, result.submission_id)
                 admission = admit(result, stored.get(key))
                 stored[key] = (admission.revision, admission.content_hash)
                 if admission.changes_anything:
                     admitted.append((result, admission))
-                events.append(_accepted(message, part, result, admission))
-        await repository.save(session, admitted, now)
-        return events
+                uow.publish([_accepted(message, part, result, admission)])
+                uow.after_commit(submissions.labels(result.tenant, result.instrument, "accepted").inc)
+        await uow.submissions.save(admitted, uow.now)
 
 
     def _normalise(self, message: Inbound, now: datetime) -> list[Submission | Rejection]:
@@ -72,8 +71,12 @@ class Part:
     of: int
 
 
+def _instrument_label(rejection: Rejection, registry: Registry) -> str:
+    # A metric label: a registry instrument id or "unknown", never text from the input (cardinality, PHI).
+    return rejection.instrument if rejection.instrument is not None and rejection.instrument in registry else "unknown"
+
+
 def _accepted(message: Inbound, part: Part, submission: Submission, admission: Admission) -> Outgoing:
-    submissions.labels(submission.tenant, submission.instrument, "accepted").inc()
     data = SubmissionAccepted(
         submission=submission, revision=admission.revision, disposition=admission.disposition,
         inbound_message_id=message.message_id, inbound_part=part.number, inbound_parts=part.of,
@@ -85,10 +88,7 @@ def _accepted(message: Inbound, part: Part, submission: Submission, admission: A
     )
 
 
-def _rejected(message: Inbound, part: Part, rejection: Rejection, registry: Registry) -> Outgoing:
-    # A metric label: a registry instrument id or "unknown", never text from the input (cardinality, PHI).
-    instrument = rejection.instrument if rejection.instrument in registry else "unknown"
-    submissions.labels(message.tenant, instrument, "rejected").inc()
+def _rejected(message: Inbound, part: Part, rejection: Rejection) -> Outgoing:
     data = SubmissionRejected(
         submission_id=rejection.submission_id, inbound_message_id=message.message_id,
         inbound_part=part.number, inbound_parts=part.of,

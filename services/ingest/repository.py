@@ -18,34 +18,39 @@ Key = tuple[str, str]
 submissions = cast(Table, StoredSubmission.__table__)
 
 
-async def load_stored(session: AsyncSession, keys: Sequence[Key]) -> dict[Key, tuple[int, str]]:
-    """Revision and content hash of the stored submissions; locked on PostgreSQL (in key order) so two
-    replicas never both take one submission to the same next revision (a new one inserted twice
-    fails one replica on its key, which retries)."""
-    if not keys:
-        return {}
-    table = submissions
-    query = select(table.c.tenant, table.c.submission_id, table.c.revision, table.c.content_hash).where(
-        tuple_(table.c.tenant, table.c.submission_id).in_(sorted(set(keys)))
-    )
-    if is_postgres(session):
-        query = query.order_by(table.c.tenant, table.c.submission_id).with_for_update()
-    rows = await session.execute(query)
-    return {(r.tenant, r.submission_id): (r.revision, r.content_hash) for r in rows}
+class SqlSubmissions:
+    """The stored submissions of one batch's transaction."""
 
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
 
-async def save(session: AsyncSession, admitted: Sequence[tuple[Submission, Admission]], now: datetime) -> None:
-    table = submissions
-    fresh = [(s, a) for s, a in admitted if a.disposition == "new"]
-    amended = [(s, a) for s, a in admitted if a.disposition == "amended"]
-    if fresh:
-        await session.execute(table.insert(), [_row(s, a, now) for s, a in fresh])
-    for submission, admission in amended:
-        await session.execute(
-            update(table)
-            .where(table.c.tenant == submission.tenant, table.c.submission_id == submission.submission_id)
-            .values(_row(submission, admission, now))
+    async def load_stored(self, keys: Sequence[Key]) -> dict[Key, tuple[int, str]]:
+        """Revision and content hash of the stored submissions; locked on PostgreSQL (in key order) so
+        two replicas never both take one submission to the same next revision (a new one inserted twice
+        fails one replica on its key, which retries)."""
+        if not keys:
+            return {}
+        table = submissions
+        query = select(table.c.tenant, table.c.submission_id, table.c.revision, table.c.content_hash).where(
+            tuple_(table.c.tenant, table.c.submission_id).in_(sorted(set(keys)))
         )
+        if is_postgres(self._session):
+            query = query.order_by(table.c.tenant, table.c.submission_id).with_for_update()
+        rows = await self._session.execute(query)
+        return {(r.tenant, r.submission_id): (r.revision, r.content_hash) for r in rows}
+
+    async def save(self, admitted: Sequence[tuple[Submission, Admission]], now: datetime) -> None:
+        table = submissions
+        fresh = [(s, a) for s, a in admitted if a.disposition == "new"]
+        amended = [(s, a) for s, a in admitted if a.disposition == "amended"]
+        if fresh:
+            await self._session.execute(table.insert(), [_row(s, a, now) for s, a in fresh])
+        for submission, admission in amended:
+            await self._session.execute(
+                update(table)
+                .where(table.c.tenant == submission.tenant, table.c.submission_id == submission.submission_id)
+                .values(_row(submission, admission, now))
+            )
 
 
 def _row(submission: Submission, admission: Admission, now: datetime) -> dict[str, object]:

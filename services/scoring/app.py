@@ -13,13 +13,14 @@ from rapport.shared.instruments import load_registry
 from rapport.shared.messaging import subjects
 from rapport.shared.service import ServiceRuntime
 from rapport.shared.settings import Settings
+from rapport.shared.unit_of_work import SessionUnitOfWork
 
 
 def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFastStream]:
     runtime = ServiceRuntime(SERVICE, settings, broker_url, inbox=inbox, outbox=outbox)
     runtime.subscribe(
         subjects.SUBMISSION_ACCEPTED, "scoring-v2", Scoring(load_registry(), timedelta(days=settings.episode_gap_days)),
-        description="Scores each accepted submission and publishes score.computed",
+        unit_of_work=SessionUnitOfWork, description="Scores each accepted submission and publishes score.computed",
     )
     runtime.publishes("rapport.{tenant}.score.computed", ScoreComputed,
                       description="Exact score, band, critical items and change in the episode")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,6 +26,7 @@ from rapport.shared.messaging.consumer import Inbound
 from rapport.shared.messaging.publish import cloud_event
 from rapport.shared.messaging.retry import PoisonMessage
 from rapport.shared.metrics import scores
+from rapport.shared.unit_of_work import SessionUnitOfWork
 
 SERVICE = "scoring"
 ACCEPTED = event_type("submission", "accepted")
@@ -40,7 +41,8 @@ class Scoring:
     registry: Registry
     episode_gap: timedelta = timedelta(days=90)
 
-    async def __call__(self, session: AsyncSession, messages: Sequence[Inbound], now: datetime) -> list[Outgoing]:
+    async def __call__(self, uow: SessionUnitOfWork, messages: Sequence[Inbound]) -> None:
+        session = uow.session
         accepted = [a for a in map(self._parse, messages) if a.disposition != "unchanged"]
         episodes = await self._episodes(session, accepted)
         keys = [_series_key(a, episodes) for a in accepted]
@@ -67,10 +69,12 @@ class Scoring:
             computed.append(_computed(event, key[2], instrument, scored, placement, _course(key, summaries)))
             cause = f"{submission.submission_id}:{event.revision}"
             later += [(submission.tenant, replaced, cause) for replaced in placement.later]
+        for c in computed:
+            uow.after_commit(scores.labels(c.tenant, c.score.instrument, c.score.band or "none").inc)
         computed += await self._re_placed(session, computed, later)
         changed = set(keys)
         await repository.save(session, computed, {k: v for k, v in summaries.items() if k in changed}, known)
-        return [_event(c) for c in computed]
+        uow.publish(_event(c) for c in computed)
 
     async def _re_placed(self, session: AsyncSession, computed: list[ScoreComputed],
                          later: Sequence[tuple[str, Replaced, str]]) -> list[ScoreComputed]:
@@ -180,7 +184,6 @@ def _computed(
         parameters["reliable_change_source"] = ",".join(instrument.reliable_change.source)
     if instrument.concern_cutoff:
         parameters["concern_cutoff"] = instrument.concern_cutoff.value
-    scores.labels(s.tenant, instrument.id, scored.band or "none").inc()
     return ScoreComputed(
         tenant=s.tenant, submission_id=s.submission_id, revision=event.revision, client_id=s.client_id,
         episode_id=episode, episode_by="source" if s.episode_id else "gap_rule", clinician_id=s.clinician_id,

@@ -3,8 +3,10 @@
 For each batch the consumer
 1. records the messages in the service's inbox (keyed by tenant and message id), in the
    transaction that does the work, so a redelivered message does nothing twice;
-2. lets the service's work function turn the fresh messages into stored rows and outgoing events;
-3. writes those events to the outbox in the same transaction and commits;
+2. opens the batch's unit of work (shared/unit_of_work.py) and lets the service's handler turn the
+   fresh messages into stored rows and outgoing events through it;
+3. writes those events to the outbox in the same transaction, commits, and runs what the handler
+   asked to happen after commit (metrics);
 4. publishes them (fast path); their outbox rows are deleted by the next batch's transaction (or
    the relay's), what fails to publish stays in the outbox for the relay, so a crash between
    commit and publish loses nothing;
@@ -26,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Generic, TypeVar
 
 from nats.aio.msg import Msg
 from sqlalchemy import Table
@@ -46,6 +49,7 @@ from rapport.shared.metrics import (
     messages_received,
 )
 from rapport.shared.settings import Settings
+from rapport.shared.unit_of_work import UnitOfWork
 
 log = logging.getLogger("rapport.consumer")
 
@@ -98,7 +102,11 @@ class Inbound:
         return derived_event_id(kind, self.tenant, self.message_id, n)
 
 
-Work = Callable[[AsyncSession, Sequence[Inbound], datetime], Awaitable[list[Outgoing]]]
+U = TypeVar("U", bound=UnitOfWork)
+# A service's handler: the fresh messages of a batch, worked on through the batch's unit of work.
+Handler = Callable[[U, Sequence[Inbound]], Awaitable[None]]
+# Opens a service's unit of work on the batch's session at the batch's time.
+UnitOfWorkFactory = Callable[[AsyncSession, datetime], U]
 
 
 def utcnow() -> datetime:
@@ -117,7 +125,7 @@ class Pause:
     since: float
 
 
-class BatchConsumer:
+class BatchConsumer(Generic[U]):
     # the fast path's head start before the relay may publish the same outbox rows
     RELAY_AFTER = timedelta(seconds=5)
 
@@ -129,7 +137,8 @@ class BatchConsumer:
         sessions: async_sessionmaker[AsyncSession],
         inbox: Table,
         outbox: Table,
-        work: Work,
+        handler: Handler[U],
+        unit_of_work: UnitOfWorkFactory[U],
         publisher: EventPublisher,
         published: PublishedRows,
         settings: Settings,
@@ -141,7 +150,8 @@ class BatchConsumer:
         self._sessions = sessions
         self._inbox = inbox
         self._outbox = outbox
-        self._work = work
+        self._handler = handler
+        self._unit_of_work = unit_of_work
         self._publisher = publisher
         self._published = published
         self._settings = settings
@@ -176,16 +186,17 @@ class BatchConsumer:
                 await self.handle([message])
             return
         self.last_batch_at = time.monotonic()
-        await self._publish_committed(outcome)
+        outcome.committed()
+        await self._publish_committed(outcome.events)
         await self._ack(messages)
 
-    async def _commit(self, messages: Sequence[Inbound]) -> list[Outgoing] | BaseException | None:
-        """The batch's events once committed; the error of a failure that is not transient; None if
-        the service stopped while a transient fault lasted."""
+    async def _commit(self, messages: Sequence[Inbound]) -> UnitOfWork | BaseException | None:
+        """The batch's unit of work once committed; the error of a failure that is not transient;
+        None if the service stopped while a transient fault lasted."""
         attempt = 0
         while True:
             try:
-                events = await self._transaction(messages)
+                done = await self._transaction(messages)
             except Exception as error:
                 if classify(error) != "transient":
                     self._resume(attempt)
@@ -199,9 +210,9 @@ class BatchConsumer:
                 await self._keep(messages)
                 continue
             self._resume(attempt)
-            return events
+            return done
 
-    async def _transaction(self, messages: Sequence[Inbound]) -> list[Outgoing]:
+    async def _transaction(self, messages: Sequence[Inbound]) -> UnitOfWork:
         now = self._clock()
         earlier = self._published.take()
         try:
@@ -213,14 +224,16 @@ class BatchConsumer:
                 fresh = list({m.inbox_key: m for m in messages if m.inbox_key in fresh_keys}.values())
                 if skipped := len(messages) - len(fresh):
                     duplicates_ignored.labels(self.service).inc(skipped)
-                events = await self._work(session, fresh, now) if fresh else []
-                self._check_sizes(events)
-                await add_to_outbox(session, self._outbox, events, now, self.RELAY_AFTER)
+                uow = self._unit_of_work(session, now)
+                if fresh:
+                    await self._handler(uow, fresh)
+                self._check_sizes(uow.events)
+                await add_to_outbox(session, self._outbox, uow.events, now, self.RELAY_AFTER)
                 await forget_published(session, self._outbox, earlier)
         except BaseException:
             self._published.give_back(earlier)
             raise
-        return events
+        return uow
 
     def _check_sizes(self, events: Sequence[Outgoing]) -> None:
         limit = self._max_payload() - HEADER_ROOM

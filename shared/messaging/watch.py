@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, ConsumerInfo, DeliverPolicy
@@ -34,7 +35,7 @@ log = logging.getLogger("rapport.watch")
 class Subscription:
     stream: str
     config: ConsumerConfig
-    consumer: BatchConsumer
+    consumer: BatchConsumer[Any]
 
     @property
     def durable(self) -> str:

@@ -15,6 +15,7 @@ from rapport.shared.contracts.score import ScoreComputed, Scored
 from rapport.shared.instruments import load_registry
 from rapport.shared.messaging.consumer import Inbound
 from rapport.shared.messaging.publish import cloud_event
+from rapport.shared.unit_of_work import SessionUnitOfWork
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -46,9 +47,11 @@ async def test_a_batch_with_a_late_score_and_a_newer_one_counts_each_score_once(
     alerting = Alerting(load_ruleset(), load_registry())
     now = datetime(2026, 6, 1, tzinfo=UTC)
     async with sessions() as session, session.begin():
-        await alerting(session, [computed(2, 14)], now)
+        await alerting(SessionUnitOfWork(session, now), [computed(2, 14)])
     async with sessions() as session, session.begin():
-        events = await alerting(session, [computed(1, 16), computed(3, 12)], now)
+        uow = SessionUnitOfWork(session, now)
+        await alerting(uow, [computed(1, 16), computed(3, 12)])
+        events = uow.events
     async with sessions() as session:
         [state] = (await session.execute(select(EpisodeRecord.__table__.c.state))).scalars().all()
     assert sum(e.subject.endswith("evaluation.completed") for e in events) == 2

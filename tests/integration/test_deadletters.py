@@ -15,7 +15,6 @@ import nats
 import pytest
 from harness import running, settings_for
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from rapport.services.ingest.models import inbox, outbox
 from rapport.shared.db.delivery import Outgoing
@@ -23,6 +22,7 @@ from rapport.shared.messaging import subjects
 from rapport.shared.messaging.consumer import Inbound
 from rapport.shared.messaging.publish import cloud_event
 from rapport.shared.service import ServiceRuntime
+from rapport.shared.unit_of_work import SessionUnitOfWork
 
 pytestmark = pytest.mark.nats
 
@@ -85,13 +85,13 @@ class FailsUntilFixed:
         self.fixed = False
         self.handled: list[str] = []
 
-    async def __call__(self, session: AsyncSession, messages: Sequence[Inbound], now: datetime) -> list[Outgoing]:
+    async def __call__(self, uow: SessionUnitOfWork, messages: Sequence[Inbound]) -> None:
         if not self.fixed:
             raise KeyError("a bug")
-        await session.execute(text("SELECT 1"))
+        await uow.session.execute(text("SELECT 1"))
         self.handled += [m.message_id for m in messages]
-        return [Outgoing(m.event_id("echo"), subjects.outbound(m.tenant, "submission", "echoed"), m.body)
-                for m in messages]
+        uow.publish(Outgoing(m.event_id("echo"), subjects.outbound(m.tenant, "submission", "echoed"), m.body)
+                    for m in messages)
 
 
 async def test_a_message_dead_lettered_by_a_defect_is_redriven_after_the_fix_and_handled_once(
@@ -100,7 +100,7 @@ async def test_a_message_dead_lettered_by_a_defect_is_redriven_after_the_fix_and
     work = FailsUntilFixed()
     settings = settings_for(database_url, max_deliver=2, retry_backoff_seconds=[0.05])
     runtime = ServiceRuntime("ingest", settings, fresh_stream, inbox=inbox, outbox=outbox)
-    runtime.subscribe(subjects.INBOUND_SUBMISSIONS, "fix-v1", work, description="test")
+    runtime.subscribe(subjects.INBOUND_SUBMISSIONS, "fix-v1", work, unit_of_work=SessionUnitOfWork, description="test")
     await runtime.start()
     connection = await nats.connect(fresh_stream)
     try:

@@ -10,7 +10,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import nats
 import pytest
@@ -18,7 +18,6 @@ from harness import running, settings_for
 from nats.aio.msg import Msg
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from rapport.services.ingest.models import inbox, outbox
 from rapport.shared.db.delivery import Outgoing, add_to_outbox
@@ -27,6 +26,7 @@ from rapport.shared.messaging.consumer import BatchConsumer, Inbound
 from rapport.shared.messaging.relay import OutboxRelay
 from rapport.shared.messaging.retry import PoisonMessage
 from rapport.shared.service import ServiceRuntime
+from rapport.shared.unit_of_work import SessionUnitOfWork
 
 pytestmark = pytest.mark.nats
 
@@ -38,16 +38,16 @@ class Echo:
         self.calls = 0
         self.failures: list[Exception] = []
 
-    async def __call__(self, session: AsyncSession, messages: Sequence[Inbound], now: datetime) -> list[Outgoing]:
+    async def __call__(self, uow: SessionUnitOfWork, messages: Sequence[Inbound]) -> None:
         self.calls += 1
         if self.failures:
             raise self.failures.pop(0)
-        await session.execute(text("SELECT 1"))
-        return [
+        await uow.session.execute(text("SELECT 1"))
+        uow.publish(
             Outgoing(event_id=m.event_id("echo"), subject=subjects.outbound(m.tenant, "submission", "echoed"),
                      body=m.body)
             for m in messages
-        ]
+        )
 
 
 class Listener:
@@ -71,7 +71,8 @@ async def echo_service(
     database_url: str, nats_url: str, work: Echo, **settings: object
 ) -> AsyncIterator[ServiceRuntime]:
     runtime = ServiceRuntime("ingest", settings_for(database_url, **settings), nats_url, inbox=inbox, outbox=outbox)
-    runtime.subscribe(subjects.INBOUND_SUBMISSIONS, "echo-v1", work, description="test echo")
+    runtime.subscribe(subjects.INBOUND_SUBMISSIONS, "echo-v1", work, unit_of_work=SessionUnitOfWork,
+                      description="test echo")
     await runtime.start()
     try:
         yield runtime
@@ -265,9 +266,9 @@ async def test_an_event_over_the_brokers_limit_is_a_defect_not_an_outbox_row(
     database_url: str, fresh_stream: str, tenant: str
 ) -> None:
     class Huge(Echo):
-        async def __call__(self, session: AsyncSession, messages: Sequence[Inbound], now: datetime) -> list[Outgoing]:
+        async def __call__(self, uow: SessionUnitOfWork, messages: Sequence[Inbound]) -> None:
             self.calls += 1
-            return [Outgoing(m.event_id("echo"), echoed(m.tenant), b"x" * 2_000_000) for m in messages]
+            uow.publish(Outgoing(m.event_id("echo"), echoed(m.tenant), b"x" * 2_000_000) for m in messages)
 
     work = Huge()
     async with echo_service(database_url, fresh_stream, work, max_deliver=2, retry_backoff_seconds=[0.05]) \
@@ -291,7 +292,7 @@ async def test_a_crash_between_commit_and_publish_loses_nothing(
 
         real_publish_all = runtime.publisher.publish_all
         runtime.publisher.publish_all = broker_unreachable  # type: ignore[method-assign]
-        consumer = runtime.consumer(subjects.INBOUND_SUBMISSIONS, work)
+        consumer = runtime.consumer(subjects.INBOUND_SUBMISSIONS, work, SessionUnitOfWork)
         await consumer.handle([Inbound("c-1", subjects.submissions_in(tenant), tenant, b"{}", 1)])
         assert await count_rows(runtime, outbox) == 1, "the event waits in the outbox"
         assert await runtime.relay.relay_once() == 0, "the fast path's head start is respected"
@@ -311,7 +312,7 @@ async def test_outbox_rows_the_broker_refuses_wait_and_never_hold_the_others_bac
         stuck = [Outgoing(f"stuck-{n}", "rapport.nowhere.stuck", b"{}") for n in range(3)]  # no stream takes these
         async with runtime.sessions() as session, session.begin():
             await add_to_outbox(session, outbox, stuck, runtime.clock(), timedelta(0))
-        consumer = runtime.consumer(subjects.INBOUND_SUBMISSIONS, work)
+        consumer = runtime.consumer(subjects.INBOUND_SUBMISSIONS, work, SessionUnitOfWork)
         runtime.publisher.publish_all = _nothing  # type: ignore[method-assign]
         await consumer.handle([Inbound("ok-1", subjects.submissions_in(tenant), tenant, b"{}", 1)])
         del runtime.publisher.publish_all
@@ -335,7 +336,7 @@ async def test_published_rows_are_cleared_by_the_next_batch_or_the_relay_and_nev
     work = Echo()
     async with echo_service(database_url, fresh_stream, work) as runtime, \
             listening(fresh_stream, echoed(tenant)) as (listener, _client):
-        consumer = runtime.consumer(subjects.INBOUND_SUBMISSIONS, work)
+        consumer = runtime.consumer(subjects.INBOUND_SUBMISSIONS, work, SessionUnitOfWork)
         await consumer.handle([Inbound("p-1", subjects.submissions_in(tenant), tenant, b"{}", 1)])
         await listener.wait_for(1)
         assert await count_rows(runtime, outbox) == 1, "published; its row goes with the next transaction"

@@ -5,6 +5,7 @@ never clashes with another project's top-level `shared` or `services`."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,8 +19,12 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # a copy of the sources (links kept as links), so the build leaves nothing in the checkout
+    source = out / "source"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", ".rapport", "__pycache__", ".*_cache", ".hypothesis"))
     # build isolation fetches the setuptools pyproject.toml asks for, as `pip install .` does
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(ROOT)],
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(source)],
                    check=True, cwd=out, timeout=300)
     (built,) = out.glob("rapport-*.whl")
     return built
@@ -42,7 +47,8 @@ def test_the_installed_wheel_imports_as_rapport_only(wheel: Path, tmp_path: Path
     probe = (
         "import importlib.util, rapport.shared.instruments, rapport.services.alerts.rules as rules\n"
         "from rapport.shared.instruments import load_registry\n"
-        f"assert rapport.shared.instruments.__file__.startswith({str(installed)!r}), rapport.shared.instruments.__file__\n"
+        "where = rapport.shared.instruments.__file__\n"
+        f"assert where.startswith({str(installed)!r}), where\n"
         "assert 'phq9' in load_registry()\n"
         "assert importlib.util.find_spec('shared') is None and importlib.util.find_spec('services') is None\n"
         "print('ok')\n"

@@ -1,0 +1,33 @@
+"""Ingest's unit of work: the stored submissions a batch reads and writes, in its transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rapport.services.ingest.admission import Admission
+from rapport.services.ingest.repository import Key, SqlSubmissions
+from rapport.shared.contracts.submission import Submission
+from rapport.shared.unit_of_work import UnitOfWork
+
+
+class Submissions(Protocol):
+    """Where accepted submissions are kept (SqlSubmissions; an in-memory one in the handler tests)."""
+
+    async def load_stored(self, keys: Sequence[Key]) -> dict[Key, tuple[int, str]]: ...
+
+    async def save(self, admitted: Sequence[tuple[Submission, Admission]], now: datetime) -> None: ...
+
+
+class IngestUnitOfWork(UnitOfWork):
+    def __init__(self, submissions: Submissions, now: datetime) -> None:
+        super().__init__(now)
+        self.submissions = submissions
+
+    @classmethod
+    def on(cls, session: AsyncSession, now: datetime) -> IngestUnitOfWork:
+        """The consumer's factory: the batch's session behind every repository."""
+        return cls(SqlSubmissions(session), now)
