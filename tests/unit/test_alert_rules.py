@@ -261,6 +261,52 @@ def test_without_earlier_sessions_only_the_cutoff_can_flag_a_first_srs() -> None
     assert Episode().give(srs(30, 1).model_copy(update={"parameters": {}})).transitions == []
 
 
+@pytest.mark.parametrize(("second", "raised"), [(38.0, True), (38.1, False)])
+def test_a_drop_of_exactly_one_srs_point_is_a_rupture_and_of_0_9_is_not(second: float, raised: bool) -> None:
+    """Ana (synthetic): SRS 39, then 38 (down 1: OpenFIT's SRSChangeFromLast <= -1) or 38.1 (down 0.9).
+    Both stay above the cutoff 36 and there are too few sessions for a person-relative z."""
+    episode = Episode()
+    episode.give_all([srs(39, 1), srs(second, 2)])
+    assert bool(episode.open) is raised
+    if raised:
+        assert "drop_points" in episode.open[AlertKey("alliance_rupture", "srs", None)].evidence[-1].values
+
+
+@pytest.mark.parametrize(("total", "raised"), [(35.9, True), (36.0, False)])
+def test_an_srs_of_36_is_not_below_the_cutoff_and_35_9_is(total: float, raised: bool) -> None:
+    assert bool(Episode().give(srs(total, 1)).transitions) is raised
+
+
+@pytest.mark.parametrize(("fifth", "severity"), [(37.6, None), (37.5, "medium"), (36.6, "medium"), (36.5, "high")])
+def test_person_relative_thresholds_are_inclusive(fifth: float, severity: str | None) -> None:
+    """Ben (synthetic): SRS 39, 39, 38, 38 (own mean 38.5, SD floored to 1), then a fifth session. At z =
+    -0.9 nothing; at exactly -1 a minor rupture; at -1.9 still minor; at exactly -2 a major one (high).
+    No step from the previous 38 reaches the 1-point drop below 37, and none is below the cutoff."""
+    episode = Episode()
+    episode.give_all([srs(39, 1), srs(39, 2), srs(38, 3), srs(38, 4)])
+    assert episode.open == {}
+    evaluation = episode.give(srs(fifth, 5))
+    if severity is None:
+        assert evaluation.transitions == []
+        return
+    raised = only(evaluation)
+    values = raised.alert.evidence[-1].values
+    assert raised.alert.severity == severity and values["z"] == pytest.approx(fifth - 38.5)
+    assert ("drop_points" in values) is (fifth <= 37.0)
+
+
+def test_the_person_relative_z_waits_for_three_earlier_sessions() -> None:
+    """Cleo (synthetic): SRS 39.5, 38.6, then 38.0. Against her own two earlier scores 38.0 would be about
+    1 SD low, but z needs three earlier sessions, and the step of 0.6 is no drop: nothing. With 39.5,
+    39.5, 38.6 before it, the same 38.0 is 1.2 SD below her own mean: a minor rupture."""
+    assert Episode().give_all([srs(39.5, 1), srs(38.6, 2), srs(38.0, 3)]).transitions == []
+    episode = Episode()
+    episode.give_all([srs(39.5, 1), srs(39.5, 2), srs(38.6, 3)])
+    three = only(episode.give(srs(38.0, 4)))
+    values = three.alert.evidence[-1].values
+    assert values["own_sessions"] == 3 and values["z"] == pytest.approx(-1.2) and "drop_points" not in values
+
+
 # --- critical items ------------------------------------------------------------------------------
 
 
@@ -329,9 +375,50 @@ def test_a_sudden_worsening_is_a_possible_sudden_loss_while_it_lasts() -> None:
 
 def test_a_small_worsening_from_a_high_score_is_not_a_sudden_loss() -> None:
     episode = Episode()
-    episode.give_all(phq9_series([20, 24, 27])[:2])
-    # 20 -> 24 -> 27: +3, under the reliable-change value; and 24 is +4 from baseline
+    episode.give_all(phq9_series([20, 22, 25]))
+    # 20 -> 22 -> 25: each step under the reliable-change value 6; and 25 is +5 from baseline
+    assert episode.state is not None and episode.state.series["phq9"].count == 3  # every step ran
     assert all(t.alert.kind != "reliable_deterioration" for t in episode.log)
+
+
+def test_noor_s_rise_from_her_first_score_to_her_second_is_a_deterioration_not_a_sudden_loss() -> None:
+    """Noor (synthetic): PHQ-9 8 at intake, 15 at session 2. That is a reliable deterioration from
+    baseline (+7), but the step from the first score to the second is not a sudden loss in the standard
+    criteria (suddengains: identify_sg_1to2 = FALSE). Turned on, the same step would be one."""
+    raised = only(Episode().give_all(phq9_series([8, 15])))
+    values = raised.alert.evidence[-1].values
+    assert raised.alert.severity == "high" and values["sudden_loss"] is False
+    assert "sudden loss" not in raised.alert.evidence[-1].summary
+    assert RULES.reliable_deterioration.parameters.sudden_loss_first_interval.value is False
+    first_interval = Parameter[bool](value=True, source=["R81"], confidence="proposal", note="test")
+    rules = RULES.model_copy(update={"reliable_deterioration": RULES.reliable_deterioration.model_copy(update={
+        "parameters": RULES.reliable_deterioration.parameters.model_copy(
+            update={"sudden_loss_first_interval": first_interval})})})
+    state = evaluate(None, phq9_series([8, 15])[0], {}, rules=rules, now=NOW).state
+    turned_on = evaluate(state, phq9_series([8, 15])[1], {}, rules=rules, now=NOW)
+    assert turned_on.transitions[0].alert.evidence[-1].values["sudden_loss"] is True
+
+
+@pytest.mark.parametrize(("fourth", "loss"), [(15, True), (14, False)])
+def test_a_sudden_loss_needs_a_step_of_at_least_the_reliable_change_value(fourth: float, loss: bool) -> None:
+    """Omar (synthetic): 18, 10, 9, then 15 (+6, exactly the PHQ-9 reliable change: a possible sudden
+    loss) or 14 (+5: none). Neither is a reliable deterioration from the baseline 18."""
+    episode = Episode()
+    episode.give_all(phq9_series([18, 10, 9, fourth]))
+    found = [t for t in episode.log if t.alert.kind == "reliable_deterioration"]
+    assert bool(found) is loss
+    if loss:
+        assert found[0].alert.severity == "medium" and found[0].alert.evidence[-1].values["sudden_loss"] is True
+
+
+@pytest.mark.parametrize(("pre_loss", "loss"), [(60, True), (64, False)])
+def test_a_sudden_loss_needs_a_step_of_at_least_a_quarter_of_the_pre_loss_score(pre_loss: float, loss: bool) -> None:
+    """Pat (synthetic), PCL-5 (reliable change 15): 70 at intake, then pre_loss, then pre_loss + 15. From
+    60 the step of 15 is 25% of 60: a possible sudden loss; from 64 it is 23%: not one (criterion 2)."""
+    episode = Episode()
+    episode.give_all(scored("pcl5", [70, pre_loss, pre_loss + 15], "client-pat"))
+    found = [t for t in episode.log if t.alert.kind == "reliable_deterioration"]
+    assert bool(found) is loss
 
 
 # --- not on track ---------------------------------------------------------------------------------
@@ -354,6 +441,22 @@ def test_stalled_at_session_9_after_at_risk_at_session_6() -> None:
     assert note(stalled).headline.startswith("Stalled on PHQ-9 at session 9")
     back = only(episode.give(scores[9]))
     assert back.alert.resolution == "back_on_track" and "reliably improved" in (back.reason or "")
+
+
+def test_the_checkpoints_are_at_session_6_and_9_not_one_session_earlier() -> None:
+    """Dee (synthetic) stays at PHQ-9 17 from intake: nothing at session 5, 'at risk' (medium) at 6, still
+    medium at 8, 'stalled' (high) at 9."""
+    episode = Episode()
+    scores = phq9_series([17] * 9)
+    episode.give_all(scores[:5])
+    assert not episode.log
+    episode.give(scores[5])
+    key = AlertKey("not_on_track", "phq9", None)
+    assert episode.open[key].severity == "medium"
+    episode.give_all(scores[6:8])
+    assert episode.open[key].severity == "medium"
+    episode.give(scores[8])
+    assert episode.open[key].severity == "high"
 
 
 def test_out_of_the_clinical_range_is_back_on_track() -> None:
@@ -408,6 +511,38 @@ def test_not_on_track_with_an_alliance_below_its_own_mean_raises_priority() -> N
     episode.give(srs(39, 7))
     lowered = [t for t in episode.log[-1:] if t.alert.kind == "not_on_track"]
     assert lowered and not lowered[0].alert.priority_raised and not lowered[0].notify
+
+
+@pytest.mark.parametrize(("alliance", "raised"), [
+    ([38, 38.5, 38.5, 37.9], True),  # four SRS: the latest is below the mean of the three before it
+    ([38, 38, 38, 38], False),  # the latest equals the client's own mean: not falling
+    ([38.5, 38.5, 37.9], False),  # only two earlier SRS: too few to call it falling
+])
+def test_priority_needs_three_earlier_alliance_scores_and_the_latest_below_their_mean(
+        alliance: list[float], raised: bool) -> None:
+    """Eve (synthetic) is not on track on PHQ-9 at session 6 (18 to 16). Her SRS was given from session
+    7 - len(alliance) onwards; the not_on_track alert's priority is raised only with a falling alliance."""
+    episode = Episode()
+    outcome = phq9_series([18, 17, 17, 16, 17, 16])
+    first = 7 - len(alliance)
+    for session in range(1, 7):
+        if session >= first:
+            episode.give(srs(alliance[session - first], session))
+        episode.give(outcome[session - 1])
+    assert not any(k.kind == "alliance_rupture" for k in episode.open)
+    not_on_track = episode.open[AlertKey("not_on_track", "phq9", None)]
+    assert not_on_track.priority_raised is raised
+
+
+def test_when_no_part_fell_the_rupture_names_the_lowest_part() -> None:
+    """Dana (synthetic): SRS items (relationship, goals, approach, overall) 8, 6, 8, 8 then 8, 7, 9, 5: the
+    total falls from 30 to 29 through the overall item, which maps to no part. The bond held, goals and
+    approach rose: the alert names the lowest part, goals (7), not the bond that merely stayed."""
+    episode = Episode()
+    episode.give(srs(30, 1, items=(8, 6, 8, 8)))
+    raised = only(episode.give(srs(29, 2, items=(8, 7, 9, 5))))
+    assert raised.alert.evidence[-1].values["weakest_part"] == "goal"
+    assert raised.alert.repair_prompt == PROMPTS.goal
 
 
 # --- rules are data ----------------------------------------------------------------------------

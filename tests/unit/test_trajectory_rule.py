@@ -66,6 +66,29 @@ def test_for_a_higher_is_better_measure_the_boundary_is_the_low_percentile() -> 
     assert fitted.worse(cell.boundary - 1, cell.boundary) and not fitted.worse(cell.boundary + 1, cell.boundary)
 
 
+def test_a_score_on_the_boundary_is_within_it_on_both_kinds_of_measure() -> None:
+    lower = phq9_fit(moderate_intakes())
+    assert not lower.worse(11.7, 11.7) and lower.worse(11.71, 11.7)
+    higher = lower.model_copy(update={"better": "higher"})
+    assert not higher.worse(25.0, 25.0) and higher.worse(24.99, 25.0)
+
+
+def test_a_cell_needs_at_least_min_episodes_and_sessions_2_to_max_session() -> None:
+    assert phq9_fit(moderate_intakes(20)).cell(12, 3) is not None  # exactly 20 episodes: kept
+    assert phq9_fit(moderate_intakes(19)).cell(12, 3) is None
+    long = [[(1, 12.0), (20, 8.0), (21, 8.0)] for _ in range(20)]
+    fitted = phq9_fit(long)
+    assert fitted.cell(12, 20) is not None and fitted.cell(12, 21) is None
+
+
+def test_an_intake_on_a_band_edge_belongs_to_the_band_it_starts() -> None:
+    fitted = phq9_fit(moderate_intakes())
+    band = fitted.band_of(10)
+    assert band is not None and band.label == "moderate"
+    below = fitted.band_of(9.99)
+    assert below is not None and below.label == "mild"
+
+
 def test_a_client_slower_than_90_percent_of_the_clinics_moderate_intakes_is_not_on_track_then_back() -> None:
     """Intake PHQ-9 12; at session 3 most clients with that intake are near 10, this one is at 13: the
     expected-trajectory rule fires well before the session-6 checkpoint. At session 4 the client is at
