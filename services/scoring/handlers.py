@@ -14,7 +14,7 @@ from rapport.services.scoring import repository
 from rapport.services.scoring.domain import change, nhs_talking_therapies, score
 from rapport.services.scoring.episodes import place
 from rapport.services.scoring.fhir import derived_observation
-from rapport.services.scoring.series import Placement, Point, Replaced, Summary, append, follows, insert
+from rapport.services.scoring.series import Arrival, Placement, Point, Replaced, Summary, needing_points, place_batch
 from rapport.shared.contracts.envelope import CloudEvent, derived_event_id, event_type
 from rapport.shared.contracts.score import ScoreComputed, Scored
 from rapport.shared.contracts.submission import SubmissionAccepted
@@ -49,26 +49,20 @@ class Scoring:
         partners = [(*k[:3], PAIRED[k[3]]) for k in keys if k[3] in PAIRED]
         summaries = await repository.load_summaries(session, [*keys, *partners])
         known = set(summaries)
+        scored = [self._score(event) for event in accepted]
+        arrivals = [Arrival(key, Point(e.submission.submission_id, s.total, e.submission.administered_at),
+                            e.disposition == "new") for e, key, (_, s) in zip(accepted, keys, scored, strict=True)]
+        points = await repository.load_points(session, needing_points(summaries, arrivals))
+        placements = place_batch(summaries, points, arrivals)
         computed: list[ScoreComputed] = []
-        placed: dict[repository.SeriesKey, dict[str, Point]] = {}  # this batch's points, not stored yet
         later: list[tuple[str, Replaced, str]] = []  # scores whose placement a late one changed, and why
-        for event, key in zip(accepted, keys, strict=True):
-            instrument = self._instrument(event.submission.instrument)
-            submission = event.submission
-            scored = score(instrument, submission.responses, reported_total=submission.reported_total,
-                           item_level=submission.item_level)
-            point = Point(submission.submission_id, scored.total, submission.administered_at)
-            summary = summaries.get(key)
-            if event.disposition == "new" and follows(summary, point):
-                placement = append(summary, point)
-            else:
-                stored = {p.submission_id: p for p in await repository.load_points(session, key)}
-                placement = insert(list((stored | placed.get(key, {})).values()), point)
-            placed.setdefault(key, {})[point.submission_id] = point
-            summaries[key] = placement.summary
-            computed.append(_computed(event, key[2], instrument, scored, placement, _course(key, summaries)))
-            cause = f"{submission.submission_id}:{event.revision}"
-            later += [(submission.tenant, replaced, cause) for replaced in placement.later]
+        for event, arrival, (instrument, scored_), placement in zip(accepted, arrivals, scored, placements,
+                                                                   strict=True):
+            summaries[arrival.key] = placement.summary
+            computed.append(_computed(event, arrival.key[2], instrument, scored_, placement,
+                                      _course(arrival.key, summaries)))
+            cause = f"{event.submission.submission_id}:{event.revision}"
+            later += [(event.submission.tenant, replaced, cause) for replaced in placement.later]
         for c in computed:
             uow.after_commit(scores.labels(c.tenant, c.score.instrument, c.score.band or "none").inc)
         computed += await self._re_placed(session, computed, later)
@@ -135,6 +129,10 @@ class Scoring:
                                       reported_total=s.reported_total):
             raise UnscorableSubmission(f"the submission does not fit {instrument.id}: {summary(problems)}")
         return accepted
+
+    def _score(self, event: SubmissionAccepted) -> tuple[Instrument, Scored]:
+        instrument, s = self._instrument(event.submission.instrument), event.submission
+        return instrument, score(instrument, s.responses, reported_total=s.reported_total, item_level=s.item_level)
 
     def _instrument(self, instrument_id: str) -> Instrument:
         instrument = self.registry.get(instrument_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import cast
 
 from sqlalchemy import Table, bindparam, select, text, tuple_, update
@@ -46,15 +46,20 @@ async def load_summaries(session: AsyncSession, keys: Sequence[SeriesKey]) -> di
     }
 
 
-async def load_points(session: AsyncSession, key: SeriesKey) -> list[Point]:
-    tenant, client, episode, instrument = key
+async def load_points(session: AsyncSession, keys: Collection[SeriesKey]) -> dict[SeriesKey, list[Point]]:
+    """The stored points of the series, in one query for the batch."""
+    if not keys:
+        return {}
+    cols = (scores.c.tenant, scores.c.client_id, scores.c.episode_id, scores.c.instrument)
     rows = await session.execute(
-        select(scores.c.submission_id, scores.c.total, scores.c.administered_at).where(
-            scores.c.tenant == tenant, scores.c.client_id == client,
-            scores.c.episode_id == episode, scores.c.instrument == instrument,
-        )
+        select(*cols, scores.c.submission_id, scores.c.total, scores.c.administered_at).where(
+            tuple_(*cols).in_(sorted(keys)))
     )
-    return [Point(r.submission_id, r.total, r.administered_at) for r in rows]
+    points: dict[SeriesKey, list[Point]] = {key: [] for key in keys}
+    for r in rows:
+        points[(r.tenant, r.client_id, r.episode_id, r.instrument)].append(
+            Point(r.submission_id, r.total, r.administered_at))
+    return points
 
 
 async def save(

@@ -7,9 +7,12 @@ first score every later one has a new baseline (`Placement.later`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)  # which series: (tenant, client, episode, instrument) in scoring
 
 
 @dataclass(frozen=True)
@@ -68,3 +71,52 @@ def insert(points: Sequence[Point], point: Point) -> Placement:
     if index == 0:
         return Placement(baseline=None, previous=None, summary=summary, later=later)
     return Placement(baseline=ordered[0], previous=ordered[index - 1], summary=summary, later=later)
+
+
+@dataclass(frozen=True)
+class Arrival(Generic[K]):
+    """A batch's score for series `key`; `new` when it is the submission's first revision."""
+
+    key: K
+    point: Point
+    new: bool
+
+
+def needing_points(summaries: Mapping[K, Summary], arrivals: Sequence[Arrival[K]]) -> set[K]:
+    """The series whose stored points placing the batch will need (a late or amended score in them),
+    so that they are read once for the whole batch."""
+    running = dict(summaries)
+    needed: set[K] = set()
+    for arrival in arrivals:
+        if arrival.key in needed:
+            continue
+        summary = running.get(arrival.key)
+        if arrival.new and follows(summary, arrival.point):
+            running[arrival.key] = append(summary, arrival.point).summary
+        else:
+            needed.add(arrival.key)
+    return needed
+
+
+def place_batch(summaries: Mapping[K, Summary], points: Mapping[K, Sequence[Point]],
+                arrivals: Sequence[Arrival[K]]) -> list[Placement]:
+    """Each arrival's placement, in order: appended to its series' summary when it comes after
+    everything seen (this batch's earlier arrivals included), otherwise inserted among the stored
+    points and this batch's earlier points of the series (`points`: at least the series
+    `needing_points` names)."""
+    running = dict(summaries)
+    placed: dict[K, dict[str, Point]] = {}
+    placements: list[Placement] = []
+    for arrival in arrivals:
+        summary = running.get(arrival.key)
+        if arrival.new and follows(summary, arrival.point):
+            placement = append(summary, arrival.point)
+        else:
+            if arrival.key not in points:
+                raise KeyError("place_batch: the stored points of a series needing_points named were not given")
+            stored = {p.submission_id: p for p in points[arrival.key]}
+            placement = insert(list((stored | placed.get(arrival.key, {})).values()), arrival.point)
+        placed.setdefault(arrival.key, {})[arrival.point.submission_id] = arrival.point
+        running[arrival.key] = placement.summary
+        placements.append(placement)
+    return placements
