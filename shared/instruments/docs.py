@@ -143,6 +143,10 @@ def _rows(ins: Instrument) -> list[Row]:
     for crit in ins.critical_items:
         rows.append((f"critical item {crit.item}", f"≥ {crit.threshold:g}: {crit.label}", crit, crit.source,
                      crit.confidence))
+        if (grading := crit.grading) is not None:
+            rows.append((f"critical item {crit.item} grading", f"≥ {grading.higher_risk_at:g}: higher-risk level; "
+                         f"{crit.threshold:g} up to it: lower-risk finding", grading, grading.source,
+                         grading.confidence))
     if ins.concern_cutoff is not None:
         rows.append(("alliance concern", f"< {ins.concern_cutoff.value:g}", ins.concern_cutoff,
                      ins.concern_cutoff.source, ins.concern_cutoff.confidence))

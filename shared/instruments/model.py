@@ -149,10 +149,22 @@ class ReliableChangeSpec(Sourced):
         return 1.96 * math.sqrt(2) * se
 
 
+class Grading(Sourced):
+    """A graded critical item: answers at or above `higher_risk_at` are the higher-risk group the
+    sources describe; answers from the item's threshold up to it are a finding of lower risk."""
+
+    higher_risk_at: float
+
+
 class CriticalItem(Sourced):
     item: int
     threshold: float = Field(description="fires at or above this value")
     label: str
+    grading: Grading | None = Field(default=None, description="absent: no source grades the answers")
+
+    def higher_risk(self, value: float) -> bool:
+        """Whether a finding at `value` is of the item's higher-risk level (every finding, ungraded)."""
+        return self.grading is None or value >= self.grading.higher_risk_at
 
 
 class Purpose(Sourced):
@@ -225,6 +237,10 @@ class Instrument(Frozen):
         for crit in self.critical_items:
             if crit.item not in known:
                 raise ValueError(f"{self.id}: critical item {crit.item} is not an item")
+            top = self.items[crit.item - 1].max
+            if crit.grading is not None and not crit.threshold < crit.grading.higher_risk_at <= top:
+                raise ValueError(f"{self.id}: critical item {crit.item} grades its higher risk at "
+                                 f"{crit.grading.higher_risk_at:g}, not above {crit.threshold:g} up to {top:g}")
         for number, codes in self.coding.item_answer_codes.items():
             item = self.item(number)
             if item is None:
@@ -243,6 +259,7 @@ class Instrument(Frozen):
         blocks: list[Sourced | None] = [
             self.licence, self.structure, self.scoring, self.missing, self.bands, self.caseness,
             self.reliable_change, self.concern_cutoff, self.purpose, *self.critical_items,
+            *(c.grading for c in self.critical_items),
         ]
         return [b for b in blocks if b is not None]
 

@@ -42,7 +42,7 @@ async def answered(journeys: Journeys, body: bytes) -> Journey:
     return journey
 
 
-async def test_a_phq9_endorsing_item_9_raises_a_critical_alert_and_notifies_the_clinician(
+async def test_a_phq9_endorsing_item_9_raises_a_risk_alert_and_notifies_the_clinician(
     database_url: str, fresh_stream: str, tenant: str
 ) -> None:
     async with running(SERVICES, settings_for(database_url), fresh_stream), watching(fresh_stream, tenant) as watch:
@@ -54,7 +54,8 @@ async def test_a_phq9_endorsing_item_9_raises_a_critical_alert_and_notifies_the_
         assert [(c["item"], c["value"]) for c in score["critical_items"]] == [(9, 1)]
         [raised] = [e["data"] for e in journey.alerts]
         assert raised["transition"] == "raised"
-        assert (raised["alert"]["kind"], raised["alert"]["severity"]) == ("critical_item", "critical")
+        # item 9 at 1 ('several days'): a risk alert below the higher-risk level 2 (critical_item v3)
+        assert (raised["alert"]["kind"], raised["alert"]["severity"]) == ("critical_item", "high")
         assert raised["alert"]["evidence"][0]["rule_id"] == "critical_item"
         assert journey.evaluations["sub-0001"]["alert_ids"] == [raised["alert"]["alert_id"]]
         await watch.wait_until(lambda: bool(watch.notifications))

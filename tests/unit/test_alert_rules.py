@@ -310,11 +310,12 @@ def test_the_person_relative_z_waits_for_three_earlier_sessions() -> None:
 # --- critical items ------------------------------------------------------------------------------
 
 
-def test_phq9_item_9_of_1_on_a_first_submission_raises_a_critical_alert_and_a_notification() -> None:
+def test_phq9_item_9_of_1_on_a_first_submission_raises_a_risk_alert_and_a_notification() -> None:
     evaluation = Episode().give(phq9(12, 1, item9=1))
     raised = only(evaluation)
     assert raised.transition == "raised" and raised.alert.kind == "critical_item"
-    assert raised.alert.severity == "critical" and raised.alert.evidence[-1].values["items"] == {"9": 1}
+    assert raised.alert.severity == "high" and raised.alert.evidence[-1].values["items"] == {"9": 1}
+    assert raised.alert.evidence[-1].values["risk_levels"] == {"9": "lower"}
     message = note(evaluation)
     assert message.headline == "Risk item endorsed on PHQ-9: item 9 = 1 (thoughts of self-harm)"
     assert message.prompt == RULES.critical_item.prompt and not evaluation.risk_unchecked
@@ -325,8 +326,35 @@ def test_every_new_critical_finding_notifies_and_the_alert_waits_for_a_clinician
     episode.give(phq9(12, 1, item9=1))
     again = episode.give(phq9(11, 2, baseline=12, previous=12, item9=2))
     assert only(again).transition == "updated" and note(again).severity == "critical"
+    assert only(again).reason == "severity raised from high to critical"
     assert episode.give(phq9(9, 3, baseline=12, previous=11)).transitions == []  # not cleared by a score
     assert AlertKey("critical_item", "phq9", None) in episode.open
+
+
+@pytest.mark.parametrize(("item9", "severity", "level"), [(1, "high", "lower"), (2, "critical", "higher"),
+                                                      (3, "critical", "higher")])
+def test_rosa_s_item_9_answer_grades_the_risk_alert(item9: float, severity: str, level: str) -> None:
+    """Rosa (synthetic) answers PHQ-9 item 9 with 1 ('several days'), 2 or 3 ('nearly every day'). Each is
+    a risk alert that notifies at once; 2 and 3 are the higher-risk group of Simon et al. 2013 and Louzon
+    et al. 2016 (risk rising with the answer), so they are critical, and 1 is high."""
+    evaluation = Episode().give(phq9(14, 1, item9=item9))
+    raised = only(evaluation)
+    assert (raised.alert.severity, raised.notify) == (severity, True)
+    assert raised.alert.evidence[-1].values["risk_levels"] == {"9": level}
+    assert raised.alert.evidence[-1].summary.endswith(", at the higher-risk level") is (level == "higher")
+    assert note(evaluation).severity == severity
+
+
+def test_an_ungraded_risk_item_is_critical_at_any_answer() -> None:
+    """Sam (synthetic) answers CORE-10 item 6 (plans to end life) with 1: no source grades item 6, so the
+    alert is critical, as at 4."""
+    scored_ = Scored(instrument="core10", instrument_version="1", kind="outcome", better="lower", total=8,
+                     total_min=0, total_max=40, caseness=False, risk_checked=True,
+                     critical_items=[CriticalItemFinding(item=6, value=1, threshold=1, label="plans to end life")])
+    core = phq9(8, 1).model_copy(update={"score": scored_, "submission_id": "core-1", "parameters": {}})
+    raised = only(Episode().give(core))
+    assert raised.alert.severity == "critical" and raised.alert.evidence[-1].values["risk_levels"] == {"6": "higher"}
+    assert not raised.alert.evidence[-1].summary.endswith("higher-risk level")
 
 
 def test_a_total_only_phq9_cannot_be_checked_for_risk_and_says_so_without_an_alert() -> None:

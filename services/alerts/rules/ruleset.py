@@ -37,8 +37,17 @@ class Rule(BaseModel):
     note: str
 
 
+class CriticalSeverity(BaseModel):
+    """A finding at or above the item's higher-risk level (or on an ungraded item), and one below it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    higher_risk: Severity
+    lower_risk: Severity
+
+
 class CriticalItem(Rule):
-    severity: Severity
+    severity: CriticalSeverity
     prompt: str
 
 
