@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -98,7 +99,7 @@ def run_evaluation(settings: Settings | None, *, clients: int, sessions: int, se
         history = build_cohort(tenant, history_clients, sessions, seed + 1, first=clients + 1)
         cohort = build_cohort(tenant, clients, sessions, seed)
         started = time.perf_counter()
-        with Stack(settings) as stack:
+        with Stack(settings, banner=sys.stderr) as stack:  # stdout carries the report alone (--json: for jq)
             report = asyncio.run(_evaluate(stack.broker_url, stack.database_url, tenant, history, cohort))
         report["seconds"] = round(time.perf_counter() - started, 1)
     return report

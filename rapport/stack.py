@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from rapport.database import upgrade
 from rapport.embedded_nats import EmbeddedNats, free_port
@@ -143,6 +144,7 @@ class Stack:
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     clock: Callable[[], float] = time.monotonic
     durability: str = ""
+    banner: TextIO | None = None  # where the startup lines go: stdout unless given (`rapport evaluate`: stderr)
 
     @property
     def data_dir(self) -> Path:
@@ -150,7 +152,7 @@ class Stack:
 
     def say(self, line: str) -> None:
         if not self.quiet:
-            print(line, flush=True)
+            print(line, file=self.banner or sys.stdout, flush=True)
 
     def start(self) -> None:
         close_data_dir(self.data_dir)  # before anything is created in it
