@@ -262,6 +262,20 @@ def test_rapport_instruments_says_which_alert_rules_run() -> None:
     assert "critical item 9" in " ".join(by_id["phq9"])
 
 
+def test_licence_notes_name_what_was_verified() -> None:
+    k10, waisr = shipped("k10").licence, shipped("waisr").licence
+    assert (k10.status, k10.confidence) == ("free", "verified") and "World Health Organization" in (k10.holder or "")
+    assert "Kessler" in k10.note and "2003" in k10.note
+    assert (waisr.status, waisr.confidence) == ("licensed", "secondary")
+    assert "Society for Psychotherapy Research" in (waisr.holder or "")
+
+
+def test_gad7_caseness_is_the_nhs_talking_therapies_8_and_says_10_is_common_elsewhere() -> None:
+    caseness = shipped("gad7").caseness
+    assert caseness is not None and caseness.value == 8
+    assert "10" in (caseness.note or "") and "NHS Talking Therapies" in (caseness.note or "")
+
+
 def test_waisr_scores_goal_task_and_bond_from_the_published_item_map() -> None:
     waisr = shipped("waisr")
     assert {s.id: s.items for s in waisr.subscales} == {
