@@ -23,6 +23,7 @@ from rapport.services.alerts.rules import (
     reconcile,
     replay,
 )
+from rapport.services.alerts.rules.episode import needs_replay
 from rapport.services.alerts.trajectories import TrajectoryFits
 from rapport.shared.contracts.alert import (
     Alert,
@@ -73,24 +74,28 @@ class Alerting:
         open_alerts = await repository.open_alerts(session, by_episode)
         fits = await self.trajectories.for_tenants(session, [key[0] for key in by_episode], now)
         await repository.remember_scores(session, scores)
+        states: dict[EpisodeKey, EpisodeState | None] = {}
+        for key in by_episode:
+            _version, document = stored.get(key, (None, None))
+            states[key] = EpisodeState.model_validate(document) if document is not None else None
+        replayed_keys = {key for key, episode_scores in by_episode.items() if needs_replay(states[key], episode_scores)}
+        # one read per table for every episode the batch replays (this batch's scores included)
+        histories = await repository.episode_scores(session, replayed_keys)
+        stored_alerts = await repository.episode_alerts(session, replayed_keys)
         changes: list[AlertTransition] = []
         events: list[Outgoing] = []
         saved: dict[EpisodeKey, tuple[int | None, dict[str, Any], datetime]] = {}
         for key, episode_scores in by_episode.items():
-            version, document = stored.get(key, (None, None))
-            state = EpisodeState.model_validate(document) if document is not None else None
+            version, state = stored.get(key, (None, None))[0], states[key]  # the state moves on as scores are taken
             current = {AlertKey.of(a): a for a in open_alerts[key]}
             replayed_here = False
             for score in episode_scores:
                 if replayed_here:
                     found = []  # the replay read every stored score of the episode, this batch's included
-                elif state is not None and (score.administered_at < state.latest_at or score.supersedes_revision
-                                            or score.re_placed_by):
+                elif needs_replay(state, [score]):
                     # late, amended or re-placed: re-evaluate the whole episode in administration order
-                    replayed = replay(await repository.episode_scores(session, key), rules=self.rules, now=now,
-                                      trajectories=fits[key[0]])
-                    stored_alerts = await repository.episode_alerts(session, key)
-                    latest = {a.alert_id: a for a in [*stored_alerts, *changes_for(changes, key)]}
+                    replayed = replay(histories[key], rules=self.rules, now=now, trajectories=fits[key[0]])
+                    latest = {a.alert_id: a for a in [*stored_alerts[key], *changes_for(changes, key)]}
                     found = reconcile(list(latest.values()), replayed.alerts, now=now, history=replayed.transitions)
                     state = replayed.state
                     latest |= {c.alert.alert_id: c.alert for c in found}

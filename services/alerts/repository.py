@@ -8,7 +8,7 @@ the episode's evaluations."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -86,11 +86,16 @@ async def open_alerts(session: AsyncSession, keys: Iterable[EpisodeKey]) -> dict
     return found
 
 
-async def episode_alerts(session: AsyncSession, key: EpisodeKey) -> list[Alert]:
-    tenant, client, episode = key
-    rows = await session.execute(select(alerts.c.document).where(
-        alerts.c.tenant == tenant, alerts.c.client_id == client, alerts.c.episode_id == episode))
-    return [Alert.model_validate(d) for d in rows.scalars()]
+async def episode_alerts(session: AsyncSession, keys: Collection[EpisodeKey]) -> dict[EpisodeKey, list[Alert]]:
+    """Every alert of the episodes, open or not, in one query."""
+    found: dict[EpisodeKey, list[Alert]] = {key: [] for key in keys}
+    if keys:
+        rows = await session.execute(select(alerts.c.tenant, alerts.c.client_id, alerts.c.episode_id,
+                                            alerts.c.document).where(
+            tuple_(alerts.c.tenant, alerts.c.client_id, alerts.c.episode_id).in_(sorted(keys))))
+        for r in rows:
+            found[(r.tenant, r.client_id, r.episode_id)].append(Alert.model_validate(r.document))
+    return found
 
 
 async def get_alert(session: AsyncSession, tenant: str, alert_id: str) -> Alert | None:
@@ -120,14 +125,19 @@ async def remember_scores(session: AsyncSession, scores: Sequence[ScoreComputed]
     await session.execute(newer, rows)
 
 
-async def episode_scores(session: AsyncSession, key: EpisodeKey) -> list[ScoreComputed]:
-    tenant, client, episode = key
-    rows = await session.execute(
-        select(seen.c.document)
-        .where(seen.c.tenant == tenant, seen.c.client_id == client, seen.c.episode_id == episode)
-        .order_by(seen.c.administered_at, seen.c.submission_id)
-    )
-    return [ScoreComputed.model_validate(d) for d in rows.scalars()]
+async def episode_scores(session: AsyncSession,
+                         keys: Collection[EpisodeKey]) -> dict[EpisodeKey, list[ScoreComputed]]:
+    """The service's copy of every score of the episodes, in administration order, in one query."""
+    found: dict[EpisodeKey, list[ScoreComputed]] = {key: [] for key in keys}
+    if keys:
+        rows = await session.execute(
+            select(seen.c.tenant, seen.c.client_id, seen.c.episode_id, seen.c.document)
+            .where(tuple_(seen.c.tenant, seen.c.client_id, seen.c.episode_id).in_(sorted(keys)))
+            .order_by(seen.c.administered_at, seen.c.submission_id)
+        )
+        for r in rows:
+            found[(r.tenant, r.client_id, r.episode_id)].append(ScoreComputed.model_validate(r.document))
+    return found
 
 
 async def record(session: AsyncSession, changes: Sequence[AlertTransition], event_ids: Sequence[str]) -> None:
