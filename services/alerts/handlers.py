@@ -13,17 +13,13 @@ from pydantic import ValidationError
 from rapport.services.alerts import repository
 from rapport.services.alerts.repository import EpisodeKey
 from rapport.services.alerts.rules import (
-    AlertKey,
     CommandRejected,
+    EpisodeAlerts,
     EpisodeState,
     RuleSet,
     apply_command,
-    evaluate,
     notification_for,
-    reconcile,
-    replay,
 )
-from rapport.services.alerts.rules.episode import needs_replay
 from rapport.services.alerts.trajectories import TrajectoryFits
 from rapport.shared.contracts.alert import (
     Alert,
@@ -74,46 +70,39 @@ class Alerting:
         open_alerts = await repository.open_alerts(session, by_episode)
         fits = await self.trajectories.for_tenants(session, [key[0] for key in by_episode], now)
         await repository.remember_scores(session, scores)
-        states: dict[EpisodeKey, EpisodeState | None] = {}
+        episodes: dict[EpisodeKey, EpisodeAlerts] = {}
         for key in by_episode:
             _version, document = stored.get(key, (None, None))
-            states[key] = EpisodeState.model_validate(document) if document is not None else None
-        replayed_keys = {key for key, episode_scores in by_episode.items() if needs_replay(states[key], episode_scores)}
+            state = EpisodeState.model_validate(document) if document is not None else None
+            episodes[key] = EpisodeAlerts.of(state, open_alerts[key])
+        replayed = {key for key, episode_scores in by_episode.items() if episodes[key].needs_replay(episode_scores)}
         # one read per table for every episode the batch replays (this batch's scores included)
-        histories = await repository.episode_scores(session, replayed_keys)
-        stored_alerts = await repository.episode_alerts(session, replayed_keys)
+        histories = await repository.episode_scores(session, replayed)
+        stored_alerts = await repository.episode_alerts(session, replayed)
         changes: list[AlertTransition] = []
         events: list[Outgoing] = []
         saved: dict[EpisodeKey, tuple[int | None, dict[str, Any], datetime]] = {}
         for key, episode_scores in by_episode.items():
-            version, state = stored.get(key, (None, None))[0], states[key]  # the state moves on as scores are taken
-            current = {AlertKey.of(a): a for a in open_alerts[key]}
+            episode, trajectories = episodes[key], fits[key[0]]
             replayed_here = False
             for score in episode_scores:
                 if replayed_here:
-                    found = []  # the replay read every stored score of the episode, this batch's included
-                elif needs_replay(state, [score]):
-                    # late, amended or re-placed: re-evaluate the whole episode in administration order
-                    replayed = replay(histories[key], rules=self.rules, now=now, trajectories=fits[key[0]])
-                    latest = {a.alert_id: a for a in [*stored_alerts[key], *changes_for(changes, key)]}
-                    found = reconcile(list(latest.values()), replayed.alerts, now=now, history=replayed.transitions)
-                    state = replayed.state
-                    latest |= {c.alert.alert_id: c.alert for c in found}
-                    current = {AlertKey.of(a): a for a in latest.values() if a.status != "resolved"}
+                    # the replay read every stored score of the episode, this batch's included
+                    found: list[AlertTransition] = []
+                elif episode.needs_replay([score]):
+                    # late, amended or re-placed: evaluate the whole episode again in administration order
+                    episode, found = EpisodeAlerts.replay(
+                        histories[key], [*stored_alerts[key], *changes_for(changes, key)], rules=self.rules,
+                        now=now, trajectories=trajectories, registry=self.registry)
                     replayed_here = True
                 else:
-                    evaluation = evaluate(state, score, current, rules=self.rules, now=now,
-                                          trajectories=fits[key[0]])
-                    found, state = evaluation.transitions, evaluation.state
-                    for change in found:
-                        if change.alert.status == "resolved":
-                            current.pop(AlertKey.of(change.alert), None)
-                        else:
-                            current[AlertKey.of(change.alert)] = change.alert
+                    found = episode.take(score, rules=self.rules, now=now, trajectories=trajectories,
+                                         registry=self.registry).transitions
                 changes += found
                 events += _events(score, found)
-            assert state is not None
-            saved[key] = (version, state.model_dump(mode="json"), state.latest_at)
+            assert episode.state is not None
+            saved[key] = (stored.get(key, (None, None))[0], episode.state.model_dump(mode="json"),
+                          episode.state.latest_at)
         await repository.save_episodes(session, saved)
         transition_events = [e for e in events if e.subject.split(".")[2] == "alert"]
         await repository.record(session, changes, [e.event_id for e in transition_events])

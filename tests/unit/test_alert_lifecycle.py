@@ -9,9 +9,9 @@ from rapport.services.alerts.rules import (
     ENGINE,
     AlertKey,
     CommandRejected,
+    EpisodeAlerts,
     EpisodeState,
     apply_command,
-    evaluate,
     load_ruleset,
     notification_for,
     reconcile,
@@ -55,18 +55,11 @@ def phq9(total: float, session: int, baseline: float | None) -> ScoreComputed:
 def run(scores: list[ScoreComputed], open_alerts: dict[AlertKey, Alert] | None = None,
         state: EpisodeState | None = None) -> tuple[EpisodeState | None, dict[AlertKey, Alert], list[AlertTransition]]:
     """Evaluate in the given order, keeping open alerts as the service does."""
-    current = dict(open_alerts or {})
+    episode = EpisodeAlerts(state, dict(open_alerts or {}))
     log: list[AlertTransition] = []
     for score in scores:
-        evaluation = evaluate(state, score, current, rules=RULES, now=NOW)
-        state = evaluation.state
-        for t in evaluation.transitions:
-            if t.alert.status == "resolved":
-                current.pop(AlertKey.of(t.alert), None)
-            else:
-                current[AlertKey.of(t.alert)] = t.alert
-        log += evaluation.transitions
-    return state, current, log
+        log += episode.take(score, rules=RULES, now=NOW).transitions
+    return episode.state, episode.open, log
 
 
 def rupture() -> Alert:

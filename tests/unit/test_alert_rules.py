@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rapport.services.alerts.rules import AlertKey, EpisodeState, Evaluation, evaluate, load_ruleset
+from rapport.services.alerts.rules import AlertKey, EpisodeAlerts, EpisodeState, Evaluation, evaluate, load_ruleset
 from rapport.services.alerts.rules.ruleset import Parameter
 from rapport.services.alerts.rules.trajectory import IntakeBand, TrajectoryFit, fit
 from rapport.services.scoring.domain import change
@@ -110,13 +110,9 @@ class Episode:
     log: list[AlertTransition] = field(default_factory=list)
 
     def give(self, score: ScoreComputed) -> Evaluation:
-        evaluation = evaluate(self.state, score, self.open, rules=RULES, now=NOW)
-        self.state = evaluation.state
-        for t in evaluation.transitions:
-            if t.alert.status == "resolved":
-                self.open.pop(AlertKey.of(t.alert), None)
-            else:
-                self.open[AlertKey.of(t.alert)] = t.alert
+        episode = EpisodeAlerts(self.state, self.open)
+        evaluation = episode.take(score, rules=RULES, now=NOW)
+        self.state = episode.state
         self.log += evaluation.transitions
         return evaluation
 

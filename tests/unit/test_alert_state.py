@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rapport.services.alerts.rules import AlertKey, EpisodeState, evaluate, load_ruleset, replay
+from rapport.services.alerts.rules import AlertKey, EpisodeAlerts, EpisodeState, evaluate, load_ruleset, replay
 from rapport.services.alerts.rules.state import SCHEMA_VERSION, Running
 from rapport.shared.contracts.alert import Alert
 from rapport.shared.contracts.score import ScoreComputed, Scored
@@ -38,17 +38,10 @@ def steady(session: int) -> float:
 
 
 def fold(scores: list[ScoreComputed]) -> tuple[EpisodeState | None, dict[AlertKey, Alert]]:
-    state: EpisodeState | None = None
-    current: dict[AlertKey, Alert] = {}
+    episode = EpisodeAlerts(None)
     for score in scores:
-        evaluation = evaluate(state, score, current, rules=RULES, now=NOW)
-        state = evaluation.state
-        for t in evaluation.transitions:
-            if t.alert.status == "resolved":
-                current.pop(AlertKey.of(t.alert), None)
-            else:
-                current[AlertKey.of(t.alert)] = t.alert
-    return state, current
+        episode.take(score, rules=RULES, now=NOW)
+    return episode.state, episode.open
 
 
 def shape(document: Any, path: str = "") -> set[str]:

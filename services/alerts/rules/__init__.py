@@ -3,13 +3,23 @@
     evaluate(state, score, open_alerts, rules=, now=) -> Evaluation(state, transitions, notifications,
                                                                     risk_unchecked)
     replay(scores, rules=, now=) -> Replayed(state, alerts, transitions)
+    EpisodeAlerts(state, open): take(score) -> Evaluation, needs_replay(scores),
+                                EpisodeAlerts.replay(history, alerts) -> (episode, transitions)
     reconcile(stored_alerts, replayed.alerts, now=) -> [AlertTransition]
     apply_command(alert, command, now) -> AlertTransition | CommandRejected
     notification_for(transition) -> Notification | None
 """
 
 from rapport.services.alerts.rules.conditions import Check, Clearing, Context, Finding, Verdict
-from rapport.services.alerts.rules.engine import CHECKS, Evaluation, Replayed, evaluate, reconcile, replay
+from rapport.services.alerts.rules.engine import (
+    CHECKS,
+    EpisodeAlerts,
+    Evaluation,
+    Replayed,
+    evaluate,
+    reconcile,
+    replay,
+)
 from rapport.services.alerts.rules.lifecycle import ENGINE, CommandRejected, alert_id, apply_command
 from rapport.services.alerts.rules.notify import notification_for
 from rapport.services.alerts.rules.ruleset import RuleSet, load_ruleset
@@ -23,6 +33,7 @@ __all__ = [
     "Clearing",
     "CommandRejected",
     "Context",
+    "EpisodeAlerts",
     "EpisodeState",
     "Evaluation",
     "Finding",

@@ -274,21 +274,70 @@ def replay(scores: Sequence[ScoreComputed], *, rules: RuleSet, now: datetime, ch
     for s in scores:
         if s.submission_id not in latest or latest[s.submission_id].revision < s.revision:
             latest[s.submission_id] = s
+    episode = EpisodeAlerts(state=None)
     result = Replayed(state=None)
-    open_alerts: dict[AlertKey, Alert] = {}
     for score in sorted(latest.values(), key=lambda s: (s.administered_at, s.submission_id)):
-        evaluation = evaluate(result.state, score, open_alerts, rules=rules, now=now, checks=checks,
-                              trajectories=trajectories, registry=registry)
-        result.state = evaluation.state
+        evaluation = episode.take(score, rules=rules, now=now, checks=checks, trajectories=trajectories,
+                                  registry=registry)
         result.transitions += evaluation.transitions
         for t in evaluation.transitions:
             result.alerts.pop(t.alert.alert_id, None)
             result.alerts[t.alert.alert_id] = t.alert
-            if t.alert.status == "resolved":
-                open_alerts.pop(AlertKey.of(t.alert), None)
-            else:
-                open_alerts[AlertKey.of(t.alert)] = t.alert
+    result.state = episode.state
     return result
+
+
+@dataclass
+class EpisodeAlerts:
+    """One episode as the alerts service changes it: its compact state and its open alerts.
+
+    `take` evaluates the next score in administration order; `replay` evaluates the episode again
+    from its first score (a late, amended or re-placed score) and reconciles what it finds with the
+    alerts already stored, so clinicians' acknowledgements are kept."""
+
+    state: EpisodeState | None
+    open: dict[AlertKey, Alert] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, state: EpisodeState | None, open_alerts: Iterable[Alert]) -> EpisodeAlerts:
+        return cls(state, {AlertKey.of(a): a for a in open_alerts})
+
+    def needs_replay(self, scores: Sequence[ScoreComputed]) -> bool:
+        """True when these scores (in arrival order) cannot all be taken in turn: one is older than
+        what the episode has seen, amended, or re-placed by scoring after a late score."""
+        latest = self.state.latest_at if self.state is not None else None
+        for score in scores:
+            if latest is not None and (score.administered_at < latest or score.supersedes_revision
+                                       or score.re_placed_by):
+                return True
+            latest = score.administered_at if latest is None else max(latest, score.administered_at)
+        return False
+
+    def take(self, score: ScoreComputed, *, rules: RuleSet, now: datetime, checks: Sequence[Check] = CHECKS,
+             trajectories: Mapping[str, TrajectoryFit] = NO_TRAJECTORIES,
+             registry: Registry | None = None) -> Evaluation:
+        evaluation = evaluate(self.state, score, self.open, rules=rules, now=now, checks=checks,
+                              trajectories=trajectories, registry=registry)
+        self.state = evaluation.state
+        for t in evaluation.transitions:
+            if t.alert.status == "resolved":
+                self.open.pop(AlertKey.of(t.alert), None)
+            else:
+                self.open[AlertKey.of(t.alert)] = t.alert
+        return evaluation
+
+    @classmethod
+    def replay(cls, history: Sequence[ScoreComputed], alerts: Iterable[Alert], *, rules: RuleSet, now: datetime,
+               trajectories: Mapping[str, TrajectoryFit] = NO_TRAJECTORIES,
+               registry: Registry | None = None) -> tuple[EpisodeAlerts, list[AlertTransition]]:
+        """The episode evaluated again from `history` (every stored score), and the transitions that
+        turn `alerts` (every alert of the episode as it now stands, later versions last) into what
+        the replay found."""
+        replayed = replay(history, rules=rules, now=now, trajectories=trajectories, registry=registry)
+        latest = {a.alert_id: a for a in alerts}
+        found = reconcile(list(latest.values()), replayed.alerts, now=now, history=replayed.transitions)
+        latest |= {c.alert.alert_id: c.alert for c in found}
+        return cls.of(replayed.state, (a for a in latest.values() if a.status != "resolved")), found
 
 
 def reconcile(stored: Sequence[Alert], replayed: Mapping[str, Alert], *, now: datetime,
