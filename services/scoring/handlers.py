@@ -8,13 +8,13 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from rapport.services.scoring import repository
 from rapport.services.scoring.domain import change, nhs_talking_therapies, score
 from rapport.services.scoring.episodes import place
 from rapport.services.scoring.fhir import derived_observation
+from rapport.services.scoring.repository import SeriesKey
 from rapport.services.scoring.series import Arrival, Placement, Point, Replaced, Summary, needing_points, place_batch
+from rapport.services.scoring.unit_of_work import Record, ScoringUnitOfWork
 from rapport.shared.contracts.envelope import CloudEvent, derived_event_id, event_type
 from rapport.shared.contracts.score import ScoreComputed, Scored
 from rapport.shared.contracts.submission import SubmissionAccepted
@@ -26,7 +26,6 @@ from rapport.shared.messaging.consumer import Inbound
 from rapport.shared.messaging.publish import cloud_event
 from rapport.shared.messaging.retry import PoisonMessage
 from rapport.shared.metrics import scores
-from rapport.shared.unit_of_work import SessionUnitOfWork
 
 SERVICE = "scoring"
 ACCEPTED = event_type("submission", "accepted")
@@ -41,18 +40,18 @@ class Scoring:
     registry: Registry
     episode_gap: timedelta = timedelta(days=90)
 
-    async def __call__(self, uow: SessionUnitOfWork, messages: Sequence[Inbound]) -> None:
-        session = uow.session
+    async def __call__(self, uow: ScoringUnitOfWork, messages: Sequence[Inbound]) -> None:
+        record = uow.record
         accepted = [a for a in map(self._parse, messages) if a.disposition != "unchanged"]
-        episodes = await self._episodes(session, accepted)
+        episodes = await self._episodes(record, accepted)
         keys = [_series_key(a, episodes) for a in accepted]
         partners = [(*k[:3], PAIRED[k[3]]) for k in keys if k[3] in PAIRED]
-        summaries = await repository.load_summaries(session, [*keys, *partners])
+        summaries = await record.load_summaries([*keys, *partners])
         known = set(summaries)
         scored = [self._score(event) for event in accepted]
         arrivals = [Arrival(key, Point(e.submission.submission_id, s.total, e.submission.administered_at),
                             e.disposition == "new") for e, key, (_, s) in zip(accepted, keys, scored, strict=True)]
-        points = await repository.load_points(session, needing_points(summaries, arrivals))
+        points = await record.load_points(needing_points(summaries, arrivals))
         placements = place_batch(summaries, points, arrivals)
         computed: list[ScoreComputed] = []
         later: list[tuple[str, Replaced, str]] = []  # scores whose placement a late one changed, and why
@@ -65,17 +64,17 @@ class Scoring:
             later += [(event.submission.tenant, replaced, cause) for replaced in placement.later]
         for c in computed:
             uow.after_commit(scores.labels(c.tenant, c.score.instrument, c.score.band or "none").inc)
-        computed += await self._re_placed(session, computed, later)
+        computed += await self._re_placed(record, computed, later)
         changed = set(keys)
-        await repository.save(session, computed, {k: v for k, v in summaries.items() if k in changed}, known)
+        await record.save(computed, {k: v for k, v in summaries.items() if k in changed}, known)
         uow.publish(_event(c) for c in computed)
 
-    async def _re_placed(self, session: AsyncSession, computed: list[ScoreComputed],
+    async def _re_placed(self, record: Record, computed: list[ScoreComputed],
                          later: Sequence[tuple[str, Replaced, str]]) -> list[ScoreComputed]:
         """Give the scores after a late or corrected one their new baseline or previous score. One of
         this batch is corrected before it is sent; a stored one is re-sent, marked `re_placed_by`."""
         in_batch = {(c.tenant, c.submission_id): n for n, c in enumerate(computed)}
-        stored = await repository.stored_scores(session, [(tenant, r.point.submission_id) for tenant, r, _ in later
+        stored = await record.stored_scores([(tenant, r.point.submission_id) for tenant, r, _ in later
                                                           if (tenant, r.point.submission_id) not in in_batch])
         re_sent: dict[tuple[str, str], ScoreComputed] = {}
         for tenant, replaced, cause in later:
@@ -92,7 +91,7 @@ class Scoring:
                           current_total=score_.score.total)
         return score_.model_copy(update={"change": movement})
 
-    async def _episodes(self, session: AsyncSession,
+    async def _episodes(self, record: Record,
                         accepted: Sequence[SubmissionAccepted]) -> dict[tuple[str, str], str]:
         """Episode ids, by submission id, for submissions that named none (episodes.py): an amendment
         keeps the episode it was placed in, anything else goes by the gap rule."""
@@ -101,8 +100,8 @@ class Scoring:
             return {}
         corrections = [(a.submission.tenant, a.submission.submission_id) for a in accepted
                        if a.submission.episode_id is None and a.disposition == "amended"]
-        episodes = await repository.placed_episodes(session, corrections)
-        spans = await repository.load_spans(session, [(s.tenant, s.client_id) for s in unnamed
+        episodes = await record.placed_episodes(corrections)
+        spans = await record.load_spans([(s.tenant, s.client_id) for s in unnamed
                                                       if (s.tenant, s.submission_id) not in episodes])
         after = {client: list(client_spans) for client, client_spans in spans.items()}
         for s in unnamed:
@@ -110,7 +109,7 @@ class Scoring:
                 client = (s.tenant, s.client_id)
                 span, after[client] = place(after[client], s.administered_at, self.episode_gap)
                 episodes[(s.tenant, s.submission_id)] = span.episode_id
-        await repository.save_spans(session, spans, after)
+        await record.save_spans(spans, after)
         return episodes
 
     def _parse(self, message: Inbound) -> SubmissionAccepted:
@@ -145,7 +144,7 @@ class Scoring:
 PAIRED = {"phq9": "gad7", "gad7": "phq9"}
 
 
-def _course(key: repository.SeriesKey, summaries: dict[repository.SeriesKey, Summary]) -> dict[str, Any] | None:
+def _course(key: SeriesKey, summaries: dict[SeriesKey, Summary]) -> dict[str, Any] | None:
     """NHS Talking Therapies outcomes of the episode so far: first against latest of both measures."""
     if key[3] not in PAIRED:
         return None
@@ -157,7 +156,7 @@ def _course(key: repository.SeriesKey, summaries: dict[repository.SeriesKey, Sum
     return asdict(outcome)
 
 
-def _series_key(event: SubmissionAccepted, episodes: dict[tuple[str, str], str]) -> repository.SeriesKey:
+def _series_key(event: SubmissionAccepted, episodes: dict[tuple[str, str], str]) -> SeriesKey:
     s = event.submission
     return (s.tenant, s.client_id, s.episode_id or episodes[(s.tenant, s.submission_id)], s.instrument)
 

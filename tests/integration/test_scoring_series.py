@@ -11,11 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rapport.services.scoring.handlers import Scoring
 from rapport.services.scoring.models import Series, StoredScore
+from rapport.services.scoring.unit_of_work import ScoringUnitOfWork
 from rapport.shared.contracts.submission import Submission, SubmissionAccepted
 from rapport.shared.instruments import load_registry
 from rapport.shared.messaging.consumer import Inbound
 from rapport.shared.messaging.publish import cloud_event
-from rapport.shared.unit_of_work import SessionUnitOfWork
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 WEEKLY_TOTALS = {1: 20, 2: 18, 3: 16, 4: 14}
@@ -45,9 +45,9 @@ async def test_two_late_scores_in_one_batch_are_placed_among_each_other(
     scoring = Scoring(load_registry())
     now = datetime(2026, 6, 1, tzinfo=UTC)
     async with sessions() as session, session.begin():
-        await scoring(SessionUnitOfWork(session, now), [accepted(1), accepted(4)])
+        await scoring(ScoringUnitOfWork.on(session, now), [accepted(1), accepted(4)])
     async with sessions() as session, session.begin():
-        uow = SessionUnitOfWork(session, now)
+        uow = ScoringUnitOfWork.on(session, now)
         await scoring(uow, [accepted(2), accepted(3)])
         events = uow.events
     async with sessions() as session:
