@@ -11,12 +11,12 @@ from rapport.services.alerts.handlers import SERVICE, AlertCommands, Alerting
 from rapport.services.alerts.models import inbox, outbox
 from rapport.services.alerts.rules import load_ruleset
 from rapport.services.alerts.trajectories import TrajectoryFits
+from rapport.services.alerts.unit_of_work import AlertsUnitOfWork
 from rapport.shared.contracts.alert import AlertCommandRejected, AlertTransition, EvaluationCompleted, Notification
 from rapport.shared.instruments import load_registry
 from rapport.shared.messaging import subjects
 from rapport.shared.service import ServiceRuntime
 from rapport.shared.settings import Settings
-from rapport.shared.unit_of_work import SessionUnitOfWork
 
 
 def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFastStream]:
@@ -25,11 +25,11 @@ def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFast
         subjects.SCORE_COMPUTED, "alerts-v2",
         Alerting(load_ruleset(), load_registry(),
                  TrajectoryFits(timedelta(seconds=settings.trajectory_refresh_seconds))),
-        unit_of_work=SessionUnitOfWork,
+        unit_of_work=AlertsUnitOfWork.on,
         description="Evaluates each computed score against the alert rules of its episode",
     )
     runtime.subscribe(
-        subjects.INBOUND_ALERT_COMMANDS, "alert-commands-v2", AlertCommands(), unit_of_work=SessionUnitOfWork,
+        subjects.INBOUND_ALERT_COMMANDS, "alert-commands-v2", AlertCommands(), unit_of_work=AlertsUnitOfWork.on,
         description="acknowledge / resolve commands from clinicians: "
                     '{"command_id", "alert_id", "action": "acknowledge"|"resolve", "by", "reason"}',
     )

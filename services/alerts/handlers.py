@@ -10,7 +10,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rapport.services.alerts import repository
 from rapport.services.alerts.repository import EpisodeKey
 from rapport.services.alerts.rules import (
     CommandRejected,
@@ -21,6 +20,7 @@ from rapport.services.alerts.rules import (
     notification_for,
 )
 from rapport.services.alerts.trajectories import TrajectoryFits
+from rapport.services.alerts.unit_of_work import AlertsUnitOfWork
 from rapport.shared.contracts.alert import (
     Alert,
     AlertCommand,
@@ -39,7 +39,6 @@ from rapport.shared.messaging.consumer import Inbound
 from rapport.shared.messaging.publish import cloud_event
 from rapport.shared.messaging.retry import PoisonMessage
 from rapport.shared.metrics import alert_transitions
-from rapport.shared.unit_of_work import SessionUnitOfWork
 
 SERVICE = "alerts"
 SCORE_COMPUTED = event_type("score", "computed")
@@ -60,16 +59,16 @@ class Alerting:
     registry: Registry
     trajectories: TrajectoryFits = field(default_factory=TrajectoryFits)
 
-    async def __call__(self, uow: SessionUnitOfWork, messages: Sequence[Inbound]) -> None:
-        session, now = uow.session, uow.now
+    async def __call__(self, uow: AlertsUnitOfWork, messages: Sequence[Inbound]) -> None:
+        record, now = uow.record, uow.now
         scores = [self._parse(m) for m in messages]
         by_episode: dict[EpisodeKey, list[ScoreComputed]] = defaultdict(list)
         for score in scores:
             by_episode[_key(score)].append(score)
-        stored = await repository.load_episodes(session, by_episode)
-        open_alerts = await repository.open_alerts(session, by_episode)
-        fits = await self.trajectories.for_tenants(session, [key[0] for key in by_episode], now)
-        await repository.remember_scores(session, scores)
+        stored = await record.load_episodes(by_episode)
+        open_alerts = await record.open_alerts(by_episode)
+        fits = await self.trajectories.for_tenants(record, [key[0] for key in by_episode], now)
+        await record.remember_scores(scores)
         episodes: dict[EpisodeKey, EpisodeAlerts] = {}
         for key in by_episode:
             _version, document = stored.get(key, (None, None))
@@ -77,8 +76,8 @@ class Alerting:
             episodes[key] = EpisodeAlerts.of(state, open_alerts[key])
         replayed = {key for key, episode_scores in by_episode.items() if episodes[key].needs_replay(episode_scores)}
         # one read per table for every episode the batch replays (this batch's scores included)
-        histories = await repository.episode_scores(session, replayed)
-        stored_alerts = await repository.episode_alerts(session, replayed)
+        histories = await record.episode_scores(replayed)
+        stored_alerts = await record.episode_alerts(replayed)
         changes: list[AlertTransition] = []
         events: list[Outgoing] = []
         saved: dict[EpisodeKey, tuple[int | None, dict[str, Any], datetime]] = {}
@@ -103,9 +102,9 @@ class Alerting:
             assert episode.state is not None
             saved[key] = (stored.get(key, (None, None))[0], episode.state.model_dump(mode="json"),
                           episode.state.latest_at)
-        await repository.save_episodes(session, saved)
+        await record.save_episodes(saved)
         transition_events = [e for e in events if e.subject.split(".")[2] == "alert"]
-        await repository.record(session, changes, [e.event_id for e in transition_events])
+        await record.record_transitions(changes, [e.event_id for e in transition_events])
         uow.publish(events)
         for change in changes:
             uow.after_commit(alert_transitions.labels(change.alert.tenant, change.alert.kind, change.transition).inc)
@@ -173,8 +172,8 @@ def _events(score: ScoreComputed, changes: Sequence[AlertTransition]) -> list[Ou
 class AlertCommands:
     """acknowledge / resolve from clinicians, on rapport.<tenant>.in.alert-commands."""
 
-    async def __call__(self, uow: SessionUnitOfWork, messages: Sequence[Inbound]) -> None:
-        session, now = uow.session, uow.now
+    async def __call__(self, uow: AlertsUnitOfWork, messages: Sequence[Inbound]) -> None:
+        record, now = uow.record, uow.now
         events: list[Outgoing] = []
         for message in messages:
             try:
@@ -182,7 +181,7 @@ class AlertCommands:
             except ValidationError as exc:
                 events.append(_command_rejected(message, None, f"not an alert command ({exc.error_count()} problems)"))
                 continue
-            alert = await repository.get_alert(session, message.tenant, command.alert_id)
+            alert = await record.get_alert(message.tenant, command.alert_id)
             if alert is None:
                 events.append(_command_rejected(message, command, "no such alert for this tenant"))
                 continue
@@ -191,7 +190,7 @@ class AlertCommands:
                 events.append(_command_rejected(message, command, outcome.reason))
                 continue
             event = _transition_event(outcome, command.command_id)
-            await repository.record(session, [outcome], [event.event_id])
+            await record.record_transitions([outcome], [event.event_id])
             uow.after_commit(alert_transitions.labels(alert.tenant, alert.kind, outcome.transition).inc)
             events.append(event)
         uow.publish(events)

@@ -31,130 +31,6 @@ seen = cast(Table, SeenScore.__table__)
 fits = cast(Table, StoredTrajectoryFit.__table__)
 
 
-async def load_episodes(
-    session: AsyncSession, keys: Iterable[EpisodeKey]
-) -> dict[EpisodeKey, tuple[int, dict[str, Any]]]:
-    """(version, state document) per episode that has one. Locked on PostgreSQL, in key order."""
-    wanted = sorted(set(keys))
-    if not wanted:
-        return {}
-    query = select(episodes).where(tuple_(episodes.c.tenant, episodes.c.client_id, episodes.c.episode_id).in_(wanted))
-    if is_postgres(session):
-        query = query.order_by(episodes.c.tenant, episodes.c.client_id, episodes.c.episode_id).with_for_update()
-    rows = await session.execute(query)
-    return {(r.tenant, r.client_id, r.episode_id): (r.version, r.state) for r in rows}
-
-
-async def save_episodes(
-    session: AsyncSession, states: Mapping[EpisodeKey, tuple[int | None, dict[str, Any], datetime]]
-) -> None:
-    """Insert new episodes and update the others (their rows are locked, see the module docstring)."""
-    fresh = [
-        {"tenant": t, "client_id": c, "episode_id": e, "latest_at": at, "version": 1, "state": state}
-        for (t, c, e), (version, state, at) in states.items() if version is None
-    ]
-    known = [
-        {"k_tenant": t, "k_client": c, "k_episode": e, "latest_at": at, "version": version + 1, "state": state}
-        for (t, c, e), (version, state, at) in states.items() if version is not None
-    ]
-    if fresh:
-        await session.execute(episodes.insert(), fresh)
-    if known:
-        await session.execute(
-            update(episodes)
-            .where(episodes.c.tenant == bindparam("k_tenant"), episodes.c.client_id == bindparam("k_client"),
-                   episodes.c.episode_id == bindparam("k_episode"))
-            .values(latest_at=bindparam("latest_at"), version=bindparam("version"), state=bindparam("state"))
-            .execution_options(synchronize_session=False),
-            known,
-        )
-
-
-async def open_alerts(session: AsyncSession, keys: Iterable[EpisodeKey]) -> dict[EpisodeKey, list[Alert]]:
-    wanted = sorted(set(keys))
-    found: dict[EpisodeKey, list[Alert]] = {k: [] for k in wanted}
-    if not wanted:
-        return found
-    rows = await session.execute(
-        select(alerts.c.tenant, alerts.c.client_id, alerts.c.episode_id, alerts.c.document).where(
-            tuple_(alerts.c.tenant, alerts.c.client_id, alerts.c.episode_id).in_(wanted),
-            alerts.c.status != "resolved",
-        )
-    )
-    for r in rows:
-        found[(r.tenant, r.client_id, r.episode_id)].append(Alert.model_validate(r.document))
-    return found
-
-
-async def episode_alerts(session: AsyncSession, keys: Collection[EpisodeKey]) -> dict[EpisodeKey, list[Alert]]:
-    """Every alert of the episodes, open or not, in one query."""
-    found: dict[EpisodeKey, list[Alert]] = {key: [] for key in keys}
-    if keys:
-        rows = await session.execute(select(alerts.c.tenant, alerts.c.client_id, alerts.c.episode_id,
-                                            alerts.c.document).where(
-            tuple_(alerts.c.tenant, alerts.c.client_id, alerts.c.episode_id).in_(sorted(keys))))
-        for r in rows:
-            found[(r.tenant, r.client_id, r.episode_id)].append(Alert.model_validate(r.document))
-    return found
-
-
-async def get_alert(session: AsyncSession, tenant: str, alert_id: str) -> Alert | None:
-    query = select(alerts.c.document).where(alerts.c.alert_id == alert_id, alerts.c.tenant == tenant)
-    if is_postgres(session):
-        query = query.with_for_update()
-    document = (await session.execute(query)).scalar_one_or_none()
-    return Alert.model_validate(document) if document is not None else None
-
-
-async def remember_scores(session: AsyncSession, scores: Sequence[ScoreComputed]) -> None:
-    """Keep the service's own copy of every score (its latest revision), for replays."""
-    latest: dict[tuple[str, str], ScoreComputed] = {}
-    for score in scores:
-        key = (score.tenant, score.submission_id)
-        if key not in latest or latest[key].revision <= score.revision:
-            latest[key] = score
-    if not latest:
-        return
-    rows = [
-        {"tenant": s.tenant, "submission_id": s.submission_id, "client_id": s.client_id,
-         "episode_id": s.episode_id, "revision": s.revision, "administered_at": s.administered_at,
-         "document": s.model_dump(mode="json")}
-        for s in latest.values()
-    ]
-    newer = upsert(session, seen, ["tenant", "submission_id"], only_if=lambda new: seen.c.revision <= new.revision)
-    await session.execute(newer, rows)
-
-
-async def episode_scores(session: AsyncSession,
-                         keys: Collection[EpisodeKey]) -> dict[EpisodeKey, list[ScoreComputed]]:
-    """The service's copy of every score of the episodes, in administration order, in one query."""
-    found: dict[EpisodeKey, list[ScoreComputed]] = {key: [] for key in keys}
-    if keys:
-        rows = await session.execute(
-            select(seen.c.tenant, seen.c.client_id, seen.c.episode_id, seen.c.document)
-            .where(tuple_(seen.c.tenant, seen.c.client_id, seen.c.episode_id).in_(sorted(keys)))
-            .order_by(seen.c.administered_at, seen.c.submission_id)
-        )
-        for r in rows:
-            found[(r.tenant, r.client_id, r.episode_id)].append(ScoreComputed.model_validate(r.document))
-    return found
-
-
-async def record(session: AsyncSession, changes: Sequence[AlertTransition], event_ids: Sequence[str]) -> None:
-    """Upsert each alert's latest state and append its transitions (the audit trail)."""
-    latest: dict[str, Alert] = {}
-    for change in changes:
-        latest[change.alert.alert_id] = change.alert
-    if latest:
-        await session.execute(upsert(session, alerts, ["alert_id"]), [_alert_row(a) for a in latest.values()])
-    if changes:
-        await session.execute(transitions.insert(), [
-            {"event_id": event_id, "alert_id": c.alert.alert_id, "tenant": c.alert.tenant,
-             "transition": c.transition, "by": c.by, "at": c.at, "reason": c.reason}
-            for c, event_id in zip(changes, event_ids, strict=True)
-        ])
-
-
 def _alert_row(alert: Alert) -> dict[str, Any]:
     return {
         "alert_id": alert.alert_id, "tenant": alert.tenant, "client_id": alert.client_id,
@@ -198,3 +74,128 @@ async def trajectory_fits(session: AsyncSession, tenants: Iterable[str]) -> dict
             fit = TrajectoryFit.model_validate(document)
             found[fit.tenant][fit.instrument] = fit
     return found
+
+
+class SqlAlertRecord:
+    """What the alerts service keeps, in one batch's transaction: episode states, alerts and their
+    transitions, the scores it has seen, the tenants' trajectory fits."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def load_episodes(self, keys: Iterable[EpisodeKey]) -> dict[EpisodeKey, tuple[int, dict[str, Any]]]:
+        """(version, state document) per episode that has one. Locked on PostgreSQL, in key order."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        key = (episodes.c.tenant, episodes.c.client_id, episodes.c.episode_id)
+        query = select(episodes).where(tuple_(*key).in_(wanted))
+        if is_postgres(self._session):
+            query = query.order_by(*key).with_for_update()
+        rows = await self._session.execute(query)
+        return {(r.tenant, r.client_id, r.episode_id): (r.version, r.state) for r in rows}
+
+    async def save_episodes(self, states: Mapping[EpisodeKey, tuple[int | None, dict[str, Any], datetime]]) -> None:
+        """Insert new episodes and update the others (their rows are locked, see the module docstring)."""
+        fresh = [
+            {"tenant": t, "client_id": c, "episode_id": e, "latest_at": at, "version": 1, "state": state}
+            for (t, c, e), (version, state, at) in states.items() if version is None
+        ]
+        known = [
+            {"k_tenant": t, "k_client": c, "k_episode": e, "latest_at": at, "version": version + 1, "state": state}
+            for (t, c, e), (version, state, at) in states.items() if version is not None
+        ]
+        if fresh:
+            await self._session.execute(episodes.insert(), fresh)
+        if known:
+            await self._session.execute(
+                update(episodes)
+                .where(episodes.c.tenant == bindparam("k_tenant"), episodes.c.client_id == bindparam("k_client"),
+                       episodes.c.episode_id == bindparam("k_episode"))
+                .values(latest_at=bindparam("latest_at"), version=bindparam("version"), state=bindparam("state"))
+                .execution_options(synchronize_session=False),
+                known,
+            )
+
+    async def open_alerts(self, keys: Iterable[EpisodeKey]) -> dict[EpisodeKey, list[Alert]]:
+        wanted = sorted(set(keys))
+        found: dict[EpisodeKey, list[Alert]] = {k: [] for k in wanted}
+        if not wanted:
+            return found
+        rows = await self._session.execute(
+            select(alerts.c.tenant, alerts.c.client_id, alerts.c.episode_id, alerts.c.document).where(
+                tuple_(alerts.c.tenant, alerts.c.client_id, alerts.c.episode_id).in_(wanted),
+                alerts.c.status != "resolved",
+            )
+        )
+        for r in rows:
+            found[(r.tenant, r.client_id, r.episode_id)].append(Alert.model_validate(r.document))
+        return found
+
+    async def episode_alerts(self, keys: Collection[EpisodeKey]) -> dict[EpisodeKey, list[Alert]]:
+        """Every alert of the episodes, open or not, in one query."""
+        found: dict[EpisodeKey, list[Alert]] = {key: [] for key in keys}
+        if keys:
+            rows = await self._session.execute(select(alerts.c.tenant, alerts.c.client_id, alerts.c.episode_id,
+                                                alerts.c.document).where(
+                tuple_(alerts.c.tenant, alerts.c.client_id, alerts.c.episode_id).in_(sorted(keys))))
+            for r in rows:
+                found[(r.tenant, r.client_id, r.episode_id)].append(Alert.model_validate(r.document))
+        return found
+
+    async def get_alert(self, tenant: str, alert_id: str) -> Alert | None:
+        query = select(alerts.c.document).where(alerts.c.alert_id == alert_id, alerts.c.tenant == tenant)
+        if is_postgres(self._session):
+            query = query.with_for_update()
+        document = (await self._session.execute(query)).scalar_one_or_none()
+        return Alert.model_validate(document) if document is not None else None
+
+    async def remember_scores(self, scores: Sequence[ScoreComputed]) -> None:
+        """Keep the service's own copy of every score (its latest revision), for replays."""
+        latest: dict[tuple[str, str], ScoreComputed] = {}
+        for score in scores:
+            key = (score.tenant, score.submission_id)
+            if key not in latest or latest[key].revision <= score.revision:
+                latest[key] = score
+        if not latest:
+            return
+        rows = [
+            {"tenant": s.tenant, "submission_id": s.submission_id, "client_id": s.client_id,
+             "episode_id": s.episode_id, "revision": s.revision, "administered_at": s.administered_at,
+             "document": s.model_dump(mode="json")}
+            for s in latest.values()
+        ]
+        newer = upsert(self._session, seen, ["tenant", "submission_id"],
+                       only_if=lambda new: seen.c.revision <= new.revision)
+        await self._session.execute(newer, rows)
+
+    async def episode_scores(self, keys: Collection[EpisodeKey]) -> dict[EpisodeKey, list[ScoreComputed]]:
+        """The service's copy of every score of the episodes, in administration order, in one query."""
+        found: dict[EpisodeKey, list[ScoreComputed]] = {key: [] for key in keys}
+        if keys:
+            rows = await self._session.execute(
+                select(seen.c.tenant, seen.c.client_id, seen.c.episode_id, seen.c.document)
+                .where(tuple_(seen.c.tenant, seen.c.client_id, seen.c.episode_id).in_(sorted(keys)))
+                .order_by(seen.c.administered_at, seen.c.submission_id)
+            )
+            for r in rows:
+                found[(r.tenant, r.client_id, r.episode_id)].append(ScoreComputed.model_validate(r.document))
+        return found
+
+    async def record_transitions(self, changes: Sequence[AlertTransition], event_ids: Sequence[str]) -> None:
+        """Upsert each alert's latest state and append its transitions (the audit trail)."""
+        latest: dict[str, Alert] = {}
+        for change in changes:
+            latest[change.alert.alert_id] = change.alert
+        if latest:
+            await self._session.execute(upsert(self._session, alerts, ["alert_id"]),
+                                        [_alert_row(a) for a in latest.values()])
+        if changes:
+            await self._session.execute(transitions.insert(), [
+                {"event_id": event_id, "alert_id": c.alert.alert_id, "tenant": c.alert.tenant,
+                 "transition": c.transition, "by": c.by, "at": c.at, "reason": c.reason}
+                for c, event_id in zip(changes, event_ids, strict=True)
+            ])
+
+    async def trajectory_fits(self, tenants: Iterable[str]) -> dict[str, dict[str, TrajectoryFit]]:
+        return await trajectory_fits(self._session, tenants)

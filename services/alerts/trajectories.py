@@ -5,10 +5,10 @@ effect without a restart)."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -85,6 +85,10 @@ class _Episode:
             into[instrument].append(points)
 
 
+class StoredFits(Protocol):
+    async def trajectory_fits(self, tenants: Iterable[str]) -> dict[str, dict[str, TrajectoryFit]]: ...
+
+
 @dataclass
 class TrajectoryFits:
     """The stored fits per tenant, re-read when older than `refresh`."""
@@ -92,10 +96,10 @@ class TrajectoryFits:
     refresh: timedelta = timedelta(seconds=60)
     _loaded: dict[str, tuple[datetime, dict[str, TrajectoryFit]]] = field(default_factory=dict)
 
-    async def for_tenants(self, session: AsyncSession, tenants: Sequence[str],
+    async def for_tenants(self, record: StoredFits, tenants: Sequence[str],
                           now: datetime) -> dict[str, dict[str, TrajectoryFit]]:
         stale = sorted({t for t in tenants if t not in self._loaded or now - self._loaded[t][0] >= self.refresh})
         if stale:
-            for tenant, by_instrument in (await repository.trajectory_fits(session, stale)).items():
+            for tenant, by_instrument in (await record.trajectory_fits(stale)).items():
                 self._loaded[tenant] = (now, by_instrument)
         return {t: self._loaded[t][1] for t in tenants}

@@ -11,11 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from rapport.services.alerts.handlers import Alerting
 from rapport.services.alerts.models import EpisodeRecord
 from rapport.services.alerts.rules import load_ruleset
+from rapport.services.alerts.unit_of_work import AlertsUnitOfWork
 from rapport.shared.contracts.score import ScoreComputed, Scored
 from rapport.shared.instruments import load_registry
 from rapport.shared.messaging.consumer import Inbound
 from rapport.shared.messaging.publish import cloud_event
-from rapport.shared.unit_of_work import SessionUnitOfWork
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -47,9 +47,9 @@ async def test_a_batch_with_a_late_score_and_a_newer_one_counts_each_score_once(
     alerting = Alerting(load_ruleset(), load_registry())
     now = datetime(2026, 6, 1, tzinfo=UTC)
     async with sessions() as session, session.begin():
-        await alerting(SessionUnitOfWork(session, now), [computed(2, 14)])
+        await alerting(AlertsUnitOfWork.on(session, now), [computed(2, 14)])
     async with sessions() as session, session.begin():
-        uow = SessionUnitOfWork(session, now)
+        uow = AlertsUnitOfWork.on(session, now)
         await alerting(uow, [computed(1, 16), computed(3, 12)])
         events = uow.events
     async with sessions() as session:

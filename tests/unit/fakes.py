@@ -3,9 +3,13 @@ fakes of Rapport's ports, never of a broker or a database."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
+from rapport.services.alerts.repository import EpisodeKey
+from rapport.services.alerts.rules.trajectory import TrajectoryFit
+from rapport.services.alerts.unit_of_work import AlertsUnitOfWork
 from rapport.services.ingest.admission import Admission
 from rapport.services.ingest.repository import Key
 from rapport.services.ingest.unit_of_work import IngestUnitOfWork
@@ -13,6 +17,7 @@ from rapport.services.scoring.episodes import Span
 from rapport.services.scoring.repository import ClientKey, SeriesKey
 from rapport.services.scoring.series import Point, Summary
 from rapport.services.scoring.unit_of_work import ScoringUnitOfWork
+from rapport.shared.contracts.alert import Alert, AlertTransition
 from rapport.shared.contracts.score import ScoreComputed
 from rapport.shared.contracts.submission import Submission
 
@@ -85,3 +90,65 @@ class InMemoryRecord:
 
 def scoring_unit_of_work(now: datetime, record: InMemoryRecord) -> ScoringUnitOfWork:
     return ScoringUnitOfWork(record, now)
+
+
+class InMemoryAlertRecord:
+    """The alerts service's record as dictionaries: episode states with versions, alerts by id with
+    their transitions, the latest revision of each score seen."""
+
+    def __init__(self) -> None:
+        self.episodes: dict[EpisodeKey, tuple[int, dict[str, Any]]] = {}
+        self.alerts: dict[str, Alert] = {}
+        self.transitions: list[tuple[str, AlertTransition]] = []
+        self.seen: dict[tuple[str, str], ScoreComputed] = {}
+        self.fits: dict[str, dict[str, TrajectoryFit]] = {}
+
+    async def load_episodes(self, keys: Iterable[EpisodeKey]) -> dict[EpisodeKey, tuple[int, dict[str, Any]]]:
+        return {k: self.episodes[k] for k in keys if k in self.episodes}
+
+    async def save_episodes(self, states: Mapping[EpisodeKey, tuple[int | None, dict[str, Any], datetime]]) -> None:
+        for key, (version, state, _at) in states.items():
+            self.episodes[key] = ((version or 0) + 1, state)
+
+    def _of(self, keys: Iterable[EpisodeKey], open_only: bool) -> dict[EpisodeKey, list[Alert]]:
+        found: dict[EpisodeKey, list[Alert]] = {k: [] for k in keys}
+        for a in self.alerts.values():
+            key = (a.tenant, a.client_id, a.episode_id)
+            if key in found and not (open_only and a.status == "resolved"):
+                found[key].append(a)
+        return found
+
+    async def open_alerts(self, keys: Iterable[EpisodeKey]) -> dict[EpisodeKey, list[Alert]]:
+        return self._of(keys, open_only=True)
+
+    async def episode_alerts(self, keys: Collection[EpisodeKey]) -> dict[EpisodeKey, list[Alert]]:
+        return self._of(keys, open_only=False)
+
+    async def get_alert(self, tenant: str, alert_id: str) -> Alert | None:
+        alert = self.alerts.get(alert_id)
+        return alert if alert is not None and alert.tenant == tenant else None
+
+    async def remember_scores(self, scores: Sequence[ScoreComputed]) -> None:
+        for s in scores:
+            stored = self.seen.get((s.tenant, s.submission_id))
+            if stored is None or stored.revision <= s.revision:
+                self.seen[(s.tenant, s.submission_id)] = s
+
+    async def episode_scores(self, keys: Collection[EpisodeKey]) -> dict[EpisodeKey, list[ScoreComputed]]:
+        found: dict[EpisodeKey, list[ScoreComputed]] = {k: [] for k in keys}
+        for s in sorted(self.seen.values(), key=lambda s: (s.administered_at, s.submission_id)):
+            if (key := (s.tenant, s.client_id, s.episode_id)) in found:
+                found[key].append(s)
+        return found
+
+    async def record_transitions(self, changes: Sequence[AlertTransition], event_ids: Sequence[str]) -> None:
+        for change, event_id in zip(changes, event_ids, strict=True):
+            self.alerts[change.alert.alert_id] = change.alert
+            self.transitions.append((event_id, change))
+
+    async def trajectory_fits(self, tenants: Iterable[str]) -> dict[str, dict[str, TrajectoryFit]]:
+        return {t: self.fits.get(t, {}) for t in tenants}
+
+
+def alerts_unit_of_work(now: datetime, record: InMemoryAlertRecord) -> AlertsUnitOfWork:
+    return AlertsUnitOfWork(record, now)

@@ -1,0 +1,79 @@
+"""The alerts service's handlers against their unit of work with an in-memory record (issue 10): a
+rupture raised once and announced, every score's evaluation completed, counts after commit, and
+clinicians' commands acting only on their own tenant's alerts."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from fakes import InMemoryAlertRecord, alerts_unit_of_work
+
+from rapport.services.alerts.handlers import AlertCommands, Alerting
+from rapport.services.alerts.rules import load_ruleset
+from rapport.shared.contracts.score import ScoreComputed, Scored
+from rapport.shared.instruments import load_registry
+from rapport.shared.messaging.consumer import Inbound
+from rapport.shared.messaging.publish import cloud_event
+from rapport.shared.metrics import REGISTRY as METRICS
+
+T0 = datetime(2026, 2, 2, 9, tzinfo=UTC)
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+ALERTING = Alerting(load_ruleset(), load_registry())
+
+
+def quarters(total: float) -> dict[int, float | None]:
+    quarter = round(total / 4, 1)
+    return {1: quarter, 2: quarter, 3: quarter, 4: round(total - 3 * quarter, 1)}
+
+
+def srs(tenant: str, session: int, total: float) -> Inbound:
+    """Dana's SRS (a synthetic client) after session `session`."""
+    scored = Scored(instrument="srs", instrument_version="3", kind="alliance", better="higher", total=total,
+                    total_min=0, total_max=40, risk_checked=True)
+    score = ScoreComputed(
+        tenant=tenant, submission_id=f"srs-{session}", revision=1, client_id="client-dana", episode_id="ep-1",
+        clinician_id="clin-07", administered_at=T0 + timedelta(days=7 * session), session_number=session,
+        score=scored, responses=quarters(total), parameters={"concern_cutoff": 36},
+    )
+    event = cloud_event(entity="score", verb="computed", service="scoring", tenant=tenant,
+                        subject=f"rapport.{tenant}.score.computed", about=score.submission_id, data=score)
+    return Inbound(f"m-{session}", event.subject, tenant, event.body, 1)
+
+
+def command(tenant: str, alert_id: str, n: int, action: str = "acknowledge") -> Inbound:
+    body = json.dumps({"command_id": f"cmd-{n}", "alert_id": alert_id, "action": action, "by": "clin-07"})
+    return Inbound(f"c-{n}", f"rapport.{tenant}.in.alert-commands", tenant, body.encode(), 1)
+
+
+def raised_count(tenant: str) -> float:
+    return METRICS.get_sample_value("rapport_alert_transitions_total",
+                                    {"tenant": tenant, "kind": "alliance_rupture", "transition": "raised"}) or 0.0
+
+
+async def test_a_falling_alliance_raises_one_rupture_tells_the_therapist_and_completes_each_evaluation() -> None:
+    tenant, record = "handler-rupture", InMemoryAlertRecord()
+    uow = alerts_unit_of_work(NOW, record)
+    await ALERTING(uow, [srs(tenant, 1, 38.0), srs(tenant, 2, 31.0)])
+    kinds = [e.subject.split(".", 2)[2] for e in uow.events]
+    assert kinds.count("evaluation.completed") == 2
+    assert kinds.count("alert.raised") == 1 and "notify.clin-07" in kinds
+    [rupture] = record.alerts.values()
+    assert (rupture.kind, rupture.status, rupture.clinician_id) == ("alliance_rupture", "open", "clin-07")
+    assert raised_count(tenant) == 0, "nothing counts before the batch commits"
+    uow.committed()
+    assert raised_count(tenant) == 1
+    assert record.episodes[(tenant, "client-dana", "ep-1")][0] == 1
+
+
+async def test_a_command_acts_on_its_own_tenants_alert_and_another_tenants_id_changes_nothing() -> None:
+    record = InMemoryAlertRecord()
+    await ALERTING(alerts_unit_of_work(NOW, record), [srs("clinic-a", 1, 38.0), srs("clinic-a", 2, 31.0)])
+    [rupture] = record.alerts.values()
+    uow = alerts_unit_of_work(NOW, record)
+    await AlertCommands()(uow, [command("clinic-b", rupture.alert_id, 1), command("clinic-a", rupture.alert_id, 2)])
+    rejected, acknowledged = uow.events
+    assert rejected.subject == "rapport.clinic-b.alert-command.rejected"
+    assert json.loads(rejected.body)["data"]["reason"] == "no such alert for this tenant"
+    assert acknowledged.subject == "rapport.clinic-a.alert.updated"
+    assert record.alerts[rupture.alert_id].status == "acknowledged"
