@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+MAX_PAYLOAD = 2 * 1024 * 1024
 # RAPPORT_BROKER_SYNC, as shared/settings.py validates it
 SYNC_PATTERN = re.compile(r"^(always|[1-9][0-9]*(ms|s|m|h))$")
 _UNIT_NS = {"ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
@@ -111,6 +112,9 @@ def server_config(*, port: int, monitor_port: int, store: Path, log: Path, sync:
         f"listen: 127.0.0.1:{port}",
         f"http: 127.0.0.1:{monitor_port}",
         f"log_file: {_quoted(str(log))}",
+        # the gateway takes bodies up to RAPPORT_GATEWAY_MAX_BODY_BYTES (1 MiB): room for that and its
+        # headers (the server's default is exactly 1 MiB)
+        f"max_payload: {MAX_PAYLOAD}",
         "jetstream {",
         f"  store_dir: {_quoted(str(store))}",
         f"  sync_interval: {sync_value}",

@@ -19,6 +19,7 @@ from faststream.asgi.types import Scope
 from faststream.nats import NatsBroker
 from faststream.nats.message import NatsBatchMessage
 from faststream.specification import AsyncAPI
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from prometheus_client import make_asgi_app
 from pydantic import BaseModel, create_model
@@ -93,8 +94,12 @@ class ServiceRuntime:
     def jetstream(self) -> JetStreamContext:
         return self.broker.config.connection_state.stream  # type: ignore[no-any-return]
 
+    def connection(self) -> Client | None:
+        """The nats-py client, once connected (for the gateway's publish-and-wait, shared/messaging/ingress.py)."""
+        return self.broker._connection
+
     def max_payload(self) -> int:
-        connection = self.broker._connection  # the nats-py client, once connected
+        connection = self.connection()
         return int(connection.max_payload) if connection is not None else 1024 * 1024
 
     async def prune_inbox(self) -> None:

@@ -75,6 +75,18 @@ class Settings(BaseSettings):
     trajectory_refresh_seconds: float = Field(default=60.0, ge=0)
     # tenants that have enabled licensed instruments (ORS, SRS, ...): "acme:ors,srs;beta:srs"
     licensed_instruments: str = ""
+    # The gateway (HTTP and FHIR). How long a request waits for ingest's answer before it is answered
+    # 202; the largest body it takes (it also stays below the broker's max_payload, whatever is set
+    # here); the port `rapport up` gives it when that port is free.
+    gateway_answer_wait_seconds: float = Field(default=5.0, gt=0, le=60)
+    gateway_max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    gateway_port: int = Field(default=8480, ge=1, le=65535)
+    # Sign-in. Without an OIDC issuer, bearer tokens are verified with the embedded signing key
+    # (`rapport token` mints them; `rapport up` creates the key, mode 0600). The audience tokens
+    # must name, either way.
+    token_key_file: Path | None = Field(default=None, description="default: <data_dir>/token-signing-key.pem")
+    oidc_issuer: str | None = None
+    oidc_audience: str = "rapport"
 
     @property
     def inbox_retention(self) -> timedelta:
@@ -107,6 +119,9 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'rapport.db').resolve()}"
+
+    def resolved_token_key_file(self) -> Path:
+        return self.token_key_file or self.data_dir / "token-signing-key.pem"
 
     def licensed_for(self, tenant: str) -> frozenset[str]:
         return self._licences.get(tenant, frozenset())

@@ -13,8 +13,9 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 import rapport.services.alerts.models
+import rapport.services.gateway.models
 import rapport.services.ingest.models
-import rapport.services.scoring.models  # noqa: F401  (the three imports register every table)
+import rapport.services.scoring.models  # noqa: F401  (the four imports register every table)
 from rapport.shared.db.base import Base, UtcDateTime
 from rapport.shared.db.engine import create_engine
 from rapport.shared.settings import Settings

@@ -1,0 +1,75 @@
+"""Composition root of the gateway: `rapport serve gateway`.
+
+One process serves the HTTP routes (FastAPI: FHIR at /fhir, native at /api/v1) and, like every
+service, /healthz, /readyz and /metrics with its broker and consumer lifecycle (ServiceRuntime). Its
+one consumer keeps ingest's answers (handlers.py), so a resend is answered like the first request.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from faststream.asgi import AsgiFastStream
+from faststream.asgi.types import Receive, Scope, Send
+
+from rapport.services.gateway.answers import AnswerWaiter
+from rapport.services.gateway.handlers import SERVICE, KeepAnswers
+from rapport.services.gateway.http import Gate, create_app
+from rapport.services.gateway.intake import Intake, body_limit
+from rapport.services.gateway.models import inbox, outbox
+from rapport.services.gateway.repository import StoredAnswers, forget_old_answers
+from rapport.services.gateway.tokens import TokenVerifier, verifier_for
+from rapport.shared.messaging import subjects
+from rapport.shared.messaging.ingress import BrokerUnavailable, Ingress
+from rapport.shared.periodic import Periodic
+from rapport.shared.service import VERSION, ServiceRuntime
+from rapport.shared.settings import Settings
+from rapport.shared.unit_of_work import SessionUnitOfWork
+
+log = logging.getLogger("rapport.gateway")
+
+SUBMISSION_ANSWERS = f"{subjects.PREFIX}.*.submission.>"
+
+
+class GatewayAsgi:
+    """HTTP to the FastAPI routes, except the service routes (/healthz, /readyz, /metrics) and the
+    lifespan (broker, consumer, background tasks), which are FastStream's as in every service."""
+
+    def __init__(self, service: AsgiFastStream, http: FastAPI) -> None:
+        self.service = service
+        self.http = http
+        self._service_paths = {path for path, _ in service.routes}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" or scope.get("path") in self._service_paths:
+            await self.service(scope, receive, send)
+        else:
+            await self.http(scope, receive, send)
+
+
+def build(settings: Settings, broker_url: str, *, verifier: TokenVerifier | None = None,
+          ) -> tuple[ServiceRuntime, GatewayAsgi]:
+    verifier = verifier or verifier_for(settings)
+    runtime = ServiceRuntime(SERVICE, settings, broker_url, inbox=inbox, outbox=outbox)
+    runtime.subscribe(
+        SUBMISSION_ANSWERS, "gateway-answers-v1", KeepAnswers(), unit_of_work=SessionUnitOfWork,
+        description="ingest's answers, kept so a resend over HTTP gets the answer the first request got",
+    )
+    ingress = Ingress(runtime.connection, timeout=settings.publish_timeout_seconds)
+    intake = Intake(ingress, AnswerWaiter(ingress), StoredAnswers(runtime.sessions),
+                    wait_seconds=settings.gateway_answer_wait_seconds)
+
+    def limit() -> int:
+        try:
+            return body_limit(settings.gateway_max_body_bytes, ingress.max_payload())
+        except BrokerUnavailable:  # not connected yet: the broker's default max_payload, 1 MiB
+            return body_limit(settings.gateway_max_body_bytes, 1024 * 1024)
+
+    async def prune() -> None:
+        async with runtime.sessions() as session, session.begin():
+            await forget_old_answers(session, runtime.clock() - settings.inbox_retention)
+
+    http = create_app(intake, Gate(verifier, limit), version=VERSION, wait_seconds=settings.gateway_answer_wait_seconds)
+    service = runtime.asgi(background=[Periodic("gateway-answer-pruning", 3600, prune)])
+    return runtime, GatewayAsgi(service, http)

@@ -1,0 +1,180 @@
+"""FHIR R4 shapes of the gateway's answers, as plain functions: OperationOutcome from Rapport's
+problems (with a FHIRPath `expression` where the problem names an element), the batch-response of a
+Bundle, and the CapabilityStatement saying exactly what is supported.
+
+Rapport's own problem code travels in `issue.details.coding` (system `PROBLEM_CODES`), beside the
+nearest FHIR issue type in `issue.code` (http://hl7.org/fhir/R4/valueset-issue-type.html)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from rapport.services.gateway.answers import Answer
+from rapport.shared.contracts.problems import Problem
+
+FHIR_VERSION = "4.0.1"
+FHIR_JSON = "application/fhir+json"
+PROBLEM_CODES = "urn:rapport:problem-code"
+SUPPORTED_BUNDLE_TYPES = ("batch", "collection")
+
+# Rapport's problem codes -> FHIR issue type; anything else is `invalid`
+ISSUE_TYPES = {
+    "missing_field": "required", "missing_items": "required", "empty_bundle": "required", "missing_total": "required",
+    "invalid_json": "structure", "invalid_fhir": "structure", "not_an_object": "structure",
+    "duplicate_key": "duplicate", "duplicate_item": "duplicate",
+    "invalid_id": "value", "out_of_range": "value", "not_a_number": "value", "invalid_datetime": "value",
+    "date_without_time": "value", "missing_timezone": "value", "too_long": "too-long",
+    "unknown_instrument": "not-supported", "ambiguous_instrument": "not-supported",
+    "unsupported_resource": "not-supported", "not_fhir_r4": "not-supported", "unsupported_media_type": "not-supported",
+    "unscorable_answer": "code-invalid", "unmapped_link_id": "code-invalid", "unknown_item": "code-invalid",
+    "unmapped_code": "code-invalid",
+    "status_not_final": "business-rule", "total_mismatch": "business-rule", "derived_from_response": "business-rule",
+    "unresolved_reference": "not-found", "invalid_reference": "value",
+    "tenant_mismatch": "security", "invalid_tenant": "security",
+    "too_large": "too-long", "unauthenticated": "login", "forbidden": "forbidden",
+    "wrong_resource_type": "not-supported", "transaction_not_supported": "not-supported",
+    "unsupported_bundle_type": "not-supported", "invalid_idempotency_key": "value",
+    "not_found": "not-found", "method_not_allowed": "not-supported",
+    "broker_unavailable": "transient", "pending": "informational", "accepted": "informational",
+    "instrument_inferred": "informational", "temporary_submission_id": "informational",
+}
+
+# the top-level elements of what ingest reads; a problem naming anything else ("responses",
+# "total": Rapport's own words for what it computed) gets no FHIRPath, only its words
+ELEMENTS = {
+    "QuestionnaireResponse": {"id", "meta", "contained", "extension", "identifier", "basedOn", "partOf",
+                              "questionnaire", "status", "subject", "encounter", "authored", "author", "source",
+                              "item"},
+    "Observation": {"id", "meta", "contained", "extension", "identifier", "basedOn", "partOf", "status", "category",
+                    "code", "subject", "encounter", "effective", "issued", "performer", "value", "dataAbsentReason",
+                    "hasMember", "derivedFrom", "component"},
+    "Bundle": {"id", "meta", "identifier", "type", "timestamp", "total", "entry"},
+}
+_SEGMENT = re.compile(r"^([A-Za-z_]+)((?:\[\d+\])*)$")
+# a choice element written with its type, `valueCoding`, is `value.ofType(Coding)` in FHIRPath
+_CHOICE = re.compile(r"^(value|effective)([A-Z][A-Za-z]*)$")
+
+
+def fhirpath(resource_type: str | None, field: str) -> str | None:
+    """`item[2].answer[0].valueCoding` on a QuestionnaireResponse ->
+    `QuestionnaireResponse.item[2].answer[0].value.ofType(Coding)`; None when the field is not an element."""
+    if resource_type not in ELEMENTS or not field:
+        return None
+    out = [resource_type]
+    owner = resource_type
+    for n, segment in enumerate(field.split(".")):
+        match = _SEGMENT.match(segment)
+        if match is None:
+            return None
+        name, index = match.groups()
+        choice = _CHOICE.match(name)
+        if n == 0 and (choice.group(1) if choice else name) not in ELEMENTS[owner]:
+            return None
+        out.append(f"{choice.group(1)}.ofType({choice.group(2)}){index}" if choice else f"{name}{index}")
+    return ".".join(out)
+
+
+def issue(severity: str, code: str, diagnostics: str, *, expression: str | None = None,
+          rapport_code: str | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"severity": severity, "code": code}
+    if rapport_code:
+        entry["details"] = {"coding": [{"system": PROBLEM_CODES, "code": rapport_code}]}
+    entry["diagnostics"] = diagnostics
+    if expression:
+        entry["expression"] = [expression]
+    return entry
+
+
+def problem_issue(problem: Problem, severity: str, resource_type: str | None) -> dict[str, Any]:
+    words = problem.message + (f" (expected {problem.expected})" if problem.expected else "")
+    expression = fhirpath(resource_type, problem.field)
+    if expression is None and problem.field:
+        words = f"{problem.field}: {words}"
+    return issue(severity, ISSUE_TYPES.get(problem.code, "invalid"), words, expression=expression,
+                 rapport_code=problem.code)
+
+
+def operation_outcome(issues: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    listed = list(issues)
+    return {"resourceType": "OperationOutcome",
+            "issue": listed or [issue("information", "informational", "no problems")]}
+
+
+def outcome_of(answer: Answer, resource_type: str | None) -> dict[str, Any]:
+    """An accepted part: what it was stored as, then its warnings. A rejected one: every problem."""
+    if answer.outcome == "rejected":
+        return operation_outcome(problem_issue(p, "error", resource_type) for p in answer.problems)
+    stored = issue("information", "informational",
+                   f"accepted as submission {answer.submission_id}, revision {answer.revision} ({answer.disposition})",
+                   rapport_code="accepted")
+    return operation_outcome([stored, *(problem_issue(p, "warning", resource_type) for p in answer.problems)])
+
+
+def refusal(code: str, diagnostics: str, *, severity: str = "error") -> dict[str, Any]:
+    return operation_outcome([issue(severity, ISSUE_TYPES.get(code, "invalid"), diagnostics, rapport_code=code)])
+
+
+def batch_response(answers: Sequence[Answer]) -> dict[str, Any]:
+    """One entry per answered part, in ingest's order; supporting entries (a Patient, a Questionnaire)
+    get none, so the entries need not line up with the request's."""
+    entries = []
+    for answer in answers:
+        response: dict[str, Any] = {"status": "201 Created" if answer.outcome == "accepted"
+                                    else "422 Unprocessable Entity", "outcome": outcome_of(answer, "Bundle")}
+        if answer.outcome == "accepted":
+            response["etag"] = f'W/"{answer.revision}"'
+        entries.append({"response": response})
+    return {"resourceType": "Bundle", "type": "batch-response", "entry": entries}
+
+
+def capability_statement(*, now: datetime, version: str, max_body_bytes: int, wait_seconds: float) -> dict[str, Any]:
+    waits = (f"The gateway publishes the resource to rapport.<tenant>.in.submissions and waits up to "
+             f"{wait_seconds:g} s for ingest's answer: 201 accepted (an OperationOutcome with the submission id "
+             f"and any warnings), 422 rejected (an OperationOutcome naming every problem), 202 when no answer "
+             f"came in time (resend with the same Idempotency-Key, or the same body, for the answer).")
+    create = {"code": "create", "documentation": waits}
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": now.strftime("%Y-%m-%d"),
+        "publisher": "Rapport",
+        "kind": "instance",
+        "software": {"name": "Rapport", "version": version},
+        "implementation": {"description": "Rapport gateway: measurement-based-care submissions in (FHIR R4)"},
+        "fhirVersion": FHIR_VERSION,
+        "format": [FHIR_JSON, "application/json"],
+        "rest": [{
+            "mode": "server",
+            "documentation": (
+                f"Only what is listed here is supported: create of QuestionnaireResponse and Observation, and "
+                f"Bundles of type batch or collection posted to the base. No read, search, update or history "
+                f"yet. Bodies up to {max_body_bytes} bytes (413 beyond). Header Idempotency-Key (1-255 visible "
+                f"ASCII characters) makes a resend recognised; without it, the same body is."),
+            "security": {
+                "cors": False,
+                "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                         "code": "OAuth"}]}],
+                "description": ("Bearer JWT. The tenant comes from the token's tenant claim, never from the "
+                                "resource. Role integration may submit; clinician, lead and admin may not (403)."),
+            },
+            "resource": [
+                {"type": "QuestionnaireResponse", "interaction": [create], "versioning": "no-version",
+                 "conditionalCreate": False,
+                 "documentation": "status completed or amended; the instrument from the questionnaire canonical "
+                                  "or the items (see the README, FHIR R4)"},
+                {"type": "Observation", "interaction": [create], "versioning": "no-version",
+                 "conditionalCreate": False,
+                 "documentation": "an instrument's LOINC total-score Observation (a total-only submission)"},
+            ],
+            "interaction": [{
+                "code": "batch",
+                "documentation": ("POST [base] with a Bundle of type batch or collection: each entry is accepted "
+                                  "or rejected on its own; the answer is a batch-response with one entry per "
+                                  "answered entry (supporting entries such as Patient get none). A transaction "
+                                  "Bundle is refused (422): send the same entries as a batch."),
+            }],
+        }],
+    }

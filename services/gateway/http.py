@@ -1,0 +1,303 @@
+"""The HTTP routes: FHIR R4 REST at /fhir, the native twin at /api/v1 (OpenAPI at /api/v1/openapi.json).
+
+Every submitting request goes through the same steps, each with its own refusal:
+token (401, or 403 for a role that may not submit) -> content type (415) -> size (413) -> JSON
+(400) -> what the endpoint takes (400; a transaction Bundle 422) -> the broker takes it (503 with
+Retry-After when it does not) -> ingest's answer (201 / 422, or 202 when none came in time).
+Refusals under /fhir are OperationOutcomes, under /api/v1 the native `problems` list. Nothing from
+the body is repeated in a refusal or a log line; ingest's problems name fields, codes and items.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import Counter, Histogram
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rapport.services.gateway import fhir
+from rapport.services.gateway.answers import Answer
+from rapport.services.gateway.intake import IDEMPOTENCY_KEY, Intake, Received, message_id_for
+from rapport.services.gateway.tokens import InvalidToken, Principal, TokenVerifier
+from rapport.shared.contracts.problems import Problem
+from rapport.shared.messaging.ingress import BrokerUnavailable
+from rapport.shared.metrics import REGISTRY
+
+log = logging.getLogger("rapport.gateway")
+
+FHIR_TYPES = ("application/fhir+json", "application/json")
+NATIVE_TYPES = ("application/json",)
+RETRY_AFTER_SECONDS = 5
+REALM = 'Bearer realm="rapport"'
+# what each role may do; this slice has one action
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "integration": frozenset({"submit"}),
+    "clinician": frozenset(),
+    "lead": frozenset(),
+    "admin": frozenset(),
+}
+
+requests_total = Counter("rapport_gateway_requests_total", "HTTP requests answered by the gateway",
+                         ["route", "status"], registry=REGISTRY)
+request_seconds = Histogram("rapport_gateway_request_seconds", "From the request to its answer",
+                            ["route"], registry=REGISTRY,
+                            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+
+def may(principal: Principal, action: str) -> bool:
+    return principal.role is not None and action in PERMISSIONS.get(principal.role, frozenset())
+
+
+class Refused(Exception):
+    """A request answered without publishing anything."""
+
+    def __init__(self, status: int, code: str, message: str, *, field: str = "",
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+        self.headers = headers or {}
+
+
+def _fhir(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body), status, headers=headers, media_type=f"{fhir.FHIR_JSON}; charset=utf-8")
+
+
+def _native(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(body, status, headers=headers)
+
+
+def refusal_response(path: str, refused: Refused) -> Response:
+    if path.startswith("/fhir"):
+        return _fhir(refused.status, fhir.refusal(refused.code, refused.message), refused.headers)
+    problem = Problem(field=refused.field, code=refused.code, message=refused.message)
+    return _native(refused.status, {"status": "refused", "problems": [problem.model_dump()]}, refused.headers)
+
+
+class Gate:
+    """The checks before anything is published."""
+
+    def __init__(self, verifier: TokenVerifier, body_limit: Callable[[], int]) -> None:
+        self.verifier = verifier
+        self.body_limit = body_limit
+
+    async def principal(self, request: Request, action: str) -> Principal:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Refused(401, "unauthenticated", "a bearer token is required", field="Authorization",
+                          headers={"WWW-Authenticate": REALM})
+        try:
+            principal = await self.verifier.verify(token.strip())
+        except InvalidToken as error:
+            log.info("bearer token refused (%s)", error)
+            raise Refused(401, "unauthenticated", "a valid bearer token is required", field="Authorization",
+                          headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'}) from None
+        if not may(principal, action):
+            raise Refused(403, "forbidden", f"the role {principal.role or '(none)'} may not {action}")
+        return principal
+
+    async def body(self, request: Request, media_types: Sequence[str]) -> tuple[bytes, dict[str, Any]]:
+        media, _, parameters = request.headers.get("content-type", "").partition(";")
+        charset = next((v.strip().strip('"').lower() for k, _, v in (p.partition("=") for p in parameters.split(";"))
+                        if k.strip().lower() == "charset"), "utf-8")
+        if media.strip().lower() not in media_types or charset not in ("utf-8", "utf8"):
+            raise Refused(415, "unsupported_media_type", f"Content-Type must be {' or '.join(media_types)} "
+                          "(UTF-8)", field="Content-Type")
+        limit = self.body_limit()
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise Refused(413, "too_large", f"the body is over the limit of {limit} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise Refused(413, "too_large", f"the body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        try:
+            document = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise Refused(400, "invalid_json", "the body is not UTF-8 JSON") from None
+        if not isinstance(document, dict):
+            raise Refused(400, "not_an_object", "the body is not a JSON object")
+        return body, document
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise Refused(400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 visible ASCII characters",
+                      field="Idempotency-Key")
+    return key
+
+
+async def _submit(intake: Intake, principal: Principal, body: bytes, request: Request) -> Received:
+    message_id = message_id_for(principal.tenant, body, idempotency_key(request))
+    try:
+        return await intake.submit(principal.tenant, body, message_id)
+    except BrokerUnavailable as error:
+        log.warning("broker did not take a submission (%s)", error, extra={"message_id": message_id})
+        raise Refused(503, "broker_unavailable", "the broker is not available; resend the same request later",
+                      headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+
+
+# answers
+
+
+def _headers(received: Received) -> dict[str, str]:
+    return {"Rapport-Message-Id": received.message_id}
+
+
+def _pending_words(wait_seconds: float) -> str:
+    return (f"received and stored by the broker; ingest did not answer within {wait_seconds:g} s. Resend the "
+            "same request (same Idempotency-Key, or the same body) for the answer")
+
+
+def fhir_answer(received: Received, resource_type: str, wait_seconds: float) -> Response:
+    answers = received.answers
+    headers = _headers(received)
+    if answers is None:
+        return _fhir(202, fhir.refusal("pending", _pending_words(wait_seconds), severity="information"), headers)
+    if resource_type == "Bundle":
+        whole = len(answers) == 1 and answers[0].outcome == "rejected" and not any(
+            p.field.startswith("entry[") for p in answers[0].problems)
+        if whole:  # the Bundle itself was refused (empty, unreadable): no entry to answer
+            return _fhir(422, fhir.outcome_of(answers[0], "Bundle"), headers)
+        return _fhir(200, fhir.batch_response(answers), headers)
+    [answer] = answers[:1]
+    if answer.outcome == "rejected":
+        return _fhir(422, fhir.outcome_of(answer, resource_type), headers)
+    headers["ETag"] = f'W/"{answer.revision}"'
+    stored_id = quote(answer.submission_id or "", safe="")
+    headers["Location"] = f"/fhir/{resource_type}/{stored_id}/_history/{answer.revision}"
+    return _fhir(201, fhir.outcome_of(answer, resource_type), headers)
+
+
+def native_part(answer: Answer) -> dict[str, Any]:
+    if answer.outcome == "rejected":
+        return {"status": "rejected", "submission_id": answer.submission_id,
+                "problems": [p.model_dump() for p in answer.problems]}
+    return {"status": "accepted", "submission_id": answer.submission_id, "instrument": answer.instrument,
+            "revision": answer.revision, "disposition": answer.disposition,
+            "warnings": [p.model_dump() for p in answer.problems]}
+
+
+def native_answer(received: Received, wait_seconds: float) -> Response:
+    answers = received.answers
+    headers = _headers(received)
+    if answers is None:
+        return _native(202, {"status": "pending", "message_id": received.message_id,
+                             "message": _pending_words(wait_seconds)}, headers)
+    if len(answers) == 1:
+        status = 201 if answers[0].outcome == "accepted" else 422
+        return _native(status, {"message_id": received.message_id, **native_part(answers[0])}, headers)
+    return _native(200, {"message_id": received.message_id, "answers": [native_part(a) for a in answers]}, headers)
+
+
+# the app
+
+_BODY_DOC = {"required": True, "content": {t: {"schema": {"type": "object"}} for t in FHIR_TYPES}}
+_NATIVE_DOC = {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
+_HEADERS_DOC = [{"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
+                 "description": "makes a resend recognised (1-255 visible ASCII); without it, the same body is"}]
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    201: {"description": "accepted"}, 202: {"description": "no answer within the wait: resend for it"},
+    400: {"description": "not JSON, or not what this endpoint takes"}, 401: {"description": "no valid token"},
+    403: {"description": "the role may not submit"}, 413: {"description": "body over the limit"},
+    415: {"description": "wrong content type"}, 422: {"description": "rejected: every problem listed"},
+    503: {"description": "the broker is not available (Retry-After)"},
+}
+
+
+def create_app(intake: Intake, gate: Gate, *, version: str, wait_seconds: float,
+               clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> FastAPI:
+    app = FastAPI(title="Rapport gateway", version=version, openapi_url="/api/v1/openapi.json",
+                  docs_url=None, redoc_url=None,
+                  description="FHIR R4 REST at /fhir (CapabilityStatement at /fhir/metadata) and the native "
+                              "JSON twin at /api/v1. Bearer JWTs; the tenant is the token's.")
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, error: Refused) -> Response:
+        return refusal_response(request.url.path, error)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "invalid")
+        words = {404: "no such endpoint", 405: "method not allowed here"}.get(error.status_code, "refused")
+        return refusal_response(request.url.path, Refused(error.status_code, code, words))
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Any) -> Response:
+        started = time.perf_counter()
+        response: Response = await call_next(request)
+        route = request.scope.get("route")
+        name = getattr(route, "path", "unmatched")
+        requests_total.labels(name, str(response.status_code)).inc()
+        request_seconds.labels(name).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/fhir/metadata", tags=["fhir"], summary="CapabilityStatement (no token needed)")
+    async def metadata() -> Response:
+        limit = gate.body_limit()
+        return _fhir(200, fhir.capability_statement(now=clock(), version=version, max_body_bytes=limit,
+                                                    wait_seconds=wait_seconds))
+
+    async def resource(request: Request, resource_type: str) -> Response:
+        principal = await gate.principal(request, "submit")
+        body, document = await gate.body(request, FHIR_TYPES)
+        found = document.get("resourceType")
+        if found != resource_type:
+            where = "POST a Bundle to /fhir" if found == "Bundle" else f"POST a {found} to /fhir/{found}"
+            raise Refused(400, "wrong_resource_type",
+                          f"this endpoint takes a {resource_type}" + (f"; {where}" if found in (
+                              "Bundle", "QuestionnaireResponse", "Observation") else ""), field="resourceType")
+        return fhir_answer(await _submit(intake, principal, body, request), resource_type, wait_seconds)
+
+    @app.post("/fhir/QuestionnaireResponse", tags=["fhir"], status_code=201, responses=_RESPONSES,
+              openapi_extra={"requestBody": _BODY_DOC, "parameters": _HEADERS_DOC},
+              summary="Create a QuestionnaireResponse (one administration of one instrument)")
+    async def questionnaire_response(request: Request) -> Response:
+        return await resource(request, "QuestionnaireResponse")
+
+    @app.post("/fhir/Observation", tags=["fhir"], status_code=201, responses=_RESPONSES,
+              openapi_extra={"requestBody": _BODY_DOC, "parameters": _HEADERS_DOC},
+              summary="Create an Observation (an instrument's LOINC total score)")
+    async def observation(request: Request) -> Response:
+        return await resource(request, "Observation")
+
+    @app.post("/fhir", tags=["fhir"], responses={200: {"description": "batch-response"}, **_RESPONSES},
+              openapi_extra={"requestBody": _BODY_DOC, "parameters": _HEADERS_DOC},
+              summary="A Bundle of type batch or collection (transaction: refused, send a batch)")
+    async def bundle(request: Request) -> Response:
+        principal = await gate.principal(request, "submit")
+        body, document = await gate.body(request, FHIR_TYPES)
+        if document.get("resourceType") != "Bundle":
+            raise Refused(400, "wrong_resource_type", "POST [base] takes a Bundle; POST a resource to "
+                          "/fhir/QuestionnaireResponse or /fhir/Observation", field="resourceType")
+        kind = document.get("type")
+        if kind == "transaction":
+            raise Refused(422, "transaction_not_supported",
+                          "transaction Bundles are not supported: send the same entries as a batch (type batch); "
+                          "each entry is then accepted or rejected on its own", field="type")
+        if kind not in fhir.SUPPORTED_BUNDLE_TYPES:
+            raise Refused(422, "unsupported_bundle_type", "Bundle type must be batch or collection", field="type")
+        return fhir_answer(await _submit(intake, principal, body, request), "Bundle", wait_seconds)
+
+    @app.post("/api/v1/submissions", tags=["native"], status_code=201, responses=_RESPONSES,
+              openapi_extra={"requestBody": _NATIVE_DOC, "parameters": _HEADERS_DOC},
+              summary="A native JSON submission (the format in the README)")
+    async def native(request: Request) -> Response:
+        principal = await gate.principal(request, "submit")
+        body, document = await gate.body(request, NATIVE_TYPES)
+        if "resourceType" in document:
+            raise Refused(400, "wrong_format", "a FHIR resource: POST it under /fhir", field="resourceType")
+        return native_answer(await _submit(intake, principal, body, request), wait_seconds)
+
+    return app

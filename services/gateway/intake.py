@@ -1,0 +1,76 @@
+"""Taking a submission in over HTTP: publish it to the tenant's inbound subject, wait for ingest's
+answer. The tenant is the caller's token's, never the body's.
+
+The message id (the `Nats-Msg-Id`, and the `inbound_message_id` of the answer) is derived from the
+tenant and the caller's `Idempotency-Key`, or from the tenant and the body when no key is sent, so a
+resend is the same message: ingest's inbox answers a message once, the gateway's stored answers
+answer the resend. Derived, not taken as sent, so one tenant's keys can never collide with
+another's (not even in the broker's short duplicate window, which every tenant shares).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from rapport.services.gateway.answers import Answer, AnswerWaiter
+from rapport.shared.messaging import subjects
+from rapport.shared.messaging.consumer import HEADER_ROOM
+from rapport.shared.messaging.ingress import Ingress
+
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def message_id_for(tenant: str, body: bytes, idempotency_key: str | None) -> str:
+    if idempotency_key is not None:
+        digest = hashlib.sha256(f"{tenant}\x1f{idempotency_key}".encode()).hexdigest()
+        return f"http-key:{digest[:40]}"
+    digest = hashlib.sha256(tenant.encode() + b"\x1f" + body).hexdigest()
+    return f"http-body:{digest[:40]}"
+
+
+def body_limit(configured: int, max_payload: int) -> int:
+    """The largest body taken: the configured one, but always with room for the headers under the
+    broker's max_payload, so nothing taken over HTTP can fail to publish for its size."""
+    return min(configured, max_payload - HEADER_ROOM)
+
+
+class Answers(Protocol):
+    async def complete(self, tenant: str, message_id: str) -> list[Answer] | None: ...
+
+
+@dataclass(frozen=True)
+class Received:
+    message_id: str
+    answers: list[Answer] | None  # None: no answer within the wait
+    duplicate: bool = False  # answered from the stored answers, or the broker knew the message id
+
+
+@dataclass
+class Intake:
+    ingress: Ingress
+    waiter: AnswerWaiter
+    stored: Answers
+    wait_seconds: float
+
+    async def submit(self, tenant: str, body: bytes, message_id: str) -> Received:
+        """Raises BrokerUnavailable when the broker did not take the message (nothing is answered
+        then; a resend with the same message id is safe whether or not it was stored)."""
+        earlier = await self._stored(tenant, message_id)
+        if earlier is not None:
+            return Received(message_id, earlier, duplicate=True)
+        pending = await self.waiter.expect(tenant, message_id)
+        try:
+            duplicate = await self.ingress.publish(subjects.submissions_in(tenant), body, message_id=message_id)
+            answers = await pending.wait(self.wait_seconds, look_up=lambda: self._stored(tenant, message_id))
+        finally:
+            self.waiter.release(pending)
+        return Received(message_id, answers, duplicate=duplicate)
+
+    async def _stored(self, tenant: str, message_id: str) -> list[Answer] | None:
+        try:
+            return await self.stored.complete(tenant, message_id)
+        except Exception:  # the database away: the live answer still comes; only a resend's would not
+            return None
