@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rapport.services.ingest.normalise.outcome import StatedTotal, stated_total_warning
 from rapport.services.scoring.domain import band_of, change, in_clinical_range, nhs_talking_therapies, score
 from rapport.shared.instruments import Instrument, load_registry
 from rapport.shared.instruments.model import Item
@@ -205,3 +206,15 @@ def test_talking_therapies_improvement_and_deterioration_are_mirror_images(
     assert forward.reliable_deterioration == backward.reliable_improvement
     if forward.reliably_recovered:
         assert forward.recovered and forward.reliable_improvement
+
+
+@given(administrations())
+@settings(max_examples=300, deadline=None)
+def test_the_stated_total_check_agrees_with_scoring_for_every_instrument(case: tuple[Instrument, Responses]) -> None:
+    """The items' total ingest compares a stated total with is the total scoring computes: a sender
+    stating scoring's total never gets `total_mismatch` (one arithmetic, shared.instruments.arithmetic)."""
+    instrument, responses = case
+    total = score(instrument, responses).total
+    assert stated_total_warning(instrument, responses, StatedTotal("total", total)) is None
+    off = stated_total_warning(instrument, responses, StatedTotal("total", total + 1))
+    assert off is not None and off.code == "total_mismatch" and off.expected == f"{total:g}"

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from rapport.shared.contracts.problems import Problem
 from rapport.shared.contracts.submission import SourceFormat, Submission
 from rapport.shared.instruments import Instrument, Registry
+from rapport.shared.instruments.arithmetic import combine
 from rapport.shared.instruments.validation import check_total, snap_responses
 
 # A rejection is one event on the broker (1 MB at most) and one row for whoever reads it: the first
@@ -111,18 +112,16 @@ def finish(draft: Draft | Rejection, registry: Registry, licensed: frozenset[str
 def stated_total_warning(instrument: Instrument, responses: Mapping[int, float | None],
                          stated: StatedTotal) -> Problem | None:
     """A stated total is never scored. When every scored item is present the items' total is cheap to
-    compute (reverse keys, sum or mean, multiplier, rounded to 2 decimals as scoring does), so a
-    disagreeing total is named (`total_mismatch`); with items missing it cannot be compared
-    (`stated_total_ignored`). The scoring service's score is the one that counts either way."""
+    compute (shared.instruments.arithmetic, as scoring computes it), so a disagreeing total is named
+    (`total_mismatch`); with items missing it cannot be compared (`stated_total_ignored`). The scoring
+    service's score is the one that counts either way."""
     scored = instrument.scored_items
-    values = [responses.get(i.number) for i in scored]
-    if any(v is None for v in values):
+    combined = combine(instrument, scored, responses)
+    if combined is None or combined[1]:
         return Problem(field=stated.field, code="stated_total_ignored",
                        message=f"the stated total {stated.value:g} is not used and, with items missing, "
                                "could not be compared; the score is computed from the items")
-    keyed = [(i.min + i.max - v) if i.reverse else v for i, v in zip(scored, values, strict=True) if v is not None]
-    raw = sum(keyed) if instrument.scoring.method == "sum" else sum(keyed) / len(keyed)
-    computed = round(raw * instrument.scoring.multiplier, 2)
+    computed = combined[0]
     if abs(computed - stated.value) <= 0.005:
         return None
     return Problem(field=stated.field, code="total_mismatch",

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from rapport.services.scoring.domain.scoring import in_clinical_range, round_half_up
+from rapport.services.scoring.domain.scoring import in_clinical_range
 from rapport.shared.contracts.score import ChangeFromBaseline, ClinicalChange, ReliableChange
+from rapport.shared.instruments.arithmetic import round_half_up
 from rapport.shared.instruments.model import Instrument
 
 # Totals are rounded to at most 4 decimals, so differences are compared after rounding to 6: the
