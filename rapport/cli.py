@@ -23,7 +23,7 @@ app.add_typer(trajectories_app, name="trajectories")
 deadletter_app = typer.Typer(help="Dead letters: list them, look at one, send them again.", no_args_is_help=True)
 app.add_typer(deadletter_app, name="deadletter")
 
-SERVICE_NAMES = ("ingest", "scoring", "alerts")
+SERVICE_NAMES = ("ingest", "scoring", "alerts", "gateway")
 
 
 def _settings(data_dir: Path | None) -> Settings:
@@ -51,7 +51,7 @@ DataDir = Annotated[Path | None, typer.Option("--data-dir", help="default: RAPPO
 
 @app.command()
 def up(data_dir: DataDir = None) -> None:
-    """Start broker, database and the three services; stop them all on Ctrl-C or SIGTERM."""
+    """Start broker, database and the four services; stop them all on Ctrl-C or SIGTERM."""
     from rapport.stack import Stack, StackError
 
     stack = Stack(_settings(data_dir))
@@ -69,11 +69,11 @@ def up(data_dir: DataDir = None) -> None:
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help="ingest | scoring | alerts")],
+    service: Annotated[str, typer.Argument(help="ingest | scoring | alerts | gateway")],
     host: str = "127.0.0.1",
     port: int = 8080,
 ) -> None:
-    """Run one service (what `rapport up` starts three of; run any number of replicas)."""
+    """Run one service (what `rapport up` starts four of; run any number of replicas)."""
     if service not in SERVICE_NAMES:
         typer.echo(f"unknown service {service!r}; expected one of {', '.join(SERVICE_NAMES)}", err=True)
         raise typer.Exit(2)
@@ -86,6 +86,32 @@ def serve(
     _runtime, asgi = importlib.import_module(f"rapport.services.{service}.app").build(settings, _broker_url(settings))
     uvicorn.run(asgi, host=host, port=port, log_config=None, access_log=False, lifespan="on", loop="uvloop",
                 timeout_graceful_shutdown=int(settings.graceful_timeout_seconds) + 5)
+
+
+@app.command()
+def token(
+    tenant: Annotated[str, typer.Option(help="the tenant the token is for (the only tenant it reaches)")],
+    role: Annotated[str, typer.Option(help="integration | clinician | lead | admin")],
+    clinician: Annotated[str | None, typer.Option(help="the clinician's id (needed for role clinician)")] = None,
+    ttl: Annotated[str, typer.Option(help="how long it is valid: 30m, 1h, 7d (at most 30d)")] = "1h",
+    data_dir: DataDir = None,
+) -> None:
+    """Print a bearer token for the gateway, signed with the stack's key (created in the data dir if missing)."""
+    from datetime import UTC, datetime
+
+    from rapport.services.gateway.tokens import create_signing_key, load_signing_key, mint, parse_ttl
+
+    settings = _settings(data_dir)
+    path = settings.resolved_token_key_file()
+    try:
+        lifetime = parse_ttl(ttl)
+        if create_signing_key(path):
+            typer.echo(f"created the token signing key {path}", err=True)
+        typer.echo(mint(load_signing_key(path), tenant=tenant, role=role, clinician=clinician,
+                        audience=settings.oidc_audience, now=datetime.now(UTC), ttl=lifetime))
+    except ValueError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
 
 
 @db_app.command("upgrade")
@@ -188,7 +214,7 @@ def bench(
     typer.echo(json.dumps(result, indent=2) if as_json else result["text"])
 
 
-Service = Annotated[str | None, typer.Option(help="ingest | scoring | alerts")]
+Service = Annotated[str | None, typer.Option(help="ingest | scoring | alerts | gateway")]
 Tenant = Annotated[str | None, typer.Option(help="one tenant's dead letters")]
 Reason = Annotated[str | None, typer.Option(help="poison, defect, or text the reason contains")]
 Since = Annotated[str | None, typer.Option(help="ISO-8601 time with offset, or a span back: 30m, 2h, 7d")]

@@ -1,8 +1,11 @@
-"""`rapport up`: broker, database and the three services as three supervised processes.
+"""`rapport up`: broker, database and the four services (ingest, scoring, alerts, gateway) as
+supervised processes.
 
 With RAPPORT_BROKER_URL / RAPPORT_DATABASE_URL set, those are used; otherwise the embedded NATS and
 a SQLite file under the data dir. The endpoints are written to <data dir>/endpoints.json so other
-commands (`rapport submit`, `rapport bench`) find the running stack.
+commands (`rapport submit`, `rapport bench`) find the running stack; its top-level `gateway` is the
+gateway's base URL. Before the services start, the token signing key the gateway verifies with
+(and `rapport token` signs with) is created in the data dir if it is not there.
 
 Files are closed by default: the process umask is 0o077 from the start (the services and the broker
 inherit it), the data dir is 0700 and every file in it 0600. Before the services start, the
@@ -27,14 +30,15 @@ from typing import TextIO
 
 from rapport.database import upgrade
 from rapport.embedded_nats import EmbeddedNats, free_port
+from rapport.services.gateway.tokens import create_signing_key
 from rapport.shared.db.engine import create_engine
 from rapport.shared.durability import broker_policy, database_policy
 from rapport.shared.settings import Settings
 
-SERVICES = ("ingest", "scoring", "alerts")
+SERVICES = ("ingest", "scoring", "alerts", "gateway")
 ENDPOINTS_FILE = "endpoints.json"
 # what `rapport up` keeps in the data dir (SQLite file with -wal/-shm, logs, broker config and store)
-OWN_FILES = ("rapport.db*", "*.log", ENDPOINTS_FILE, "nats-server.conf", "nats")
+OWN_FILES = ("rapport.db*", "*.log", ENDPOINTS_FILE, "nats-server.conf", "nats", "token-signing-key.pem")
 
 
 @dataclass
@@ -173,7 +177,11 @@ class Stack:
             raise StackError(f"not starting: {database}, expected synchronous=FULL (shared/db/engine.py)")
         self.durability = durability_line(broker_sync=self.settings.broker_sync, embedded=self.nats is not None,
                                           database=database)
-        self.services = [ServiceProcess(name, free_port()) for name in SERVICES]
+        key = self.settings.resolved_token_key_file()
+        if not self.settings.oidc_issuer and create_signing_key(key):
+            self.say(f"created the token signing key {key} (rapport token signs with it)")
+        self.services = [ServiceProcess(name, free_port(self.settings.gateway_port if name == "gateway" else None))
+                         for name in SERVICES]
         for service in self.services:
             self._spawn(service)
         for service in self.services:
@@ -183,7 +191,9 @@ class Stack:
         self.say(f"database  {redact(self.database_url)}")
         self.say(self.durability)
         for service in self.services:
-            self.say(f"{service.name:<9} {service.url}  (/healthz /readyz /metrics)")
+            routes = "(/fhir /api/v1 /healthz /readyz /metrics)" if service.name == "gateway" else \
+                "(/healthz /readyz /metrics)"
+            self.say(f"{service.name:<9} {service.url}  {routes}")
         self.say(f"endpoints {self.data_dir / ENDPOINTS_FILE}")
 
     def _environment(self) -> dict[str, str]:
@@ -223,6 +233,7 @@ class Stack:
             "broker_url": self.broker_url,
             "database": redact(self.database_url),
             "services": {s.name: {"url": s.url, "pid": s.process.pid if s.process else None} for s in self.services},
+            "gateway": next((s.url for s in self.services if s.name == "gateway"), None),
         }
         # replaced whole, so a reader never sees half a file (it is rewritten when a service restarts)
         path = self.data_dir / ENDPOINTS_FILE
