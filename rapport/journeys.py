@@ -19,6 +19,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from rapport.shared.messaging import subjects
+from rapport.shared.messaging.ingress import Ingress
+from rapport.shared.messaging.resend import publish_until_stored
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Journeys:
     def __init__(self, client: Client, tenant: str) -> None:
         self.client = client
         self.tenant = tenant
+        self._ingress = Ingress(lambda: client, timeout=5.0)
         self.by_message: dict[str, Journey] = {}
         self.by_submission: dict[str, Journey] = {}
         self.alert_events: list[dict[str, Any]] = []
@@ -57,7 +60,8 @@ class Journeys:
 
     @classmethod
     async def connect(cls, url: str, tenant: str) -> Journeys:
-        client = await nats.connect(url, name="rapport-client", max_reconnect_attempts=3)
+        # reconnects for as long as the caller waits: a failover of the node it talks to is not an end
+        client = await nats.connect(url, name="rapport-client", max_reconnect_attempts=-1, reconnect_time_wait=0.5)
         journeys = cls(client, tenant)
         await client.subscribe(f"{subjects.PREFIX}.{tenant}.>", cb=journeys._on_event, pending_msgs_limit=10_000_000,
                                pending_bytes_limit=2_000_000_000)
@@ -65,16 +69,19 @@ class Journeys:
         return journeys
 
     async def close(self) -> None:
-        await self.client.drain()
+        if self.client.is_connected:
+            await self.client.drain()
+        else:  # reconnecting: nothing in flight to drain
+            await self.client.close()
 
-    async def submit(self, body: bytes, message_id: str | None = None) -> Journey:
+    async def submit(self, body: bytes, message_id: str | None = None, *, within: float = 30.0) -> Journey:
+        """Publish a submission, sent again with the same message id until the stream takes it or
+        `within` seconds pass (then StoreUnknown)."""
         message_id = message_id or str(uuid.uuid4())
         journey = Journey(message_id=message_id, published=time.perf_counter())
         self.by_message[message_id] = journey
-        js = self.client.jetstream()
-        await js.publish(
-            subjects.submissions_in(self.tenant), body, headers={"Nats-Msg-Id": message_id}, timeout=30
-        )
+        await publish_until_stored(self._ingress, subjects.submissions_in(self.tenant), body, message_id=message_id,
+                                   within=within)
         return journey
 
     async def wait_until(self, predicate: Callable[[], bool], seconds: float = 30) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rapport.journeys import Journey, Journeys
+from rapport.shared.messaging.resend import StoreUnknown
 
 
 async def submit_files(broker_url: str, tenant: str, files: list[Path], wait_seconds: float) -> bool:
@@ -14,7 +15,12 @@ async def submit_files(broker_url: str, tenant: str, files: list[Path], wait_sec
     all_ok = True
     try:
         for path in files:
-            journey = await journeys.submit(path.read_bytes())
+            try:
+                journey = await journeys.submit(path.read_bytes())
+            except StoreUnknown as unknown:
+                print(f"{path}: {unknown}")
+                all_ok = False
+                continue
             try:
                 await asyncio.wait_for(journey.done.wait(), wait_seconds)
             except TimeoutError:
