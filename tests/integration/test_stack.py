@@ -163,7 +163,7 @@ def test_evaluate_scores_every_rule_against_the_planted_cohort(tmp_path: Path) -
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    report = json.loads(done.stdout[done.stdout.index("\n{") + 1:])
+    report = json.loads(done.stdout)  # --json: nothing but the report on stdout
     rules = report["rules"]
     assert set(rules) == {"critical_item", "alliance_rupture", "reliable_deterioration", "not_on_track",
                           "expected_trajectory"}
