@@ -88,18 +88,23 @@ class Pending:
             self.arrived.set()
 
     async def wait(self, seconds: float, *, look_up: Callable[[], Awaitable[list[Answer] | None]],
-                   look_up_every: float = 0.25) -> list[Answer] | None:
+                   look_up_after: float = 0.5) -> list[Answer] | None:
         """The answers as they arrive, or from `look_up` (the stored answers: for a message answered
-        before this request, such as a resend, whose answer will not come again), within `seconds`."""
+        before this request, such as a resend, whose answer will not come again), within `seconds`.
+        Looked up after `look_up_after`, then at doubling intervals: an answer usually comes live
+        first, and under load a look-up every few hundred milliseconds per waiting request was
+        what the database spent its time on."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
+        interval = look_up_after
         while (remaining := deadline - loop.time()) > 0:
             try:
-                await asyncio.wait_for(self.arrived.wait(), min(remaining, look_up_every))
+                await asyncio.wait_for(self.arrived.wait(), min(remaining, interval))
             except TimeoutError:
                 found = await look_up()
                 if found is not None:
                     return found
+                interval = min(interval * 2, 4.0)
                 continue
             return complete(self.answers)
         return complete(self.answers)

@@ -209,10 +209,10 @@ async def test_a_wait_finds_the_stored_answer_of_a_message_answered_before() -> 
     async def look_up() -> list[Answer] | None:
         return stored
 
-    assert await pending.wait(2, look_up=look_up, look_up_every=0.01) == stored
+    assert await pending.wait(2, look_up=look_up, look_up_after=0.01) == stored
     nothing = await waiter.expect("acme", "m-2")
 
     async def none() -> list[Answer] | None:
         return None
 
-    assert await nothing.wait(0.05, look_up=none, look_up_every=0.01) is None
+    assert await nothing.wait(0.05, look_up=none, look_up_after=0.01) is None
