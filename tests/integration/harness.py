@@ -29,7 +29,7 @@ async def running(
     runtimes: dict[str, ServiceRuntime] = {}
     try:
         for name in names:
-            runtime, _asgi = importlib.import_module(f"services.{name}.app").build(settings, nats_url)
+            runtime, _asgi = importlib.import_module(f"rapport.services.{name}.app").build(settings, nats_url)
             if adjust:
                 adjust(name, runtime)
             await runtime.start()
