@@ -59,3 +59,16 @@ def test_the_installed_wheel_imports_as_rapport_only(wheel: Path, tmp_path: Path
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "ok"
+
+
+def test_no_code_imports_the_folders_by_their_top_level_names() -> None:
+    """`shared` and `services` only exist as rapport.shared and rapport.services once installed; a
+    top-level import works from the checkout alone and loads a second copy of the module."""
+    import re
+
+    pattern = re.compile(r"^\s*(from|import)\s+(shared|services)\b|import_module\(f?[\"'](shared|services)\.", re.M)
+    files = {path.resolve() for folder in ("shared", "services", "rapport", "tests", "deploy")
+             for path in (ROOT / folder).rglob("*.py")}
+    offenders = [str(path.relative_to(ROOT)) for path in sorted(files)
+                 if pattern.search(path.read_text(encoding="utf-8"))]
+    assert offenders == []
