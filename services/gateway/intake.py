@@ -23,12 +23,16 @@ from rapport.shared.messaging.ingress import Ingress
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
+# Every message id the gateway derives starts so; the answers to other messages are not its to keep.
+GATEWAY_MESSAGE_PREFIX = "http-"
+
+
 def message_id_for(tenant: str, body: bytes, idempotency_key: str | None) -> str:
     if idempotency_key is not None:
         digest = hashlib.sha256(f"{tenant}\x1f{idempotency_key}".encode()).hexdigest()
-        return f"http-key:{digest[:40]}"
+        return f"{GATEWAY_MESSAGE_PREFIX}key:{digest[:40]}"
     digest = hashlib.sha256(tenant.encode() + b"\x1f" + body).hexdigest()
-    return f"http-body:{digest[:40]}"
+    return f"{GATEWAY_MESSAGE_PREFIX}body:{digest[:40]}"
 
 
 def body_limit(configured: int, max_payload: int) -> int:
