@@ -70,6 +70,11 @@ FIGURES: list[dict[str, Any]] = []  # one entry per fault test, for the summary 
 SOAK_FIGURES: list[dict[str, Any]] = []
 
 
+def servers(url: str) -> list[str]:
+    """A broker URL as nats-py takes it: one server, or a cluster's comma-separated."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
 def log(line: str) -> None:
     """Progress for `pytest -s`; captured (and shown only on failure) otherwise."""
     print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
@@ -168,7 +173,7 @@ class Load:
                 event.set()
 
     async def run(self) -> None:
-        self._client = await nats.connect(self.url, name="faults-load", max_reconnect_attempts=-1,
+        self._client = await nats.connect(servers(self.url), name="faults-load", max_reconnect_attempts=-1,
                                           reconnect_time_wait=0.5, allow_reconnect=True)
         js = self._client.jetstream()
         subject = subjects.submissions_in(self.tenant)
@@ -238,7 +243,7 @@ class Ledger:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._client = await nats.connect(self.url, name="faults-ledger", max_reconnect_attempts=-1,
+        self._client = await nats.connect(servers(self.url), name="faults-ledger", max_reconnect_attempts=-1,
                                           reconnect_time_wait=0.5)
         await self._client.jetstream().add_consumer(subjects.EVENT_STREAM, ConsumerConfig(
             durable_name=self.DURABLE, filter_subject=self.filter, deliver_policy=DeliverPolicy.ALL,
@@ -627,9 +632,11 @@ class Pipeline:
 
 @asynccontextmanager
 async def pipeline(tmp: Path, admin_url: str, *, with_proxy: bool = True,
-                   settings: dict[str, str] = FAULT_SETTINGS) -> AsyncIterator[Pipeline]:
+                   settings: dict[str, str] = FAULT_SETTINGS, broker: Any = None) -> AsyncIterator[Pipeline]:
+    """`broker`: anything with start(), stop(), url and process (a cluster.NatsCluster); by default
+    one nats-server of the test's own."""
     tenant = f"f{uuid.uuid4().hex[:10]}"
-    broker = EmbeddedNats(tmp, port=free_port())
+    broker = broker if broker is not None else EmbeddedNats(tmp, port=free_port())
     database = Database(admin_url)
     proxy: TcpProxy | None = None
     services: dict[str, ServiceProcess] = {}
@@ -647,7 +654,7 @@ async def pipeline(tmp: Path, admin_url: str, *, with_proxy: bool = True,
         for name in SERVICES:
             services[name] = ServiceProcess(name, free_port(), env, tmp / f"{name}.log")
             services[name].start()
-        client = await nats.connect(broker.url, name="faults-check", max_reconnect_attempts=-1,
+        client = await nats.connect(servers(broker.url), name="faults-check", max_reconnect_attempts=-1,
                                     reconnect_time_wait=0.5)
         running = Pipeline(tmp, tenant, broker, database, proxy, services, client)
         await running.wait_ready()
