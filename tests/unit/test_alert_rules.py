@@ -640,3 +640,26 @@ def test_pat_s_pcl5_rise_from_40_to_46_raises_nothing_and_to_55_is_reliable_dete
     raised = only(episode.give(series[2]))
     assert raised.alert.kind == "reliable_deterioration" and raised.alert.severity == "high"
     assert raised.alert.evidence[-1].values["reliable_change"] == 15
+
+
+def test_a_screener_runs_no_change_rule_even_with_a_reliable_change_value() -> None:
+    """Were a reliable-change value ever added to the PHQ-2, it would still be a screener: Lee's PHQ-2,
+    0 at intake and stuck at 6 through session 9, raises no outcome alert (the checkpoint would)."""
+    from rapport.shared.instruments import Registry
+    from rapport.shared.instruments.model import ReliableChangeSpec
+
+    registry = load_registry()
+    phq2 = registry.get("phq2")
+    assert phq2 is not None and phq2.screener
+    spec = ReliableChangeSpec(method="fixed", value=2, source=["R70"], confidence="unverified")
+    with_rc = phq2.model_copy(update={"reliable_change": spec})
+    patched = Registry([with_rc if i.id == "phq2" else i for i in registry])
+    series = [s.model_copy(update={
+        "parameters": {**s.parameters, "reliable_change": 2.0},
+        "change": None if s.change is None else s.change.model_copy(update={"reliable_change_value": 2.0}),
+    }) for s in scored("phq2", [0, 6, 6, 6, 6, 6, 6, 6, 6], "client-lee")]
+    state, log = None, []
+    for s in series:
+        result = evaluate(state, s, {}, rules=RULES, now=NOW, registry=patched)
+        state, log = result.state, log + result.transitions
+    assert log == []
