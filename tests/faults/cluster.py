@@ -13,6 +13,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nats.aio.client import Client
+from rig import eventually
+
 from rapport.embedded_nats import free_port, nats_server_binary, wait_for_port, write_private
 
 
@@ -124,3 +127,22 @@ class NatsCluster:
         for node in self.nodes:
             node.stop()
 
+
+async def leader_of(client: Client, stream: str) -> str | None:
+    try:  # a short timeout: while no node leads the stream, nobody answers
+        info = (await client.jetstream(timeout=1).stream_info(stream)).cluster
+    except Exception:  # no leader to answer yet, or the client reconnecting
+        return None
+    return info.leader if info is not None else None
+
+
+async def lead_from(client: Client, stream: str, node: str) -> None:
+    """Move `stream`'s leadership to `node` (a stepdown asking for it as the preferred peer, again
+    until it lands there), so that killing that node takes both streams' leaders at once."""
+    async def there() -> bool:
+        if await leader_of(client, stream) == node:
+            return True
+        request = json.dumps({"placement": {"preferred": node}}).encode()
+        await client.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", request, timeout=5)
+        return False
+    await eventually(there, 30, f"{node} leads {stream}", interval=1.0)

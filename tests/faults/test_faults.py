@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster import NatsCluster, lead_from, leader_of
 from rig import (
+    FAULT_SETTINGS,
     FIGURES,
     SERVICES,
     Ledger,
@@ -47,6 +49,7 @@ class Window:
 
     start: float
     end: float
+    figures: dict[str, Any] = field(default_factory=dict)  # what else the fault measured
 
     @property
     def seconds(self) -> float:
@@ -87,11 +90,19 @@ def database_fault(kind: str, seconds: float) -> Fault:
     return fault
 
 
+Check = Callable[[Pipeline], Awaitable[None]]
+
+
 async def run_under_fault(tmp_path: Path, admin_url: str, name: str, fault: Fault, *, killed: tuple[str, ...] = (),
-                          database: bool = False) -> dict[str, Any]:
+                          database: bool = False, broker: Any = None, settings: dict[str, str] = FAULT_SETTINGS,
+                          before_load: Check | None = None, after_quiet: Check | None = None) -> dict[str, Any]:
+    """`before_load` and `after_quiet`: what a fault needs set up or checked beyond the rest
+    (a cluster's replicas); `broker`: a broker of the test's own for the pipeline (cluster.py)."""
     began = time.monotonic()
     submissions = synthetic_submissions(SUBMISSIONS, sessions=4)
-    async with pipeline(tmp_path, admin_url) as p:
+    async with pipeline(tmp_path, admin_url, settings=settings, broker=broker) as p:
+        if before_load is not None:
+            await before_load(p)
         ledger = Ledger(p.broker_url, p.tenant, submissions)
         await ledger.start()
         readiness = Readiness(p.services)
@@ -111,6 +122,8 @@ async def run_under_fault(tmp_path: Path, admin_url: str, name: str, fault: Faul
             last = max(ledger.evaluated_at.values())
             await eventually(lambda: p.quiet(sampler, ledger), 120, "no work left anywhere")
             rows = await p.rows(sampler)
+            if after_quiet is not None:
+                await after_quiet(p)
             dead_letters = await p.stream_messages(subjects.DEADLETTER_STREAM)
         finally:
             if not sending.done():
@@ -122,6 +135,7 @@ async def run_under_fault(tmp_path: Path, admin_url: str, name: str, fault: Faul
         figures: dict[str, Any] = {
             "test": name, "submissions": SUBMISSIONS, "fault_s": window.seconds,
             "recovered_s": round(max(0.0, last - window.end), 1),
+            "all_evaluated_after_fault_start_s": round(last - window.start, 1),
             "ready_again_s": {s: readiness.ready_again(s, window.end) for s in SERVICES},
             "not_ready_s": {s: readiness.not_ready_seconds(s, window.start, window.end + 30) for s in SERVICES},
             "outbox_max": sampler.max_outbox(),
@@ -129,6 +143,7 @@ async def run_under_fault(tmp_path: Path, admin_url: str, name: str, fault: Faul
             "republished_by_client": load.resent,
             "events": len(ledger.sequences),
             "total_s": round(time.monotonic() - began, 1),
+            **window.figures,
         }
         FIGURES.append(figures)
         log(f"{name}: {figures}")
@@ -180,3 +195,70 @@ async def test_database_connections_cut_mid_load(tmp_path: Path, postgres_admin_
 async def test_database_hanging_mid_load(tmp_path: Path, postgres_admin_url: str) -> None:
     await run_under_fault(tmp_path, postgres_admin_url, "database hangs 20s", database_fault("hang", 20),
                           database=True)
+
+
+# --- a three-node cluster (issue 16 item 5) -----------------------------------------------------
+
+# as deploy/nats/cluster.conf: the services' /readyz then reports the broker's interval sync
+CLUSTER_SETTINGS = {"RAPPORT_STREAM_REPLICAS": "3", "RAPPORT_BROKER_SYNC": "10s"}
+BOTH_STREAMS = (subjects.EVENT_STREAM, subjects.INBOUND_STREAM)
+
+
+async def replicated_and_led_from_one_node(p: Pipeline) -> None:
+    """Every stream R3 with two followers online; RAPPORT_IN's leadership moved to the node leading
+    RAPPORT, so that one kill takes both streams' leaders."""
+    js = p.js_client.jetstream()
+    for stream in (*BOTH_STREAMS, subjects.DEADLETTER_STREAM):
+        info = await js.stream_info(stream)
+        assert info.config.num_replicas == 3, f"{stream} has {info.config.num_replicas} replicas"
+        assert info.cluster is not None and info.cluster.leader, f"{stream} has no leader"
+        followers = info.cluster.replicas or []
+        assert len(followers) == 2 and not any(f.offline for f in followers), f"{stream}: {followers}"
+    event_leader = await leader_of(p.js_client, subjects.EVENT_STREAM)
+    assert event_leader is not None, f"{subjects.EVENT_STREAM} has no leader"
+    if await leader_of(p.js_client, subjects.INBOUND_STREAM) != event_leader:
+        await lead_from(p.js_client, subjects.INBOUND_STREAM, event_leader)
+
+
+def kill_stream_leader(cluster: NatsCluster, down_seconds: float = 3.0) -> Fault:
+    async def fault(p: Pipeline) -> Window:
+        leaders = {s: await leader_of(p.js_client, s) for s in BOTH_STREAMS}
+        assert leaders[subjects.EVENT_STREAM] is not None, f"{subjects.EVENT_STREAM} has no leader"
+        assert len(set(leaders.values())) == 1, f"the streams' leaders moved apart: {leaders}"
+        leader = cluster.node(leaders[subjects.EVENT_STREAM])
+        log(f"cluster: kill -9 {leader.name}, leader of {' and '.join(leaders)}")
+        start = time.monotonic()
+        leader.kill()
+
+        async def new_leaders() -> bool:
+            found = [await leader_of(p.js_client, s) for s in BOTH_STREAMS]
+            return all(name not in (None, leader.name) for name in found)
+        await eventually(new_leaders, 30, "other nodes lead both streams")
+        elected = time.monotonic() - start
+        await asyncio.sleep(down_seconds)  # the length of the fault: the node stays down a while
+        cluster.restart(leader)
+        return Window(start, time.monotonic(), {"leader_elected_s": round(elected, 1)})
+    return fault
+
+
+async def whole_again(p: Pipeline) -> None:
+    """The restarted node back in both streams and caught up."""
+    async def current() -> bool:
+        for stream in BOTH_STREAMS:
+            info = (await p.js_client.jetstream().stream_info(stream)).cluster
+            followers = (info.replicas or []) if info is not None else []
+            if len(followers) != 2 or not all(f.current and not f.offline for f in followers):
+                return False
+        return True
+    await eventually(current, 60, "the restarted node current again in both streams")
+
+
+async def test_kill_9_of_the_stream_leader_of_a_three_node_cluster_mid_load(
+    tmp_path: Path, postgres_admin_url: str
+) -> None:
+    """The streams R3 (RAPPORT_STREAM_REPLICAS=3), the services on a comma-separated RAPPORT_BROKER_URL,
+    the node leading RAPPORT and RAPPORT_IN killed a third of the way in and started again."""
+    cluster = NatsCluster(tmp_path / "cluster")
+    await run_under_fault(tmp_path, postgres_admin_url, "kill -9 stream leader", kill_stream_leader(cluster),
+                          broker=cluster, settings=FAULT_SETTINGS | CLUSTER_SETTINGS,
+                          before_load=replicated_and_led_from_one_node, after_quiet=whole_again)
