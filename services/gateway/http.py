@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -37,12 +37,15 @@ FHIR_TYPES = ("application/fhir+json", "application/json")
 NATIVE_TYPES = ("application/json",)
 RETRY_AFTER_SECONDS = 5
 REALM = 'Bearer realm="rapport"'
-# what each role may do; this slice has one action
+# what each role may do. Which records a clinician may see within it (their own clients) is the
+# records' own check, answered 404 like a record that does not exist.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "integration": frozenset({"submit"}),
-    "clinician": frozenset(),
-    "lead": frozenset(),
-    "admin": frozenset(),
+    "clinician": frozenset({"read_alerts", "act_on_alerts", "read_records", "watch_events", "manage_own_webhooks",
+                            "use_dashboard"}),
+    "lead": frozenset({"read_alerts", "act_on_alerts", "read_records", "watch_events", "read_figures",
+                       "use_dashboard"}),
+    "admin": frozenset({"manage_webhooks", "read_audit", "read_instruments", "use_dashboard"}),
 }
 
 requests_total = Counter("rapport_gateway_requests_total", "HTTP requests answered by the gateway",
@@ -217,7 +220,10 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def create_app(intake: Intake, gate: Gate, *, version: str, wait_seconds: float,
-               clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> FastAPI:
+               clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+               routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """The submission routes here; every other area (records, notifications, sign-in, pages) is a
+    router of its own module, included as given."""
     app = FastAPI(title="Rapport gateway", version=version, openapi_url="/api/v1/openapi.json",
                   docs_url=None, redoc_url=None,
                   description="FHIR R4 REST at /fhir (CapabilityStatement at /fhir/metadata) and the native "
@@ -300,4 +306,6 @@ def create_app(intake: Intake, gate: Gate, *, version: str, wait_seconds: float,
             raise Refused(400, "wrong_format", "a FHIR resource: POST it under /fhir", field="resourceType")
         return native_answer(await _submit(intake, principal, body, request), wait_seconds)
 
+    for router in routers:
+        app.include_router(router)
     return app
