@@ -18,6 +18,7 @@ from rapport.services.alerts.rules import (
     RuleSet,
     apply_command,
     notification_for,
+    with_words,
 )
 from rapport.services.alerts.trajectories import TrajectoryFits
 from rapport.services.alerts.unit_of_work import AlertsUnitOfWork
@@ -211,7 +212,7 @@ def _transition_event(change: AlertTransition, cause: str) -> Outgoing:
     verb = {"raised": "raised", "resolved": "resolved"}.get(change.transition, "updated")
     return cloud_event(
         entity="alert", verb=verb, service=SERVICE, tenant=change.alert.tenant,
-        subject=subjects.outbound(change.alert.tenant, "alert", verb), about=cause, data=change,
+        subject=subjects.outbound(change.alert.tenant, "alert", verb), about=cause, data=with_words(change),
         event_id=derived_event_id("alert.transition", change.alert.tenant, change.alert.alert_id,
                                   change.alert.version, change.transition),
     )

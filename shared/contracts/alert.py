@@ -69,6 +69,9 @@ class AlertTransition(BaseModel):
     at: AwareDatetime
     reason: str | None = None
     notify: bool = Field(default=False, description="this transition warrants a notification to the clinician")
+    headline: str | None = Field(default=None, description="the finding in one line, as a therapist reads it; set "
+                                                           "by the alerts service on every transition it publishes")
+    evidence_words: str | None = Field(default=None, description="the numbers behind it and the rule, in words")
 
 
 class Notification(BaseModel):

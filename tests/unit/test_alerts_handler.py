@@ -60,6 +60,10 @@ async def test_a_falling_alliance_raises_one_rupture_tells_the_therapist_and_com
     assert kinds.count("alert.raised") == 1 and "notify.clin-07" in kinds
     [rupture] = record.alerts.values()
     assert (rupture.kind, rupture.status, rupture.clinician_id) == ("alliance_rupture", "open", "clin-07")
+    raised = json.loads(next(e for e in uow.events if e.subject.endswith("alert.raised")).body)["data"]
+    told = json.loads(next(e for e in uow.events if e.subject.endswith("notify.clin-07")).body)["data"]
+    assert raised["headline"] == told["headline"] and "SRS" in raised["headline"]
+    assert raised["evidence_words"] == told["evidence"], "a worklist shows what the notification said"
     assert raised_count(tenant) == 0, "nothing counts before the batch commits"
     uow.committed()
     assert raised_count(tenant) == 1

@@ -7,7 +7,7 @@
                                 EpisodeAlerts.replay(history, alerts) -> (episode, transitions)
     reconcile(stored_alerts, replayed.alerts, now=) -> [AlertTransition]
     apply_command(alert, command, now) -> AlertTransition | CommandRejected
-    notification_for(transition) -> Notification | None
+    notification_for(transition) -> Notification | None; with_words(transition): headline and evidence set
 """
 
 from rapport.services.alerts.rules.conditions import Check, Clearing, Context, Finding, Verdict
@@ -21,7 +21,7 @@ from rapport.services.alerts.rules.engine import (
     replay,
 )
 from rapport.services.alerts.rules.lifecycle import ENGINE, CommandRejected, alert_id, apply_command
-from rapport.services.alerts.rules.notify import notification_for
+from rapport.services.alerts.rules.notify import notification_for, with_words
 from rapport.services.alerts.rules.ruleset import RuleSet, load_ruleset
 from rapport.services.alerts.rules.state import AlertKey, EpisodeState
 
@@ -47,4 +47,5 @@ __all__ = [
     "notification_for",
     "reconcile",
     "replay",
+    "with_words",
 ]

@@ -42,12 +42,25 @@ def notification_for(transition: AlertTransition) -> Notification | None:
     if not transition.notify:
         return None
     alert = transition.alert
-    latest = alert.evidence[-1] if alert.evidence else None
+    headline, evidence = words_for(transition)
     return Notification(
         alert_id=alert.alert_id, kind=alert.kind, severity=alert.severity, transition=transition.transition,
-        client_id=alert.client_id, episode_id=alert.episode_id, headline=_headline(transition, alert, latest),
-        evidence=_evidence(transition, alert, latest), prompt=alert.repair_prompt,
+        client_id=alert.client_id, episode_id=alert.episode_id, headline=headline, evidence=evidence,
+        prompt=alert.repair_prompt,
     )
+
+
+def with_words(transition: AlertTransition) -> AlertTransition:
+    """The transition as published: with its headline and evidence in words, so what a worklist shows
+    is what a notification says."""
+    headline, evidence = words_for(transition)
+    return transition.model_copy(update={"headline": headline, "evidence_words": evidence})
+
+
+def words_for(transition: AlertTransition) -> tuple[str, str]:
+    alert = transition.alert
+    latest = alert.evidence[-1] if alert.evidence else None
+    return _headline(transition, alert, latest), _evidence(transition, alert, latest)
 
 
 def _headline(transition: AlertTransition, alert: Alert, latest: Evidence | None) -> str:
