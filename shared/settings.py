@@ -87,6 +87,20 @@ class Settings(BaseSettings):
     token_key_file: Path | None = Field(default=None, description="default: <data_dir>/token-signing-key.pem")
     oidc_issuer: str | None = None
     oidc_audience: str = "rapport"
+    # Notification delivery (the gateway): webhooks and e-mail for the notify events. The SMTP relay
+    # (smtp://[user:password@]host[:port], upgraded with STARTTLS when the relay offers it, or
+    # smtps:// for TLS from the first byte; unset: no e-mail), the From address, the base URL the
+    # links to an alert start with, how long a receiver may take to answer, the waits between one
+    # try and the next (a delivery is tried once more than there are waits, then dead; the default
+    # is the Standard Webhooks example schedule, about three days), and how often the sender looks
+    # for deliveries that are due.
+    smtp_url: str | None = Field(default=None, pattern=r"^smtps?://")
+    smtp_from: str = "rapport@localhost"
+    gateway_public_url: str | None = Field(default=None, description="default: http://localhost:<gateway_port>")
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=120)
+    notify_retry_seconds: list[float] = Field(
+        default=[5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0])
+    notify_poll_seconds: float = Field(default=1.0, gt=0, le=60)
 
     @property
     def inbox_retention(self) -> timedelta:
@@ -122,6 +136,10 @@ class Settings(BaseSettings):
 
     def resolved_token_key_file(self) -> Path:
         return self.token_key_file or self.data_dir / "token-signing-key.pem"
+
+    def resolved_public_url(self) -> str:
+        """Where people reach the gateway: the start of every link in a notification."""
+        return (self.gateway_public_url or f"http://localhost:{self.gateway_port}").rstrip("/")
 
     def licensed_for(self, tenant: str) -> frozenset[str]:
         return self._licences.get(tenant, frozenset())
