@@ -18,7 +18,7 @@ INBOUND_STREAM = "RAPPORT_IN"
 EVENT_STREAM = "RAPPORT"
 DEADLETTER_STREAM = "RAPPORT_DLQ"
 # the entities of outbound events, `rapport.<tenant>.<entity>.<verb>`
-EVENT_ENTITIES = ("submission", "score", "alert", "alert-command", "evaluation", "notify")
+EVENT_ENTITIES = ("submission", "score", "alert", "alert-command", "evaluation", "notify", "attendance")
 STREAM_SUBJECTS = {
     INBOUND_STREAM: [f"{PREFIX}.*.in.>"],
     EVENT_STREAM: [f"{PREFIX}.*.{entity}.>" for entity in EVENT_ENTITIES],
@@ -27,6 +27,8 @@ STREAM_SUBJECTS = {
 
 INBOUND_SUBMISSIONS = f"{PREFIX}.*.in.submissions"
 INBOUND_ALERT_COMMANDS = f"{PREFIX}.*.in.alert-commands"
+INBOUND_ATTENDANCE = f"{PREFIX}.*.in.attendance"
+ATTENDANCE_ACCEPTED = f"{PREFIX}.*.attendance.accepted"
 SUBMISSION_ACCEPTED = f"{PREFIX}.*.submission.accepted"
 SCORE_COMPUTED = f"{PREFIX}.*.score.computed"
 DEAD_LETTERS = f"{PREFIX}.*.deadletter.>"
@@ -37,6 +39,10 @@ UNROUTABLE = "UNROUTABLE"
 
 def submissions_in(tenant: str) -> str:
     return f"{PREFIX}.{tenant}.in.submissions"
+
+
+def attendance_in(tenant: str) -> str:
+    return f"{PREFIX}.{tenant}.in.attendance"
 
 
 def alert_commands_in(tenant: str) -> str:

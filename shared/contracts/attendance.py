@@ -1,0 +1,80 @@
+"""Attendance: one appointment (booked, attended, missed, cancelled) as Rapport keeps it, and ingest's
+answers on `rapport.<tenant>.attendance.accepted|rejected`.
+
+FHIR R4 Appointment and Encounter and the native attendance JSON (README, "Sending attendance")
+normalise to one `Attendance`. An Encounter that names its Appointment is that appointment's later
+state (the session took place), so the two are one appointment id and one record.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from rapport.shared.contracts.problems import Problem
+from rapport.shared.contracts.tenancy import PseudonymousId, SubjectToken, TenantId
+
+# booked: expected; attended: the session took place; no_show: the client did not come and did not
+# cancel; cancelled: called off before it started (by whom in `cancelled_by`); void: entered in error,
+# counts as nothing (it replaces whatever was recorded before).
+AttendanceStatus = Literal["booked", "attended", "no_show", "cancelled", "void"]
+CancelledBy = Literal["client", "clinic", "unknown"]
+AttendanceSource = Literal["native", "fhir-appointment", "fhir-encounter"]
+AttendanceDisposition = Literal["new", "amended", "unchanged", "outdated"]
+
+
+class Attendance(BaseModel):
+    """The state of one appointment as the clinic's system last recorded it.
+
+    `recorded_at` (FHIR `meta.lastUpdated`, native `recorded_at`) and `version` (FHIR `meta.versionId`
+    when it is a whole number) order the states of one appointment: an older state arriving late does
+    not replace a newer one. `cancellation_reason` is a code (FHIR appointment-cancellation-reason, or
+    the clinic's own code), never free text."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant: TenantId
+    appointment_id: PseudonymousId
+    client_id: PseudonymousId
+    episode_id: PseudonymousId | None = None
+    clinician_id: SubjectToken | None = None
+    status: AttendanceStatus
+    start: AwareDatetime | None = Field(default=None, description="absent only for cancelled or void appointments")
+    cancelled_at: AwareDatetime | None = Field(default=None, description="when it was cancelled, where known")
+    cancelled_by: CancelledBy | None = Field(default=None, description="set on cancelled appointments")
+    cancellation_reason: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.:/|#\-]{1,64}$")
+    recorded_at: AwareDatetime | None = None
+    version: int | None = Field(default=None, ge=0)
+    source_format: AttendanceSource = "native"
+    warnings: list[Problem] = Field(default_factory=list)
+
+
+class AttendanceAccepted(BaseModel):
+    """`rapport.<tenant>.attendance.accepted`: stored; the alerts service takes it from here.
+
+    `disposition`: `new` (first state of this appointment), `amended` (a newer state replaces the stored
+    one; `revision` goes up), `unchanged` (the stored state again), `outdated` (older than the stored
+    state by `recorded_at`/`version`: acknowledged, not stored, nothing downstream changes)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    attendance: Attendance
+    revision: int = Field(ge=1)
+    disposition: AttendanceDisposition
+    inbound_message_id: str
+    inbound_part: int = Field(default=1, ge=1)
+    inbound_parts: int = Field(default=1, ge=1)
+
+
+class AttendanceRejected(BaseModel):
+    """`rapport.<tenant>.attendance.rejected`: not stored; every problem is named so IT can fix it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    appointment_id: str | None = Field(default=None, description="the id the source gave, when it could be read")
+    inbound_message_id: str
+    inbound_part: int = Field(default=1, ge=1)
+    inbound_parts: int = Field(default=1, ge=1)
+    source_format: AttendanceSource | None = None
+    problems: list[Problem]
