@@ -1,0 +1,304 @@
+"""Where notifications go, under /api/v1:
+
+    POST   /webhooks                    a webhook endpoint; the answer carries its secret, once
+    GET    /webhooks                    the caller's endpoints
+    GET    /webhooks/{id}
+    DELETE /webhooks/{id}               with its deliveries (none is sent after)
+    GET    /webhooks/{id}/attempts      every delivery attempt: when, status code or kind of failure,
+                                        attempt number, what it came to, when the next is due
+    ... and the same five under /email-subscriptions (an address instead of a URL, no secret).
+
+An admin (`manage_webhooks`) manages every target of the tenant: for one clinician, or with no
+clinician for every notification of the tenant (a team's channel). A clinician
+(`manage_own_webhooks`) manages the targets for their own clinician id only. Another tenant's or
+another clinician's target is answered 404, like one that does not exist; other roles 403.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from rapport.services.gateway.http import NATIVE_TYPES, Gate, Refused
+from rapport.services.gateway.notifications.domain import (
+    EMAIL_ADDRESS,
+    Channel,
+    Scope,
+    fingerprint,
+    new_secret,
+)
+from rapport.services.gateway.notifications.models import EmailSubscription, WebhookEndpoint
+from rapport.services.gateway.notifications.repository import (
+    AttemptSeen,
+    add_target,
+    attempts_for,
+    remove_target,
+    target_in_scope,
+    targets_in_scope,
+)
+from rapport.services.gateway.tokens import Principal
+from rapport.shared.contracts.tenancy import SubjectToken
+
+Authenticate = Callable[[Request, str], Awaitable[Principal]]
+M = TypeVar("M", bound=BaseModel)
+MAX_ATTEMPTS_SHOWN = 1000
+
+
+class NewWebhook(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(max_length=2048, description="http:// or https:// (use https: notifications carry clinical "
+                                                   "words); redirects are not followed")
+    clinician_id: SubjectToken | None = Field(default=None, description="whose notifications; an admin may leave "
+                                              "it out for every notification of the tenant, a clinician's is theirs")
+    description: str = Field(default="", max_length=200)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("an absolute http:// or https:// URL")
+        return value
+
+
+class NewEmailSubscription(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = Field(max_length=320, description="where the e-mails go")
+    clinician_id: SubjectToken | None = Field(default=None, description="as for a webhook endpoint")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not EMAIL_ADDRESS.fullmatch(value):
+            raise ValueError("an e-mail address (local@domain)")
+        return value
+
+
+class WebhookShown(BaseModel):
+    id: str
+    url: str
+    clinician_id: str | None
+    description: str
+    created_at: datetime
+    created_by: str
+    secret_fingerprint: str = Field(description="tells secrets apart; the secret itself is shown only on creation")
+
+
+class WebhookCreated(WebhookShown):
+    secret: str = Field(description="whsec_ + base64: verify webhook-signature with it. Shown this once")
+
+
+class EmailSubscriptionShown(BaseModel):
+    id: str
+    address: str
+    clinician_id: str | None
+    created_at: datetime
+    created_by: str
+
+
+class Webhooks(BaseModel):
+    webhooks: list[WebhookShown]
+
+
+class EmailSubscriptions(BaseModel):
+    email_subscriptions: list[EmailSubscriptionShown]
+
+
+class AttemptShown(BaseModel):
+    webhook_id: str = Field(description="the delivery's id: the webhook-id header, the same on every retry")
+    event_id: str
+    alert_id: str
+    attempt: int
+    attempted_at: datetime
+    duration_ms: int
+    status_code: int | None = Field(description="the receiver's HTTP status (SMTP reply code for e-mail)")
+    error: str | None = Field(description="no answer: timeout, connection, invalid_url, not_configured")
+    outcome: str = Field(description="delivered, retried, rejected (not tried again) or dead (the last try failed)")
+    next_attempt_at: datetime | None
+    delivery_status: str = Field(description="the delivery now: pending, delivered, rejected or dead")
+
+
+class Attempts(BaseModel):
+    target_id: str
+    attempts: list[AttemptShown]
+
+
+def _webhook(row: WebhookEndpoint) -> WebhookShown:
+    return WebhookShown(id=row.id, url=row.url, clinician_id=row.clinician_id, description=row.description,
+                        created_at=row.created_at, created_by=row.created_by,
+                        secret_fingerprint=fingerprint(row.secret))
+
+
+def _subscription(row: EmailSubscription) -> EmailSubscriptionShown:
+    return EmailSubscriptionShown(id=row.id, address=row.address, clinician_id=row.clinician_id,
+                                  created_at=row.created_at, created_by=row.created_by)
+
+
+def _attempt(seen: AttemptSeen) -> AttemptShown:
+    return AttemptShown(**seen.__dict__)
+
+
+def _not_found(channel: Channel) -> Refused:
+    return Refused(404, "not_found", "no such webhook endpoint" if channel == "webhook"
+                   else "no such e-mail subscription")
+
+
+def _request_body(model: type[BaseModel]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+def notifications_router(gate: Gate, sessions: async_sessionmaker[AsyncSession], *,
+                         clock: Callable[[], datetime], email_configured: bool,
+                         authenticate: Authenticate | None = None) -> APIRouter:
+    who = authenticate or gate.principal
+    router = APIRouter(prefix="/api/v1", tags=["notifications"])
+    not_found: dict[int | str, dict[str, Any]] = {404: {"description": "no such target for this caller"},
+                                                  403: {"description": "the role may not manage notifications"}}
+
+    async def scope_of(request: Request) -> tuple[Principal, Scope]:
+        """An admin's scope is the tenant, a clinician's their own targets; any other role 403."""
+        try:
+            principal = await who(request, "manage_webhooks")
+            return principal, Scope(principal.tenant, None)
+        except Refused as refused:
+            if refused.status != 403:
+                raise
+        principal = await who(request, "manage_own_webhooks")
+        if principal.clinician is None:
+            raise Refused(403, "forbidden", "a clinician's token must name their clinician id")
+        return principal, Scope(principal.tenant, principal.clinician)
+
+    def for_whom(scope: Scope, asked: str | None) -> str | None:
+        if scope.clinician is None or asked in (None, scope.clinician):
+            return asked if scope.clinician is None else scope.clinician
+        raise Refused(403, "forbidden", "a clinician sets up notifications for their own clinician id only",
+                      field="clinician_id")
+
+    async def parsed(request: Request, model: type[M]) -> M:
+        _body, document = await gate.body(request, NATIVE_TYPES)
+        try:
+            return model.model_validate(document)
+        except ValidationError as error:
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in error.errors(
+                include_input=False, include_url=False)]) from None
+
+    async def found(scope: Scope, channel: Channel, target_id: str) -> Any:
+        async with sessions() as session:
+            row = await target_in_scope(session, channel, scope, target_id)
+        if row is None:
+            raise _not_found(channel)
+        return row
+
+    async def attempts(scope: Scope, channel: Channel, target_id: str, limit: int) -> Attempts:
+        async with sessions() as session:
+            if await target_in_scope(session, channel, scope, target_id) is None:
+                raise _not_found(channel)
+            seen = await attempts_for(session, target_id, limit)
+        return Attempts(target_id=target_id, attempts=[_attempt(s) for s in seen])
+
+    async def removed(scope: Scope, channel: Channel, target_id: str) -> Response:
+        async with sessions() as session, session.begin():
+            gone = await remove_target(session, channel, scope, target_id)
+        if not gone:
+            raise _not_found(channel)
+        return Response(status_code=204)
+
+    # webhooks
+
+    @router.post("/webhooks", status_code=201, response_model=WebhookCreated, responses=not_found,
+                 openapi_extra=_request_body(NewWebhook), summary="A webhook endpoint (its secret is shown once)")
+    async def create_webhook(request: Request) -> WebhookCreated:
+        principal, scope = await scope_of(request)
+        asked = await parsed(request, NewWebhook)
+        clinician = for_whom(scope, asked.clinician_id)
+        row = WebhookEndpoint(id=str(uuid.uuid4()), tenant=scope.tenant, clinician_id=clinician, url=asked.url,
+                              description=asked.description, secret=new_secret(), created_at=clock(),
+                              created_by=principal.subject[:255])
+        async with sessions() as session, session.begin():
+            await add_target(session, row)
+        return WebhookCreated(**_webhook(row).model_dump(), secret=row.secret)
+
+    @router.get("/webhooks", response_model=Webhooks, responses=not_found, summary="The caller's webhook endpoints")
+    async def list_webhooks(request: Request) -> Webhooks:
+        _principal, scope = await scope_of(request)
+        async with sessions() as session:
+            rows = await targets_in_scope(session, "webhook", scope)
+        return Webhooks(webhooks=[_webhook(r) for r in rows if isinstance(r, WebhookEndpoint)])
+
+    @router.get("/webhooks/{target_id}", response_model=WebhookShown, responses=not_found,
+                summary="One webhook endpoint (without its secret)")
+    async def get_webhook(request: Request, target_id: str) -> WebhookShown:
+        _principal, scope = await scope_of(request)
+        return _webhook(await found(scope, "webhook", target_id))
+
+    @router.delete("/webhooks/{target_id}", status_code=204, responses=not_found,
+                   summary="Delete a webhook endpoint and its deliveries")
+    async def delete_webhook(request: Request, target_id: str) -> Response:
+        _principal, scope = await scope_of(request)
+        return await removed(scope, "webhook", target_id)
+
+    @router.get("/webhooks/{target_id}/attempts", response_model=Attempts, responses=not_found,
+                summary="Every delivery attempt to the endpoint, newest first")
+    async def webhook_attempts(request: Request, target_id: str,
+                               limit: Annotated[int, Query(ge=1, le=MAX_ATTEMPTS_SHOWN)] = 100) -> Attempts:
+        _principal, scope = await scope_of(request)
+        return await attempts(scope, "webhook", target_id, limit)
+
+    # e-mail
+
+    @router.post("/email-subscriptions", status_code=201, response_model=EmailSubscriptionShown, responses={
+        **not_found, 409: {"description": "e-mail delivery is not configured (RAPPORT_SMTP_URL)"}},
+        openapi_extra=_request_body(NewEmailSubscription), summary="An address notifications are e-mailed to")
+    async def create_subscription(request: Request) -> EmailSubscriptionShown:
+        principal, scope = await scope_of(request)
+        asked = await parsed(request, NewEmailSubscription)
+        clinician = for_whom(scope, asked.clinician_id)
+        if not email_configured:
+            raise Refused(409, "email_not_configured", "e-mail delivery is not configured on this gateway "
+                          "(RAPPORT_SMTP_URL)")
+        row = EmailSubscription(id=str(uuid.uuid4()), tenant=scope.tenant, clinician_id=clinician,
+                                address=asked.address, created_at=clock(), created_by=principal.subject[:255])
+        async with sessions() as session, session.begin():
+            await add_target(session, row)
+        return _subscription(row)
+
+    @router.get("/email-subscriptions", response_model=EmailSubscriptions, responses=not_found,
+                summary="The caller's e-mail subscriptions")
+    async def list_subscriptions(request: Request) -> EmailSubscriptions:
+        _principal, scope = await scope_of(request)
+        async with sessions() as session:
+            rows = await targets_in_scope(session, "email", scope)
+        return EmailSubscriptions(email_subscriptions=[_subscription(r) for r in rows
+                                                       if isinstance(r, EmailSubscription)])
+
+    @router.get("/email-subscriptions/{target_id}", response_model=EmailSubscriptionShown, responses=not_found,
+                summary="One e-mail subscription")
+    async def get_subscription(request: Request, target_id: str) -> EmailSubscriptionShown:
+        _principal, scope = await scope_of(request)
+        return _subscription(await found(scope, "email", target_id))
+
+    @router.delete("/email-subscriptions/{target_id}", status_code=204, responses=not_found,
+                   summary="Delete an e-mail subscription and its deliveries")
+    async def delete_subscription(request: Request, target_id: str) -> Response:
+        _principal, scope = await scope_of(request)
+        return await removed(scope, "email", target_id)
+
+    @router.get("/email-subscriptions/{target_id}/attempts", response_model=Attempts, responses=not_found,
+                summary="Every delivery attempt to the address, newest first")
+    async def subscription_attempts(request: Request, target_id: str,
+                                    limit: Annotated[int, Query(ge=1, le=MAX_ATTEMPTS_SHOWN)] = 100) -> Attempts:
+        _principal, scope = await scope_of(request)
+        return await attempts(scope, "email", target_id, limit)
+
+    return router

@@ -1,0 +1,201 @@
+"""The background task that sends the deliveries that are due: a signed webhook POST or an e-mail, one
+try each, every try recorded with what it came to and when the next is due (domain.plan).
+
+Each try runs as its own task (at most `concurrency` at once), so a receiver that hangs until the
+timeout holds up no other. A delivery is claimed before it is tried (held for the timeout and a
+margin), so two gateway replicas never try one delivery at once; a sender that dies mid-try lets the
+claim run out and the delivery falls due again, with the same webhook-id. The sender looks for due
+deliveries every `notify_poll_seconds`, and at once when the consumer has queued some.
+
+Nothing from a payload, a URL or an address goes into a log line or a metric: delivery, target and
+tenant ids, the status code and the kind of failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+import httpx
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from rapport.services.gateway.notifications.domain import Tried, email_message, plan, retry_after, signed_headers
+from rapport.services.gateway.notifications.repository import Claimed, claim_due, record_attempt
+from rapport.shared.messaging.consumer import utcnow
+from rapport.shared.metrics import REGISTRY, ByTenant
+from rapport.shared.service import VERSION
+from rapport.shared.settings import Settings
+
+log = logging.getLogger("rapport.gateway.notifications")
+
+USER_AGENT = f"Rapport-Webhooks/{VERSION}"
+# how long past the timeout a claimed delivery stays held before another sender may take it
+CLAIM_MARGIN = timedelta(seconds=30)
+
+deliveries = ByTenant(Counter(
+    "rapport_notification_deliveries_total",
+    "Notification delivery attempts, by what they came to (delivered, retried, rejected, dead)",
+    ["tenant", "channel", "outcome"], registry=REGISTRY,
+))
+
+
+@dataclass(frozen=True)
+class SmtpRelay:
+    hostname: str
+    port: int
+    use_tls: bool
+    username: str | None
+    password: str | None
+
+    @classmethod
+    def from_url(cls, url: str) -> SmtpRelay:
+        """smtp://[user:password@]host[:port] (STARTTLS when offered; port 25 by default) or smtps://
+        (TLS from the first byte; port 465)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError("RAPPORT_SMTP_URL: expected smtp://host[:port] or smtps://host[:port]")
+        tls = parts.scheme == "smtps"
+        return cls(hostname=parts.hostname, port=parts.port or (465 if tls else 25), use_tls=tls,
+                   username=unquote(parts.username) if parts.username else None,
+                   password=unquote(parts.password) if parts.password else None)
+
+
+class NotificationSender:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings, *,
+                 clock: Callable[[], datetime] = utcnow, transport: httpx.AsyncBaseTransport | None = None,
+                 concurrency: int = 16, jitter: Callable[[], float] = random.random) -> None:
+        self._sessions = sessions
+        self._settings = settings
+        self._clock = clock
+        self._transport = transport
+        self._concurrency = concurrency
+        self._jitter = jitter
+        self._smtp = SmtpRelay.from_url(settings.smtp_url) if settings.smtp_url else None
+        self._timeout = settings.webhook_timeout_seconds
+        self._lease = timedelta(seconds=self._timeout) + CLAIM_MARGIN
+        self._wake = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def email_configured(self) -> bool:
+        return self._smtp is not None
+
+    def wake(self) -> None:
+        """Deliveries were queued: look for due ones now rather than at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(self._timeout), follow_redirects=False,
+                                       transport=self._transport, headers={"user-agent": USER_AGENT})
+        self._task = asyncio.create_task(self._run(), name="gateway-notification-sender")
+
+    async def stop(self) -> None:
+        """Tries in flight are cancelled: their claims run out and they are tried again later."""
+        tasks = [t for t in (self._task, *self._in_flight) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            free = self._concurrency - len(self._in_flight)
+            claimed: list[Claimed] = []
+            if free > 0:
+                try:
+                    claimed = await self._claim(free)
+                except Exception:  # the database away: the next pass tries again
+                    log.warning("could not read the due deliveries; trying again", exc_info=True)
+            for delivery in claimed:
+                task = asyncio.create_task(self._try(delivery), name=f"delivery-{delivery.id}")
+                self._in_flight.add(task)
+                task.add_done_callback(self._finished)
+            if claimed and len(claimed) == free:
+                continue  # maybe more are due: look again once a slot is free
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._settings.notify_poll_seconds)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._wake.set()  # a slot is free
+
+    async def _claim(self, limit: int) -> list[Claimed]:
+        async with self._sessions() as session, session.begin():
+            return await claim_due(session, self._clock(), limit, self._lease)
+
+    async def _try(self, delivery: Claimed) -> None:
+        started, began = self._clock(), time.perf_counter()
+        sending = self._post if delivery.channel == "webhook" else self._mail
+        tried = await sending(delivery, started)
+        duration = timedelta(seconds=time.perf_counter() - began)
+        then = plan(delivery.channel, delivery.attempt, tried, self._settings.notify_retry_seconds,
+                    started + duration, jitter=self._jitter())
+        try:
+            async with self._sessions() as session, session.begin():
+                kept = await record_attempt(session, delivery, tried, then, started, duration)
+        except Exception:  # not recorded: the claim runs out and the delivery is tried again
+            log.warning("could not record a delivery attempt", exc_info=True,
+                        extra={"delivery_id": delivery.id, "target_id": delivery.target_id})
+            return
+        if not kept:
+            log.info("delivery gone or taken by another sender after its try",
+                     extra={"delivery_id": delivery.id, "target_id": delivery.target_id})
+            return
+        deliveries.labels(delivery.tenant, delivery.channel, then.outcome).inc()
+        log.log(logging.INFO if then.outcome in ("delivered", "retried") else logging.WARNING,
+                "notification %s: %s, attempt %d (%s)", delivery.channel, then.outcome, delivery.attempt,
+                tried.error or tried.status_code,
+                extra={"delivery_id": delivery.id, "target_id": delivery.target_id, "tenant": delivery.tenant})
+
+    async def _post(self, delivery: Claimed, started: datetime) -> Tried:
+        if self._http is None or delivery.url is None or delivery.secret is None:
+            return Tried(error="target_gone")
+        headers = signed_headers(delivery.secret, delivery.id, int(started.timestamp()), delivery.payload)
+        try:
+            # httpx's timeout bounds each phase; this bounds the whole try (a receiver that trickles)
+            async with asyncio.timeout(self._timeout), \
+                    self._http.stream("POST", delivery.url, content=delivery.payload, headers=headers) as response:
+                return Tried(status_code=response.status_code,
+                             retry_after_seconds=retry_after(response.headers.get("retry-after")))
+        except (TimeoutError, httpx.TimeoutException):
+            return Tried(error="timeout")
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL):
+            return Tried(error="invalid_url")
+        except (httpx.HTTPError, OSError):
+            return Tried(error="connection")
+
+    async def _mail(self, delivery: Claimed, started: datetime) -> Tried:
+        if self._smtp is None:
+            return Tried(error="not_configured")
+        if delivery.address is None:
+            return Tried(error="target_gone")
+        message = email_message(delivery.payload, to=delivery.address, sender=self._settings.smtp_from,
+                                message_id=delivery.id, now=started)
+        relay = self._smtp
+        try:
+            await aiosmtplib.send(message, hostname=relay.hostname, port=relay.port, use_tls=relay.use_tls,
+                                  username=relay.username, password=relay.password, timeout=self._timeout)
+        except aiosmtplib.SMTPTimeoutError:
+            return Tried(error="timeout")
+        except aiosmtplib.SMTPRecipientsRefused as refused:
+            return Tried(status_code=refused.recipients[0].code if refused.recipients else 550)
+        except aiosmtplib.SMTPResponseException as answered:
+            return Tried(status_code=answered.code)
+        except (aiosmtplib.SMTPException, OSError):
+            return Tried(error="connection")
+        return Tried(status_code=250)
