@@ -89,6 +89,10 @@ batch_size = Histogram(
 submissions = ByTenant(Counter(
     "rapport_submissions_total", "Submissions answered", ["tenant", "instrument", "outcome"], registry=REGISTRY
 ))
+attendance = ByTenant(Counter(
+    "rapport_attendance_total", "Appointments and encounters answered", ["tenant", "status", "outcome"],
+    registry=REGISTRY
+))
 scores = ByTenant(Counter("rapport_scores_total", "Scores computed", ["tenant", "instrument", "band"],
                           registry=REGISTRY))
 alert_transitions = ByTenant(Counter(

@@ -1,6 +1,7 @@
 """Tables the alerts service owns: alerts and their transitions (the audit trail), the compact
 state of each episode, its own copy of the scores it has seen (for replaying an episode when a
-late or amended score arrives), and the expected trajectories fitted from those scores."""
+late or amended score arrives), the expected trajectories fitted from those scores, and the
+appointments it has seen (attendance, for the disengagement rules)."""
 
 from __future__ import annotations
 
@@ -79,6 +80,24 @@ class StoredTrajectoryFit(Base):
     tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
     instrument: Mapped[str] = mapped_column(String(32), primary_key=True)
     fitted_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    document: Mapped[dict[str, Any]] = mapped_column(Document)
+
+
+class SeenAppointment(Base):
+    """The alerts service's own copy of each appointment's latest state (an Attendance document), in the
+    episode it was placed in (the one it named, else the client's latest episode when it arrived; none
+    when the client had none yet)."""
+
+    __tablename__ = "alerts_attendance"
+    __table_args__ = (Index("ix_alerts_attendance_episode", "tenant", "client_id", "episode_id", "start"),)
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    appointment_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    episode_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    start: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     document: Mapped[dict[str, Any]] = mapped_column(Document)
 
 

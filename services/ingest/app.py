@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from faststream.asgi import AsgiFastStream
 
-from rapport.services.ingest.handlers import SERVICE, Ingest
+from rapport.services.ingest.handlers import SERVICE, AttendanceIntake, Ingest
 from rapport.services.ingest.models import inbox, outbox
-from rapport.services.ingest.unit_of_work import IngestUnitOfWork
+from rapport.services.ingest.unit_of_work import AttendanceUnitOfWork, IngestUnitOfWork
+from rapport.shared.contracts.attendance import AttendanceAccepted, AttendanceRejected
 from rapport.shared.contracts.submission import SubmissionAccepted, SubmissionRejected
 from rapport.shared.instruments import load_registry
 from rapport.shared.messaging import subjects
@@ -23,5 +24,13 @@ def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFast
     runtime.publishes("rapport.{tenant}.submission.accepted", SubmissionAccepted,
                       description="The submission is stored and goes on to scoring")
     runtime.publishes("rapport.{tenant}.submission.rejected", SubmissionRejected,
+                      description="Not stored: every problem named (field, code, message, expected)")
+    runtime.subscribe(
+        subjects.INBOUND_ATTENDANCE, "ingest-attendance-v1", AttendanceIntake(), unit_of_work=AttendanceUnitOfWork.on,
+        description="FHIR R4 Appointment, Encounter, a Bundle of them, or native attendance JSON",
+    )
+    runtime.publishes("rapport.{tenant}.attendance.accepted", AttendanceAccepted,
+                      description="The appointment's state is stored (or is older than the stored one: outdated)")
+    runtime.publishes("rapport.{tenant}.attendance.rejected", AttendanceRejected,
                       description="Not stored: every problem named (field, code, message, expected)")
     return runtime, runtime.asgi()

@@ -1,4 +1,5 @@
-"""Inbound submissions: normalise, admit, store, answer. Every submission gets exactly one answer."""
+"""Inbound submissions and attendance: normalise, admit, store, answer. Every submission and every
+appointment state gets exactly one answer."""
 
 from __future__ import annotations
 
@@ -6,9 +7,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from rapport.services.ingest.admission import Admission, admit
-from rapport.services.ingest.normalise import Rejection, TenantMapping, normalise
-from rapport.services.ingest.unit_of_work import IngestUnitOfWork
+from rapport.services.ingest.admission import Admission, AttendanceAdmission, admit, admit_attendance
+from rapport.services.ingest.normalise import (
+    AttendanceRejection,
+    AttendanceResult,
+    Rejection,
+    TenantMapping,
+    normalise,
+    normalise_attendance,
+)
+from rapport.services.ingest.unit_of_work import AttendanceUnitOfWork, IngestUnitOfWork
+from rapport.shared.contracts.attendance import Attendance, AttendanceAccepted, AttendanceRejected
 from rapport.shared.contracts.submission import Submission, SubmissionAccepted, SubmissionRejected
 from rapport.shared.db.delivery import Outgoing
 from rapport.shared.instruments import Registry
@@ -16,11 +25,12 @@ from rapport.shared.messaging import subjects
 from rapport.shared.messaging.consumer import Inbound
 from rapport.shared.messaging.publish import cloud_event
 from rapport.shared.messaging.retry import PoisonMessage
-from rapport.shared.metrics import submissions
+from rapport.shared.metrics import attendance, submissions
 from rapport.shared.settings import Settings
 
 SERVICE = "ingest"
 ANSWER = "submission.answer"  # accepted or rejected: one answer per submission, one id
+ATTENDANCE_ANSWER = "attendance.answer"
 
 
 @dataclass
@@ -98,4 +108,61 @@ def _rejected(message: Inbound, part: Part, rejection: Rejection) -> Outgoing:
         entity="submission", verb="rejected", service=SERVICE, tenant=message.tenant,
         subject=subjects.outbound(message.tenant, "submission", "rejected"),
         about=rejection.submission_id, data=data, event_id=message.event_id(ANSWER, part.number),
+    )
+
+
+@dataclass
+class AttendanceIntake:
+    """Appointments and encounters on rapport.<tenant>.in.attendance: one answer per appointment state,
+    the latest state of each appointment kept (an older one arriving late changes nothing)."""
+
+    async def __call__(self, uow: AttendanceUnitOfWork, messages: Sequence[Inbound]) -> None:
+        answers = [(m, self._normalise(m, uow.now)) for m in messages]
+        valid = [a for _, results in answers for a in results if isinstance(a, Attendance)]
+        stored = await uow.appointments.load_stored([(a.tenant, a.appointment_id) for a in valid])
+        admitted: list[tuple[Attendance, AttendanceAdmission]] = []
+        for message, results in answers:
+            for n, result in enumerate(results):
+                part = Part(n + 1, len(results))
+                if isinstance(result, AttendanceRejection):
+                    uow.publish([_attendance_rejected(message, part, result)])
+                    uow.after_commit(attendance.labels(message.tenant, "unknown", "rejected").inc)
+                    continue
+                key = (result.tenant, result.appointment_id)
+                admission = admit_attendance(result, stored.get(key))
+                if admission.changes_anything:
+                    stored[key] = (admission.revision, admission.content_hash, result.recorded_at, result.version)
+                    admitted.append((result, admission))
+                uow.publish([_attendance_accepted(message, part, result, admission)])
+                uow.after_commit(attendance.labels(result.tenant, result.status, admission.disposition).inc)
+        await uow.appointments.save(admitted, uow.now)
+
+    def _normalise(self, message: Inbound, now: datetime) -> list[AttendanceResult]:
+        if not message.tenant:
+            raise UnroutableSubmission("the subject does not name a valid tenant")
+        return normalise_attendance(message.body, tenant=message.tenant, now=now)
+
+
+def _attendance_accepted(message: Inbound, part: Part, result: Attendance, admission: AttendanceAdmission) -> Outgoing:
+    data = AttendanceAccepted(
+        attendance=result, revision=admission.revision, disposition=admission.disposition,
+        inbound_message_id=message.message_id, inbound_part=part.number, inbound_parts=part.of,
+    )
+    return cloud_event(
+        entity="attendance", verb="accepted", service=SERVICE, tenant=result.tenant,
+        subject=subjects.outbound(result.tenant, "attendance", "accepted"), about=result.appointment_id, data=data,
+        event_id=message.event_id(ATTENDANCE_ANSWER, part.number),
+    )
+
+
+def _attendance_rejected(message: Inbound, part: Part, rejection: AttendanceRejection) -> Outgoing:
+    data = AttendanceRejected(
+        appointment_id=rejection.appointment_id, inbound_message_id=message.message_id,
+        inbound_part=part.number, inbound_parts=part.of, source_format=rejection.source_format,
+        problems=rejection.problems,
+    )
+    return cloud_event(
+        entity="attendance", verb="rejected", service=SERVICE, tenant=message.tenant,
+        subject=subjects.outbound(message.tenant, "attendance", "rejected"), about=rejection.appointment_id,
+        data=data, event_id=message.event_id(ATTENDANCE_ANSWER, part.number),
     )

@@ -9,13 +9,15 @@ from typing import cast
 from sqlalchemy import Table, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rapport.services.ingest.admission import Admission
-from rapport.services.ingest.models import StoredSubmission
+from rapport.services.ingest.admission import Admission, AttendanceAdmission, StoredAppointment
+from rapport.services.ingest.models import StoredAttendance, StoredSubmission
+from rapport.shared.contracts.attendance import Attendance
 from rapport.shared.contracts.submission import Submission
 from rapport.shared.db.engine import is_postgres
 
 Key = tuple[str, str]
 submissions = cast(Table, StoredSubmission.__table__)
+appointments = cast(Table, StoredAttendance.__table__)
 
 
 class SqlSubmissions:
@@ -62,4 +64,46 @@ def _row(submission: Submission, admission: Admission, now: datetime) -> dict[st
         "instrument": submission.instrument,
         "accepted_at": now,
         "document": submission.model_dump(mode="json"),
+    }
+
+
+class SqlAppointments:
+    """The stored appointment states of one batch's transaction (ingest_attendance)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def load_stored(self, keys: Sequence[Key]) -> dict[Key, StoredAppointment]:
+        """Revision, content hash, recorded_at and version of the stored appointments; locked on
+        PostgreSQL in key order, as submissions are."""
+        if not keys:
+            return {}
+        table = appointments
+        query = select(table.c.tenant, table.c.appointment_id, table.c.revision, table.c.content_hash,
+                       table.c.recorded_at, table.c.version).where(
+            tuple_(table.c.tenant, table.c.appointment_id).in_(sorted(set(keys))))
+        if is_postgres(self._session):
+            query = query.order_by(table.c.tenant, table.c.appointment_id).with_for_update()
+        rows = await self._session.execute(query)
+        return {(r.tenant, r.appointment_id): (r.revision, r.content_hash, r.recorded_at, r.version) for r in rows}
+
+    async def save(self, admitted: Sequence[tuple[Attendance, AttendanceAdmission]], now: datetime) -> None:
+        table = appointments
+        fresh = [_appointment_row(a, d, now) for a, d in admitted if d.disposition == "new"]
+        if fresh:
+            await self._session.execute(table.insert(), fresh)
+        for attendance, admission in admitted:
+            if admission.disposition == "amended":
+                await self._session.execute(
+                    update(table)
+                    .where(table.c.tenant == attendance.tenant, table.c.appointment_id == attendance.appointment_id)
+                    .values(_appointment_row(attendance, admission, now))
+                )
+
+
+def _appointment_row(attendance: Attendance, admission: AttendanceAdmission, now: datetime) -> dict[str, object]:
+    return {
+        "tenant": attendance.tenant, "appointment_id": attendance.appointment_id, "revision": admission.revision,
+        "content_hash": admission.content_hash, "recorded_at": attendance.recorded_at,
+        "version": attendance.version, "accepted_at": now, "document": attendance.model_dump(mode="json"),
     }

@@ -1,4 +1,5 @@
-"""Ingest's unit of work: the stored submissions a batch reads and writes, in its transaction."""
+"""Ingest's units of work: the stored submissions (or appointment states) a batch reads and writes, in its
+transaction."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rapport.services.ingest.admission import Admission
-from rapport.services.ingest.repository import Key, SqlSubmissions
+from rapport.services.ingest.admission import Admission, AttendanceAdmission, StoredAppointment
+from rapport.services.ingest.repository import Key, SqlAppointments, SqlSubmissions
+from rapport.shared.contracts.attendance import Attendance
 from rapport.shared.contracts.submission import Submission
 from rapport.shared.unit_of_work import UnitOfWork
 
@@ -31,3 +33,21 @@ class IngestUnitOfWork(UnitOfWork):
     def on(cls, session: AsyncSession, now: datetime) -> IngestUnitOfWork:
         """The consumer's factory: the batch's session behind every repository."""
         return cls(SqlSubmissions(session), now)
+
+
+class Appointments(Protocol):
+    """Where the latest state of each appointment is kept (SqlAppointments; in memory in handler tests)."""
+
+    async def load_stored(self, keys: Sequence[Key]) -> dict[Key, StoredAppointment]: ...
+
+    async def save(self, admitted: Sequence[tuple[Attendance, AttendanceAdmission]], now: datetime) -> None: ...
+
+
+class AttendanceUnitOfWork(UnitOfWork):
+    def __init__(self, appointments: Appointments, now: datetime) -> None:
+        super().__init__(now)
+        self.appointments = appointments
+
+    @classmethod
+    def on(cls, session: AsyncSession, now: datetime) -> AttendanceUnitOfWork:
+        return cls(SqlAppointments(session), now)

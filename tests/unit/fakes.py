@@ -10,14 +10,15 @@ from typing import Any
 from rapport.services.alerts.repository import EpisodeKey
 from rapport.services.alerts.rules.trajectory import TrajectoryFit
 from rapport.services.alerts.unit_of_work import AlertsUnitOfWork
-from rapport.services.ingest.admission import Admission
+from rapport.services.ingest.admission import Admission, AttendanceAdmission, StoredAppointment
 from rapport.services.ingest.repository import Key
-from rapport.services.ingest.unit_of_work import IngestUnitOfWork
+from rapport.services.ingest.unit_of_work import AttendanceUnitOfWork, IngestUnitOfWork
 from rapport.services.scoring.episodes import Span
 from rapport.services.scoring.repository import ClientKey, SeriesKey
 from rapport.services.scoring.series import Point, Summary
 from rapport.services.scoring.unit_of_work import ScoringUnitOfWork
 from rapport.shared.contracts.alert import Alert, AlertTransition
+from rapport.shared.contracts.attendance import Attendance
 from rapport.shared.contracts.score import ScoreComputed
 from rapport.shared.contracts.submission import Submission
 
@@ -39,6 +40,27 @@ class InMemorySubmissions:
 
 def ingest_unit_of_work(now: datetime, submissions: InMemorySubmissions | None = None) -> IngestUnitOfWork:
     return IngestUnitOfWork(submissions or InMemorySubmissions(), now)
+
+
+class InMemoryAppointments:
+    """Ingest's stored appointment states, with SqlAppointments' semantics (a newer state replaces it)."""
+
+    def __init__(self) -> None:
+        self.stored: dict[Key, tuple[StoredAppointment, Attendance]] = {}
+        self.loads = 0
+
+    async def load_stored(self, keys: Sequence[Key]) -> dict[Key, StoredAppointment]:
+        self.loads += 1
+        return {k: self.stored[k][0] for k in keys if k in self.stored}
+
+    async def save(self, admitted: Sequence[tuple[Attendance, AttendanceAdmission]], now: datetime) -> None:
+        for attendance, admission in admitted:
+            self.stored[(attendance.tenant, attendance.appointment_id)] = (
+                (admission.revision, admission.content_hash, attendance.recorded_at, attendance.version), attendance)
+
+
+def attendance_unit_of_work(now: datetime, appointments: InMemoryAppointments) -> AttendanceUnitOfWork:
+    return AttendanceUnitOfWork(appointments, now)
 
 
 class InMemoryRecord:

@@ -27,7 +27,13 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
+from rapport.services.ingest.normalise.attendance import (
+    AttendanceRejection,
+    AttendanceResult,
+    normalise_native_attendance,
+)
 from rapport.services.ingest.normalise.fhir import normalise_fhir
+from rapport.services.ingest.normalise.fhir.attendance import normalise_fhir_attendance
 from rapport.services.ingest.normalise.native import normalise_native
 from rapport.services.ingest.normalise.outcome import Draft, Rejection, TenantMapping, finish
 from rapport.services.ingest.normalise.reading import CODE_LIKE, path_key, shown
@@ -36,7 +42,7 @@ from rapport.shared.contracts.submission import Submission
 from rapport.shared.contracts.tenancy import is_tenant_id
 from rapport.shared.instruments import Registry
 
-__all__ = ["Rejection", "TenantMapping", "normalise"]
+__all__ = ["AttendanceRejection", "AttendanceResult", "Rejection", "TenantMapping", "normalise", "normalise_attendance"]
 
 # Keys that say "this is a FHIR resource" when `resourceType` was forgotten.
 FHIR_KEYS = frozenset({"item", "questionnaire", "authored", "subject", "entry", "valueQuantity"})
@@ -83,6 +89,29 @@ def normalise(
     else:
         drafts = [normalise_native(document, tenant, now)]
     return [finish(d, registry, licensed) for d in drafts]
+
+
+def normalise_attendance(body: bytes, *, tenant: str, now: datetime) -> list[AttendanceResult]:
+    """What arrived on rapport.<tenant>.in.attendance: one result per appointment (a Bundle holds several),
+    never none. The same reading as submissions (UTF-8 JSON, each key once, an optional CloudEvent), then a
+    FHIR Appointment, Encounter or Bundle (fhir/attendance.py) or the native attendance JSON (attendance.py)."""
+    if now.tzinfo is None:
+        raise TypeError("now must be timezone-aware")
+    if not is_tenant_id(tenant):
+        return [AttendanceRejection.of(Problem(
+            field="subject", code="invalid_tenant", message="the subject does not name a valid tenant",
+            expected="rapport.<tenant>.in.attendance, tenant [a-z0-9_-]{1,64}"))]
+    document = _parse(body)
+    if isinstance(document, Rejection):
+        return [AttendanceRejection.of(*document.problems)]
+    if "specversion" in document:
+        unwrapped = _unwrap_cloudevent(document, tenant)
+        if isinstance(unwrapped, Rejection):
+            return [AttendanceRejection.of(*unwrapped.problems)]
+        document = unwrapped
+    if "resourceType" in document:
+        return normalise_fhir_attendance(document, tenant, now)
+    return [normalise_native_attendance(document, tenant, now)]
 
 
 def _parse(body: bytes | str, where: str = "body") -> dict[str, Any] | Rejection:
