@@ -8,11 +8,12 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from rapport.shared.contracts.tenancy import PseudonymousId, SubjectToken, TenantId
 
-AlertKind = Literal["critical_item", "alliance_rupture", "reliable_deterioration", "not_on_track"]
+AlertKind = Literal["critical_item", "alliance_rupture", "reliable_deterioration", "not_on_track", "disengagement"]
 Severity = Literal["critical", "high", "medium", "low"]
 AlertStatus = Literal["open", "acknowledged", "resolved"]
 Resolution = Literal[
-    "repaired", "unrepaired", "back_on_track", "no_longer_deteriorated", "cleared", "by_hand", "superseded"
+    "repaired", "unrepaired", "back_on_track", "no_longer_deteriorated", "cleared", "by_hand", "superseded",
+    "attending_again",
 ]
 
 

@@ -17,6 +17,7 @@ TITLES = {
     "alliance_rupture": "Alliance rupture",
     "reliable_deterioration": "Reliable deterioration",
     "not_on_track": "Not on track",
+    "disengagement": "Disengagement",
 }
 
 # Evidence values worth a therapist's ten seconds, in reading order, with their words.
