@@ -114,6 +114,66 @@ def token(
         raise typer.Exit(2) from None
 
 
+@app.command("login-link")
+def login_link(
+    tenant: Annotated[str, typer.Option(help="the tenant the dashboard session is for")],
+    role: Annotated[str, typer.Option(help="clinician | lead | admin")],
+    clinician: Annotated[str | None, typer.Option(help="the clinician's id (needed for role clinician)")] = None,
+    ttl: Annotated[str, typer.Option(help="how long the link can be opened: 10m (at most 1h)")] = "10m",
+    data_dir: DataDir = None,
+) -> None:
+    """Print a one-time sign-in URL for the dashboard of the running stack (the gateway in endpoints.json)."""
+    from datetime import UTC, datetime
+
+    from rapport.services.gateway.signin import link_url, mint_link
+    from rapport.services.gateway.tokens import load_signing_key, parse_ttl
+    from rapport.stack import read_endpoints
+
+    settings = _settings(data_dir)
+    gateway = (read_endpoints(settings.data_dir) or {}).get("gateway")
+    path = settings.resolved_token_key_file()
+    if not isinstance(gateway, str) or not path.exists():
+        typer.echo(f"No running gateway: start the stack with `rapport up` (no gateway in "
+                   f"{settings.data_dir / 'endpoints.json'}, or no signing key at {path})", err=True)
+        raise typer.Exit(2)
+    try:
+        token = mint_link(load_signing_key(path), tenant=tenant, role=role, clinician=clinician,
+                          audience=settings.oidc_audience, now=datetime.now(UTC), ttl=parse_ttl(ttl))
+    except ValueError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(link_url(gateway, token))
+
+
+@app.command("audit")
+def audit(
+    tenant: Annotated[str | None, typer.Option(help="one tenant's trail; default: every tenant")] = None,
+    subject: Annotated[str | None, typer.Option(help="who: the token's or session's subject")] = None,
+    action: Annotated[str | None, typer.Option(help="sign_in, read_alerts, act_on_alerts, read_audit, ...")] = None,
+    resource: Annotated[str | None, typer.Option(help="alert/ID, client/ID (and everything under it)")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO-8601 time with offset, or a span back: 30m, 2h, 7d")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO-8601 time with offset, or a span back")] = None,
+    limit: int = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """The audit trail, newest first: who did what to which record, when, from where, and the outcome
+    (read from RAPPORT_DATABASE_URL or the embedded SQLite file)."""
+    from datetime import UTC, datetime
+
+    from rapport.deadletter import parse_when
+    from rapport.services.gateway.audit import AuditFilters, read_trail
+
+    now = datetime.now(UTC)
+    try:
+        filters = AuditFilters(tenant=tenant, subject=subject, action=action, resource=resource,
+                               since=parse_when(since, now), until=parse_when(until, now))
+    except ValueError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(asyncio.run(read_trail(_settings(data_dir).resolved_database_url(), filters, limit, as_json)))
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
     """Migrate RAPPORT_DATABASE_URL (or the embedded SQLite file) to the newest schema."""

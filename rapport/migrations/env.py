@@ -13,8 +13,10 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 import rapport.services.alerts.models
+import rapport.services.gateway.audit
 import rapport.services.gateway.models
 import rapport.services.gateway.notifications.models
+import rapport.services.gateway.signin
 import rapport.services.ingest.models
 import rapport.services.scoring.models  # noqa: F401  (the four imports register every table)
 from rapport.shared.db.base import Base, UtcDateTime

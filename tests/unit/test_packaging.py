@@ -36,7 +36,11 @@ def test_the_wheel_holds_rapport_and_nothing_beside_it(wheel: Path) -> None:
     assert {t for t in top if not t.endswith(".dist-info")} == {"rapport"}
     for needed in ("rapport/shared/instruments/definitions/phq9.toml", "rapport/services/alerts/rules/rules.toml",
                    "rapport/alembic.ini", "rapport/migrations/env.py", "rapport/services/ingest/app.py",
-                   "rapport/shared/contracts/envelope.py"):
+                   "rapport/shared/contracts/envelope.py",
+                   # the dashboard's templates and vendored htmx (nothing loads from outside at run time)
+                   "rapport/services/gateway/templates/base.html", "rapport/services/gateway/static/htmx.min.js",
+                   "rapport/services/gateway/static/htmx.LICENSE", "rapport/services/gateway/static/rapport.css",
+                   "rapport/services/gateway/static/rapport.js"):
         assert needed in names, f"{needed} missing from the wheel"
     assert any(n.startswith("rapport/migrations/versions/") and n.endswith(".py") for n in names)
 

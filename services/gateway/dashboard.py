@@ -1,0 +1,48 @@
+"""The dashboard's part of the composition root: sign-in, the audit trail and the pages, built once
+by `app.build` and handed to every router that needs who is calling (`principal_of`) or the audit
+trail (`audit.record`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from fastapi import APIRouter, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from rapport.services.gateway.audit import AuditTrail, audit_router
+from rapport.services.gateway.http import Gate
+from rapport.services.gateway.pages import pages_router
+from rapport.services.gateway.signin import SignIn
+from rapport.services.gateway.tokens import Principal, load_signing_key
+from rapport.services.gateway.views import Views, static_router
+from rapport.shared.periodic import Periodic
+from rapport.shared.settings import Settings
+
+
+@dataclass
+class Dashboard:
+    sign_in: SignIn
+    audit: AuditTrail
+    views: Views
+    routers: list[APIRouter] = field(default_factory=list)
+    background: list[Periodic] = field(default_factory=list)
+
+    async def principal_of(self, request: Request, action: str) -> Principal:
+        """The caller by bearer token or session cookie (see signin.py), allowed to do `action`."""
+        return await self.sign_in.principal_of(request, action)
+
+
+def dashboard(settings: Settings, sessions: async_sessionmaker[AsyncSession], gate: Gate, *,
+              clock: Callable[[], datetime]) -> Dashboard:
+    audit = AuditTrail(sessions, clock)
+    views = Views()
+    key_file = settings.resolved_token_key_file()
+    # login links are the embedded stack's: with an OIDC issuer (or no key) /sign-in refuses them
+    link_key = load_signing_key(key_file).public_key() if not settings.oidc_issuer and key_file.exists() else None
+    sign_in = SignIn(gate, sessions, audit, views, link_key=link_key, audience=settings.oidc_audience, clock=clock)
+    routers = [sign_in.router(), audit_router(audit, sign_in), static_router()]
+    routers.append(pages_router(sign_in, audit, views))
+    return Dashboard(sign_in, audit, views, routers,
+                     [Periodic("gateway-sign-in-pruning", 3600, sign_in.prune)])

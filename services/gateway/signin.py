@@ -1,0 +1,365 @@
+"""Sign-in for the browser: one-time links, sessions, CSRF, and the one way every route learns who
+is calling (issue 12 item 5, the embedded part).
+
+`rapport login-link` mints a link token with the stack's Ed25519 key (the one `rapport token` signs
+with), for the audience `<RAPPORT_OIDC_AUDIENCE>:sign-in`, so a link is never a bearer token and a
+bearer token is never a link; it lives ten minutes and carries a `jti`. `GET /sign-in?link=...`
+checks it, writes the `jti` to `gateway_sign_in_links` (its primary key: a second use of the link
+fails on it, also across gateway replicas), starts a session and redirects to `/`.
+
+Sessions are rows in `gateway_sessions`, not signed cookies: the cookie holds an opaque random id
+(32 bytes), the table its SHA-256 (a copy of the table opens no session) with the principal and the
+expiry. Why a table: signing out, or an admin ending a session, ends it at once on every replica,
+the expiry is the server's and not the browser's, and the cookie carries nothing to read. The
+cookie is HttpOnly, SameSite=Lax, and Secure when the request came over TLS.
+
+CSRF: each session has a token, an HMAC of its id (so nothing more is stored), put in a hidden field
+of every form and in the `X-CSRF-Token` header htmx sends (`hx-headers` on the body). A request that
+comes with the session cookie and changes state (POST, PUT, PATCH, DELETE) without the token is
+refused 403. A request with a bearer token is not checked: a browser never adds one on its own.
+
+`principal_of(request, action)` answers with the same `Principal` the bearer path gives: a request
+with an `Authorization` header is judged by it alone (`Gate.principal`), one without by its session
+cookie, and one with neither is the bearer path's 401. A role that may not do `action` is 403, and
+recorded in the audit trail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import Index, String, delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
+
+from rapport.services.gateway.audit import AuditTrail
+from rapport.services.gateway.http import Gate, Refused, may
+from rapport.services.gateway.tokens import (
+    ALGORITHM,
+    EMBEDDED_ISSUER,
+    LEEWAY_SECONDS,
+    InvalidToken,
+    Principal,
+    mint,
+    principal_from,
+)
+from rapport.services.gateway.views import Views
+from rapport.shared.db.base import Base, UtcDateTime
+
+log = logging.getLogger("rapport.gateway")
+
+COOKIE = "rapport_session"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+LINK_TTL = timedelta(minutes=10)
+# a link is for opening now, not for keeping: one minted for longer than this is refused
+LINK_MAX_TTL = timedelta(hours=1)
+# a working day; the clinician signs in again tomorrow
+SESSION_TTL = timedelta(hours=12)
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{32,64}")
+
+
+FORM_LIMIT = 16 * 1024
+
+
+async def form_fields(request: Request) -> dict[str, str]:
+    """An HTML form's fields (application/x-www-form-urlencoded, the only kind the pages send; the
+    body is read once and kept on the request). Anything else, or a body over 16 KB: no fields."""
+    cached = getattr(request.state, "form_fields", None)
+    if isinstance(cached, dict):
+        return cached
+    fields: dict[str, str] = {}
+    if request.headers.get("content-type", "").partition(";")[0].strip() == "application/x-www-form-urlencoded":
+        body = await request.body()
+        if len(body) <= FORM_LIMIT:
+            try:
+                parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+            except (UnicodeDecodeError, ValueError):
+                parsed = {}
+            fields = {name: values[0] for name, values in parsed.items() if values}
+    request.state.form_fields = fields
+    return fields
+
+
+def link_audience(audience: str) -> str:
+    return f"{audience}:sign-in"
+
+
+class SignInLink(Base):
+    """A link that was used: its `jti` may not sign anyone in again. Kept until it has expired."""
+
+    __tablename__ = "gateway_sign_in_links"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    used_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("ix_gateway_sign_in_links_expires_at", "expires_at"),)
+
+
+class DashboardSession(Base):
+    """A signed-in browser: the principal its link named, until `expires_at` or sign-out."""
+
+    __tablename__ = "gateway_sessions"
+
+    session_key: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of the cookie's id
+    tenant: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(255))
+    clinician: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("ix_gateway_sessions_expires_at", "expires_at"),)
+
+
+def mint_link(key: Ed25519PrivateKey, *, tenant: str, role: str, audience: str, now: datetime,
+              clinician: str | None = None, ttl: timedelta = LINK_TTL) -> str:
+    """A sign-in link's token (ValueError for a tenant, role or clinician `mint` refuses)."""
+    if not timedelta(0) < ttl <= LINK_MAX_TTL:
+        raise ValueError(f"a sign-in link lives at most {int(LINK_MAX_TTL.total_seconds() // 60)} minutes")
+    return mint(key, tenant=tenant, role=role, clinician=clinician, audience=link_audience(audience), now=now,
+                ttl=ttl)
+
+
+def link_url(gateway: str, token: str) -> str:
+    return f"{gateway.rstrip('/')}/sign-in?link={token}"
+
+
+class LinkRefused(Exception):
+    """Why a link signs nobody in; `principal` when its claims could still be trusted (an expired
+    or used link), for the audit row."""
+
+    def __init__(self, code: str, principal: Principal | None = None) -> None:
+        super().__init__(code)
+        self.code, self.principal = code, principal
+
+
+@dataclass(frozen=True)
+class Link:
+    principal: Principal
+    jti: str
+    expires_at: datetime
+
+
+def _decode(token: str, public_key: Ed25519PublicKey, audience: str, *, verify_exp: bool = True) -> dict[str, Any]:
+    claims: dict[str, Any] = jwt.decode(
+        token, public_key, algorithms=[ALGORITHM], audience=link_audience(audience), issuer=EMBEDDED_ISSUER,
+        leeway=LEEWAY_SECONDS, options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"],
+                                        "verify_exp": verify_exp})
+    return claims
+
+
+def read_link(token: str, public_key: Ed25519PublicKey, audience: str) -> Link:
+    try:
+        claims = _decode(token, public_key, audience)
+    except jwt.ExpiredSignatureError:
+        raise LinkRefused("link_expired", _principal(_decode(token, public_key, audience, verify_exp=False))) from None
+    except jwt.InvalidAudienceError:
+        raise LinkRefused("not_a_link") from None
+    except jwt.PyJWTError:
+        raise LinkRefused("link_invalid") from None
+    principal = _principal(claims)
+    jti, issued, expires = claims["jti"], int(claims["iat"]), int(claims["exp"])
+    if principal is None or principal.role is None or not isinstance(jti, str) or not 0 < len(jti) <= 64:
+        raise LinkRefused("link_invalid")
+    if principal.role == "clinician" and principal.clinician is None:
+        raise LinkRefused("link_invalid", principal)
+    if expires - issued > LINK_MAX_TTL.total_seconds():
+        raise LinkRefused("link_too_long", principal)
+    return Link(principal, jti, datetime.fromtimestamp(expires, UTC))
+
+
+def _principal(claims: dict[str, Any]) -> Principal | None:
+    try:
+        return principal_from(claims)
+    except InvalidToken:
+        return None
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """A request's session: who, and the CSRF token its forms carry."""
+
+    principal: Principal
+    csrf_token: str
+    expires_at: datetime
+
+
+def _session_key(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def csrf_token_for(session_id: str) -> str:
+    return hmac.new(session_id.encode(), b"rapport-csrf-v1", hashlib.sha256).hexdigest()
+
+
+class SignIn:
+    """Links to sessions, sessions to principals. `link_key` None (an OIDC issuer configured, no
+    embedded key): `/sign-in` refuses every link."""
+
+    def __init__(self, gate: Gate, sessions: async_sessionmaker[AsyncSession], audit: AuditTrail, views: Views, *,
+                 link_key: Ed25519PublicKey | None, audience: str,
+                 clock: Any = lambda: datetime.now(UTC), session_ttl: timedelta = SESSION_TTL) -> None:
+        self.gate, self._sessions, self.audit, self.views = gate, sessions, audit, views
+        self.link_key, self.audience, self.clock, self.session_ttl = link_key, audience, clock, session_ttl
+
+    # who is calling
+
+    async def signed_in(self, request: Request) -> SignedIn | None:
+        """The request's live session, or None (no cookie, an unknown or expired one)."""
+        cached = getattr(request.state, "signed_in", None)
+        if isinstance(cached, SignedIn):
+            return cached
+        session_id = request.cookies.get(COOKIE, "")
+        if not _SESSION_ID.fullmatch(session_id):
+            return None
+        async with self._sessions() as session:
+            row = (await session.execute(select(DashboardSession).where(
+                DashboardSession.session_key == _session_key(session_id),
+                DashboardSession.expires_at > self.clock()))).scalar_one_or_none()
+        if row is None:
+            return None
+        principal = Principal(tenant=row.tenant, role=row.role, subject=row.subject, clinician=row.clinician)
+        found = SignedIn(principal, csrf_token_for(session_id), row.expires_at)
+        request.state.signed_in = found
+        return found
+
+    async def principal_of(self, request: Request, action: str, *, audited_as: str | None = None) -> Principal:
+        """The caller, allowed to do `action`, or Refused (401, 403). See the module's words. A
+        refusal is recorded under `audited_as` (default: the action)."""
+        audited = audited_as or action
+        if request.headers.get("authorization"):
+            request.state.credential = "bearer"
+            try:
+                return await self.gate.principal(request, action)
+            except Refused as refused:
+                if refused.status == 403:
+                    principal = await self.gate.verifier.verify(request.headers["authorization"].partition(" ")[2]
+                                                                .strip())
+                    await self.audit.record(action=audited, outcome=403, principal=principal, request=request,
+                                            detail="forbidden")
+                raise
+        signed_in = await self.signed_in(request)
+        if signed_in is None:
+            return await self.gate.principal(request, action)  # the bearer path's 401
+        request.state.credential = "session"
+        principal = signed_in.principal
+        if request.method in UNSAFE_METHODS and not await self._csrf_ok(request, signed_in):
+            await self.audit.record(action=audited, outcome=403, principal=principal, request=request, detail="csrf")
+            raise Refused(403, "csrf", "the form's CSRF token is missing or wrong: reload the page and try again",
+                          field=CSRF_FIELD)
+        if not may(principal, action):
+            await self.audit.record(action=audited, outcome=403, principal=principal, request=request,
+                                    detail="forbidden")
+            raise Refused(403, "forbidden", f"the role {principal.role} may not {action}")
+        return principal
+
+    async def _csrf_ok(self, request: Request, signed_in: SignedIn) -> bool:
+        sent = request.headers.get(CSRF_HEADER)
+        if sent is None:
+            sent = (await form_fields(request)).get(CSRF_FIELD)
+        return sent is not None and hmac.compare_digest(sent.encode(), signed_in.csrf_token.encode())
+
+    # links and sessions
+
+    async def sign_in(self, request: Request, token: str) -> Response:
+        now = self.clock()
+        try:
+            if self.link_key is None:
+                raise LinkRefused("links_off")
+            link = read_link(token, self.link_key, self.audience)
+        except LinkRefused as refused:
+            return await self._refuse(request, refused)
+        session_id = secrets.token_urlsafe(32)
+        principal = link.principal
+        try:
+            async with self._sessions() as session, session.begin():
+                session.add(SignInLink(jti=link.jti, tenant=principal.tenant, used_at=now, expires_at=link.expires_at))
+                await session.flush()  # the link's second use fails here
+                previous = request.cookies.get(COOKIE, "")
+                if _SESSION_ID.fullmatch(previous):  # signing in again replaces the browser's old session
+                    await session.execute(delete(DashboardSession).where(
+                        DashboardSession.session_key == _session_key(previous)))
+                assert principal.role is not None
+                session.add(DashboardSession(
+                    session_key=_session_key(session_id), tenant=principal.tenant, role=principal.role,
+                    subject=principal.subject, clinician=principal.clinician, created_at=now,
+                    expires_at=now + self.session_ttl))
+                await self.audit.record(action="sign_in", outcome=303, principal=principal, request=request,
+                                        credential="link", session=session)
+        except IntegrityError:
+            return await self._refuse(request, LinkRefused("link_used", principal))
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(COOKIE, session_id, max_age=int(self.session_ttl.total_seconds()), path="/",
+                            httponly=True, samesite="lax", secure=request.url.scheme == "https")
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    async def _refuse(self, request: Request, refused: LinkRefused) -> Response:
+        log.info("sign-in link refused (%s)", refused.code)
+        await self.audit.record(action="sign_in", outcome=401, principal=refused.principal, request=request,
+                                credential="link", detail=refused.code)
+        return self.views.message(
+            request, 401, "This sign-in link cannot be used",
+            "It has been used already, has expired, or was not made by this Rapport. "
+            "Ask for a new one (rapport login-link) and open it within ten minutes.")
+
+    async def sign_out(self, request: Request) -> Response:
+        signed_in = await self.signed_in(request)
+        if signed_in is None:
+            return RedirectResponse("/", status_code=303)
+        principal = await self.principal_of(request, "use_dashboard", audited_as="sign_out")  # the CSRF check
+        async with self._sessions() as session, session.begin():
+            await session.execute(delete(DashboardSession).where(
+                DashboardSession.session_key == _session_key(request.cookies[COOKIE])))
+            await self.audit.record(action="sign_out", outcome=303, principal=principal, request=request,
+                                    session=session)
+        response = RedirectResponse("/signed-out", status_code=303)
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="lax", secure=request.url.scheme == "https")
+        return response
+
+    async def prune(self) -> None:
+        """Expired sessions, and used links past their expiry (which refuses them anyway)."""
+        now = self.clock()
+        async with self._sessions() as session, session.begin():
+            await session.execute(delete(DashboardSession).where(DashboardSession.expires_at <= now))
+            await session.execute(delete(SignInLink).where(SignInLink.expires_at <= now - timedelta(
+                seconds=LEEWAY_SECONDS)))
+
+    def router(self) -> APIRouter:
+        router = APIRouter(include_in_schema=False)
+
+        @router.get("/sign-in")
+        async def sign_in(request: Request, link: str = "") -> Response:
+            return await self.sign_in(request, link)
+
+        @router.post("/sign-out")
+        async def sign_out(request: Request) -> Response:
+            try:
+                return await self.sign_out(request)
+            except Refused as refused:
+                return self.views.message(request, refused.status, "Not signed out", refused.message)
+
+        @router.get("/signed-out")
+        async def signed_out(request: Request) -> Response:
+            return self.views.message(request, 200, "Signed out",
+                                      "You are signed out. Open a new sign-in link to come back.")
+
+        return router

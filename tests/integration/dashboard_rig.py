@@ -1,0 +1,62 @@
+"""The gateway as `rapport serve gateway` runs it (uvicorn on loopback, lifespan, broker and
+database), with a signing key of the test's own, and what the sign-in tests need around it: links,
+tokens, an HTTP client that keeps cookies."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from harness import settings_for
+
+from rapport.embedded_nats import free_port
+from rapport.services.gateway.app import build
+from rapport.services.gateway.signin import link_url, mint_link
+from rapport.services.gateway.tokens import create_signing_key, load_signing_key, mint
+from rapport.shared.settings import Settings
+
+
+def signing_key(folder: Path) -> Path:
+    path = folder / "token-signing-key.pem"
+    create_signing_key(path)
+    return path
+
+
+def gateway_settings(database_url: str, key_file: Path, **overrides: Any) -> Settings:
+    return settings_for(database_url, **{"token_key_file": key_file, "gateway_answer_wait_seconds": 5.0, **overrides})
+
+
+def link(base: str, key_file: Path, tenant: str, role: str, *, now: datetime | None = None,
+         ttl: timedelta = timedelta(minutes=10), **claims: Any) -> str:
+    token = mint_link(load_signing_key(key_file), tenant=tenant, role=role, audience="rapport",
+                      now=now or datetime.now(UTC), ttl=ttl, **claims)
+    return link_url(base, token)
+
+
+def bearer(key_file: Path, tenant: str, role: str, **claims: Any) -> str:
+    return mint(load_signing_key(key_file), tenant=tenant, role=role, audience="rapport", now=datetime.now(UTC),
+                ttl=timedelta(hours=1), **claims)
+
+
+@asynccontextmanager
+async def serving(settings: Settings, nats_url: str) -> AsyncIterator[str]:
+    _runtime, asgi = build(settings, nats_url)
+    server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=free_port(), log_config=None,
+                                           access_log=False, lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            pytest.fail("the gateway did not start")
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        await task
