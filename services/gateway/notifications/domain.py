@@ -234,11 +234,10 @@ def email_message(body: bytes, *, to: str, sender: str, message_id: str, now: da
     if notification.prompt:
         lines += ["", f"For the next session: {notification.prompt}"]
     lines += [
-        "", f"Client {notification.client_id}, episode {notification.episode_id}; "
-        f"{notification.severity} {notification.kind.replace('_', ' ')} alert, {notification.transition}.",
+        "", f"Client {notification.client_id}, episode {notification.episode_id}. Alert: "
+        f"{notification.kind.replace('_', ' ')}, severity {notification.severity}, {notification.transition}.",
         f"Open the alert: {document['alert_url']}",
-        "", "-- ", "Rapport notification. The alert's page has the client's trajectory; this message has no "
-        "responses or item wording.",
+        "", "-- ", "A Rapport notification: the alert's page has the evidence in full and the client's trajectory.",
     ]
     message = EmailMessage()
     message["Subject"] = f"Rapport: {_one_line(notification.headline)[:160]}"

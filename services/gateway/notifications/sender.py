@@ -28,7 +28,14 @@ import httpx
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from rapport.services.gateway.notifications.domain import Tried, email_message, plan, retry_after, signed_headers
+from rapport.services.gateway.notifications.domain import (
+    Next,
+    Tried,
+    email_message,
+    plan,
+    retry_after,
+    signed_headers,
+)
 from rapport.services.gateway.notifications.repository import Claimed, claim_due, record_attempt
 from rapport.shared.messaging.consumer import utcnow
 from rapport.shared.metrics import REGISTRY, ByTenant
@@ -86,6 +93,9 @@ class NotificationSender:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
+        # told of each attempt once it is committed (the delivery and what it came to): for tests
+        # and anything else that must know without polling the table
+        self.recorded: list[Callable[[Claimed, Next], None]] = []
 
     @property
     def email_configured(self) -> bool:
@@ -157,6 +167,8 @@ class NotificationSender:
                      extra={"delivery_id": delivery.id, "target_id": delivery.target_id})
             return
         deliveries.labels(delivery.tenant, delivery.channel, then.outcome).inc()
+        for listener in self.recorded:
+            listener(delivery, then)
         log.log(logging.INFO if then.outcome in ("delivered", "retried") else logging.WARNING,
                 "notification %s: %s, attempt %d (%s)", delivery.channel, then.outcome, delivery.attempt,
                 tried.error or tried.status_code,

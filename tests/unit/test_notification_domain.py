@@ -210,7 +210,7 @@ def test_the_email_carries_the_headline_evidence_prompt_and_link_and_nothing_of_
     assert "Evidence: SRS 31 on 2026-03-09, previous 38." in text
     assert "For the next session: Ask about the relationship directly" in text
     assert "Open the alert: https://rapport.example/alerts/alert-0001" in text
-    assert "Client client-0007, episode episode-0007-1" in text
+    assert "Client client-0007, episode episode-0007-1. Alert: alliance rupture, severity high, raised." in text
 
 
 def test_an_email_without_a_prompt_says_none() -> None:
