@@ -23,8 +23,7 @@ from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -46,6 +45,7 @@ from rapport.services.gateway.notifications.repository import (
     targets_in_scope,
 )
 from rapport.services.gateway.tokens import Principal
+from rapport.shared.contracts.problems import Problem
 from rapport.shared.contracts.tenancy import SubjectToken
 
 Authenticate = Callable[[Request, str], Awaitable[Principal]]
@@ -185,13 +185,15 @@ def notifications_router(gate: Gate, sessions: async_sessionmaker[AsyncSession],
         raise Refused(403, "forbidden", "a clinician sets up notifications for their own clinician id only",
                       field="clinician_id")
 
-    async def parsed(request: Request, model: type[M]) -> M:
+    async def parsed(request: Request, model: type[M]) -> M | Response:
+        """The body as the model, or the 422 answer listing every problem (by field, never the value)."""
         _body, document = await gate.body(request, NATIVE_TYPES)
         try:
             return model.model_validate(document)
         except ValidationError as error:
-            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in error.errors(
-                include_input=False, include_url=False)]) from None
+            problems = [Problem(field=".".join(str(p) for p in e["loc"]), code=e["type"], message=e["msg"]).model_dump()
+                        for e in error.errors(include_input=False, include_url=False)]
+            return JSONResponse({"status": "refused", "problems": problems}, 422)
 
     async def found(scope: Scope, channel: Channel, target_id: str) -> Any:
         async with sessions() as session:
@@ -218,9 +220,11 @@ def notifications_router(gate: Gate, sessions: async_sessionmaker[AsyncSession],
 
     @router.post("/webhooks", status_code=201, response_model=WebhookCreated, responses=not_found,
                  openapi_extra=_request_body(NewWebhook), summary="A webhook endpoint (its secret is shown once)")
-    async def create_webhook(request: Request) -> WebhookCreated:
+    async def create_webhook(request: Request) -> WebhookCreated | Response:
         principal, scope = await scope_of(request)
         asked = await parsed(request, NewWebhook)
+        if isinstance(asked, Response):
+            return asked
         clinician = for_whom(scope, asked.clinician_id)
         row = WebhookEndpoint(id=str(uuid.uuid4()), tenant=scope.tenant, clinician_id=clinician, url=asked.url,
                               description=asked.description, secret=new_secret(), created_at=clock(),
@@ -260,9 +264,11 @@ def notifications_router(gate: Gate, sessions: async_sessionmaker[AsyncSession],
     @router.post("/email-subscriptions", status_code=201, response_model=EmailSubscriptionShown, responses={
         **not_found, 409: {"description": "e-mail delivery is not configured (RAPPORT_SMTP_URL)"}},
         openapi_extra=_request_body(NewEmailSubscription), summary="An address notifications are e-mailed to")
-    async def create_subscription(request: Request) -> EmailSubscriptionShown:
+    async def create_subscription(request: Request) -> EmailSubscriptionShown | Response:
         principal, scope = await scope_of(request)
         asked = await parsed(request, NewEmailSubscription)
+        if isinstance(asked, Response):
+            return asked
         clinician = for_whom(scope, asked.clinician_id)
         if not email_configured:
             raise Refused(409, "email_not_configured", "e-mail delivery is not configured on this gateway "
