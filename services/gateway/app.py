@@ -18,6 +18,7 @@ from rapport.services.gateway.handlers import SERVICE, KeepAnswers
 from rapport.services.gateway.http import Gate, create_app
 from rapport.services.gateway.intake import Intake, body_limit
 from rapport.services.gateway.models import inbox, outbox
+from rapport.services.gateway.notifications.wiring import notification_delivery
 from rapport.services.gateway.repository import StoredAnswers, forget_old_answers
 from rapport.services.gateway.tokens import TokenVerifier, verifier_for
 from rapport.shared.messaging import subjects
@@ -70,6 +71,9 @@ def build(settings: Settings, broker_url: str, *, verifier: TokenVerifier | None
         async with runtime.sessions() as session, session.begin():
             await forget_old_answers(session, runtime.clock() - settings.inbox_retention)
 
-    http = create_app(intake, Gate(verifier, limit), version=VERSION, wait_seconds=settings.gateway_answer_wait_seconds)
+    gate = Gate(verifier, limit)
+    notifications = notification_delivery(runtime, settings, gate)  # webhooks and e-mail
+    http = create_app(intake, gate, version=VERSION, wait_seconds=settings.gateway_answer_wait_seconds,
+                      routers=[notifications.router])
     service = runtime.asgi(background=[Periodic("gateway-answer-pruning", 3600, prune)])
     return runtime, GatewayAsgi(service, http)
