@@ -100,11 +100,13 @@ class Claimed:
 
 async def claim_due(session: AsyncSession, now: datetime, limit: int, lease: timedelta) -> list[Claimed]:
     """Up to `limit` deliveries due by `now`, each held until `now + lease` (a sender that dies
-    mid-try lets it fall due again then; the webhook-id stays the same). A row another replica took
-    first is skipped: the claim only holds where the attempt count is still the one read."""
+    mid-try lets it fall due again then; the webhook-id stays the same). Rows another replica is
+    claiming are skipped (PostgreSQL's SKIP LOCKED), and a claim only holds where the attempt count
+    is still the one read."""
     due = (await session.execute(
         select(Delivery.id, Delivery.attempts).where(Delivery.status == "pending", Delivery.next_attempt_at <= now)
         .order_by(Delivery.next_attempt_at).limit(limit)
+        .with_for_update(skip_locked=True)  # PostgreSQL: another sender's rows are passed over (SQLite: one writer)
     )).all()
     held: list[str] = []
     for delivery, attempts in due:
@@ -182,3 +184,12 @@ async def attempts_for(session: AsyncSession, target_id: str, limit: int) -> lis
                         attempted_at=a.attempted_at, duration_ms=a.duration_ms, status_code=a.status_code,
                         error=a.error, outcome=a.outcome, next_attempt_at=a.next_attempt_at, delivery_status=status)
             for a, event_id, alert_id, status in rows]
+
+
+async def forget_finished(session: AsyncSession, before: datetime) -> None:
+    """Deliveries done (delivered, rejected, dead) before `before`, and their attempts. Kept as long as
+    the inboxes remember events, so a replayed event is still recognised as sent."""
+    finished = (Delivery.status != "pending") & (Delivery.finished_at < before)
+    await session.execute(delete(DeliveryAttempt).where(
+        DeliveryAttempt.delivery_id.in_(select(Delivery.id).where(finished))))
+    await session.execute(delete(Delivery).where(finished))

@@ -1,5 +1,6 @@
 """Notification delivery plugged into the gateway (app.py calls `notification_delivery` once): the
-consumer of the notify events, the sender as one of the runtime's background tasks, and the router."""
+consumer of the notify events, the sender and an hourly pruning of finished deliveries as the
+runtime's background tasks, and the router."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from rapport.services.gateway.http import Gate
 from rapport.services.gateway.notifications.api import Authenticate, notifications_router
 from rapport.services.gateway.notifications.domain import Channel
 from rapport.services.gateway.notifications.handlers import QueueDeliveries
+from rapport.services.gateway.notifications.repository import forget_finished
 from rapport.services.gateway.notifications.sender import NotificationSender
 from rapport.shared.messaging import subjects
+from rapport.shared.periodic import Periodic
 from rapport.shared.service import ServiceRuntime
 from rapport.shared.settings import Settings
 from rapport.shared.unit_of_work import SessionUnitOfWork
@@ -38,6 +41,12 @@ def notification_delivery(runtime: ServiceRuntime, settings: Settings, gate: Gat
                     "endpoints and e-mail subscriptions",
     )
     runtime.add_background(sender)
+
+    async def prune() -> None:
+        async with runtime.sessions() as session, session.begin():
+            await forget_finished(session, runtime.clock() - settings.inbox_retention)
+
+    runtime.add_background(Periodic("gateway-delivery-pruning", 3600, prune))
     router = notifications_router(gate, runtime.sessions, clock=runtime.clock,
                                   email_configured=sender.email_configured, authenticate=authenticate)
     return NotificationDelivery(router=router, sender=sender)
