@@ -14,6 +14,7 @@ from faststream.asgi import AsgiFastStream
 from faststream.asgi.types import Receive, Scope, Send
 
 from rapport.services.gateway.answers import AnswerWaiter
+from rapport.services.gateway.dashboard import dashboard
 from rapport.services.gateway.handlers import SERVICE, KeepAnswers
 from rapport.services.gateway.http import Gate, create_app
 from rapport.services.gateway.intake import Intake, body_limit
@@ -73,7 +74,8 @@ def build(settings: Settings, broker_url: str, *, verifier: TokenVerifier | None
 
     gate = Gate(verifier, limit)
     notifications = notification_delivery(runtime, settings, gate)  # webhooks and e-mail
+    pages = dashboard(settings, runtime.sessions, gate, clock=runtime.clock)  # sign-in, audit, pages
     http = create_app(intake, gate, version=VERSION, wait_seconds=settings.gateway_answer_wait_seconds,
-                      routers=[notifications.router])
-    service = runtime.asgi(background=[Periodic("gateway-answer-pruning", 3600, prune)])
+                      routers=[notifications.router, *pages.routers])
+    service = runtime.asgi(background=[Periodic("gateway-answer-pruning", 3600, prune), *pages.background])
     return runtime, GatewayAsgi(service, http)
