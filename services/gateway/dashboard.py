@@ -17,6 +17,7 @@ from rapport.services.gateway.pages import pages_router
 from rapport.services.gateway.signin import SignIn
 from rapport.services.gateway.tokens import Principal, load_signing_key
 from rapport.services.gateway.views import Views, static_router
+from rapport.services.gateway.worklist import AlertSource, WorklistPage, worklist_router
 from rapport.shared.periodic import Periodic
 from rapport.shared.settings import Settings
 
@@ -35,7 +36,8 @@ class Dashboard:
 
 
 def dashboard(settings: Settings, sessions: async_sessionmaker[AsyncSession], gate: Gate, *,
-              clock: Callable[[], datetime]) -> Dashboard:
+              clock: Callable[[], datetime], alerts: AlertSource | None = None) -> Dashboard:
+    """`alerts`: where the worklist reads and sends commands (without it, `/` has no worklist)."""
     audit = AuditTrail(sessions, clock)
     views = Views()
     key_file = settings.resolved_token_key_file()
@@ -43,6 +45,9 @@ def dashboard(settings: Settings, sessions: async_sessionmaker[AsyncSession], ga
     link_key = load_signing_key(key_file).public_key() if not settings.oidc_issuer and key_file.exists() else None
     sign_in = SignIn(gate, sessions, audit, views, link_key=link_key, audience=settings.oidc_audience, clock=clock)
     routers = [sign_in.router(), audit_router(audit, sign_in), static_router()]
-    routers.append(pages_router(sign_in, audit, views))
+    worklist = WorklistPage(alerts, audit, views) if alerts is not None else None
+    if worklist is not None:
+        routers.append(worklist_router(worklist, sign_in))
+    routers.append(pages_router(sign_in, audit, views, worklist=worklist))
     return Dashboard(sign_in, audit, views, routers,
                      [Periodic("gateway-sign-in-pruning", 3600, sign_in.prune)])

@@ -1,5 +1,5 @@
 """The dashboard's pages, served at `/` by the gateway with the same sign-in as the API: the start
-page for each role and the admin's audit trail (the therapist's worklist is worklist.py).
+page for each role (a clinician's is their worklist, worklist.py) and the admin's audit trail.
 
 A page answers the way the API does, in HTML: no session, 401 with how to sign in; a role that may
 not use the page, 403 with which role it is for. The pages take the principal from
@@ -18,6 +18,7 @@ from rapport.services.gateway.http import Refused
 from rapport.services.gateway.signin import SignIn
 from rapport.services.gateway.tokens import Principal
 from rapport.services.gateway.views import Views
+from rapport.services.gateway.worklist import WorklistPage
 
 AUDIT_PAGE = 50
 FILTER_FIELDS = ("subject", "action", "resource", "since", "until")
@@ -35,7 +36,8 @@ async def page_principal(sign_in: SignIn, request: Request, action: str) -> Prin
                                      else "Refused", refused.message)
 
 
-def pages_router(sign_in: SignIn, audit: AuditTrail, views: Views) -> APIRouter:
+def pages_router(sign_in: SignIn, audit: AuditTrail, views: Views, *,
+                 worklist: WorklistPage | None = None) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
     @router.get("/")
@@ -43,7 +45,9 @@ def pages_router(sign_in: SignIn, audit: AuditTrail, views: Views) -> APIRouter:
         principal = await page_principal(sign_in, request, "use_dashboard")
         if isinstance(principal, Response):
             return principal
-        return views.render(request, "home.html")
+        if principal.role == "clinician" and worklist is not None:
+            return await worklist.render(request, principal)
+        return views.render(request, "home.html", worklist=worklist is not None)
 
     @router.get("/audit")
     async def audit_page(request: Request) -> Response:

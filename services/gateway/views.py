@@ -44,6 +44,8 @@ class Views:
     def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         context.setdefault("signed_in", getattr(request.state, "signed_in", None))
         context.setdefault("csrf_token", getattr(context["signed_in"], "csrf_token", ""))
+        for name in ("said", "problem", "problem_for"):  # what a worklist card may carry
+            context.setdefault(name, None)
         html = self.environment.get_template(template).render(request_path=request.url.path, **context)
         return HTMLResponse(html, status, headers=SECURITY_HEADERS)
 

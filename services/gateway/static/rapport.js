@@ -1,29 +1,44 @@
-// Live updates for pages that ask for them: an element with data-live-source (a Server-Sent Events
-// URL on this origin) and data-live-refresh (the URL of its own fresh fragment) is fetched again,
-// through htmx, whenever an event arrives. Without scripts the page still works: reload it.
+// Progressive enhancement for Rapport's pages; every page works without it.
+//
+// Live updates: an element with data-live-source (a Server-Sent Events URL on this origin) and
+// data-live-refresh (the URL of its own contents) has its contents fetched again, through htmx,
+// whenever an event arrives; not while someone is typing in one of its fields.
+// After a form is answered in place, focus moves to what the answer said, so a keyboard or screen
+// reader user is not left on a button that is gone.
 (function () {
   "use strict";
+  function typing(element) {
+    var active = document.activeElement;
+    return active && element.contains(active) && active.tagName === "INPUT" && active.value !== "";
+  }
   function watch(element) {
     var source = new EventSource(element.getAttribute("data-live-source"));
     var status = document.getElementById(element.getAttribute("data-live-status") || "");
     var pending = null;
     function refresh() {
       pending = null;
-      if (document.querySelector(".alert form[data-busy]")) { pending = setTimeout(refresh, 500); return; }
+      if (typing(element)) { pending = setTimeout(refresh, 1000); return; }
       window.htmx.ajax("GET", element.getAttribute("data-live-refresh"), {target: element, swap: "innerHTML"});
     }
     function changed() { if (pending === null) { pending = setTimeout(refresh, 150); } }
+    source.addEventListener("changed", changed);
     source.onmessage = changed;
-    ["alert.raised", "alert.updated", "alert.acknowledged", "alert.resolved", "alert.escalated", "changed"]
-      .forEach(function (name) { source.addEventListener(name, changed); });
-    source.onopen = function () { if (status) { status.textContent = "Live: updates appear here as they happen."; } };
-    source.onerror = function () { if (status) { status.textContent = "Live updates paused; reconnecting."; } };
-    element.setAttribute("data-live-connected", "true");
+    source.onopen = function () {
+      element.setAttribute("data-live", "open");
+      if (status) { status.textContent = "Live: changes appear here as they happen."; }
+    };
+    source.onerror = function () {
+      element.setAttribute("data-live", "reconnecting");
+      if (status) { status.textContent = "Live updates paused; reconnecting."; }
+    };
   }
-  function start() {
-    document.querySelectorAll("[data-live-source]").forEach(function (element) {
-      if (!element.hasAttribute("data-live-connected")) { watch(element); }
-    });
-  }
-  document.addEventListener("DOMContentLoaded", start);
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-live-source]").forEach(watch);
+  });
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var id = event.detail.target && event.detail.target.id;
+    var swapped = id ? document.getElementById(id) : null;
+    var said = swapped ? swapped.querySelector(".said, .problem") : null;
+    if (said) { said.setAttribute("tabindex", "-1"); said.focus(); }
+  });
 })();
