@@ -198,3 +198,49 @@ async def test_audit_rows_cannot_be_changed_or_deleted_and_rapport_audit_lists_t
     assert listed.returncode == 0, listed.stderr
     [row] = [json.loads(line) for line in listed.stdout.splitlines()]
     assert (row["action"], row["subject"], row["outcome"]) == ("sign_in", f"lead@{tenant}", 303)
+
+
+@pytest.mark.e2e
+def test_rapport_login_link_prints_a_url_on_the_running_stack_that_signs_in(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAPPORT_BROKER_URL", "RAPPORT_DATABASE_URL")}
+    process = subprocess.Popen([sys.executable, "-m", "rapport.cli", "up", "--data-dir", str(data)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if "Rapport is up" in line:
+                break
+        else:
+            pytest.fail(f"rapport up exited with {process.wait()}: {''.join(lines)}")
+        gateway = json.loads((data / "endpoints.json").read_text())["gateway"]
+        made = subprocess.run([sys.executable, "-m", "rapport.cli", "login-link", "--tenant", "acme", "--role",
+                               "clinician", "--clinician", "clin-01", "--data-dir", str(data)],
+                              capture_output=True, text=True, timeout=60, env=env)
+        assert made.returncode == 0, made.stderr
+        url = made.stdout.strip()
+        assert url.startswith(f"{gateway}/sign-in?link=")
+        with httpx.Client(timeout=30, follow_redirects=False) as http:
+            opened = http.get(url)
+            assert opened.status_code == 303 and COOKIE in opened.headers["set-cookie"]
+            assert http.get(f"{gateway}/").status_code == 200
+            assert http.get(url).status_code == 401
+        refused = subprocess.run([sys.executable, "-m", "rapport.cli", "login-link", "--tenant", "acme", "--role",
+                                  "clinician", "--data-dir", str(data)], capture_output=True, text=True, timeout=60,
+                                 env=env)
+        assert refused.returncode == 2 and "--clinician" in refused.stderr
+        trail = subprocess.run([sys.executable, "-m", "rapport.cli", "audit", "--tenant", "acme", "--data-dir",
+                                str(data)], capture_output=True, text=True, timeout=60, env=env)
+        assert trail.returncode == 0, trail.stderr
+        assert "sign_in" in trail.stdout and "link_used" in trail.stdout and "clin-01" in trail.stdout
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
