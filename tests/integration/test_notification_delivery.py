@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
@@ -348,9 +349,10 @@ async def test_a_receiver_answering_500_then_200_is_tried_again_with_the_same_we
         assert len(everything) == 4 and len({a["webhook_id"] for a in everything}) == 2
 
 
-async def test_a_400_is_recorded_and_not_tried_again(
-    database_url: str, fresh_stream: str, tenant: str, key_file: Path
+async def test_a_400_is_recorded_and_not_tried_again_and_the_logs_name_ids_only(
+    database_url: str, fresh_stream: str, tenant: str, key_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="rapport")
     settings = delivery_settings(database_url, key_file)
     admin = token(key_file, tenant, "admin")
     async with receiving() as receiver, serving(settings, fresh_stream) as gateway, \
@@ -370,6 +372,13 @@ async def test_a_400_is_recorded_and_not_tried_again(
         _, subject2, body2 = notify_event(tenant, "clinician-03", "alert-0002")
         await publish(fresh_stream, subject2, body2, str(uuid.uuid4()))
         assert json.loads((await receiver.next()).body)["data"]["alert_id"] == "alert-0002"
+        await gateway.attempts(1)
+    logged = [(r.getMessage(), {k: str(v) for k, v in r.__dict__.items()}) for r in caplog.records
+              if r.name.startswith("rapport.gateway.notifications")]
+    assert any(refused.headers["webhook-id"] in fields.get("delivery_id", "") for _, fields in logged)
+    for line, fields in logged:
+        for secret_or_phi in ("/refuses", "127.0.0.1", "Alliance drop", "client-0007", endpoint["secret"]):
+            assert secret_or_phi not in line and all(secret_or_phi not in v for v in fields.values()), line
 
 
 async def test_a_receiver_that_never_answers_in_time_is_tried_three_times_then_dead(
