@@ -7,12 +7,13 @@ from datetime import timedelta
 from faststream.asgi import AsgiFastStream
 
 from rapport.services.alerts.dashboard import DashboardGauges
-from rapport.services.alerts.handlers import SERVICE, AlertCommands, Alerting
+from rapport.services.alerts.handlers import SERVICE, AlertCommands, Alerting, AttendanceAlerting
 from rapport.services.alerts.models import inbox, outbox
 from rapport.services.alerts.rules import load_ruleset
 from rapport.services.alerts.trajectories import TrajectoryFits
 from rapport.services.alerts.unit_of_work import AlertsUnitOfWork
 from rapport.shared.contracts.alert import AlertCommandRejected, AlertTransition, EvaluationCompleted, Notification
+from rapport.shared.contracts.attendance import AttendanceRecorded
 from rapport.shared.instruments import load_registry
 from rapport.shared.messaging import subjects
 from rapport.shared.service import ServiceRuntime
@@ -29,6 +30,12 @@ def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFast
         description="Evaluates each computed score against the alert rules of its episode",
     )
     runtime.subscribe(
+        subjects.ATTENDANCE_ACCEPTED, "alerts-attendance-v1", AttendanceAlerting(load_ruleset()),
+        unit_of_work=AlertsUnitOfWork.on,
+        description="Places each accepted appointment state in its episode and judges the episode's attendance "
+                    "(disengagement; a rupture escalated by missed sessions)",
+    )
+    runtime.subscribe(
         subjects.INBOUND_ALERT_COMMANDS, "alert-commands-v2", AlertCommands(), unit_of_work=AlertsUnitOfWork.on,
         description="acknowledge / resolve commands from clinicians: "
                     '{"command_id", "alert_id", "action": "acknowledge"|"resolve", "by", "reason"}',
@@ -40,6 +47,8 @@ def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFast
                       description="What the clinician reads, once per transition that needs them")
     runtime.publishes("rapport.{tenant}.evaluation.completed", EvaluationCompleted,
                       description="The last event of every accepted submission's journey")
+    runtime.publishes("rapport.{tenant}.attendance.recorded", AttendanceRecorded,
+                      description="An appointment state placed in its episode, with the episode's attendance")
     runtime.publishes("rapport.{tenant}.alert-command.rejected", AlertCommandRejected,
                       description="An alert command that changed nothing, and why")
     gauges = DashboardGauges(runtime.sessions, runtime.clock)

@@ -1,4 +1,5 @@
-"""Computed scores and clinicians' commands: evaluate the episode, keep the alert lifecycle, notify."""
+"""Computed scores, accepted attendance and clinicians' commands: evaluate the episode, keep the alert
+lifecycle, notify."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rapport.services.alerts.repository import EpisodeKey
+from rapport.services.alerts.repository import AppointmentKey, EpisodeKey
 from rapport.services.alerts.rules import (
     CommandRejected,
+    Episode,
     EpisodeAlerts,
     EpisodeState,
     RuleSet,
     apply_command,
+    judge_attendance,
     notification_for,
     with_words,
 )
@@ -29,6 +32,7 @@ from rapport.shared.contracts.alert import (
     AlertTransition,
     EvaluationCompleted,
 )
+from rapport.shared.contracts.attendance import AttendanceAccepted, AttendanceRecorded, AttendanceSummary
 from rapport.shared.contracts.envelope import CloudEvent, derived_event_id, event_type
 from rapport.shared.contracts.problems import Problem
 from rapport.shared.contracts.score import ScoreComputed
@@ -43,6 +47,7 @@ from rapport.shared.metrics import alert_transitions
 
 SERVICE = "alerts"
 SCORE_COMPUTED = event_type("score", "computed")
+ATTENDANCE_ACCEPTED = event_type("attendance", "accepted")
 
 
 class UnusableScore(PoisonMessage):
@@ -93,7 +98,8 @@ class Alerting:
                     # late, amended or re-placed: evaluate the whole episode again in administration order
                     episode, found = EpisodeAlerts.replay(
                         histories[key], [*stored_alerts[key], *changes_for(changes, key)], rules=self.rules,
-                        now=now, trajectories=trajectories, registry=self.registry)
+                        now=now, trajectories=trajectories, registry=self.registry,
+                        attendance=episode.state.attendance if episode.state is not None else None)
                     replayed_here = True
                 else:
                     found = episode.take(score, rules=self.rules, now=now, trajectories=trajectories,
@@ -167,6 +173,102 @@ def _events(score: ScoreComputed, changes: Sequence[AlertTransition]) -> list[Ou
                                                   score.revision, score.re_placed_by or ""),
     ))
     return events
+
+
+class UnusableAttendance(PoisonMessage):
+    """An attendance.accepted event the alerts service cannot use (malformed, another tenant's): poison."""
+
+
+@dataclass
+class AttendanceAlerting:
+    """Accepted appointment states: placed in an episode (the one they name, else where the appointment
+    was placed before, else the client's latest scored episode), kept, and the episode's attendance
+    judged against the disengagement rule (rules/attendance.py). Every accepted state gets one
+    attendance.recorded event, the last of its journey."""
+
+    rules: RuleSet
+
+    async def __call__(self, uow: AlertsUnitOfWork, messages: Sequence[Inbound]) -> None:
+        record, now = uow.record, uow.now
+        accepted = [(m, self._parse(m)) for m in messages]
+        changing = [a for _, a in accepted if a.disposition in ("new", "amended")]
+        before = await record.placed_appointments([_appointment_key(a) for a in changing])
+        unnamed = {(a.attendance.tenant, a.attendance.client_id) for a in changing
+                   if a.attendance.episode_id is None and before.get(_appointment_key(a), (0, None))[1] is None}
+        latest = await record.latest_episodes(unnamed)
+        placed: dict[AppointmentKey, str | None] = {}
+        keys: set[EpisodeKey] = set()
+        for a in changing:
+            attendance, appointment = a.attendance, _appointment_key(a)
+            was = before.get(appointment, (0, None))[1]
+            episode = attendance.episode_id or was or latest.get((attendance.tenant, attendance.client_id))
+            placed[appointment] = episode
+            keys |= {(attendance.tenant, attendance.client_id, e) for e in (episode, was) if e is not None}
+        stored = await record.load_episodes(keys)  # locked (PostgreSQL) before the appointments change
+        await record.remember_appointments([(a.attendance, a.revision, placed[_appointment_key(a)]) for a in changing])
+        open_alerts = await record.open_alerts(keys)
+        appointments = await record.episode_appointments(keys)
+        changes: list[AlertTransition] = []
+        events: list[Outgoing] = []
+        saved: dict[EpisodeKey, tuple[int | None, dict[str, Any], datetime]] = {}
+        summaries: dict[EpisodeKey, tuple[AttendanceSummary, list[AlertTransition]]] = {}
+        for episode_key in sorted(keys):
+            version, document = stored.get(episode_key, (None, None))
+            state = EpisodeState.model_validate(document) if document is not None else None
+            verdict = judge_attendance(state, appointments[episode_key], open_alerts[episode_key],
+                                       episode=Episode(*episode_key), rules=self.rules, now=now)
+            saved[episode_key] = (version, verdict.state.model_dump(mode="json"), verdict.state.latest_at)
+            summaries[episode_key] = (verdict.summary, verdict.transitions)
+            changes += verdict.transitions
+            cause = next((a.attendance.appointment_id for a in reversed(changing)
+                          if (a.attendance.tenant, a.attendance.client_id, placed[_appointment_key(a)]) == episode_key),
+                         "")
+            for change in verdict.transitions:
+                events.append(_transition_event(change, cause))
+                if (notification := _notification_event(change, events[-1])) is not None:
+                    events.append(notification)
+        await record.save_episodes(saved)
+        transition_events = [e for e in events if e.subject.split(".")[2] == "alert"]
+        await record.record_transitions(changes, [e.event_id for e in transition_events])
+        for message, a in accepted:
+            appointment = _appointment_key(a)
+            episode = placed.get(appointment, before.get(appointment, (0, None))[1])
+            found = summaries.get((a.attendance.tenant, a.attendance.client_id, episode)) if episode else None
+            events.append(_attendance_recorded(message, a, episode, found))
+        uow.publish(events)
+        for change in changes:
+            uow.after_commit(alert_transitions.labels(change.alert.tenant, change.alert.kind, change.transition).inc)
+
+    def _parse(self, message: Inbound) -> AttendanceAccepted:
+        try:
+            envelope = CloudEvent.model_validate_json(message.body)
+            accepted = AttendanceAccepted.model_validate(envelope.data)
+        except ValidationError as exc:
+            raise UnusableAttendance(f"not an attendance.accepted event ({exc.error_count()} problems)") from None
+        if envelope.type != ATTENDANCE_ACCEPTED:
+            raise UnusableAttendance("not an attendance.accepted event (another type)")
+        message.require_tenant(envelope.tenant, accepted.attendance.tenant)
+        return accepted
+
+
+def _appointment_key(accepted: AttendanceAccepted) -> AppointmentKey:
+    return accepted.attendance.tenant, accepted.attendance.appointment_id
+
+
+def _attendance_recorded(message: Inbound, accepted: AttendanceAccepted, episode: str | None,
+                         found: tuple[AttendanceSummary, list[AlertTransition]] | None) -> Outgoing:
+    attendance = accepted.attendance
+    summary, transitions = found if found is not None else (None, [])
+    data = AttendanceRecorded(
+        tenant=attendance.tenant, appointment_id=attendance.appointment_id, revision=accepted.revision,
+        client_id=attendance.client_id, episode_id=episode, status=attendance.status, summary=summary,
+        alert_ids=sorted({t.alert.alert_id for t in transitions}), transitions=[t.transition for t in transitions],
+    )
+    return cloud_event(
+        entity="attendance", verb="recorded", service=SERVICE, tenant=attendance.tenant,
+        subject=subjects.outbound(attendance.tenant, "attendance", "recorded"), about=attendance.appointment_id,
+        data=data, event_id=message.event_id("attendance.recorded"),
+    )
 
 
 @dataclass

@@ -15,20 +15,32 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rapport.services.alerts.models import EpisodeRecord, SeenScore, StoredAlert, StoredTrajectoryFit, StoredTransition
+from rapport.services.alerts.models import (
+    EpisodeRecord,
+    SeenAppointment,
+    SeenScore,
+    StoredAlert,
+    StoredTrajectoryFit,
+    StoredTransition,
+)
+from rapport.services.alerts.rules.state import NO_SCORE_YET
 from rapport.services.alerts.rules.trajectory import TrajectoryFit
 from rapport.shared.contracts.alert import Alert, AlertTransition
+from rapport.shared.contracts.attendance import Attendance
 from rapport.shared.contracts.score import ScoreComputed
 from rapport.shared.db.engine import is_postgres
 from rapport.shared.db.upsert import upsert
 
 EpisodeKey = tuple[str, str, str]  # tenant, client, episode
+AppointmentKey = tuple[str, str]  # tenant, appointment
+ClientKey = tuple[str, str]  # tenant, client
 
 episodes = cast(Table, EpisodeRecord.__table__)
 alerts = cast(Table, StoredAlert.__table__)
 transitions = cast(Table, StoredTransition.__table__)
 seen = cast(Table, SeenScore.__table__)
 fits = cast(Table, StoredTrajectoryFit.__table__)
+appointments = cast(Table, SeenAppointment.__table__)
 
 
 def _alert_row(alert: Alert) -> dict[str, Any]:
@@ -199,3 +211,57 @@ class SqlAlertRecord:
 
     async def trajectory_fits(self, tenants: Iterable[str]) -> dict[str, dict[str, TrajectoryFit]]:
         return await trajectory_fits(self._session, tenants)
+
+    async def placed_appointments(self, keys: Iterable[AppointmentKey]) -> dict[AppointmentKey, tuple[int, str | None]]:
+        """Revision and episode of the appointments already seen (an amended state stays where it was placed
+        unless it names another episode)."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        rows = await self._session.execute(
+            select(appointments.c.tenant, appointments.c.appointment_id, appointments.c.revision,
+                   appointments.c.episode_id)
+            .where(tuple_(appointments.c.tenant, appointments.c.appointment_id).in_(wanted)))
+        return {(r.tenant, r.appointment_id): (r.revision, r.episode_id) for r in rows}
+
+    async def latest_episodes(self, clients: Iterable[ClientKey]) -> dict[ClientKey, str]:
+        """The episode each client was last scored in, for appointments that name none."""
+        wanted = sorted(set(clients))
+        if not wanted:
+            return {}
+        rows = await self._session.execute(
+            select(episodes.c.tenant, episodes.c.client_id, episodes.c.episode_id, episodes.c.latest_at)
+            .where(tuple_(episodes.c.tenant, episodes.c.client_id).in_(wanted), episodes.c.latest_at > NO_SCORE_YET)
+            .order_by(episodes.c.latest_at, episodes.c.episode_id))
+        return {(r.tenant, r.client_id): r.episode_id for r in rows}  # the latest last, so it wins
+
+    async def remember_appointments(self, placed: Sequence[tuple[Attendance, int, str | None]]) -> None:
+        """Keep the latest revision of each appointment state, in the episode it was placed in."""
+        latest: dict[AppointmentKey, tuple[Attendance, int, str | None]] = {}
+        for attendance, revision, episode in placed:
+            key = (attendance.tenant, attendance.appointment_id)
+            if key not in latest or latest[key][1] <= revision:
+                latest[key] = (attendance, revision, episode)
+        if not latest:
+            return
+        rows = [
+            {"tenant": a.tenant, "appointment_id": a.appointment_id, "client_id": a.client_id, "episode_id": episode,
+             "revision": revision, "status": a.status, "start": a.start, "document": a.model_dump(mode="json")}
+            for a, revision, episode in latest.values()
+        ]
+        newer = upsert(self._session, appointments, ["tenant", "appointment_id"],
+                       only_if=lambda new: appointments.c.revision <= new.revision)
+        await self._session.execute(newer, rows)
+
+    async def episode_appointments(self, keys: Collection[EpisodeKey]) -> dict[EpisodeKey, list[Attendance]]:
+        """The latest state of every appointment of the episodes, in one query."""
+        found: dict[EpisodeKey, list[Attendance]] = {key: [] for key in keys}
+        if keys:
+            rows = await self._session.execute(
+                select(appointments.c.tenant, appointments.c.client_id, appointments.c.episode_id,
+                       appointments.c.document)
+                .where(tuple_(appointments.c.tenant, appointments.c.client_id, appointments.c.episode_id)
+                       .in_(sorted(keys))))
+            for r in rows:
+                found[(r.tenant, r.client_id, r.episode_id)].append(Attendance.model_validate(r.document))
+        return found

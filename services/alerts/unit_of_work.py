@@ -1,5 +1,5 @@
-"""The alerts service's unit of work: the episodes, alerts and seen scores a batch reads and writes,
-in its transaction."""
+"""The alerts service's unit of work: the episodes, alerts, seen scores and seen appointments a batch
+reads and writes, in its transaction."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rapport.services.alerts.repository import EpisodeKey, SqlAlertRecord
+from rapport.services.alerts.repository import AppointmentKey, ClientKey, EpisodeKey, SqlAlertRecord
 from rapport.services.alerts.rules.trajectory import TrajectoryFit
 from rapport.shared.contracts.alert import Alert, AlertTransition
+from rapport.shared.contracts.attendance import Attendance
 from rapport.shared.contracts.score import ScoreComputed
 from rapport.shared.unit_of_work import UnitOfWork
 
@@ -37,6 +38,15 @@ class AlertRecord(Protocol):
     async def record_transitions(self, changes: Sequence[AlertTransition], event_ids: Sequence[str]) -> None: ...
 
     async def trajectory_fits(self, tenants: Iterable[str]) -> dict[str, dict[str, TrajectoryFit]]: ...
+
+    async def placed_appointments(self, keys: Iterable[AppointmentKey]) -> dict[AppointmentKey, tuple[int, str | None]]:
+        ...
+
+    async def latest_episodes(self, clients: Iterable[ClientKey]) -> dict[ClientKey, str]: ...
+
+    async def remember_appointments(self, placed: Sequence[tuple[Attendance, int, str | None]]) -> None: ...
+
+    async def episode_appointments(self, keys: Collection[EpisodeKey]) -> dict[EpisodeKey, list[Attendance]]: ...
 
 
 class AlertsUnitOfWork(UnitOfWork):

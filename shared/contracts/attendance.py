@@ -78,3 +78,51 @@ class AttendanceRejected(BaseModel):
     inbound_parts: int = Field(default=1, ge=1)
     source_format: AttendanceSource | None = None
     problems: list[Problem]
+
+
+class MissedSession(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    appointment_id: PseudonymousId
+    start: AwareDatetime
+    kind: Literal["no_show", "late_cancellation"]
+
+
+class AttendanceSummary(BaseModel):
+    """One episode's attendance as of `as_of`, as the alerts service counts it (its disengagement rule's
+    policy: what is late, whose cancellations count). A missed session is a no-show or a counted late
+    cancellation; `missed_in_a_row` counts them since the last attended session (early and clinic
+    cancellations neither count nor break the run); `missed_since_attended` lists the latest ten."""
+
+    model_config = ConfigDict(frozen=True)
+
+    as_of: AwareDatetime
+    attended: int = 0
+    no_shows: int = 0
+    cancelled: int = 0
+    late_cancellations: int = 0
+    last_attended_at: AwareDatetime | None = None
+    days_since_attended: float | None = None
+    missed_in_a_row: int = 0
+    missed_since_attended: list[MissedSession] = Field(default_factory=list)
+    cancelled_since_attended: int = 0
+    next_booked_at: AwareDatetime | None = None
+
+
+class AttendanceRecorded(BaseModel):
+    """`rapport.<tenant>.attendance.recorded`: the alerts service has placed one appointment state in an
+    episode and evaluated the episode's attendance (the last event of an appointment state's journey).
+    `episode_id` is None when the appointment named no episode and the client has none yet: it is kept
+    and counts in no episode."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant: TenantId
+    appointment_id: PseudonymousId
+    revision: int = Field(ge=1)
+    client_id: PseudonymousId
+    episode_id: PseudonymousId | None = None
+    status: AttendanceStatus
+    summary: AttendanceSummary | None = None
+    alert_ids: list[str] = Field(default_factory=list)
+    transitions: list[str] = Field(default_factory=list)

@@ -18,6 +18,7 @@ from harness import running, settings_for
 from nats.aio.msg import Msg
 from sqlalchemy import select
 
+from rapport.services.alerts.models import SeenAppointment
 from rapport.services.ingest.models import StoredAttendance
 from rapport.shared.messaging import subjects
 from rapport.shared.service import ServiceRuntime
@@ -128,7 +129,7 @@ async def test_ids_at_their_maximum_lengths_are_stored_and_answered(database_url
         "status": "cancelled", "start": T0.isoformat(), "recorded_at": (T0 - timedelta(hours=2)).isoformat(),
         "cancelled_at": (T0 - timedelta(hours=2)).isoformat(), "cancelled_by": "client", "reason": "x" * 64,
     }).encode()
-    async with running(["ingest"], settings_for(database_url), fresh_stream) as services, \
+    async with running(["ingest", "alerts"], settings_for(database_url), fresh_stream) as services, \
             listening(fresh_stream, tenant) as (events, js):
         await js.publish(subjects.attendance_in(tenant), native, headers={"Nats-Msg-Id": longest("msg", 512)})
         await events.until(lambda: len(events.answers()) >= 1)
@@ -137,3 +138,106 @@ async def test_ids_at_their_maximum_lengths_are_stored_and_answered(database_url
         assert answer["data"]["attendance"]["appointment_id"] == appointment_id
         [row] = await stored_appointments(services["ingest"])
         assert (row.tenant, row.appointment_id, row.document["clinician_id"]) == (tenant, appointment_id, clinician)
+        await events.until(lambda: bool(events.of("attendance.recorded")))
+        [recorded] = events.of("attendance.recorded")
+        assert (recorded["data"]["episode_id"], recorded["data"]["summary"]["cancelled"]) == (episode, 1)
+        async with services["alerts"].sessions() as session:
+            [seen] = (await session.execute(select(SeenAppointment))).scalars()
+        assert (seen.tenant, seen.appointment_id, seen.client_id, seen.episode_id) == \
+            (tenant, appointment_id, client, episode)
+
+
+class Clinic:
+    """A clinic's system publishing one client's sessions (every four days, ending four days ago) and
+    their SRS, each step followed to its last event: evaluation.completed or attendance.recorded."""
+
+    def __init__(self, tenant: str, events: Events, js: Any, client: str) -> None:
+        self.tenant, self.events, self.js, self.client = tenant, events, js, client
+        self.base = datetime.now(UTC).replace(microsecond=0) - timedelta(days=20)
+
+    def start(self, session: int) -> datetime:
+        return self.base + timedelta(days=4 * (session - 1))
+
+    async def srs(self, session: int, total: float) -> None:
+        quarter = round(total / 4, 1)
+        sid = f"{self.client}-srs-{session}"
+        body = json.dumps({
+            "submission_id": sid, "instrument": "srs", "client_id": self.client,
+            "episode_id": f"{self.client}-ep1", "clinician_id": "clinician-07", "session": session,
+            "administered_at": (self.start(session) + timedelta(minutes=50)).isoformat(),
+            "responses": {"1": quarter, "2": quarter, "3": quarter, "4": round(total - 3 * quarter, 1)},
+        }).encode()
+        await self.js.publish(subjects.submissions_in(self.tenant), body, headers={"Nats-Msg-Id": sid})
+        await self.events.until(lambda: any(e["data"]["submission_id"] == sid
+                                            for e in self.events.of("evaluation.completed")))
+
+    async def session(self, session: int, status: str, **extra: Any) -> dict[str, Any]:
+        appointment_id = f"{self.client}-appt-{session}"
+        start = self.start(session)
+        body = json.dumps({
+            "appointment_id": appointment_id, "client_id": self.client, "episode_id": f"{self.client}-ep1",
+            "clinician_id": "clinician-07", "status": status, "start": start.isoformat(),
+            "recorded_at": (start + timedelta(hours=1) if status != "cancelled" else extra["cancelled_at"]),
+            **extra,
+        }, default=str).encode()
+        await self.js.publish(subjects.attendance_in(self.tenant), body, headers={"Nats-Msg-Id": appointment_id})
+
+        def recorded() -> list[dict[str, Any]]:
+            return [e["data"] for e in self.events.of("attendance.recorded")
+                    if e["data"]["appointment_id"] == appointment_id]
+
+        await self.events.until(lambda: bool(recorded()))
+        return recorded()[-1]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return [e["data"]["alert"] for e in self.received("alert.")]
+
+    def received(self, prefix: str) -> list[dict[str, Any]]:
+        return [e for e in self.events.received if e.get("type", "").startswith(f"rapport.{prefix}")]
+
+
+SERVICES = ["ingest", "scoring", "alerts"]
+
+
+async def test_a_client_whose_srs_falls_and_who_then_misses_two_sessions_has_one_escalated_rupture_alert(
+    database_url: str, fresh_stream: str, tenant: str
+) -> None:
+    settings = settings_for(database_url, licensed_instruments=f"{tenant}:srs")
+    async with running(SERVICES, settings, fresh_stream), listening(fresh_stream, tenant) as (events, js):
+        aroha = Clinic(tenant, events, js, "client-aroha")
+        for session, total in ((1, 38), (2, 38.5), (3, 31)):
+            await aroha.session(session, "attended")
+            await aroha.srs(session, total)
+        [raised] = aroha.alerts()
+        assert raised["kind"] == "alliance_rupture"
+        fourth = await aroha.session(4, "no_show")
+        fifth = await aroha.session(5, "no_show")
+        assert fourth["alert_ids"] == fifth["alert_ids"] == [raised["alert_id"]]
+        assert (fifth["summary"]["missed_in_a_row"], fifth["summary"]["attended"]) == (2, 3)
+        assert {a["alert_id"] for a in aroha.alerts()} == {raised["alert_id"]}  # one alert for one situation
+        last = aroha.alerts()[-1]
+        assert (last["kind"], last["escalated"], last["severity"], last["status"]) == \
+            ("alliance_rupture", True, "high", "open")
+        assert last["evidence"][-1]["rule_id"] == "disengagement"
+        assert last["evidence"][-1]["values"]["missed"] == ["client-aroha-appt-4", "client-aroha-appt-5"]
+        # raised, escalated by the first missed session, updated by the second: each tells the therapist
+        await events.until(lambda: len(aroha.received("notify.")) >= 3)
+        assert [(n["data"]["kind"], n["data"]["transition"]) for n in aroha.received("notify.")] == [
+            ("alliance_rupture", "raised"), ("alliance_rupture", "escalated"), ("alliance_rupture", "updated")]
+
+
+async def test_a_client_who_cancels_late_for_a_documented_reason_with_a_good_alliance_is_not_flagged(
+    database_url: str, fresh_stream: str, tenant: str
+) -> None:
+    settings = settings_for(database_url, licensed_instruments=f"{tenant}:srs")
+    async with running(SERVICES, settings, fresh_stream), listening(fresh_stream, tenant) as (events, js):
+        cara = Clinic(tenant, events, js, "client-cara")
+        for session, total in ((1, 38), (2, 39), (3, 38.5)):
+            await cara.session(session, "attended")
+            await cara.srs(session, total)
+        cancelled = await cara.session(4, "cancelled", cancelled_at=(cara.start(4) - timedelta(hours=14)).isoformat(),
+                                       cancelled_by="client", reason="pat-lt")
+        assert (cancelled["summary"]["late_cancellations"], cancelled["alert_ids"]) == (1, [])
+        back = await cara.session(5, "attended")
+        assert (back["summary"]["attended"], back["summary"]["missed_in_a_row"]) == (4, 0)
+        assert cara.alerts() == []

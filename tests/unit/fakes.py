@@ -124,6 +124,8 @@ class InMemoryAlertRecord:
         self.transitions: list[tuple[str, AlertTransition]] = []
         self.seen: dict[tuple[str, str], ScoreComputed] = {}
         self.fits: dict[str, dict[str, TrajectoryFit]] = {}
+        self.appointments: dict[tuple[str, str], tuple[Attendance, int, str | None]] = {}
+        self.reads: list[str] = []
 
     async def load_episodes(self, keys: Iterable[EpisodeKey]) -> dict[EpisodeKey, tuple[int, dict[str, Any]]]:
         return {k: self.episodes[k] for k in keys if k in self.episodes}
@@ -170,6 +172,35 @@ class InMemoryAlertRecord:
 
     async def trajectory_fits(self, tenants: Iterable[str]) -> dict[str, dict[str, TrajectoryFit]]:
         return {t: self.fits.get(t, {}) for t in tenants}
+
+
+    async def placed_appointments(self, keys: Iterable[tuple[str, str]]
+                                  ) -> dict[tuple[str, str], tuple[int, str | None]]:
+        self.reads.append("placed")
+        return {k: (self.appointments[k][1], self.appointments[k][2]) for k in keys if k in self.appointments}
+
+    async def latest_episodes(self, clients: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        self.reads.append("latest_episodes")
+        wanted, found = set(clients), {}
+        for (tenant, client, episode), (_v, state) in sorted(self.episodes.items(),
+                                                             key=lambda item: item[1][1]["latest_at"]):
+            if (tenant, client) in wanted and not state["latest_at"].startswith("1900"):
+                found[(tenant, client)] = episode
+        return found
+
+    async def remember_appointments(self, placed: Sequence[tuple[Attendance, int, str | None]]) -> None:
+        for attendance, revision, episode in placed:
+            key = (attendance.tenant, attendance.appointment_id)
+            if key not in self.appointments or self.appointments[key][1] <= revision:
+                self.appointments[key] = (attendance, revision, episode)
+
+    async def episode_appointments(self, keys: Collection[EpisodeKey]) -> dict[EpisodeKey, list[Attendance]]:
+        self.reads.append("appointments")
+        found: dict[EpisodeKey, list[Attendance]] = {k: [] for k in keys}
+        for attendance, _revision, episode in self.appointments.values():
+            if episode is not None and (key := (attendance.tenant, attendance.client_id, episode)) in found:
+                found[key].append(attendance)
+        return found
 
 
 def alerts_unit_of_work(now: datetime, record: InMemoryAlertRecord) -> AlertsUnitOfWork:

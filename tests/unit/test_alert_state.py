@@ -106,7 +106,8 @@ def test_the_state_survives_json_and_carries_its_schema_version() -> None:
     document = json.loads(json.dumps(state.model_dump(mode="json")))
     assert EpisodeState.model_validate(document) == state
     assert set(document) == {"schema_version", "latest_at", "sessions", "last_session_day", "series", "ruptures",
-                             "sudden_losses"}
+                             "sudden_losses", "attendance"}
+    assert document["attendance"] is None  # no appointments seen
     assert document["ruptures"]["srs"]["sessions_since"] == 1
     assert set(document["series"]) == {"srs", "srs:bond", "srs:goal", "srs:task"}
 

@@ -10,6 +10,7 @@
     notification_for(transition) -> Notification | None; with_words(transition): headline and evidence set
 """
 
+from rapport.services.alerts.rules.attendance import AttendanceVerdict, Episode, judge_attendance, summarise
 from rapport.services.alerts.rules.conditions import Check, Clearing, Context, Finding, Verdict
 from rapport.services.alerts.rules.engine import (
     CHECKS,
@@ -29,10 +30,12 @@ __all__ = [
     "CHECKS",
     "ENGINE",
     "AlertKey",
+    "AttendanceVerdict",
     "Check",
     "Clearing",
     "CommandRejected",
     "Context",
+    "Episode",
     "EpisodeAlerts",
     "EpisodeState",
     "Evaluation",
@@ -43,9 +46,11 @@ __all__ = [
     "alert_id",
     "apply_command",
     "evaluate",
+    "judge_attendance",
     "load_ruleset",
     "notification_for",
     "reconcile",
     "replay",
+    "summarise",
     "with_words",
 ]

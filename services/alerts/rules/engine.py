@@ -54,9 +54,11 @@ from rapport.services.alerts.rules.ruleset import RuleSet
 from rapport.services.alerts.rules.state import AlertKey, EpisodeState, Rupture, SuddenLoss, series_name
 from rapport.services.alerts.rules.trajectory import NO_TRAJECTORIES, ExpectedTrajectory, TrajectoryFit
 from rapport.shared.contracts.alert import Alert, AlertTransition, Evidence, Notification
+from rapport.shared.contracts.attendance import AttendanceSummary
 from rapport.shared.contracts.score import ScoreComputed
 from rapport.shared.instruments import Registry, load_registry
 
+ATTENDANCE_RULE = "disengagement"  # its evidence on a rupture alert is kept by reconcile
 CHECKS: tuple[Check, ...] = (CriticalItems(), AllianceRuptures(), ReliableDeteriorations(), NotOnTrackCheckpoints(),
                              ExpectedTrajectory())
 
@@ -110,12 +112,23 @@ def evaluate(state: EpisodeState | None, score: ScoreComputed, open_alerts: Mapp
         rupture = next((f.rupture for f in found if f.rupture), None)
         if key.kind == "alliance_rupture" and rupture is not None and key.series not in ruptures:
             ruptures[key.series] = rupture
+        elif key.kind == "alliance_rupture" and key.series in ruptures and ruptures[key.series].repair_held:
+            ruptures[key.series] = ruptures[key.series].model_copy(update={"repair_held": False})  # dropped again
         loss = next((f.sudden_loss for f in found if f.sudden_loss), None)
         if key.kind == "reliable_deterioration" and loss is not None and key.instrument not in losses:
             losses[key.instrument] = loss
     for key, clearing in clearings.items():
         alert = open_now.pop(key, None)
         if alert is None:
+            continue
+        if key.kind == "alliance_rupture" and before.attendance_pending and key.series in ruptures:
+            # the alliance is back but the client has missed sessions since last attending: repaired only
+            # once they attend again (rules/attendance.py resolves it then)
+            open_now[key] = alert
+            if not ruptures[key.series].repair_held:
+                ruptures[key.series] = ruptures[key.series].model_copy(update={"repair_held": True})
+                changes.record(alert, alert, "updated", reason=f"{clearing.reason}; counted as repaired once the "
+                                                                "client attends again")
             continue
         changes.record(alert, resolved(alert, clearing.resolution, clearing.reason), "resolved",
                        reason=clearing.reason)
@@ -168,8 +181,8 @@ def _follow_ruptures(score: ScoreComputed, before: EpisodeState, ruptures: dict[
         alert = open_now.get(key)
         if alert is None:
             continue
-        followed = rupture.model_copy(update={"sessions_since": rupture.sessions_since + 1})
-        if followed.sessions_since >= k and not followed.escalated:
+        followed = ruptures[series].model_copy(update={"sessions_since": rupture.sessions_since + 1})
+        if followed.sessions_since >= k and not followed.escalated and not followed.repair_held:
             followed = followed.model_copy(update={"escalated": True})
             current = changes.latest(alert)
             unrepaired = _unrepaired(score, key, current, followed, context)
@@ -265,11 +278,13 @@ class Replayed:
 
 
 def replay(scores: Sequence[ScoreComputed], *, rules: RuleSet, now: datetime, checks: Sequence[Check] = CHECKS,
-           trajectories: Mapping[str, TrajectoryFit] = NO_TRAJECTORIES, registry: Registry | None = None) -> Replayed:
+           trajectories: Mapping[str, TrajectoryFit] = NO_TRAJECTORIES, registry: Registry | None = None,
+           attendance: AttendanceSummary | None = None) -> Replayed:
     """Fold `evaluate` over the episode's scores in administration order from an empty state.
 
     The latest revision of each submission counts. Clinicians' commands are not replayed: they
-    are kept by `reconcile`."""
+    are kept by `reconcile`. `attendance`, the episode's attendance summary as it stands, is kept
+    in the state throughout (it is not the scores' to change)."""
     latest: dict[str, ScoreComputed] = {}
     for s in scores:
         if s.submission_id not in latest or latest[s.submission_id].revision < s.revision:
@@ -277,6 +292,8 @@ def replay(scores: Sequence[ScoreComputed], *, rules: RuleSet, now: datetime, ch
     episode = EpisodeAlerts(state=None)
     result = Replayed(state=None)
     for score in sorted(latest.values(), key=lambda s: (s.administered_at, s.submission_id)):
+        if episode.state is None and attendance is not None:
+            episode.state = EpisodeState(latest_at=score.administered_at, attendance=attendance)
         evaluation = episode.take(score, rules=rules, now=now, checks=checks, trajectories=trajectories,
                                   registry=registry)
         result.transitions += evaluation.transitions
@@ -329,11 +346,13 @@ class EpisodeAlerts:
     @classmethod
     def replay(cls, history: Sequence[ScoreComputed], alerts: Iterable[Alert], *, rules: RuleSet, now: datetime,
                trajectories: Mapping[str, TrajectoryFit] = NO_TRAJECTORIES,
-               registry: Registry | None = None) -> tuple[EpisodeAlerts, list[AlertTransition]]:
+               registry: Registry | None = None,
+               attendance: AttendanceSummary | None = None) -> tuple[EpisodeAlerts, list[AlertTransition]]:
         """The episode evaluated again from `history` (every stored score), and the transitions that
         turn `alerts` (every alert of the episode as it now stands, later versions last) into what
         the replay found."""
-        replayed = replay(history, rules=rules, now=now, trajectories=trajectories, registry=registry)
+        replayed = replay(history, rules=rules, now=now, trajectories=trajectories, registry=registry,
+                          attendance=attendance)
         latest = {a.alert_id: a for a in alerts}
         found = reconcile(list(latest.values()), replayed.alerts, now=now, history=replayed.transitions)
         latest |= {c.alert.alert_id: c.alert for c in found}
@@ -364,7 +383,8 @@ def reconcile(stored: Sequence[Alert], replayed: Mapping[str, Alert], *, now: da
     known = {a.alert_id for a in stored}
     over = {a.alert_id for a in replayed.values() if a.status == "resolved" and a.alert_id not in known}
     past = [t.model_copy(update={"notify": False}) for t in history if t.alert.alert_id in over]
-    stored_open = {AlertKey.of(a): a for a in stored if a.status != "resolved"}
+    # a disengagement alert comes from the appointments, never from scores: a replay leaves it alone
+    stored_open = {AlertKey.of(a): a for a in stored if a.status != "resolved" and a.kind != ATTENDANCE_RULE}
     last_by_key: dict[AlertKey, Alert] = {}
     for alert in replayed.values():
         last_by_key[AlertKey.of(alert)] = alert  # in order of their last change: the latest wins
@@ -382,9 +402,13 @@ def reconcile(stored: Sequence[Alert], replayed: Mapping[str, Alert], *, now: da
                 closed = resolved(old, "superseded", "its evidence changed (late or amended submission)")
             resolutions.append(_moved(old, closed, "resolved", now, closed.resolved_reason))
             continue
+        # attendance evidence (rules/attendance.py) is not the scores' to remove: a replay keeps it
+        attended = [e for e in old.evidence if e.rule_id == ATTENDANCE_RULE]
         merged = old.model_copy(update={
-            "severity": new.severity, "evidence": new.evidence, "repair_prompt": new.repair_prompt,
-            "escalated": new.escalated, "priority_raised": new.priority_raised,
+            "severity": worst(new.severity, old.severity) if attended else new.severity,
+            "evidence": sorted([*new.evidence, *attended], key=lambda e: e.administered_at)[-EVIDENCE_KEPT:],
+            "repair_prompt": old.repair_prompt if attended else new.repair_prompt,
+            "escalated": new.escalated or bool(attended), "priority_raised": new.priority_raised,
             "clinician_id": new.clinician_id or old.clinician_id,
             "status": "open" if new.escalated and not old.escalated else old.status,
         })

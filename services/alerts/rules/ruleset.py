@@ -156,6 +156,32 @@ class ExpectedTrajectoryRule(Rule):
     parameters: TrajectoryParameters
 
 
+class DisengagementSeverity(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    combined: Severity
+    consecutive: Severity
+    gap: Severity
+
+
+class DisengagementParameters(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    late_cancellation_hours: Parameter[float]
+    window_days: Parameter[float]
+    consecutive_missed: Parameter[int]
+    gap_days: Parameter[float]
+    counted_cancellers: Parameter[list[str]]
+    never_counted_reasons: Parameter[list[str]]
+
+
+class Disengagement(Rule):
+    severity: DisengagementSeverity
+    prompt: str
+    combined_prompt: str
+    parameters: DisengagementParameters
+
+
 class RuleSet(BaseModel):
     """All rules, as loaded from rules.toml. Frozen: one instance is shared by every evaluation."""
 
@@ -168,6 +194,7 @@ class RuleSet(BaseModel):
     not_on_track: NotOnTrack
     expected_trajectory: ExpectedTrajectoryRule
     priority: Rule
+    disengagement: Disengagement
 
     def name(self, instrument: str) -> str:
         """An instrument as a therapist knows it: 'PHQ-9', not 'phq9'."""

@@ -5,7 +5,8 @@ alliance part read from mapped items such as 'srs:bond'): how many scores, the f
 the previous value, and Welford's running count, mean and M2 of all values so far. Per open rupture
 alert: the level that counts as repaired and how many sessions have passed. Per open possible sudden
 loss: the pre-loss score. The episode: how many sessions (distinct administration days) and when the
-latest score was administered.
+latest score was administered. The episode's attendance summary, when the alerts service has seen its
+appointments (NO_SCORE_YET as latest_at for an episode known only by its appointments).
 
 The open alerts themselves are not kept here: the service stores them, clinicians change them by
 command without touching this state, and `evaluate` receives the open ones. Bookkeeping for an alert
@@ -15,15 +16,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rapport.shared.contracts.alert import Alert, AlertKind
+from rapport.shared.contracts.attendance import AttendanceSummary
 from rapport.shared.contracts.score import InstrumentKind
 
 SCHEMA_VERSION = 2
+NO_SCORE_YET = datetime(1900, 1, 1, tzinfo=UTC)  # latest_at of an episode known only by its appointments
 
 
 class Running(BaseModel):
@@ -78,6 +81,9 @@ class Rupture(BaseModel):
     level_to_regain: float
     sessions_since: int = 0
     escalated: bool = False
+    # the alliance was back (a score cleared the rupture) while the client had missed sessions since last
+    # attending: it counts as repaired once they attend again (rules/attendance.py)
+    repair_held: bool = False
 
 
 class SuddenLoss(BaseModel):
@@ -102,6 +108,12 @@ class EpisodeState(BaseModel):
     series: dict[str, Series] = Field(default_factory=dict)
     ruptures: dict[str, Rupture] = Field(default_factory=dict)
     sudden_losses: dict[str, SuddenLoss] = Field(default_factory=dict)
+    attendance: AttendanceSummary | None = Field(default=None, description="kept by rules/attendance.py")
+
+    @property
+    def attendance_pending(self) -> bool:
+        """The client has missed sessions since last attending: no rupture counts as repaired yet."""
+        return self.attendance is not None and self.attendance.missed_in_a_row > 0
 
     @model_validator(mode="before")
     @classmethod
