@@ -103,9 +103,10 @@ def entry_of(alert: Alert) -> WorklistEntry:
 @dataclass(frozen=True)
 class Acted:
     """What a command did: `done` (the alert as it now stands), `refused` (it changed nothing, and
-    why), `pending` (sent; the alerts service did not answer in time), `not_found`."""
+    why), `pending` (sent; the alerts service did not answer in time), `not_found`, `unavailable`
+    (nothing was sent: the broker did not take it)."""
 
-    outcome: Literal["done", "refused", "pending", "not_found"]
+    outcome: Literal["done", "refused", "pending", "not_found", "unavailable"]
     entry: WorklistEntry | None = None
     reason: str | None = None
 
@@ -189,7 +190,7 @@ def ordered(entries: Sequence[WorklistEntry]) -> list[WorklistEntry]:
     return sorted((e for e in entries if e.alert.status != "resolved"), key=lambda e: e.urgency)
 
 
-STATUS_CODES = {"done": 200, "refused": 409, "pending": 202, "not_found": 404}
+STATUS_CODES = {"done": 200, "refused": 409, "pending": 202, "not_found": 404, "unavailable": 503}
 
 
 def worklist_router(page: WorklistPage, sign_in: SignIn, *, heartbeat_seconds: float = HEARTBEAT_SECONDS,
@@ -235,7 +236,9 @@ def worklist_router(page: WorklistPage, sign_in: SignIn, *, heartbeat_seconds: f
                                 alert_id=alert_id)
         said = {"done": "Acknowledged." if action == "acknowledge" else "Resolved.",
                 "refused": f"Nothing changed: {acted.reason}." if acted.reason else "Nothing changed.",
-                "pending": "Sent; it will show here once the alerts service has it."}.get(acted.outcome)
+                "pending": "Sent; it will show here once the alerts service has it.",
+                "unavailable": "Not sent: Rapport cannot reach its broker just now. Try again in a moment.",
+                }.get(acted.outcome)
         entry = acted.entry
         if entry.alert.status == "resolved":
             return views.render(request, "worklist_gone.html", status, said=f"Resolved: {entry.headline}",
