@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import case, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rapport.services.gateway.notifications.domain import Channel, NewDelivery, Next, Scope, Target, Tried
@@ -108,18 +108,23 @@ async def claim_due(session: AsyncSession, now: datetime, limit: int, lease: tim
         .order_by(Delivery.next_attempt_at).limit(limit)
         .with_for_update(skip_locked=True)  # PostgreSQL: another sender's rows are passed over (SQLite: one writer)
     )).all()
-    held: list[str] = []
-    for delivery, attempts in due:
-        result = await session.execute(
-            update(Delivery).where(Delivery.id == delivery, Delivery.status == "pending",
-                                   Delivery.attempts == attempts)
-            .values(attempts=attempts + 1, next_attempt_at=now + lease)
-        )
-        if result.rowcount == 1:  # type: ignore[attr-defined]
-            held.append(delivery)
+    if not due:
+        return []
+    # one statement for the batch; a row whose attempt count moved since the read (another sender
+    # took it) is not updated, and so not held
+    attempts = case({d: a for d, a in due}, value=Delivery.id)
+    await session.execute(
+        update(Delivery).where(Delivery.id.in_([d for d, _ in due]), Delivery.status == "pending",
+                               Delivery.attempts == attempts)
+        .values(attempts=Delivery.attempts + 1, next_attempt_at=now + lease)
+        .execution_options(synchronize_session=False)
+    )
+    expected = {d: a + 1 for d, a in due}
+    rows = [r for r in (await session.execute(select(Delivery).where(Delivery.id.in_(list(expected))))).scalars()
+            if r.attempts == expected[r.id] and r.next_attempt_at == now + lease]
+    held = [r.id for r in rows]
     if not held:
         return []
-    rows = list((await session.execute(select(Delivery).where(Delivery.id.in_(held)))).scalars())
     endpoints = {e.id: e for e in (await session.execute(
         select(WebhookEndpoint).where(WebhookEndpoint.id.in_({r.target_id for r in rows if r.channel == "webhook"}))
     )).scalars()}

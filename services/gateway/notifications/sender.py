@@ -47,6 +47,10 @@ log = logging.getLogger("rapport.gateway.notifications")
 USER_AGENT = f"Rapport-Webhooks/{VERSION}"
 # how long past the timeout a claimed delivery stays held before another sender may take it
 CLAIM_MARGIN = timedelta(seconds=30)
+# once tries are in flight, a claim waits for this many free slots (one claim, several deliveries);
+# tries made meanwhile are recorded together, up to this many in one transaction
+CLAIM_AT_ONCE = 8
+RECORD_AT_ONCE = 100
 
 deliveries = ByTenant(Counter(
     "rapport_notification_deliveries_total",
@@ -76,10 +80,21 @@ class SmtpRelay:
                    password=unquote(parts.password) if parts.password else None)
 
 
+@dataclass(frozen=True)
+class Try:
+    """One try made, waiting to be recorded."""
+
+    delivery: Claimed
+    tried: Tried
+    then: Next
+    started: datetime
+    duration: timedelta
+
+
 class NotificationSender:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings, *,
                  clock: Callable[[], datetime] = utcnow, transport: httpx.AsyncBaseTransport | None = None,
-                 concurrency: int = 16, jitter: Callable[[], float] = random.random) -> None:
+                 concurrency: int = 32, jitter: Callable[[], float] = random.random) -> None:
         self._sessions = sessions
         self._settings = settings
         self._clock = clock
@@ -92,6 +107,8 @@ class NotificationSender:
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._recorder: asyncio.Task[None] | None = None
+        self._tries: asyncio.Queue[Try] = asyncio.Queue()
         self._http: httpx.AsyncClient | None = None
         # told of each attempt once it is committed (the delivery and what it came to): for tests
         # and anything else that must know without polling the table
@@ -109,24 +126,35 @@ class NotificationSender:
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(self._timeout), follow_redirects=False,
                                        transport=self._transport, headers={"user-agent": USER_AGENT})
         self._task = asyncio.create_task(self._run(), name="gateway-notification-sender")
+        self._recorder = asyncio.create_task(self._record_tries(), name="gateway-notification-recorder")
 
     async def stop(self) -> None:
-        """Tries in flight are cancelled: their claims run out and they are tried again later."""
+        """Tries in flight are cancelled (their claims run out and they are tried again later); the
+        tries already made are recorded first."""
         tasks = [t for t in (self._task, *self._in_flight) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._recorder is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._settings.graceful_timeout_seconds):
+                    await self._tries.join()
+            self._recorder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recorder
         if self._http is not None:
             await self._http.aclose()
 
     async def _run(self) -> None:
+        waited_out = True
         while True:
             self._wake.clear()
             free = self._concurrency - len(self._in_flight)
             claimed: list[Claimed] = []
-            if free > 0:
+            # a slot freed by a finished try waits for a few more, so one claim serves several
+            if free >= (1 if waited_out or not self._in_flight else min(CLAIM_AT_ONCE, self._concurrency)):
                 try:
                     claimed = await self._claim(free)
                 except Exception:  # the database away: the next pass tries again
@@ -136,9 +164,13 @@ class NotificationSender:
                 self._in_flight.add(task)
                 task.add_done_callback(self._finished)
             if claimed and len(claimed) == free:
-                continue  # maybe more are due: look again once a slot is free
-            with contextlib.suppress(TimeoutError):
+                waited_out = False
+                continue  # maybe more are due: look again once slots are free
+            try:
                 await asyncio.wait_for(self._wake.wait(), self._settings.notify_poll_seconds)
+                waited_out = False
+            except TimeoutError:
+                waited_out = True
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
@@ -155,24 +187,41 @@ class NotificationSender:
         duration = timedelta(seconds=time.perf_counter() - began)
         then = plan(delivery.channel, delivery.attempt, tried, self._settings.notify_retry_seconds,
                     started + duration, jitter=self._jitter())
+        self._tries.put_nowait(Try(delivery, tried, then, started, duration))
+
+    async def _record_tries(self) -> None:
+        """Every try made since the last commit, recorded in one transaction."""
+        while True:
+            batch = [await self._tries.get()]
+            while not self._tries.empty() and len(batch) < RECORD_AT_ONCE:
+                batch.append(self._tries.get_nowait())
+            try:
+                await self._record(batch)
+            finally:
+                for _ in batch:
+                    self._tries.task_done()
+
+    async def _record(self, batch: list[Try]) -> None:
         try:
             async with self._sessions() as session, session.begin():
-                kept = await record_attempt(session, delivery, tried, then, started, duration)
-        except Exception:  # not recorded: the claim runs out and the delivery is tried again
-            log.warning("could not record a delivery attempt", exc_info=True,
-                        extra={"delivery_id": delivery.id, "target_id": delivery.target_id})
+                kept = [t for t in batch if await record_attempt(
+                    session, t.delivery, t.tried, t.then, t.started, t.duration)]
+        except Exception:  # not recorded: the claims run out and the deliveries are tried again
+            log.warning("could not record %d delivery attempts", len(batch), exc_info=True,
+                        extra={"delivery_ids": [t.delivery.id for t in batch]})
             return
-        if not kept:
+        for gone in (t for t in batch if t not in kept):
             log.info("delivery gone or taken by another sender after its try",
-                     extra={"delivery_id": delivery.id, "target_id": delivery.target_id})
-            return
-        deliveries.labels(delivery.tenant, delivery.channel, then.outcome).inc()
-        for listener in self.recorded:
-            listener(delivery, then)
-        log.log(logging.INFO if then.outcome in ("delivered", "retried") else logging.WARNING,
-                "notification %s: %s, attempt %d (%s)", delivery.channel, then.outcome, delivery.attempt,
-                tried.error or tried.status_code,
-                extra={"delivery_id": delivery.id, "target_id": delivery.target_id, "tenant": delivery.tenant})
+                     extra={"delivery_id": gone.delivery.id, "target_id": gone.delivery.target_id})
+        for t in kept:
+            delivery, then = t.delivery, t.then
+            deliveries.labels(delivery.tenant, delivery.channel, then.outcome).inc()
+            for listener in self.recorded:
+                listener(delivery, then)
+            log.log(logging.INFO if then.outcome in ("delivered", "retried") else logging.WARNING,
+                    "notification %s: %s, attempt %d (%s)", delivery.channel, then.outcome, delivery.attempt,
+                    t.tried.error or t.tried.status_code,
+                    extra={"delivery_id": delivery.id, "target_id": delivery.target_id, "tenant": delivery.tenant})
 
     async def _post(self, delivery: Claimed, started: datetime) -> Tried:
         if self._http is None or delivery.url is None or delivery.secret is None:
