@@ -129,6 +129,13 @@ class Settings(BaseSettings):
     def _async_driver(cls, value: str | None) -> str | None:
         return normalise_database_url(value) if value else value
 
+    @field_validator("notify_retry_seconds")
+    @classmethod
+    def _waits(cls, value: list[float]) -> list[float]:
+        if any(wait < 0 for wait in value):
+            raise ValueError("waits between notification tries are seconds, 0 or more")
+        return value
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
