@@ -10,12 +10,14 @@ from rapport.services.alerts.dashboard import DashboardGauges
 from rapport.services.alerts.handlers import SERVICE, AlertCommands, Alerting, AttendanceAlerting
 from rapport.services.alerts.models import inbox, outbox
 from rapport.services.alerts.rules import load_ruleset
+from rapport.services.alerts.sweep import SWEEP_SECONDS, AttendanceSweep
 from rapport.services.alerts.trajectories import TrajectoryFits
 from rapport.services.alerts.unit_of_work import AlertsUnitOfWork
 from rapport.shared.contracts.alert import AlertCommandRejected, AlertTransition, EvaluationCompleted, Notification
 from rapport.shared.contracts.attendance import AttendanceRecorded
 from rapport.shared.instruments import load_registry
 from rapport.shared.messaging import subjects
+from rapport.shared.periodic import Periodic
 from rapport.shared.service import ServiceRuntime
 from rapport.shared.settings import Settings
 
@@ -52,4 +54,6 @@ def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFast
     runtime.publishes("rapport.{tenant}.alert-command.rejected", AlertCommandRejected,
                       description="An alert command that changed nothing, and why")
     gauges = DashboardGauges(runtime.sessions, runtime.clock)
-    return runtime, runtime.asgi(background=[gauges])
+    sweep = AttendanceSweep(load_ruleset(), runtime.sessions, outbox, runtime.clock)
+    sweeping = Periodic("alerts-attendance-sweep", SWEEP_SECONDS, sweep.once)
+    return runtime, runtime.asgi(background=[gauges, sweeping])

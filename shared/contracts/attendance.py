@@ -106,6 +106,8 @@ class AttendanceSummary(BaseModel):
     missed_in_a_row: int = 0
     missed_since_attended: list[MissedSession] = Field(default_factory=list)
     cancelled_since_attended: int = 0
+    unrecorded_since_attended: int = Field(default=0, description="booked sessions since the last attended one "
+                                                                  "whose start has passed with no outcome sent")
     next_booked_at: AwareDatetime | None = None
 
 

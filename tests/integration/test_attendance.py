@@ -177,7 +177,8 @@ class Clinic:
         body = json.dumps({
             "appointment_id": appointment_id, "client_id": self.client, "episode_id": f"{self.client}-ep1",
             "clinician_id": "clinician-07", "status": status, "start": start.isoformat(),
-            "recorded_at": (start + timedelta(hours=1) if status != "cancelled" else extra["cancelled_at"]),
+            "recorded_at": (min(start + timedelta(hours=1), datetime.now(UTC)) if status != "cancelled"
+                            else extra["cancelled_at"]),
             **extra,
         }, default=str).encode()
         await self.js.publish(subjects.attendance_in(self.tenant), body, headers={"Nats-Msg-Id": appointment_id})
@@ -241,3 +242,31 @@ async def test_a_client_who_cancels_late_for_a_documented_reason_with_a_good_all
         back = await cara.session(5, "attended")
         assert (back["summary"]["attended"], back["summary"]["missed_in_a_row"]) == (4, 0)
         assert cara.alerts() == []
+
+
+async def test_a_client_who_stops_coming_is_found_by_the_hourly_sweep_without_any_new_event(
+    database_url: str, fresh_stream: str, tenant: str
+) -> None:
+    from rapport.services.alerts.models import outbox
+    from rapport.services.alerts.rules import load_ruleset
+    from rapport.services.alerts.sweep import AttendanceSweep
+
+    async with running(SERVICES, settings_for(database_url), fresh_stream) as services, \
+            listening(fresh_stream, tenant) as (events, js):
+        milo = Clinic(tenant, events, js, "client-milo")
+        milo.base = datetime.now(UTC).replace(microsecond=0) - timedelta(days=20)
+        attended = await milo.session(1, "attended")
+        booked = await milo.session(9, "booked")  # 12 days from now: sessions are expected
+        assert attended["alert_ids"] == booked["alert_ids"] == []
+        alerts = services["alerts"]
+        later = datetime.now(UTC) + timedelta(days=9)  # 29 days after the last attended session
+        sweep = AttendanceSweep(load_ruleset(), alerts.sessions, outbox, lambda: later)
+        [raised] = await sweep.once()
+        assert (raised.transition, raised.alert.kind) == ("raised", "disengagement")
+        assert raised.alert.evidence[0].values["findings"] == ["gap"]
+        assert await sweep.once() == []  # the same gap again: nothing new, another replica's pass alike
+        await alerts.relay.relay_once(ahead=timedelta(days=10))  # the rows are due at the sweep's time
+        await events.until(lambda: bool(milo.alerts()))
+        assert [a["alert_id"] for a in milo.alerts()] == [raised.alert.alert_id]
+        # the sweep at the real time (the service's own pass at start included) finds nothing yet
+        assert await AttendanceSweep(load_ruleset(), alerts.sessions, outbox, lambda: datetime.now(UTC)).once() == []

@@ -184,6 +184,16 @@ def test_no_attended_session_for_four_weeks_while_sessions_are_expected_raises_d
     assert eli.judge(week(5, 3)) == []  # the same finding again is no new evidence
 
 
+def test_a_booked_session_that_passed_with_no_outcome_sent_still_means_sessions_were_expected() -> None:
+    ida = Clinic("ida")
+    ida.attends(1)
+    ida.attends(2, "booked", now=week(1, 2))
+    [raised] = ida.judge(week(5))
+    assert raised.alert.evidence[0].values["findings"] == ["gap"]
+    assert ida.state is not None and ida.state.attendance is not None
+    assert ida.state.attendance.unrecorded_since_attended == 1
+
+
 def test_no_gap_alert_when_nothing_more_is_expected() -> None:
     fay = Clinic("fay")
     fay.attends(1)

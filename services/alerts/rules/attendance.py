@@ -16,7 +16,7 @@ the client or by someone unknown):
   own mean);
 - consecutive: `consecutive_missed` of them;
 - gap: no attended session for `gap_days` while sessions are still expected (one booked ahead, or
-  missed or cancelled since the last attended).
+  missed, cancelled or booked-and-passed-without-an-outcome since the last attended).
 With an alliance_rupture alert open, the findings escalate it (one alert per clinical situation): the
 attendance is its new evidence, severity high, escalated, the combined prompt; an open disengagement
 alert is then superseded by it. Otherwise they raise or update the disengagement alert (severity
@@ -73,7 +73,7 @@ def summarise(appointments: Iterable[Attendance], now: datetime, rule: Disengage
     attended = [a for a in past if a.status == "attended"]
     last_attended = attended[-1].start if attended else None
     missed: list[MissedSession] = []
-    cancelled_since = 0
+    cancelled_since = unrecorded = 0
     for appointment in reversed(past):
         if appointment.status == "attended":
             break
@@ -83,6 +83,8 @@ def summarise(appointments: Iterable[Attendance], now: datetime, rule: Disengage
             missed.append(MissedSession(appointment_id=appointment.appointment_id, start=appointment.start, kind=kind))
         elif appointment.status == "cancelled":
             cancelled_since += 1
+        elif appointment.status == "booked":
+            unrecorded += 1
     booked_ahead = [a.start for a in counted if a.status == "booked" and a.start is not None and a.start > now]
     return AttendanceSummary(
         as_of=now, attended=len(attended), no_shows=sum(a.status == "no_show" for a in counted),
@@ -91,7 +93,8 @@ def summarise(appointments: Iterable[Attendance], now: datetime, rule: Disengage
         last_attended_at=last_attended,
         days_since_attended=round((now - last_attended).total_seconds() / 86400, 2) if last_attended else None,
         missed_in_a_row=len(missed), missed_since_attended=sorted(missed, key=lambda m: m.start)[-LISTED:],
-        cancelled_since_attended=cancelled_since, next_booked_at=min(booked_ahead, default=None),
+        cancelled_since_attended=cancelled_since, unrecorded_since_attended=unrecorded,
+        next_booked_at=min(booked_ahead, default=None),
     )
 
 
@@ -183,7 +186,8 @@ def _findings(summary: AttendanceSummary, drop_at: datetime | None, rule: Diseng
         found.append("combined")
     if summary.missed_in_a_row >= p.consecutive_missed.value:
         found.append("consecutive")
-    expected = summary.next_booked_at is not None or summary.missed_in_a_row > 0 or summary.cancelled_since_attended > 0
+    expected = summary.next_booked_at is not None or summary.missed_in_a_row > 0 \
+        or summary.cancelled_since_attended > 0 or summary.unrecorded_since_attended > 0
     if summary.days_since_attended is not None and summary.days_since_attended >= p.gap_days.value and expected:
         found.append("gap")
     return found
