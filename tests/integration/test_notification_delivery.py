@@ -373,6 +373,21 @@ async def test_a_400_is_recorded_and_not_tried_again_and_the_logs_name_ids_only(
         await publish(fresh_stream, subject2, body2, str(uuid.uuid4()))
         assert json.loads((await receiver.next()).body)["data"]["alert_id"] == "alert-0002"
         await gateway.attempts(1)
+        # the receiver is fixed: the admin has the refused one tried once more, with the same webhook-id
+        webhook_id = refused.headers["webhook-id"]
+        again = await http.post(f"/api/v1/webhooks/{endpoint['id']}/deliveries/{webhook_id}/retry",
+                                headers=bearer(admin))
+        assert again.status_code == 202 and again.json() == {
+            "webhook_id": webhook_id, "was": "rejected", "delivery_status": "pending"}
+        retried = await receiver.next()
+        assert retried.headers["webhook-id"] == webhook_id and retried.body == refused.body and retried.verified
+        await gateway.attempts(1)
+        shown = [a for a in await attempts(http, admin, endpoint["id"]) if a["webhook_id"] == webhook_id]
+        assert [(a["attempt"], a["status_code"], a["outcome"]) for a in shown] == [
+            (1, 400, "rejected"), (2, 200, "delivered")]
+        unknown = await http.post(f"/api/v1/webhooks/{endpoint['id']}/deliveries/{uuid.uuid4()}/retry",
+                                  headers=bearer(admin))
+        assert unknown.status_code == 404
     logged = [(r.getMessage(), {k: str(v) for k, v in r.__dict__.items()}) for r in caplog.records
               if r.name.startswith("rapport.gateway.notifications")]
     assert any(refused.headers["webhook-id"] in fields.get("delivery_id", "") for _, fields in logged)
@@ -451,6 +466,7 @@ async def test_every_route_answers_another_tenant_and_another_clinician_404_and_
 
         def routes(kind: str, target: str) -> list[tuple[str, str]]:
             return [("GET", f"/api/v1/{kind}/{target}"), ("GET", f"/api/v1/{kind}/{target}/attempts"),
+                    ("POST", f"/api/v1/{kind}/{target}/deliveries/{uuid.uuid4()}/retry"),
                     ("DELETE", f"/api/v1/{kind}/{target}")]
 
         targets = {"webhooks": [own["id"], team["id"], for_c3["id"]],

@@ -6,7 +6,9 @@
     DELETE /webhooks/{id}               with its deliveries (none is sent after)
     GET    /webhooks/{id}/attempts      every delivery attempt: when, status code or kind of failure,
                                         attempt number, what it came to, when the next is due
-    ... and the same five under /email-subscriptions (an address instead of a URL, no secret).
+    POST   /webhooks/{id}/deliveries/{webhook-id}/retry
+                                        one more try of a dead, refused or delivered notification
+    ... and the same six under /email-subscriptions (an address instead of a URL, no secret).
 
 An admin (`manage_webhooks`) manages every target of the tenant: for one clinician, or with no
 clinician for every notification of the tenant (a team's channel). A clinician
@@ -43,6 +45,7 @@ from rapport.services.gateway.notifications.repository import (
     remove_target,
     target_in_scope,
     targets_in_scope,
+    try_again,
 )
 from rapport.services.gateway.tokens import Principal
 from rapport.shared.contracts.problems import Problem
@@ -129,6 +132,12 @@ class AttemptShown(BaseModel):
     delivery_status: str = Field(description="the delivery now: pending, delivered, rejected or dead")
 
 
+class Retried(BaseModel):
+    webhook_id: str
+    was: str = Field(description="the delivery's status before: delivered, rejected or dead (pending: left as it was)")
+    delivery_status: str = Field(description="pending: the sender tries it within RAPPORT_NOTIFY_POLL_SECONDS")
+
+
 class Attempts(BaseModel):
     target_id: str
     attempts: list[AttemptShown]
@@ -209,6 +218,15 @@ def notifications_router(gate: Gate, sessions: async_sessionmaker[AsyncSession],
             seen = await attempts_for(session, target_id, limit)
         return Attempts(target_id=target_id, attempts=[_attempt(s) for s in seen])
 
+    async def retried(scope: Scope, channel: Channel, target_id: str, delivery_id: str) -> Retried:
+        async with sessions() as session, session.begin():
+            if await target_in_scope(session, channel, scope, target_id) is None:
+                raise _not_found(channel)
+            before = await try_again(session, target_id, delivery_id, clock())
+        if before is None:
+            raise Refused(404, "not_found", "no such delivery to this target")
+        return Retried(webhook_id=delivery_id, was=before, delivery_status="pending")
+
     async def removed(scope: Scope, channel: Channel, target_id: str) -> Response:
         async with sessions() as session, session.begin():
             gone = await remove_target(session, channel, scope, target_id)
@@ -259,6 +277,12 @@ def notifications_router(gate: Gate, sessions: async_sessionmaker[AsyncSession],
         _principal, scope = await scope_of(request)
         return await attempts(scope, "webhook", target_id, limit)
 
+    @router.post("/webhooks/{target_id}/deliveries/{delivery_id}/retry", status_code=202, response_model=Retried,
+                 responses=not_found, summary="Try a delivery once more (a dead, refused or delivered one)")
+    async def retry_webhook(request: Request, target_id: str, delivery_id: str) -> Retried:
+        _principal, scope = await scope_of(request)
+        return await retried(scope, "webhook", target_id, delivery_id)
+
     # e-mail
 
     @router.post("/email-subscriptions", status_code=201, response_model=EmailSubscriptionShown, responses={
@@ -306,5 +330,11 @@ def notifications_router(gate: Gate, sessions: async_sessionmaker[AsyncSession],
                                     limit: Annotated[int, Query(ge=1, le=MAX_ATTEMPTS_SHOWN)] = 100) -> Attempts:
         _principal, scope = await scope_of(request)
         return await attempts(scope, "email", target_id, limit)
+
+    @router.post("/email-subscriptions/{target_id}/deliveries/{delivery_id}/retry", status_code=202,
+                 response_model=Retried, responses=not_found, summary="Try an e-mail delivery once more")
+    async def retry_email(request: Request, target_id: str, delivery_id: str) -> Retried:
+        _principal, scope = await scope_of(request)
+        return await retried(scope, "email", target_id, delivery_id)
 
     return router

@@ -162,6 +162,20 @@ async def record_attempt(session: AsyncSession, claimed: Claimed, tried: Tried, 
     return True
 
 
+async def try_again(session: AsyncSession, target_id: str, delivery_id: str, now: datetime) -> str | None:
+    """A delivery that is done (delivered, rejected, dead) made due now for one more try, with the
+    same webhook-id: its status before, or None when the target has no such delivery. A pending one
+    is left as it is (its next try is coming)."""
+    row = await session.get(Delivery, delivery_id, with_for_update=True)
+    if row is None or row.target_id != target_id:
+        return None
+    before = row.status
+    if before != "pending":
+        await session.execute(update(Delivery).where(Delivery.id == delivery_id, Delivery.status == before)
+                              .values(status="pending", next_attempt_at=now, finished_at=None))
+    return before
+
+
 @dataclass(frozen=True)
 class AttemptSeen:
     webhook_id: str
