@@ -270,3 +270,22 @@ async def test_a_client_who_stops_coming_is_found_by_the_hourly_sweep_without_an
         assert [a["alert_id"] for a in milo.alerts()] == [raised.alert.alert_id]
         # the sweep at the real time (the service's own pass at start included) finds nothing yet
         assert await AttendanceSweep(load_ruleset(), alerts.sessions, outbox, lambda: datetime.now(UTC)).once() == []
+
+
+async def test_with_two_replicas_of_each_service_the_story_still_has_one_alert(
+    database_url: str, fresh_stream: str, tenant: str
+) -> None:
+    settings = settings_for(database_url, licensed_instruments=f"{tenant}:srs")
+    async with running([*SERVICES, *SERVICES], settings, fresh_stream) as services, \
+            listening(fresh_stream, tenant) as (events, js):
+        assert len(services) == 6
+        aroha = Clinic(tenant, events, js, "client-aroha")
+        for session, total in ((1, 38), (2, 38.5), (3, 31)):
+            await aroha.session(session, "attended")
+            await aroha.srs(session, total)
+        await aroha.session(4, "no_show")
+        fifth = await aroha.session(5, "no_show")
+        assert len({a["alert_id"] for a in aroha.alerts()}) == 1
+        assert fifth["summary"]["missed_in_a_row"] == 2
+        assert aroha.alerts()[-1]["evidence"][-1]["values"]["missed"] == ["client-aroha-appt-4", "client-aroha-appt-5"]
+        assert len(events.of("attendance.recorded")) == 5  # one per accepted state, whichever replica took it
