@@ -53,6 +53,8 @@ CLAIM_MARGIN = timedelta(seconds=30)
 # tries made meanwhile are recorded together, up to this many in one transaction
 CLAIM_AT_ONCE = 8
 RECORD_AT_ONCE = 100
+# the longest the sender waits between looks at the due deliveries while the database is away
+MAX_CLAIM_BACKOFF_SECONDS = 30.0
 
 deliveries = ByTenant(Counter(
     "rapport_notification_deliveries_total",
@@ -150,7 +152,7 @@ class NotificationSender:
             await self._http.aclose()
 
     async def _run(self) -> None:
-        waited_out = True
+        waited_out, failures = True, 0
         while True:
             self._wake.clear()
             free = self._concurrency - len(self._in_flight)
@@ -158,9 +160,14 @@ class NotificationSender:
             # a slot freed by a finished try waits for a few more, so one claim serves several
             if free >= (1 if waited_out or not self._in_flight else min(CLAIM_AT_ONCE, self._concurrency)):
                 try:
-                    claimed = await self._claim(free)
-                except Exception:  # the database away: the next pass tries again
-                    log.warning("could not read the due deliveries; trying again", exc_info=True)
+                    claimed, failures = await self._claim(free), 0
+                except Exception:  # the database away: look again later, less often the longer it lasts
+                    failures += 1
+                    log.warning("could not read the due deliveries (%d in a row); trying again", failures,
+                                exc_info=failures == 1)
+                    await asyncio.sleep(min(MAX_CLAIM_BACKOFF_SECONDS,
+                                            self._settings.notify_poll_seconds * 2 ** min(failures, 10)))
+                    continue
             for delivery in claimed:
                 task = asyncio.create_task(self._try(delivery), name=f"delivery-{delivery.id}")
                 self._in_flight.add(task)
