@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     trajectory_refresh_seconds: float = Field(default=60.0, ge=0)
     # tenants that have enabled licensed instruments (ORS, SRS, ...): "acme:ors,srs;beta:srs"
     licensed_instruments: str = ""
+    # per-tenant attendance policy, overriding the disengagement rule's marked defaults (rules.toml):
+    # "acme:late_cancellation_hours=48,gap_days=21;beta:window_days=7"
+    attendance_policy: str = ""
     # The gateway (HTTP and FHIR). How long a request waits for ingest's answer before it is answered
     # 202; the largest body it takes (it also stays below the broker's max_payload, whatever is set
     # here); the port `rapport up` gives it when that port is free.
@@ -129,6 +132,16 @@ class Settings(BaseSettings):
     def _async_driver(cls, value: str | None) -> str | None:
         return normalise_database_url(value) if value else value
 
+    @field_validator("attendance_policy")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        _policies(value)  # refuses a malformed value at start, naming the entry
+        return value
+
+    def attendance_policies(self) -> dict[str, dict[str, float]]:
+        """Per tenant, the disengagement rule's parameters it sets (the alerts service checks the names)."""
+        return _policies(self.attendance_policy)
+
     @field_validator("notify_retry_seconds")
     @classmethod
     def _waits(cls, value: list[float]) -> list[float]:
@@ -161,5 +174,24 @@ class Settings(BaseSettings):
 
 
 @lru_cache(maxsize=1)
+def _policies(value: str) -> dict[str, dict[str, float]]:
+    """"acme:late_cancellation_hours=48,gap_days=21;beta:window_days=7" -> per tenant, name -> number."""
+    found: dict[str, dict[str, float]] = {}
+    for n, entry in enumerate(e.strip() for e in value.split(";")):
+        if not entry:
+            continue
+        tenant, _, pairs = entry.partition(":")
+        values: dict[str, float] = {}
+        for pair in pairs.split(","):
+            name, _, number = pair.strip().partition("=")
+            try:
+                values[name.strip()] = float(number)
+            except ValueError:
+                raise ValueError(f"RAPPORT_ATTENDANCE_POLICY entry {n + 1}: expected <tenant>:<name>=<number>,...")\
+                    from None
+        found[tenant.strip()] = values
+    return found
+
+
 def get_settings() -> Settings:
     return Settings()

@@ -31,8 +31,9 @@ def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFast
         unit_of_work=AlertsUnitOfWork.on,
         description="Evaluates each computed score against the alert rules of its episode",
     )
+    attendance = AttendanceAlerting(load_ruleset(), settings.attendance_policies())
     runtime.subscribe(
-        subjects.ATTENDANCE_ACCEPTED, "alerts-attendance-v1", AttendanceAlerting(load_ruleset()),
+        subjects.ATTENDANCE_ACCEPTED, "alerts-attendance-v1", attendance,
         unit_of_work=AlertsUnitOfWork.on,
         description="Places each accepted appointment state in its episode and judges the episode's attendance "
                     "(disengagement; a rupture escalated by missed sessions)",
@@ -54,6 +55,6 @@ def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFast
     runtime.publishes("rapport.{tenant}.alert-command.rejected", AlertCommandRejected,
                       description="An alert command that changed nothing, and why")
     gauges = DashboardGauges(runtime.sessions, runtime.clock)
-    sweep = AttendanceSweep(load_ruleset(), runtime.sessions, outbox, runtime.clock)
+    sweep = AttendanceSweep(attendance, runtime.sessions, outbox, runtime.clock)
     sweeping = Periodic("alerts-attendance-sweep", SWEEP_SECONDS, sweep.once)
     return runtime, runtime.asgi(background=[gauges, sweeping])

@@ -4,7 +4,7 @@ lifecycle, notify."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -187,6 +187,14 @@ class AttendanceAlerting:
     attendance.recorded event, the last of its journey."""
 
     rules: RuleSet
+    policies: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # Settings.attendance_policies()
+
+    def __post_init__(self) -> None:
+        self._by_tenant = {tenant: self.rules.with_attendance_policy(policy)  # a bad policy refuses to start
+                           for tenant, policy in self.policies.items()}
+
+    def rules_for(self, tenant: str) -> RuleSet:
+        return self._by_tenant.get(tenant, self.rules)
 
     async def __call__(self, uow: AlertsUnitOfWork, messages: Sequence[Inbound]) -> None:
         record, now = uow.record, uow.now
@@ -216,7 +224,8 @@ class AttendanceAlerting:
             version, document = stored.get(episode_key, (None, None))
             state = EpisodeState.model_validate(document) if document is not None else None
             verdict = judge_attendance(state, appointments[episode_key], open_alerts[episode_key],
-                                       episode=Episode(*episode_key), rules=self.rules, now=now)
+                                       episode=Episode(*episode_key), rules=self.rules_for(episode_key[0]),
+                                       now=now)
             saved[episode_key] = (version, verdict.state.model_dump(mode="json"), verdict.state.latest_at)
             summaries[episode_key] = (verdict.summary, verdict.transitions)
             changes += verdict.transitions

@@ -247,6 +247,7 @@ async def test_a_client_who_cancels_late_for_a_documented_reason_with_a_good_all
 async def test_a_client_who_stops_coming_is_found_by_the_hourly_sweep_without_any_new_event(
     database_url: str, fresh_stream: str, tenant: str
 ) -> None:
+    from rapport.services.alerts.handlers import AttendanceAlerting
     from rapport.services.alerts.models import outbox
     from rapport.services.alerts.rules import load_ruleset
     from rapport.services.alerts.sweep import AttendanceSweep
@@ -260,7 +261,8 @@ async def test_a_client_who_stops_coming_is_found_by_the_hourly_sweep_without_an
         assert attended["alert_ids"] == booked["alert_ids"] == []
         alerts = services["alerts"]
         later = datetime.now(UTC) + timedelta(days=9)  # 29 days after the last attended session
-        sweep = AttendanceSweep(load_ruleset(), alerts.sessions, outbox, lambda: later)
+        rules = AttendanceAlerting(load_ruleset())
+        sweep = AttendanceSweep(rules, alerts.sessions, outbox, lambda: later)
         [raised] = await sweep.once()
         assert (raised.transition, raised.alert.kind) == ("raised", "disengagement")
         assert raised.alert.evidence[0].values["findings"] == ["gap"]
@@ -269,7 +271,7 @@ async def test_a_client_who_stops_coming_is_found_by_the_hourly_sweep_without_an
         await events.until(lambda: bool(milo.alerts()))
         assert [a["alert_id"] for a in milo.alerts()] == [raised.alert.alert_id]
         # the sweep at the real time (the service's own pass at start included) finds nothing yet
-        assert await AttendanceSweep(load_ruleset(), alerts.sessions, outbox, lambda: datetime.now(UTC)).once() == []
+        assert await AttendanceSweep(rules, alerts.sessions, outbox, lambda: datetime.now(UTC)).once() == []
 
 
 async def test_with_two_replicas_of_each_service_the_story_still_has_one_alert(

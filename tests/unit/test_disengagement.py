@@ -8,11 +8,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from rapport.services.alerts.rules import AlertKey, EpisodeAlerts, EpisodeState, load_ruleset, summarise
 from rapport.services.alerts.rules.attendance import Episode, judge_attendance
 from rapport.shared.contracts.alert import Alert, AlertTransition
 from rapport.shared.contracts.attendance import Attendance
 from rapport.shared.contracts.score import ScoreComputed, Scored
+from rapport.shared.settings import Settings
 
 RULES = load_ruleset()
 RULE = RULES.disengagement
@@ -274,3 +277,32 @@ def test_a_late_score_replaying_the_episode_keeps_the_attendance_evidence_and_th
     after = {t.alert.alert_id: t.alert for t in found}.get(rupture.alert_id, rupture)
     assert after.status != "resolved" and after.escalated
     assert [e.rule_id for e in after.evidence].count("disengagement") == 1
+
+
+def test_a_tenants_own_lateness_threshold_replaces_the_24_hour_default() -> None:
+    cancelled = appointment("lou", 2, "cancelled", cancelled_at=week(2, -30), cancelled_by="client")
+    assert summarise([cancelled], week(3), RULE).late_cancellations == 0  # 30 h ahead: not late by default
+    strict = RULES.with_attendance_policy({"late_cancellation_hours": 48, "consecutive_missed": 1})
+    assert strict.disengagement.parameters.late_cancellation_hours.note.startswith("the tenant's own policy")
+    lou = Clinic("lou")
+    lou.attends(1)
+    lou.appointments[cancelled.appointment_id] = cancelled
+    verdict = judge_attendance(lou.state, list(lou.appointments.values()), [],
+                               episode=Episode("clinic-a", "lou", "lou-ep1"), rules=strict, now=week(3))
+    [raised] = verdict.transitions
+    assert raised.alert.evidence[0].values["late_cancellation_hours"] == 48
+    assert RULES.disengagement.parameters.late_cancellation_hours.value == 24  # the defaults are untouched
+
+
+def test_a_policy_naming_an_unknown_value_or_a_bad_number_is_refused() -> None:
+    for policy in ({"late_hours": 48.0}, {"gap_days": 0.0}, {"consecutive_missed": 1.5}):
+        with pytest.raises(ValueError, match="attendance policy"):
+            RULES.with_attendance_policy(policy)
+
+
+def test_the_policy_setting_is_read_per_tenant() -> None:
+    settings = Settings(attendance_policy="acme:late_cancellation_hours=48,gap_days=21; beta:window_days=7")
+    assert settings.attendance_policies() == {"acme": {"late_cancellation_hours": 48, "gap_days": 21},
+                                              "beta": {"window_days": 7}}
+    with pytest.raises(ValueError, match="RAPPORT_ATTENDANCE_POLICY entry 1"):
+        Settings(attendance_policy="acme:late_cancellation_hours=two days")

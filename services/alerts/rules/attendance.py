@@ -219,7 +219,8 @@ def _evidence(summary: AttendanceSummary, found: Sequence[Finding], drop_at: dat
         "alliance_drop_at": drop_at.isoformat() if drop_at else None,
         "window_days": rule.parameters.window_days.value,
         "consecutive_missed": rule.parameters.consecutive_missed.value,
-        "gap_days": rule.parameters.gap_days.value, "rule_confidence": rule.confidence,
+        "gap_days": rule.parameters.gap_days.value,
+        "late_cancellation_hours": rule.parameters.late_cancellation_hours.value, "rule_confidence": rule.confidence,
         "instrument_name": "Attendance",
     }
     return Evidence(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Generic, Literal, TypeVar
@@ -181,6 +182,26 @@ class Disengagement(Rule):
     combined_prompt: str
     parameters: DisengagementParameters
 
+    def with_policy(self, policy: Mapping[str, float]) -> Disengagement:
+        """The rule with a tenant's own policy values (RAPPORT_ATTENDANCE_POLICY) in place of the defaults."""
+        if not policy:
+            return self
+        changed: dict[str, Parameter[float] | Parameter[int]] = {}
+        for name, value in policy.items():
+            if name not in POLICY_VALUES:
+                raise ValueError(f"attendance policy: {name!r} is not one of {', '.join(POLICY_VALUES)}")
+            if value <= 0 or (name == "consecutive_missed" and value != int(value)):
+                raise ValueError(f"attendance policy: {name} must be a positive "
+                                 f"{'whole number' if name == 'consecutive_missed' else 'number'}")
+            current: Parameter[float] | Parameter[int] = getattr(self.parameters, name)
+            changed[name] = current.model_copy(update={
+                "value": int(value) if name == "consecutive_missed" else float(value), "source": [],
+                "confidence": "proposal", "note": "the tenant's own policy (RAPPORT_ATTENDANCE_POLICY)"})
+        return self.model_copy(update={"parameters": self.parameters.model_copy(update=changed)})
+
+
+POLICY_VALUES = ("late_cancellation_hours", "window_days", "gap_days", "consecutive_missed")
+
 
 class RuleSet(BaseModel):
     """All rules, as loaded from rules.toml. Frozen: one instance is shared by every evaluation."""
@@ -195,6 +216,9 @@ class RuleSet(BaseModel):
     expected_trajectory: ExpectedTrajectoryRule
     priority: Rule
     disengagement: Disengagement
+
+    def with_attendance_policy(self, policy: Mapping[str, float]) -> RuleSet:
+        return self if not policy else self.model_copy(update={"disengagement": self.disengagement.with_policy(policy)})
 
     def name(self, instrument: str) -> str:
         """An instrument as a therapist knows it: 'PHQ-9', not 'phq9'."""
