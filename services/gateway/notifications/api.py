@@ -21,7 +21,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Request
@@ -52,6 +52,17 @@ from rapport.shared.contracts.problems import Problem
 from rapport.shared.contracts.tenancy import SubjectToken
 
 Authenticate = Callable[[Request, str], Awaitable[Principal]]
+
+
+class Audit(Protocol):
+    """The audit trail's face (services/gateway/audit.py, `AuditTrail`): one row per command and per
+    read of the attempts (they name alerts), in the transaction of the work where there is one."""
+
+    async def record(self, *, action: str, outcome: int, principal: Principal | None = None,
+                     resource: str | None = None, request: Request | None = None, credential: str | None = None,
+                     detail: str | None = None, session: AsyncSession | None = None) -> None: ...
+
+
 M = TypeVar("M", bound=BaseModel)
 MAX_ATTEMPTS_SHOWN = 1000
 
@@ -158,6 +169,9 @@ def _attempt(seen: AttemptSeen) -> AttemptShown:
     return AttemptShown(**seen.__dict__)
 
 
+RESOURCE: dict[Channel, str] = {"webhook": "webhook", "email": "email-subscription"}
+
+
 def _not_found(channel: Channel) -> Refused:
     return Refused(404, "not_found", "no such webhook endpoint" if channel == "webhook"
                    else "no such e-mail subscription")
@@ -169,8 +183,12 @@ def _request_body(model: type[BaseModel]) -> dict[str, Any]:
 
 def notifications_router(gate: Gate, sessions: async_sessionmaker[AsyncSession], *,
                          clock: Callable[[], datetime], email_configured: bool,
-                         authenticate: Authenticate | None = None) -> APIRouter:
+                         authenticate: Authenticate | None = None, audit: Audit | None = None) -> APIRouter:
+    """`authenticate` (default: the bearer token, `gate.principal`) is asked for `manage_webhooks`
+    first and, refused with 403, for `manage_own_webhooks`: the two roles' actions."""
     who = authenticate or gate.principal
+    # the bearer token when it is the gate's; another authenticate says on the request (sign-in)
+    credential = "bearer" if authenticate is None else None
     router = APIRouter(prefix="/api/v1", tags=["notifications"])
     not_found: dict[int | str, dict[str, Any]] = {404: {"description": "no such target for this caller"},
                                                   403: {"description": "the role may not manage notifications"}}
@@ -211,25 +229,41 @@ def notifications_router(gate: Gate, sessions: async_sessionmaker[AsyncSession],
             raise _not_found(channel)
         return row
 
-    async def attempts(scope: Scope, channel: Channel, target_id: str, limit: int) -> Attempts:
-        async with sessions() as session:
-            if await target_in_scope(session, channel, scope, target_id) is None:
-                raise _not_found(channel)
-            seen = await attempts_for(session, target_id, limit)
+    async def audited(request: Request, principal: Principal, scope: Scope, what: str, resource: str,
+                      outcome: int, session: AsyncSession | None = None) -> None:
+        if audit is not None:
+            await audit.record(action="manage_webhooks" if scope.clinician is None else "manage_own_webhooks",
+                               outcome=outcome, principal=principal, resource=resource, request=request,
+                               credential=credential, detail=what, session=session)
+
+    async def attempts(request: Request, channel: Channel, target_id: str, limit: int) -> Attempts:
+        principal, scope = await scope_of(request)
+        resource = f"{RESOURCE[channel]}/{target_id}"
+        async with sessions() as session, session.begin():
+            mine = await target_in_scope(session, channel, scope, target_id) is not None
+            seen = await attempts_for(session, target_id, limit) if mine else []
+            await audited(request, principal, scope, "read_attempts", resource, 200 if mine else 404, session)
+        if not mine:
+            raise _not_found(channel)
         return Attempts(target_id=target_id, attempts=[_attempt(s) for s in seen])
 
-    async def retried(scope: Scope, channel: Channel, target_id: str, delivery_id: str) -> Retried:
+    async def retried(request: Request, channel: Channel, target_id: str, delivery_id: str) -> Retried:
+        principal, scope = await scope_of(request)
+        resource = f"{RESOURCE[channel]}/{target_id}/delivery/{delivery_id}"
         async with sessions() as session, session.begin():
-            if await target_in_scope(session, channel, scope, target_id) is None:
-                raise _not_found(channel)
-            before = await try_again(session, target_id, delivery_id, clock())
+            mine = await target_in_scope(session, channel, scope, target_id) is not None
+            before = await try_again(session, target_id, delivery_id, clock()) if mine else None
+            await audited(request, principal, scope, "retry", resource, 404 if before is None else 202, session)
         if before is None:
-            raise Refused(404, "not_found", "no such delivery to this target")
+            raise _not_found(channel) if not mine else Refused(404, "not_found", "no such delivery to this target")
         return Retried(webhook_id=delivery_id, was=before, delivery_status="pending")
 
-    async def removed(scope: Scope, channel: Channel, target_id: str) -> Response:
+    async def removed(request: Request, channel: Channel, target_id: str) -> Response:
+        principal, scope = await scope_of(request)
         async with sessions() as session, session.begin():
             gone = await remove_target(session, channel, scope, target_id)
+            await audited(request, principal, scope, "delete", f"{RESOURCE[channel]}/{target_id}",
+                          204 if gone else 404, session)
         if not gone:
             raise _not_found(channel)
         return Response(status_code=204)
@@ -249,6 +283,7 @@ def notifications_router(gate: Gate, sessions: async_sessionmaker[AsyncSession],
                               created_by=principal.subject[:255])
         async with sessions() as session, session.begin():
             await add_target(session, row)
+            await audited(request, principal, scope, "create", f"webhook/{row.id}", 201, session)
         return WebhookCreated(**_webhook(row).model_dump(), secret=row.secret)
 
     @router.get("/webhooks", response_model=Webhooks, responses=not_found, summary="The caller's webhook endpoints")
@@ -267,21 +302,18 @@ def notifications_router(gate: Gate, sessions: async_sessionmaker[AsyncSession],
     @router.delete("/webhooks/{target_id}", status_code=204, responses=not_found,
                    summary="Delete a webhook endpoint and its deliveries")
     async def delete_webhook(request: Request, target_id: str) -> Response:
-        _principal, scope = await scope_of(request)
-        return await removed(scope, "webhook", target_id)
+        return await removed(request, "webhook", target_id)
 
     @router.get("/webhooks/{target_id}/attempts", response_model=Attempts, responses=not_found,
                 summary="Every delivery attempt to the endpoint, newest first")
     async def webhook_attempts(request: Request, target_id: str,
                                limit: Annotated[int, Query(ge=1, le=MAX_ATTEMPTS_SHOWN)] = 100) -> Attempts:
-        _principal, scope = await scope_of(request)
-        return await attempts(scope, "webhook", target_id, limit)
+        return await attempts(request, "webhook", target_id, limit)
 
     @router.post("/webhooks/{target_id}/deliveries/{delivery_id}/retry", status_code=202, response_model=Retried,
                  responses=not_found, summary="Try a delivery once more (a dead, refused or delivered one)")
     async def retry_webhook(request: Request, target_id: str, delivery_id: str) -> Retried:
-        _principal, scope = await scope_of(request)
-        return await retried(scope, "webhook", target_id, delivery_id)
+        return await retried(request, "webhook", target_id, delivery_id)
 
     # e-mail
 
@@ -301,6 +333,7 @@ def notifications_router(gate: Gate, sessions: async_sessionmaker[AsyncSession],
                                 address=asked.address, created_at=clock(), created_by=principal.subject[:255])
         async with sessions() as session, session.begin():
             await add_target(session, row)
+            await audited(request, principal, scope, "create", f"email-subscription/{row.id}", 201, session)
         return _subscription(row)
 
     @router.get("/email-subscriptions", response_model=EmailSubscriptions, responses=not_found,
@@ -321,20 +354,17 @@ def notifications_router(gate: Gate, sessions: async_sessionmaker[AsyncSession],
     @router.delete("/email-subscriptions/{target_id}", status_code=204, responses=not_found,
                    summary="Delete an e-mail subscription and its deliveries")
     async def delete_subscription(request: Request, target_id: str) -> Response:
-        _principal, scope = await scope_of(request)
-        return await removed(scope, "email", target_id)
+        return await removed(request, "email", target_id)
 
     @router.get("/email-subscriptions/{target_id}/attempts", response_model=Attempts, responses=not_found,
                 summary="Every delivery attempt to the address, newest first")
     async def subscription_attempts(request: Request, target_id: str,
                                     limit: Annotated[int, Query(ge=1, le=MAX_ATTEMPTS_SHOWN)] = 100) -> Attempts:
-        _principal, scope = await scope_of(request)
-        return await attempts(scope, "email", target_id, limit)
+        return await attempts(request, "email", target_id, limit)
 
     @router.post("/email-subscriptions/{target_id}/deliveries/{delivery_id}/retry", status_code=202,
                  response_model=Retried, responses=not_found, summary="Try an e-mail delivery once more")
     async def retry_email(request: Request, target_id: str, delivery_id: str) -> Retried:
-        _principal, scope = await scope_of(request)
-        return await retried(scope, "email", target_id, delivery_id)
+        return await retried(request, "email", target_id, delivery_id)
 
     return router

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter
 
 from rapport.services.gateway.http import Gate
-from rapport.services.gateway.notifications.api import Authenticate, notifications_router
+from rapport.services.gateway.notifications.api import Audit, Authenticate, notifications_router
 from rapport.services.gateway.notifications.domain import Channel
 from rapport.services.gateway.notifications.handlers import QueueDeliveries
 from rapport.services.gateway.notifications.repository import forget_finished
@@ -30,7 +30,7 @@ class NotificationDelivery:
 
 
 def notification_delivery(runtime: ServiceRuntime, settings: Settings, gate: Gate, *,
-                          authenticate: Authenticate | None = None) -> NotificationDelivery:
+                          authenticate: Authenticate | None = None, audit: Audit | None = None) -> NotificationDelivery:
     sender = NotificationSender(runtime.sessions, settings, clock=runtime.clock)
     # without an SMTP relay no e-mail delivery is queued (and no subscription can be made)
     channels: tuple[Channel, ...] = ("webhook", "email") if sender.email_configured else ("webhook",)
@@ -48,5 +48,5 @@ def notification_delivery(runtime: ServiceRuntime, settings: Settings, gate: Gat
 
     runtime.add_background(Periodic("gateway-delivery-pruning", 3600, prune))
     router = notifications_router(gate, runtime.sessions, clock=runtime.clock,
-                                  email_configured=sender.email_configured, authenticate=authenticate)
+                                  email_configured=sender.email_configured, authenticate=authenticate, audit=audit)
     return NotificationDelivery(router=router, sender=sender)
