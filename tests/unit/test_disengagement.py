@@ -306,3 +306,19 @@ def test_the_policy_setting_is_read_per_tenant() -> None:
                                               "beta": {"window_days": 7}}
     with pytest.raises(ValueError, match="RAPPORT_ATTENDANCE_POLICY entry 1"):
         Settings(attendance_policy="acme:late_cancellation_hours=two days")
+
+
+def test_the_therapist_reads_the_missed_sessions_and_the_prompt_not_a_score() -> None:
+    from rapport.services.alerts.rules import notification_for
+
+    dev = Clinic("dev")
+    dev.attends(1)
+    dev.attends(2, "no_show")
+    [raised] = dev.attends(3, "no_show")
+    note = notification_for(raised)
+    assert note is not None
+    assert note.headline == ("Disengagement: 2 missed sessions since the last attended "
+                             "(no-show 2026-02-09, no-show 2026-02-16)")
+    assert note.evidence.startswith("Missed in a row: 2; last attended session: 2026-02-02.")
+    assert "Rule disengagement v1 (SWIFT2012, SHARF2010)" in note.evidence
+    assert note.prompt == RULE.prompt

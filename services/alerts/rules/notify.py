@@ -83,6 +83,9 @@ def _evidence(transition: AlertTransition, alert: Alert, latest: Evidence | None
             name = f"{name} {alert.subscale}"
         shown = latest.values.get("value", latest.score) if alert.subscale else latest.score
         line = f"{name} {_plain(shown)} on {latest.administered_at.date().isoformat()}"
+        if latest.instrument == "attendance":  # rules/attendance.py: sessions, not a score
+            last = str(latest.values.get("last_attended_at", ""))[:10] or "none recorded"
+            line = f"Missed in a row: {_plain(latest.score)}; last attended session: {last}"
         items = latest.values.get("items") or {}
         thresholds = latest.values.get("thresholds") or {}
         numbers += [f"item {i} = {_plain(v)} (threshold {_plain(thresholds.get(i, '?'))})" for i, v in items.items()]
