@@ -73,8 +73,8 @@ def build(settings: Settings, broker_url: str, *, verifier: TokenVerifier | None
             await forget_old_answers(session, runtime.clock() - settings.inbox_retention)
 
     gate = Gate(verifier, limit)
-    notifications = notification_delivery(runtime, settings, gate)  # webhooks and e-mail
     pages = dashboard(settings, runtime.sessions, gate, clock=runtime.clock)  # sign-in, audit, pages
+    notifications = notification_delivery(runtime, settings, gate, audit=pages.audit)  # webhooks, e-mail
     http = create_app(intake, gate, version=VERSION, wait_seconds=settings.gateway_answer_wait_seconds,
                       routers=[notifications.router, *pages.routers])
     service = runtime.asgi(background=[Periodic("gateway-answer-pruning", 3600, prune), *pages.background])
