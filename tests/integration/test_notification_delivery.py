@@ -62,7 +62,7 @@ def token(key_file: Path, tenant: str, role: str, clinician: str | None = None) 
 def delivery_settings(database_url: str, key_file: Path, **overrides: Any) -> Settings:
     return settings_for(database_url, **{
         "token_key_file": key_file, "gateway_answer_wait_seconds": 15.0, "gateway_public_url": PUBLIC_URL,
-        "notify_retry_seconds": [0.1, 0.1], "notify_poll_seconds": 0.05, "webhook_timeout_seconds": 1.0,
+        "notify_retry_seconds": [0.1, 0.1], "notify_poll_seconds": 0.05, "webhook_timeout_seconds": 5.0,
         **overrides})
 
 
