@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -32,7 +32,14 @@ from rapport.shared.contracts.alert import (
     AlertTransition,
     EvaluationCompleted,
 )
-from rapport.shared.contracts.attendance import AttendanceAccepted, AttendanceRecorded, AttendanceSummary
+from rapport.shared.contracts.attendance import (
+    AttendanceAccepted,
+    AttendanceRecorded,
+    AttendanceStatus,
+    AttendanceSummary,
+    EpisodeEnding,
+    ending_id,
+)
 from rapport.shared.contracts.envelope import CloudEvent, derived_event_id, event_type
 from rapport.shared.contracts.problems import Problem
 from rapport.shared.contracts.score import ScoreComputed
@@ -183,8 +190,8 @@ class UnusableAttendance(PoisonMessage):
 class AttendanceAlerting:
     """Accepted appointment states: placed in an episode (the one they name, else where the appointment
     was placed before, else the client's latest scored episode), kept, and the episode's attendance
-    judged against the disengagement rule (rules/attendance.py). Every accepted state gets one
-    attendance.recorded event, the last of its journey."""
+    judged against the disengagement rule (rules/attendance.py); accepted endings: kept in the episode's
+    state. Every accepted state or ending gets one attendance.recorded event, the last of its journey."""
 
     rules: RuleSet
     policies: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # Settings.attendance_policies()
@@ -200,20 +207,27 @@ class AttendanceAlerting:
         record, now = uow.record, uow.now
         accepted = [(m, self._parse(m)) for m in messages]
         changing = [a for _, a in accepted if a.disposition in ("new", "amended")]
-        before = await record.placed_appointments([_appointment_key(a) for a in changing])
-        unnamed = {(a.attendance.tenant, a.attendance.client_id) for a in changing
-                   if a.attendance.episode_id is None and before.get(_appointment_key(a), (0, None))[1] is None}
+        visits = [(a, a.attendance) for a in changing if a.attendance is not None]
+        endings: dict[EpisodeKey, tuple[EpisodeEnding, int]] = {}
+        for a in changing:
+            if a.ending is not None:
+                key = (a.ending.tenant, a.ending.client_id, a.ending.episode_id)
+                if key not in endings or endings[key][1] <= a.revision:
+                    endings[key] = (a.ending, a.revision)
+        before = await record.placed_appointments([(v.tenant, v.appointment_id) for _, v in visits])
+        unnamed = {(v.tenant, v.client_id) for _, v in visits
+                   if v.episode_id is None and before.get((v.tenant, v.appointment_id), (0, None))[1] is None}
         latest = await record.latest_episodes(unnamed)
         placed: dict[AppointmentKey, str | None] = {}
-        keys: set[EpisodeKey] = set()
-        for a in changing:
-            attendance, appointment = a.attendance, _appointment_key(a)
+        keys: set[EpisodeKey] = set(endings)
+        for _, visit in visits:
+            appointment = (visit.tenant, visit.appointment_id)
             was = before.get(appointment, (0, None))[1]
-            episode = attendance.episode_id or was or latest.get((attendance.tenant, attendance.client_id))
+            episode = visit.episode_id or was or latest.get((visit.tenant, visit.client_id))
             placed[appointment] = episode
-            keys |= {(attendance.tenant, attendance.client_id, e) for e in (episode, was) if e is not None}
+            keys |= {(visit.tenant, visit.client_id, e) for e in (episode, was) if e is not None}
         stored = await record.load_episodes(keys)  # locked (PostgreSQL) before the appointments change
-        await record.remember_appointments([(a.attendance, a.revision, placed[_appointment_key(a)]) for a in changing])
+        await record.remember_appointments([(v, a.revision, placed[(v.tenant, v.appointment_id)]) for a, v in visits])
         open_alerts = await record.open_alerts(keys)
         appointments = await record.episode_appointments(keys)
         changes: list[AlertTransition] = []
@@ -225,13 +239,13 @@ class AttendanceAlerting:
             state = EpisodeState.model_validate(document) if document is not None else None
             verdict = judge_attendance(state, appointments[episode_key], open_alerts[episode_key],
                                        episode=Episode(*episode_key), rules=self.rules_for(episode_key[0]),
-                                       now=now)
+                                       now=now, ending=endings.get(episode_key))
             saved[episode_key] = (version, verdict.state.model_dump(mode="json"), verdict.state.latest_at)
             summaries[episode_key] = (verdict.summary, verdict.transitions)
             changes += verdict.transitions
-            cause = next((a.attendance.appointment_id for a in reversed(changing)
-                          if (a.attendance.tenant, a.attendance.client_id, placed[_appointment_key(a)]) == episode_key),
-                         "")
+            cause = next((v.appointment_id for _, v in reversed(visits)
+                          if (v.tenant, v.client_id, placed[(v.tenant, v.appointment_id)]) == episode_key),
+                         "ending" if episode_key in endings else "")
             for change in verdict.transitions:
                 events.append(_transition_event(change, cause))
                 if (notification := _notification_event(change, events[-1])) is not None:
@@ -240,7 +254,12 @@ class AttendanceAlerting:
         transition_events = [e for e in events if e.subject.split(".")[2] == "alert"]
         await record.record_transitions(changes, [e.event_id for e in transition_events])
         for message, a in accepted:
-            appointment = _appointment_key(a)
+            if a.ending is not None:
+                ending_key = (a.ending.tenant, a.ending.client_id, a.ending.episode_id)
+                events.append(_attendance_recorded(message, a, a.ending.episode_id, summaries.get(ending_key)))
+                continue
+            assert a.attendance is not None
+            appointment = (a.attendance.tenant, a.attendance.appointment_id)
             episode = placed.get(appointment, before.get(appointment, (0, None))[1])
             found = summaries.get((a.attendance.tenant, a.attendance.client_id, episode)) if episode else None
             events.append(_attendance_recorded(message, a, episode, found))
@@ -256,26 +275,31 @@ class AttendanceAlerting:
             raise UnusableAttendance(f"not an attendance.accepted event ({exc.error_count()} problems)") from None
         if envelope.type != ATTENDANCE_ACCEPTED:
             raise UnusableAttendance("not an attendance.accepted event (another type)")
-        message.require_tenant(envelope.tenant, accepted.attendance.tenant)
+        record = accepted.attendance or accepted.ending
+        assert record is not None  # the contract holds exactly one
+        message.require_tenant(envelope.tenant, record.tenant)
         return accepted
-
-
-def _appointment_key(accepted: AttendanceAccepted) -> AppointmentKey:
-    return accepted.attendance.tenant, accepted.attendance.appointment_id
 
 
 def _attendance_recorded(message: Inbound, accepted: AttendanceAccepted, episode: str | None,
                          found: tuple[AttendanceSummary, list[AlertTransition]] | None) -> Outgoing:
-    attendance = accepted.attendance
     summary, transitions = found if found is not None else (None, [])
+    if accepted.ending is not None:
+        ending = accepted.ending
+        tenant, client, about = ending.tenant, ending.client_id, ending_id(ending.client_id, ending.episode_id)
+        status: AttendanceStatus | Literal["ending"] = "ending"
+    else:
+        assert accepted.attendance is not None
+        visit = accepted.attendance
+        tenant, client, about, status = visit.tenant, visit.client_id, visit.appointment_id, visit.status
     data = AttendanceRecorded(
-        tenant=attendance.tenant, appointment_id=attendance.appointment_id, revision=accepted.revision,
-        client_id=attendance.client_id, episode_id=episode, status=attendance.status, summary=summary,
-        alert_ids=sorted({t.alert.alert_id for t in transitions}), transitions=[t.transition for t in transitions],
+        tenant=tenant, appointment_id=about, revision=accepted.revision, client_id=client, episode_id=episode,
+        status=status, summary=summary, alert_ids=sorted({t.alert.alert_id for t in transitions}),
+        transitions=[t.transition for t in transitions],
     )
     return cloud_event(
-        entity="attendance", verb="recorded", service=SERVICE, tenant=attendance.tenant,
-        subject=subjects.outbound(attendance.tenant, "attendance", "recorded"), about=attendance.appointment_id,
+        entity="attendance", verb="recorded", service=SERVICE, tenant=tenant,
+        subject=subjects.outbound(tenant, "attendance", "recorded"), about=about,
         data=data, event_id=message.event_id("attendance.recorded"),
     )
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from rapport.shared.contracts.attendance import Attendance, AttendanceDisposition
+from rapport.shared.contracts.attendance import Attendance, AttendanceDisposition, EpisodeEnding, ending_id
 from rapport.shared.contracts.submission import Submission
 
 
@@ -58,11 +58,18 @@ class AttendanceAdmission:
         return self.disposition in ("new", "amended")
 
 
-def attendance_hash(attendance: Attendance) -> str:
+def record_id(record: Attendance | EpisodeEnding) -> str:
+    """What an appointment state or an episode's ending is kept under in ingest_attendance."""
+    if isinstance(record, EpisodeEnding):
+        return ending_id(record.client_id, record.episode_id)
+    return record.appointment_id
+
+
+def attendance_hash(attendance: Attendance | EpisodeEnding) -> str:
     return hashlib.sha256(attendance.model_dump_json(exclude={"warnings"}).encode()).hexdigest()
 
 
-def admit_attendance(attendance: Attendance, stored: StoredAppointment | None) -> AttendanceAdmission:
+def admit_attendance(attendance: Attendance | EpisodeEnding, stored: StoredAppointment | None) -> AttendanceAdmission:
     """A later state of an appointment replaces the stored one (`amended`); an earlier one arriving late
     (by the source's recorded_at, then its version) is `outdated` and changes nothing. When the two
     cannot be ordered (no recorded_at or version on one side) the one arriving last stands."""
@@ -77,7 +84,7 @@ def admit_attendance(attendance: Attendance, stored: StoredAppointment | None) -
     return AttendanceAdmission(revision=revision + 1, disposition="amended", content_hash=digest)
 
 
-def is_older(attendance: Attendance, recorded_at: datetime | None, version: int | None) -> bool:
+def is_older(attendance: Attendance | EpisodeEnding, recorded_at: datetime | None, version: int | None) -> bool:
     """Whether this state was recorded before the stored one."""
     if attendance.recorded_at is not None and recorded_at is not None and attendance.recorded_at != recorded_at:
         return attendance.recorded_at < recorded_at

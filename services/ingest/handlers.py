@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from rapport.services.ingest.admission import Admission, AttendanceAdmission, admit, admit_attendance
+from rapport.services.ingest.admission import Admission, AttendanceAdmission, admit, admit_attendance, record_id
 from rapport.services.ingest.normalise import (
     AttendanceRejection,
     AttendanceResult,
@@ -17,7 +17,7 @@ from rapport.services.ingest.normalise import (
     normalise_attendance,
 )
 from rapport.services.ingest.unit_of_work import AttendanceUnitOfWork, IngestUnitOfWork
-from rapport.shared.contracts.attendance import Attendance, AttendanceAccepted, AttendanceRejected
+from rapport.shared.contracts.attendance import Attendance, AttendanceAccepted, AttendanceRejected, EpisodeEnding
 from rapport.shared.contracts.submission import Submission, SubmissionAccepted, SubmissionRejected
 from rapport.shared.db.delivery import Outgoing
 from rapport.shared.instruments import Registry
@@ -118,9 +118,9 @@ class AttendanceIntake:
 
     async def __call__(self, uow: AttendanceUnitOfWork, messages: Sequence[Inbound]) -> None:
         answers = [(m, self._normalise(m, uow.now)) for m in messages]
-        valid = [a for _, results in answers for a in results if isinstance(a, Attendance)]
-        stored = await uow.appointments.load_stored([(a.tenant, a.appointment_id) for a in valid])
-        admitted: list[tuple[Attendance, AttendanceAdmission]] = []
+        valid = [a for _, results in answers for a in results if not isinstance(a, AttendanceRejection)]
+        stored = await uow.appointments.load_stored([(a.tenant, record_id(a)) for a in valid])
+        admitted: list[tuple[Attendance | EpisodeEnding, AttendanceAdmission]] = []
         for message, results in answers:
             for n, result in enumerate(results):
                 part = Part(n + 1, len(results))
@@ -128,13 +128,14 @@ class AttendanceIntake:
                     uow.publish([_attendance_rejected(message, part, result)])
                     uow.after_commit(attendance.labels(message.tenant, "unknown", "rejected").inc)
                     continue
-                key = (result.tenant, result.appointment_id)
+                key = (result.tenant, record_id(result))
                 admission = admit_attendance(result, stored.get(key))
                 if admission.changes_anything:
                     stored[key] = (admission.revision, admission.content_hash, result.recorded_at, result.version)
                     admitted.append((result, admission))
                 uow.publish([_attendance_accepted(message, part, result, admission)])
-                uow.after_commit(attendance.labels(result.tenant, result.status, admission.disposition).inc)
+                status = "ending" if isinstance(result, EpisodeEnding) else result.status
+                uow.after_commit(attendance.labels(result.tenant, status, admission.disposition).inc)
         await uow.appointments.save(admitted, uow.now)
 
     def _normalise(self, message: Inbound, now: datetime) -> list[AttendanceResult]:
@@ -143,14 +144,17 @@ class AttendanceIntake:
         return normalise_attendance(message.body, tenant=message.tenant, now=now)
 
 
-def _attendance_accepted(message: Inbound, part: Part, result: Attendance, admission: AttendanceAdmission) -> Outgoing:
+def _attendance_accepted(message: Inbound, part: Part, result: Attendance | EpisodeEnding,
+                         admission: AttendanceAdmission) -> Outgoing:
     data = AttendanceAccepted(
-        attendance=result, revision=admission.revision, disposition=admission.disposition,
+        attendance=result if isinstance(result, Attendance) else None,
+        ending=result if isinstance(result, EpisodeEnding) else None,
+        revision=admission.revision, disposition=admission.disposition,
         inbound_message_id=message.message_id, inbound_part=part.number, inbound_parts=part.of,
     )
     return cloud_event(
         entity="attendance", verb="accepted", service=SERVICE, tenant=result.tenant,
-        subject=subjects.outbound(result.tenant, "attendance", "accepted"), about=result.appointment_id, data=data,
+        subject=subjects.outbound(result.tenant, "attendance", "accepted"), about=record_id(result), data=data,
         event_id=message.event_id(ATTENDANCE_ANSWER, part.number),
     )
 

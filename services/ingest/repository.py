@@ -9,9 +9,9 @@ from typing import cast
 from sqlalchemy import Table, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rapport.services.ingest.admission import Admission, AttendanceAdmission, StoredAppointment
+from rapport.services.ingest.admission import Admission, AttendanceAdmission, StoredAppointment, record_id
 from rapport.services.ingest.models import StoredAttendance, StoredSubmission
-from rapport.shared.contracts.attendance import Attendance
+from rapport.shared.contracts.attendance import Attendance, EpisodeEnding
 from rapport.shared.contracts.submission import Submission
 from rapport.shared.db.engine import is_postgres
 
@@ -87,7 +87,8 @@ class SqlAppointments:
         rows = await self._session.execute(query)
         return {(r.tenant, r.appointment_id): (r.revision, r.content_hash, r.recorded_at, r.version) for r in rows}
 
-    async def save(self, admitted: Sequence[tuple[Attendance, AttendanceAdmission]], now: datetime) -> None:
+    async def save(self, admitted: Sequence[tuple[Attendance | EpisodeEnding, AttendanceAdmission]],
+                   now: datetime) -> None:
         table = appointments
         fresh = [_appointment_row(a, d, now) for a, d in admitted if d.disposition == "new"]
         if fresh:
@@ -96,14 +97,15 @@ class SqlAppointments:
             if admission.disposition == "amended":
                 await self._session.execute(
                     update(table)
-                    .where(table.c.tenant == attendance.tenant, table.c.appointment_id == attendance.appointment_id)
+                    .where(table.c.tenant == attendance.tenant, table.c.appointment_id == record_id(attendance))
                     .values(_appointment_row(attendance, admission, now))
                 )
 
 
-def _appointment_row(attendance: Attendance, admission: AttendanceAdmission, now: datetime) -> dict[str, object]:
+def _appointment_row(attendance: Attendance | EpisodeEnding, admission: AttendanceAdmission,
+                     now: datetime) -> dict[str, object]:
     return {
-        "tenant": attendance.tenant, "appointment_id": attendance.appointment_id, "revision": admission.revision,
+        "tenant": attendance.tenant, "appointment_id": record_id(attendance), "revision": admission.revision,
         "content_hash": admission.content_hash, "recorded_at": attendance.recorded_at,
         "version": attendance.version, "accepted_at": now, "document": attendance.model_dump(mode="json"),
     }

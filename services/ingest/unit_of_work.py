@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rapport.services.ingest.admission import Admission, AttendanceAdmission, StoredAppointment
 from rapport.services.ingest.repository import Key, SqlAppointments, SqlSubmissions
-from rapport.shared.contracts.attendance import Attendance
+from rapport.shared.contracts.attendance import Attendance, EpisodeEnding
 from rapport.shared.contracts.submission import Submission
 from rapport.shared.unit_of_work import UnitOfWork
 
@@ -36,11 +36,13 @@ class IngestUnitOfWork(UnitOfWork):
 
 
 class Appointments(Protocol):
-    """Where the latest state of each appointment is kept (SqlAppointments; in memory in handler tests)."""
+    """Where the latest state of each appointment and each episode's ending is kept (SqlAppointments; in
+    memory in the handler tests)."""
 
     async def load_stored(self, keys: Sequence[Key]) -> dict[Key, StoredAppointment]: ...
 
-    async def save(self, admitted: Sequence[tuple[Attendance, AttendanceAdmission]], now: datetime) -> None: ...
+    async def save(self, admitted: Sequence[tuple[Attendance | EpisodeEnding, AttendanceAdmission]],
+                   now: datetime) -> None: ...
 
 
 class AttendanceUnitOfWork(UnitOfWork):

@@ -13,7 +13,7 @@ Severity = Literal["critical", "high", "medium", "low"]
 AlertStatus = Literal["open", "acknowledged", "resolved"]
 Resolution = Literal[
     "repaired", "unrepaired", "back_on_track", "no_longer_deteriorated", "cleared", "by_hand", "superseded",
-    "attending_again",
+    "attending_again", "episode_ended",
 ]
 
 

@@ -8,9 +8,10 @@ state (the session took place), so the two are one appointment id and one record
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from rapport.shared.contracts.problems import Problem
 from rapport.shared.contracts.tenancy import PseudonymousId, SubjectToken, TenantId
@@ -20,7 +21,10 @@ from rapport.shared.contracts.tenancy import PseudonymousId, SubjectToken, Tenan
 # counts as nothing (it replaces whatever was recorded before).
 AttendanceStatus = Literal["booked", "attended", "no_show", "cancelled", "void"]
 CancelledBy = Literal["client", "clinic", "unknown"]
-AttendanceSource = Literal["native", "fhir-appointment", "fhir-encounter"]
+AttendanceSource = Literal["native", "fhir-appointment", "fhir-encounter", "fhir-episode-of-care"]
+# planned: an agreed ending the clinic recorded; unplanned: the client stopped coming (recorded as such,
+# or read from the attendance by the alerts service); open: neither
+Ending = Literal["planned", "unplanned"]
 AttendanceDisposition = Literal["new", "amended", "unchanged", "outdated"]
 
 
@@ -50,6 +54,24 @@ class Attendance(BaseModel):
     warnings: list[Problem] = Field(default_factory=list)
 
 
+class EpisodeEnding(BaseModel):
+    """How an episode of care ended, as the clinic's system recorded it (FHIR EpisodeOfCare finished or
+    cancelled, or the native ending JSON). Ordered like appointment states by `recorded_at`/`version`;
+    the same episode's ending again replaces it (an ending entered in error is sent as a new one)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant: TenantId
+    client_id: PseudonymousId
+    episode_id: PseudonymousId
+    ending: Ending
+    ended_at: AwareDatetime
+    recorded_at: AwareDatetime | None = None
+    version: int | None = Field(default=None, ge=0)
+    source_format: AttendanceSource = "native"
+    warnings: list[Problem] = Field(default_factory=list)
+
+
 class AttendanceAccepted(BaseModel):
     """`rapport.<tenant>.attendance.accepted`: stored; the alerts service takes it from here.
 
@@ -59,12 +81,20 @@ class AttendanceAccepted(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    attendance: Attendance
+    attendance: Attendance | None = Field(default=None, description="an appointment's state, or")
+    ending: EpisodeEnding | None = Field(default=None, description="an episode's ending (one of the two)")
     revision: int = Field(ge=1)
     disposition: AttendanceDisposition
     inbound_message_id: str
     inbound_part: int = Field(default=1, ge=1)
     inbound_parts: int = Field(default=1, ge=1)
+
+
+    @model_validator(mode="after")
+    def _one_of(self) -> AttendanceAccepted:
+        if (self.attendance is None) == (self.ending is None):
+            raise ValueError("an accepted attendance message holds an appointment state or an ending, not both")
+        return self
 
 
 class AttendanceRejected(BaseModel):
@@ -109,6 +139,11 @@ class AttendanceSummary(BaseModel):
     unrecorded_since_attended: int = Field(default=0, description="booked sessions since the last attended one "
                                                                   "whose start has passed with no outcome sent")
     next_booked_at: AwareDatetime | None = None
+    ending: Ending | Literal["open"] = Field(default="open", description="planned, unplanned or still open")
+    ending_recorded: bool = Field(default=False, description="the clinic recorded the ending (else read from "
+                                                             "the attendance, or none)")
+    ended_at: AwareDatetime | None = None
+    ending_revision: int | None = Field(default=None, description="the revision of the recorded ending")
 
 
 class AttendanceRecorded(BaseModel):
@@ -124,7 +159,14 @@ class AttendanceRecorded(BaseModel):
     revision: int = Field(ge=1)
     client_id: PseudonymousId
     episode_id: PseudonymousId | None = None
-    status: AttendanceStatus
+    status: AttendanceStatus | Literal["ending"]
     summary: AttendanceSummary | None = None
     alert_ids: list[str] = Field(default_factory=list)
     transitions: list[str] = Field(default_factory=list)
+
+
+def ending_id(client_id: str, episode_id: str) -> str:
+    """The key an episode's ending is kept under beside the appointments (ingest_attendance,
+    alerts_attendance.recorded): fixed length whatever the ids, and the client id not in clear."""
+    digest = hashlib.sha256(f"{client_id}\x00{episode_id}".encode()).hexdigest()[:40]
+    return f"ending:{digest}"

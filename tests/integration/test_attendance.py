@@ -291,3 +291,36 @@ async def test_with_two_replicas_of_each_service_the_story_still_has_one_alert(
         assert fifth["summary"]["missed_in_a_row"] == 2
         assert aroha.alerts()[-1]["evidence"][-1]["values"]["missed"] == ["client-aroha-appt-4", "client-aroha-appt-5"]
         assert len(events.of("attendance.recorded")) == 5  # one per accepted state, whichever replica took it
+
+
+async def test_an_episode_that_ends_as_planned_is_told_apart_and_no_longer_followed(
+    database_url: str, fresh_stream: str, tenant: str
+) -> None:
+    from rapport.services.alerts.handlers import AttendanceAlerting
+    from rapport.services.alerts.models import outbox
+    from rapport.services.alerts.rules import load_ruleset
+    from rapport.services.alerts.sweep import AttendanceSweep
+
+    async with running(["ingest", "alerts"], settings_for(database_url), fresh_stream) as services, \
+            listening(fresh_stream, tenant) as (events, js):
+        pia = Clinic(tenant, events, js, "client-pia")
+        for session in (1, 2, 3):
+            await pia.session(session, "attended")
+        await pia.session(9, "booked")  # a follow-up booked, then the ending agreed instead
+        ended_at = (pia.start(3) + timedelta(hours=1)).isoformat()
+        ending = json.dumps({"client_id": "client-pia", "episode_id": "client-pia-ep1", "ending": "planned",
+                             "ended_at": ended_at, "recorded_at": ended_at}).encode()
+        for message_id in ("ending-1", "ending-1-again"):  # sent twice: stored once, answered twice
+            await js.publish(subjects.attendance_in(tenant), ending, headers={"Nats-Msg-Id": message_id})
+        await events.until(lambda: len([e for e in events.of("attendance.recorded")
+                                        if e["data"]["status"] == "ending"]) >= 2)
+        first, again = [a["data"] for a in events.answers()][-2:]
+        assert (first["disposition"], again["disposition"]) == ("new", "unchanged")
+        assert first["ending"]["ending"] == "planned" and first["attendance"] is None
+        recorded = next(e["data"] for e in events.of("attendance.recorded") if e["data"]["status"] == "ending")
+        assert (recorded["episode_id"], recorded["summary"]["ending"], recorded["summary"]["ending_recorded"]) == \
+            ("client-pia-ep1", "planned", True)
+        later = datetime.now(UTC) + timedelta(days=30)
+        sweep = AttendanceSweep(AttendanceAlerting(load_ruleset()), services["alerts"].sessions, outbox, lambda: later)
+        assert await sweep.once() == []  # 50 days without attendance, a booking ahead: but the episode ended
+        assert pia.alerts() == []

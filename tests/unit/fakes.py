@@ -10,7 +10,7 @@ from typing import Any
 from rapport.services.alerts.repository import EpisodeKey
 from rapport.services.alerts.rules.trajectory import TrajectoryFit
 from rapport.services.alerts.unit_of_work import AlertsUnitOfWork
-from rapport.services.ingest.admission import Admission, AttendanceAdmission, StoredAppointment
+from rapport.services.ingest.admission import Admission, AttendanceAdmission, StoredAppointment, record_id
 from rapport.services.ingest.repository import Key
 from rapport.services.ingest.unit_of_work import AttendanceUnitOfWork, IngestUnitOfWork
 from rapport.services.scoring.episodes import Span
@@ -18,7 +18,7 @@ from rapport.services.scoring.repository import ClientKey, SeriesKey
 from rapport.services.scoring.series import Point, Summary
 from rapport.services.scoring.unit_of_work import ScoringUnitOfWork
 from rapport.shared.contracts.alert import Alert, AlertTransition
-from rapport.shared.contracts.attendance import Attendance
+from rapport.shared.contracts.attendance import Attendance, EpisodeEnding
 from rapport.shared.contracts.score import ScoreComputed
 from rapport.shared.contracts.submission import Submission
 
@@ -46,16 +46,17 @@ class InMemoryAppointments:
     """Ingest's stored appointment states, with SqlAppointments' semantics (a newer state replaces it)."""
 
     def __init__(self) -> None:
-        self.stored: dict[Key, tuple[StoredAppointment, Attendance]] = {}
+        self.stored: dict[Key, tuple[StoredAppointment, Attendance | EpisodeEnding]] = {}
         self.loads = 0
 
     async def load_stored(self, keys: Sequence[Key]) -> dict[Key, StoredAppointment]:
         self.loads += 1
         return {k: self.stored[k][0] for k in keys if k in self.stored}
 
-    async def save(self, admitted: Sequence[tuple[Attendance, AttendanceAdmission]], now: datetime) -> None:
+    async def save(self, admitted: Sequence[tuple[Attendance | EpisodeEnding, AttendanceAdmission]],
+                   now: datetime) -> None:
         for attendance, admission in admitted:
-            self.stored[(attendance.tenant, attendance.appointment_id)] = (
+            self.stored[(attendance.tenant, record_id(attendance))] = (
                 (admission.revision, admission.content_hash, attendance.recorded_at, attendance.version), attendance)
 
 

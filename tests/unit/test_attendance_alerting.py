@@ -89,3 +89,22 @@ async def test_an_event_naming_another_tenant_is_poison() -> None:
         assert "tenant_mismatch" in str(error)
     else:
         raise AssertionError("another tenant's attendance was taken")
+
+
+async def test_an_accepted_ending_is_kept_in_the_episode_and_recorded() -> None:
+    from rapport.shared.contracts.attendance import EpisodeEnding
+
+    tenant, record = "attendance-ending", InMemoryAlertRecord()
+    await ATTENDANCE(alerts_unit_of_work(NOW, record), [accepted(tenant, 1, "attended")])
+    ending = EpisodeEnding(tenant=tenant, client_id="client-dana", episode_id="ep-1", ending="planned",
+                           ended_at=T0 + timedelta(days=8), recorded_at=T0 + timedelta(days=8))
+    data = AttendanceAccepted(ending=ending, revision=1, disposition="new", inbound_message_id="ehr-end")
+    event = cloud_event(entity="attendance", verb="accepted", service="ingest", tenant=tenant,
+                        subject=f"rapport.{tenant}.attendance.accepted", about="ending", data=data)
+    uow = alerts_unit_of_work(NOW, record)
+    await ATTENDANCE(uow, [Inbound("a-end", event.subject, tenant, event.body, 1)])
+    [recorded] = uow.events
+    body = recorded.body.decode()
+    assert '"status":"ending"' in body and '"ending":"planned"' in body and '"ending_recorded":true' in body
+    [(_version, state)] = record.episodes.values()
+    assert state["attendance"]["ending"] == "planned"

@@ -200,3 +200,43 @@ def test_a_cloudevent_wrapping_an_appointment_for_another_tenant_is_refused() ->
 
 def test_a_body_that_is_not_json_is_one_rejection() -> None:
     assert rejected(b"{\"appointment_id\": ") == [("invalid_json", "body")]
+
+
+def test_a_finished_episode_of_care_is_a_planned_ending_and_a_cancelled_one_unplanned() -> None:
+    from rapport.shared.contracts.attendance import EpisodeEnding
+
+    [finished] = read(fixture("episodeofcare-finished.json"))
+    assert isinstance(finished, EpisodeEnding)
+    assert (finished.episode_id, finished.client_id, finished.ending, finished.version) == \
+        ("episode-0205-1", "client-0205", "planned", 4)
+    assert finished.ended_at == datetime(2026, 3, 6, 16, 0, tzinfo=UTC)
+    document = fixture("episodeofcare-finished.json")
+    document["status"] = "cancelled"
+    [cancelled] = read(document)
+    assert isinstance(cancelled, EpisodeEnding) and cancelled.ending == "unplanned"
+    document["status"] = "finished"
+    document["extension"] = [{"url": "http://rapport.dev/fhir/StructureDefinition/ending", "valueCode": "unplanned"}]
+    document.pop("period")
+    [marked] = read(document)
+    assert isinstance(marked, EpisodeEnding) and marked.ending == "unplanned"
+    assert [w.code for w in marked.warnings] == ["ended_at_from_last_updated"]
+
+
+def test_an_active_episode_of_care_is_no_ending_alone_and_only_supports_in_a_bundle() -> None:
+    document = fixture("episodeofcare-finished.json")
+    document["status"] = "active"
+    assert rejected(document) == [("status_not_recorded", "status")]
+    bundle = fixture("bundle-appointment-history.json")
+    bundle["entry"].append({"resource": document})
+    assert len(read(bundle)) == 2  # the two attendance entries; the open episode is read, not answered
+
+
+def test_the_native_ending() -> None:
+    from rapport.shared.contracts.attendance import EpisodeEnding
+
+    ending = {"client_id": "client-0007", "episode_id": "episode-0007-1", "ending": "planned",
+              "ended_at": "2026-03-09T11:00:00+00:00", "recorded_at": "2026-03-09T11:05:00+00:00"}
+    [result] = read(ending)
+    assert isinstance(result, EpisodeEnding) and result.ending == "planned"
+    assert rejected({**ending, "ending": "dropped out"}) == [("invalid_code", "ending")]
+    assert rejected({k: v for k, v in ending.items() if k != "episode_id"}) == [("missing_field", "episode_id")]

@@ -322,3 +322,52 @@ def test_the_therapist_reads_the_missed_sessions_and_the_prompt_not_a_score() ->
     assert note.evidence.startswith("Missed in a row: 2; last attended session: 2026-02-02.")
     assert "Rule disengagement v1 (SWIFT2012, SHARF2010)" in note.evidence
     assert note.prompt == RULE.prompt
+
+
+def ending(client: str, kind: str, session: int) -> Any:
+    from rapport.shared.contracts.attendance import EpisodeEnding
+
+    return EpisodeEnding(tenant="clinic-a", client_id=client, episode_id=f"{client}-ep1", ending=kind,
+                         ended_at=week(session, 1), recorded_at=week(session, 2))
+
+
+def test_a_client_whose_episode_ends_as_planned_is_no_longer_followed() -> None:
+    max_ = Clinic("max")
+    for session in (1, 2, 3):
+        max_.attends(session)
+    verdict = judge_attendance(max_.state, list(max_.appointments.values()), [], episode=Episode(
+        "clinic-a", "max", "max-ep1"), rules=RULES, now=week(3, 3), ending=(ending("max", "planned", 3), 1))
+    assert verdict.transitions == []
+    assert (verdict.summary.ending, verdict.summary.ending_recorded, verdict.summary.ended_at) == \
+        ("planned", True, week(3, 1))
+    max_.state = verdict.state
+    max_.attends(4, "no_show")  # a stray booking after the agreed ending
+    assert max_.judge(week(12)) == []  # ended: no gap, no missed-session alert
+    assert max_.state is not None and max_.state.attendance is not None
+    assert max_.state.attendance.ending == "planned"  # kept across later judgements
+
+
+def test_a_recorded_ending_resolves_an_open_disengagement_alert_and_an_older_one_does_not_replace_it() -> None:
+    ned = Clinic("ned")
+    ned.attends(1)
+    ned.attends(2, "no_show")
+    [raised] = ned.attends(3, "no_show")
+    episode = Episode("clinic-a", "ned", "ned-ep1")
+    verdict = judge_attendance(ned.state, list(ned.appointments.values()), ned.open.values(), episode=episode,
+                               rules=RULES, now=week(4), ending=(ending("ned", "unplanned", 3), 2))
+    [closed] = verdict.transitions
+    assert (closed.alert.alert_id, closed.alert.resolution) == (raised.alert.alert_id, "episode_ended")
+    older = judge_attendance(verdict.state, list(ned.appointments.values()), [], episode=episode, rules=RULES,
+                             now=week(4), ending=(ending("ned", "planned", 3), 1))
+    assert older.summary.ending == "unplanned"
+
+
+def test_without_a_recorded_ending_a_client_who_stopped_coming_has_ended_unplanned() -> None:
+    oli = Clinic("oli")
+    oli.attends(1)
+    oli.attends(2, "no_show")
+    assert oli.state is not None and oli.state.attendance is not None and oli.state.attendance.ending == "open"
+    oli.judge(week(10))  # 63 days after the last attended session, a missed one since, nothing booked
+    assert oli.state.attendance is not None
+    assert (oli.state.attendance.ending, oli.state.attendance.ending_recorded, oli.state.attendance.ended_at) == \
+        ("unplanned", False, week(1))

@@ -24,6 +24,12 @@ combined > consecutive, gap). With no finding left, a disengagement alert resolv
 once the client has attended since the missed sessions (superseded when its evidence vanished
 otherwise), and a rupture escalated by attendance resolves as repaired once the client attends again
 and a score had already brought the alliance back (the engine held that repair, Rupture.repair_held).
+
+Endings told apart (the summary's `ending`): planned or unplanned as the clinic recorded it (an
+EpisodeOfCare finished or cancelled, or the native ending; the newest revision stands); without one,
+unplanned once no session has been attended for `unplanned_after_days` after missed or cancelled
+sessions with nothing booked ahead; else open. A recorded ending closes the episode: no further
+findings, and an open disengagement alert resolves as episode_ended.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from rapport.services.alerts.rules.lifecycle import EVIDENCE_KEPT, Changes, aler
 from rapport.services.alerts.rules.ruleset import Disengagement, RuleSet
 from rapport.services.alerts.rules.state import NO_SCORE_YET, AlertKey, EpisodeState
 from rapport.shared.contracts.alert import Alert, AlertTransition, Evidence, Resolution, Severity
-from rapport.shared.contracts.attendance import Attendance, AttendanceSummary, MissedSession
+from rapport.shared.contracts.attendance import Attendance, AttendanceSummary, EpisodeEnding, MissedSession
 
 RULE_ID = "disengagement"
 INSTRUMENT = "attendance"  # the alert's 'instrument': what it reads
@@ -113,16 +119,20 @@ class Episode:
 
 
 def judge_attendance(state: EpisodeState | None, appointments: Sequence[Attendance], open_alerts: Iterable[Alert],
-                     *, episode: Episode, rules: RuleSet, now: datetime) -> AttendanceVerdict:
+                     *, episode: Episode, rules: RuleSet, now: datetime,
+                     ending: tuple[EpisodeEnding, int] | None = None) -> AttendanceVerdict:
+    """`ending`: an ending of this episode just accepted, with its revision (it replaces a recorded one of
+    an earlier revision)."""
     rule = rules.disengagement
-    summary = summarise(appointments, now, rule)
     before = state or EpisodeState(latest_at=NO_SCORE_YET)
+    summary = _with_ending(summarise(appointments, now, rule), before.attendance, ending, rule)
     open_now = {AlertKey.of(a): a for a in open_alerts if a.status != "resolved"}
     rupture_key = min((k for k in open_now if k.kind == "alliance_rupture"),
                       key=lambda k: (k.subscale is not None, k.instrument, k.subscale or ""), default=None)
     rupture = open_now.get(rupture_key) if rupture_key is not None else None
     drop_at = _alliance_drop(before, rupture, rules)
-    found = _findings(summary, drop_at, rule)
+    # an episode whose ending the clinic recorded is no longer followed
+    found: list[Finding] = [] if summary.ending_recorded else _findings(summary, drop_at, rule)
     clinician = next((a.clinician_id for a in sorted(appointments, key=_latest_first) if a.clinician_id), None)
     changes = Changes(now)
     ruptures = dict(before.ruptures)
@@ -150,8 +160,10 @@ def judge_attendance(state: EpisodeState | None, appointments: Sequence[Attendan
     else:
         attending = summary.attended > 0 and summary.missed_in_a_row == 0
         if engaged is not None:
-            resolution: Resolution = "attending_again" if attending else "superseded"
-            why = "the client attended again" if attending else "its evidence changed (an amended appointment)"
+            resolution: Resolution = "episode_ended" if summary.ending_recorded \
+                else "attending_again" if attending else "superseded"
+            why = (f"the episode ended ({summary.ending}, as the clinic recorded)" if summary.ending_recorded
+                   else "the client attended again" if attending else "its evidence changed (an amended appointment)")
             changes.record(engaged, resolved(engaged, resolution, why), "resolved", reason=why)
         if rupture is not None and rupture_key is not None and attending and _escalated_by_attendance(rupture):
             held = ruptures.get(rupture_key.series)
@@ -161,6 +173,27 @@ def judge_attendance(state: EpisodeState | None, appointments: Sequence[Attendan
                 ruptures.pop(rupture_key.series)
     after = before.model_copy(update={"attendance": summary, "ruptures": ruptures})
     return AttendanceVerdict(after, changes.transitions(), summary)
+
+
+def _with_ending(summary: AttendanceSummary, earlier: AttendanceSummary | None,
+                 ending: tuple[EpisodeEnding, int] | None, rule: Disengagement) -> AttendanceSummary:
+    """The episode's ending: the one the clinic recorded (the newest revision), else unplanned when the
+    client stopped coming (no attended session for unplanned_after_days after missed or cancelled
+    sessions, nothing booked ahead), else open."""
+    recorded = (earlier.ending, earlier.ended_at, earlier.ending_revision) \
+        if earlier is not None and earlier.ending_recorded else None
+    if ending is not None and (recorded is None or (recorded[2] or 0) <= ending[1]):
+        recorded = (ending[0].ending, ending[0].ended_at, ending[1])
+    if recorded is not None:
+        kind, ended_at, revision = recorded
+        return summary.model_copy(update={"ending": kind, "ended_at": ended_at, "ending_revision": revision,
+                                          "ending_recorded": True})
+    stopped = summary.days_since_attended is not None \
+        and summary.days_since_attended >= rule.parameters.unplanned_after_days.value \
+        and (summary.missed_in_a_row > 0 or summary.cancelled_since_attended > 0) and summary.next_booked_at is None
+    if stopped:
+        return summary.model_copy(update={"ending": "unplanned", "ended_at": summary.last_attended_at})
+    return summary
 
 
 def _latest_first(appointment: Attendance) -> tuple[float, str]:

@@ -172,6 +172,7 @@ class DisengagementParameters(BaseModel):
     window_days: Parameter[float]
     consecutive_missed: Parameter[int]
     gap_days: Parameter[float]
+    unplanned_after_days: Parameter[float]
     counted_cancellers: Parameter[list[str]]
     never_counted_reasons: Parameter[list[str]]
 
@@ -200,7 +201,7 @@ class Disengagement(Rule):
         return self.model_copy(update={"parameters": self.parameters.model_copy(update=changed)})
 
 
-POLICY_VALUES = ("late_cancellation_hours", "window_days", "gap_days", "consecutive_missed")
+POLICY_VALUES = ("late_cancellation_hours", "window_days", "gap_days", "consecutive_missed", "unplanned_after_days")
 
 
 class RuleSet(BaseModel):

@@ -31,6 +31,7 @@ from rapport.services.ingest.normalise.attendance import (
     AttendanceRejection,
     AttendanceResult,
     normalise_native_attendance,
+    normalise_native_ending,
 )
 from rapport.services.ingest.normalise.fhir import normalise_fhir
 from rapport.services.ingest.normalise.fhir.attendance import normalise_fhir_attendance
@@ -111,6 +112,8 @@ def normalise_attendance(body: bytes, *, tenant: str, now: datetime) -> list[Att
         document = unwrapped
     if "resourceType" in document:
         return normalise_fhir_attendance(document, tenant, now)
+    if "ending" in document and "appointment_id" not in document:
+        return [normalise_native_ending(document, tenant, now)]
     return [normalise_native_attendance(document, tenant, now)]
 
 

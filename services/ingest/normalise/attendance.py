@@ -47,7 +47,13 @@ from pydantic import BaseModel, ConfigDict, Strict, ValidationError
 from rapport.services.ingest.normalise.native import pydantic_problems
 from rapport.services.ingest.normalise.outcome import bounded
 from rapport.services.ingest.normalise.reading import CLOCK_SKEW, CODE_LIKE, read_instant, readable_id, shown
-from rapport.shared.contracts.attendance import Attendance, AttendanceSource, AttendanceStatus, CancelledBy
+from rapport.shared.contracts.attendance import (
+    Attendance,
+    AttendanceSource,
+    AttendanceStatus,
+    CancelledBy,
+    EpisodeEnding,
+)
 from rapport.shared.contracts.problems import Problem
 from rapport.shared.contracts.tenancy import PseudonymousId, SubjectToken
 
@@ -76,7 +82,7 @@ class AttendanceRejection:
         return cls(appointment_id, source_format, list(problems))
 
 
-AttendanceResult = Attendance | AttendanceRejection
+AttendanceResult = Attendance | EpisodeEnding | AttendanceRejection
 
 
 def read_start(value: Any, field: str, status: str, now: datetime) -> datetime | Problem:
@@ -109,6 +115,8 @@ def build(problems: list[Problem], appointment_id: str | None, source: Attendanc
     if problems:
         return AttendanceRejection.of(*problems, appointment_id=appointment_id, source_format=source)
     try:
+        if "ending" in fields:
+            return EpisodeEnding(source_format=source, **fields)
         return Attendance(appointment_id=appointment_id, source_format=source, **fields)
     except ValidationError as exc:
         return AttendanceRejection.of(*[
@@ -183,3 +191,38 @@ def normalise_native_attendance(document: dict[str, Any], tenant: str, now: date
                  episode_id=native.episode_id, clinician_id=native.clinician_id, status=status, start=start,
                  cancelled_at=cancelled_at, cancelled_by=cancelled_by, cancellation_reason=reason,
                  recorded_at=recorded)
+
+
+class NativeEnding(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: PseudonymousId
+    episode_id: PseudonymousId
+    ending: Annotated[str, Strict()]
+    ended_at: Annotated[str, Strict()]
+    recorded_at: Annotated[str, Strict()]
+    tenant: Annotated[str, Strict()] | None = None
+
+
+ENDINGS = ("planned", "unplanned")
+
+
+def normalise_native_ending(document: dict[str, Any], tenant: str, now: datetime) -> AttendanceResult:
+    """`{"client_id", "episode_id", "ending": "planned"|"unplanned", "ended_at", "recorded_at"}`: how an
+    episode ended, as the clinic recorded it."""
+    try:
+        native = NativeEnding.model_validate(document)
+    except ValidationError as exc:
+        return AttendanceRejection.of(*pydantic_problems(exc), source_format="native")
+    problems: list[Problem] = []
+    if native.tenant is not None and native.tenant != tenant:
+        problems.append(Problem(field="tenant", code="tenant_mismatch",
+                                message="the payload names another tenant than the subject it arrived on",
+                                expected=f"{tenant!r} or no tenant field"))
+    if native.ending not in ENDINGS:
+        problems.append(Problem(field="ending", code="invalid_code", message=f"ending is {shown(native.ending)}",
+                                expected=" or ".join(ENDINGS)))
+    ended_at = kept(read_instant(native.ended_at, "ended_at", now), problems)
+    recorded = kept(read_instant(native.recorded_at, "recorded_at", now), problems)
+    return build(problems, None, "native", tenant=tenant, client_id=native.client_id, episode_id=native.episode_id,
+                 ending=native.ending, ended_at=ended_at, recorded_at=recorded)

@@ -31,10 +31,16 @@ record); otherwise its id is `Encounter/<id>`.
 version: an older state arriving late is acknowledged as `outdated` and changes nothing. Without
 either, the state that arrives last stands (warning `unversioned`).
 
-**Bundle** (any type, e.g. a Subscription notification or a search result): every Appointment and
-Encounter entry gets its own answer, in order; Patient, Practitioner, PractitionerRole, Location,
-EpisodeOfCare, Organization, HealthcareService, Slot, Schedule, Parameters and SubscriptionStatus
-entries are read for `urn:` references and get none; any other entry is rejected.
+**EpisodeOfCare** (an episode's ending): finished -> planned (the clinic recorded the ending),
+cancelled -> unplanned (withdrawn), unless the extension http://rapport.dev/fhir/StructureDefinition/ending
+(valueCode planned or unplanned) says which; `patient` is the client, `period.end` when it ended (else
+`meta.lastUpdated` with the warning `ended_at_from_last_updated`). Other statuses are not endings.
+
+**Bundle** (any type, e.g. a Subscription notification or a search result): every Appointment,
+Encounter and finished or cancelled EpisodeOfCare entry gets its own answer, in order; Patient,
+Practitioner, PractitionerRole, Location, an EpisodeOfCare of another status, Organization,
+HealthcareService, Slot, Schedule, Parameters and SubscriptionStatus entries are read for `urn:`
+references and get none; any other entry is rejected.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ from rapport.services.ingest.normalise.fhir.references import (
     _subject,
 )
 from rapport.services.ingest.normalise.reading import CODE_LIKE, check_id, read_instant, readable_id, shown
-from rapport.shared.contracts.attendance import AttendanceSource, AttendanceStatus, CancelledBy
+from rapport.shared.contracts.attendance import AttendanceSource, AttendanceStatus, CancelledBy, Ending
 from rapport.shared.contracts.problems import Problem
 
 APPOINTMENT_STATUS: dict[str, AttendanceStatus] = {
@@ -71,8 +77,11 @@ ENCOUNTER_STATUS: dict[str, AttendanceStatus] = {
 }
 CANCELLATION_DATE = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Appointment.cancellationDate"
 CANCELLATION_REASONS = "http://terminology.hl7.org/CodeSystem/appointment-cancellation-reason"
-SUPPORTING = frozenset({"Patient", "Practitioner", "PractitionerRole", "Location", "EpisodeOfCare", "Organization",
+SUPPORTING = frozenset({"Patient", "Practitioner", "PractitionerRole", "Location", "Organization",
                         "HealthcareService", "Slot", "Schedule", "Parameters", "SubscriptionStatus"})
+# an EpisodeOfCare is an ending when finished or cancelled; in a Bundle, other statuses only support
+EPISODE_ENDINGS: dict[str, Ending] = {"finished": "planned", "cancelled": "unplanned"}
+ENDING_EXTENSION = "http://rapport.dev/fhir/StructureDefinition/ending"
 Bundled = dict[str, dict[str, Any] | None]
 
 
@@ -96,7 +105,8 @@ def normalise_fhir_attendance(document: dict[str, Any], tenant: str, now: dateti
             results.append(AttendanceRejection.of(Problem(
                 field=f"entry[{n}].resource", code="missing_field", message=f"entry[{n}] has no resource object",
                 expected="an Appointment or Encounter in entry.resource")))
-        elif resource.get("resourceType") in SUPPORTING:
+        elif resource.get("resourceType") in SUPPORTING or (
+                resource.get("resourceType") == "EpisodeOfCare" and resource.get("status") not in EPISODE_ENDINGS):
             continue
         else:
             results.append(_resource(resource, tenant, now, bundle, prefix=f"entry[{n}].resource."))
@@ -113,12 +123,14 @@ def _resource(resource: dict[str, Any], tenant: str, now: datetime, bundle: Bund
         result = _appointment(resource, tenant, now, bundle)
     elif kind == "Encounter":
         result = _encounter(resource, tenant, now, bundle)
+    elif kind == "EpisodeOfCare":
+        result = _episode_of_care(resource, tenant, now, bundle)
     else:
         result = AttendanceRejection.of(Problem(
             field="resourceType", code="unsupported_resource",
             message=f"resourceType {shown(kind)} is not attendance" if isinstance(kind, str)
             else "resourceType is not a string",
-            expected="Appointment, Encounter, or a Bundle of them"))
+            expected="Appointment, Encounter, EpisodeOfCare (finished or cancelled), or a Bundle of them"))
     if isinstance(result, AttendanceRejection) and prefix:
         problems = [p.model_copy(update={"field": prefix + p.field}) for p in result.problems]
         return AttendanceRejection(result.appointment_id, result.source_format, problems)
@@ -314,3 +326,46 @@ def _encounter(resource: dict[str, Any], tenant: str, now: datetime, bundle: Bun
     return build(problems, appointment_id or readable_id(own), source, tenant=tenant, client_id=client,
                  episode_id=episode, clinician_id=clinician, status=status, start=start, cancelled_at=cancelled_at,
                  cancelled_by=by, recorded_at=recorded, version=version, warnings=warnings)
+
+
+def _episode_of_care(resource: dict[str, Any], tenant: str, now: datetime, bundle: Bundled) -> AttendanceResult:
+    """An EpisodeOfCare finished (an ending the clinic recorded: planned) or cancelled (withdrawn:
+    unplanned); the extension ENDING_EXTENSION (valueCode planned or unplanned) says otherwise where the
+    clinic records it. `period.end` is when it ended (else meta.lastUpdated, with a warning)."""
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+    source: AttendanceSource = "fhir-episode-of-care"
+    episode = _own_id(resource, problems)
+    status = resource.get("status")
+    ending = EPISODE_ENDINGS.get(status) if isinstance(status, str) else None
+    if ending is None:
+        problems.append(Problem(field="status", code="status_not_recorded", message=f"status is {shown(status)}",
+                                expected="finished or cancelled (an episode's ending)"))
+    for n, ext in enumerate(_objects(resource.get("extension"))):
+        if ext.get("url") == ENDING_EXTENSION:
+            code = ext.get("valueCode")
+            if code in ("planned", "unplanned"):
+                ending = "planned" if code == "planned" else "unplanned"
+            else:
+                problems.append(Problem(field=f"extension[{n}].valueCode", code="invalid_code",
+                                        message=f"extension[{n}].valueCode is {shown(code)}",
+                                        expected="planned or unplanned"))
+    recorded, version = _version(resource, now, problems, warnings)
+    if resource.get("patient") is None:
+        problems.append(Problem(field="patient", code="missing_field", message="patient is missing",
+                                expected='{"reference": "Patient/<client id>"}'))
+        client = None
+    else:
+        client = _reference_id(resource["patient"], "patient", ("Patient",), problems, bundle)
+    period = resource.get("period")
+    end = period.get("end") if isinstance(period, dict) else None
+    ended_at = kept(read_instant(end, "period.end", now), problems) if end is not None else recorded
+    if end is None and recorded is not None:
+        warnings.append(Problem(field="period.end", code="ended_at_from_last_updated",
+                                message="the time of the ending is taken from meta.lastUpdated",
+                                expected="period.end"))
+    elif end is None:
+        problems.append(Problem(field="period.end", code="missing_field", message="period.end is missing",
+                                expected="when the episode ended, or meta.lastUpdated"))
+    return build(problems, None, source, tenant=tenant, client_id=client, episode_id=episode, ending=ending,
+                 ended_at=ended_at, recorded_at=recorded, version=version, warnings=warnings)
