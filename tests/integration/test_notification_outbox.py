@@ -1,4 +1,5 @@
-"""The outbox of deliveries on SQLite and PostgreSQL: a delivery queued twice is one row; two senders
+"""The outbox of deliveries on SQLite and PostgreSQL: the notify consumer's handler queues one delivery
+per matching target (a replayed event none more) and refuses forged events; two senders
 claiming at once (two gateway replicas) never hold the same delivery; a claim that runs out lets the
 delivery fall due again with the same id; an attempt recorded after its delivery was taken over is
 not kept; finished deliveries are pruned with their attempts, pending ones never."""
@@ -8,10 +9,12 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rapport.services.gateway.notifications.domain import NewDelivery, Next, Tried, delivery_id
+from rapport.services.gateway.notifications.handlers import QueueDeliveries
 from rapport.services.gateway.notifications.models import Delivery, DeliveryAttempt, WebhookEndpoint
 from rapport.services.gateway.notifications.repository import (
     Claimed,
@@ -20,6 +23,11 @@ from rapport.services.gateway.notifications.repository import (
     queue,
     record_attempt,
 )
+from rapport.shared.contracts.alert import Notification
+from rapport.shared.messaging.consumer import Inbound
+from rapport.shared.messaging.publish import cloud_event
+from rapport.shared.messaging.retry import PoisonMessage
+from rapport.shared.unit_of_work import SessionUnitOfWork
 
 NOW = datetime(2026, 3, 9, 10, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=45)
@@ -91,3 +99,48 @@ async def test_finished_deliveries_are_pruned_with_their_attempts_and_pending_on
     async with sessions() as session:
         assert [r.id for r in (await session.execute(select(Delivery))).scalars()] == [waiting.id]
         assert [a.delivery_id for a in (await session.execute(select(DeliveryAttempt))).scalars()] == [waiting.id]
+
+
+# the consumer's handler, on the same databases
+
+
+def inbound(tenant: str, subject_tenant: str | None = None, clinician: str = "clinician-03",
+            kind: str = "sent") -> Inbound:
+    notification = Notification(alert_id="alert-0001", kind="not_on_track", severity="medium", transition="raised",
+                                client_id="client-0007", episode_id="episode-0007-1", headline="Not on track",
+                                evidence="PHQ-9 14 at session 6.", prompt="Review the plan together.")
+    event = cloud_event(entity="notify", verb=kind, service="alerts", tenant=tenant,
+                        subject=f"rapport.{tenant}.notify.{clinician}", about="alert-0001", data=notification,
+                        event_id="6f1c2d4e-0000-4000-8000-000000000009")
+    arrived = subject_tenant or tenant
+    return Inbound(message_id=event.event_id, subject=f"rapport.{arrived}.notify.{clinician}", tenant=arrived,
+                   body=event.body, deliveries=1)
+
+
+async def test_the_handler_queues_one_delivery_per_matching_target_and_refuses_forged_events(
+    sessions: async_sessionmaker[AsyncSession], tenant: str
+) -> None:
+    woken: list[str] = []
+    handler = QueueDeliveries("https://rapport.example", sent=lambda: woken.append("now"))
+    async with sessions() as session, session.begin():
+        for target, clinician in (("own", "clinician-03"), ("team", None), ("colleague", "clinician-04")):
+            session.add(WebhookEndpoint(id=target, tenant=tenant, clinician_id=clinician, url="https://h.example/",
+                                        description="", secret="whsec_" + "A" * 44, created_at=NOW,
+                                        created_by="admin"))
+    for _ in range(2):  # the event twice (a replay with a new message id): the same two deliveries
+        async with sessions() as session, session.begin():
+            uow = SessionUnitOfWork(session, NOW)
+            await handler(uow, [inbound(tenant)])
+        uow.committed()
+    async with sessions() as session:
+        rows = (await session.execute(select(Delivery.target_id, Delivery.status).order_by(Delivery.target_id))).all()
+    assert [tuple(r) for r in rows] == [("own", "pending"), ("team", "pending")]
+    assert woken == ["now", "now"]
+
+    async with sessions() as session, session.begin():
+        uow = SessionUnitOfWork(session, NOW)
+        with pytest.raises(PoisonMessage, match="tenant_mismatch"):
+            await handler(uow, [inbound(tenant, subject_tenant=f"{tenant}x")])
+        with pytest.raises(PoisonMessage):
+            await handler(uow, [Inbound("m", f"rapport.{tenant}.notify.clinician-03", tenant, b"{not json", 1)])
+        await handler(uow, [inbound(tenant, kind="read")])  # another type on a notify subject: not ours
