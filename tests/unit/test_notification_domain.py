@@ -187,8 +187,9 @@ def test_jitter_lengthens_a_wait_by_at_most_a_tenth_and_retry_after_is_honoured_
     assert plan("webhook", 1, slow_down, WAITS, NOW).next_attempt_at == NOW + timedelta(seconds=120)
     forever = Tried(503, retry_after_seconds=10 ** 9)
     assert plan("webhook", 1, forever, WAITS, NOW).next_attempt_at == NOW + timedelta(seconds=1800)
-    assert retry_after("120") == 120 and retry_after("Wed, 21 Oct 2026 07:28:00 GMT") is None
-    assert retry_after(None) is None
+    assert retry_after("120", NOW) == 120 and retry_after(None, NOW) is None
+    assert retry_after("Mon, 09 Mar 2026 10:31:30 GMT", NOW) == 90  # an HTTP date: seconds from now
+    assert retry_after("Mon, 09 Mar 2026 10:00:00 GMT", NOW) == 0 and retry_after("soon", NOW) is None
 
 
 def test_no_waits_means_one_try() -> None:

@@ -9,8 +9,9 @@ Webhooks follow the Standard Webhooks specification (standardwebhooks.com, spec 
 - `webhook-id` is the same on every retry of one event to one endpoint (the receiver's idempotency
   key), `webhook-timestamp` is the attempt's (integer seconds), so a receiver refuses replays by age;
 - 2xx is delivered; a timeout, a connection failure, 5xx, 408 and 429 are tried again after a
-  growing wait (`Retry-After` honoured up to the longest wait); any other answer (3xx included:
-  redirects are not followed) is the receiver refusing it, recorded and not tried again.
+  growing wait (`Retry-After`, in seconds or as a date, honoured up to the longest wait); any other
+  answer (3xx included: redirects are not followed) is the receiver refusing it, recorded and not
+  tried again.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any, Literal
 
 from rapport.shared.contracts.alert import Notification
@@ -214,11 +215,20 @@ def plan(channel: Channel, attempt: int, tried: Tried, waits: Sequence[float], n
     return Next("pending", "retried", now + timedelta(seconds=wait))
 
 
-def retry_after(header: str | None) -> float | None:
-    """`Retry-After` in seconds (the HTTP-date form is not read: the schedule's wait applies)."""
-    if header is None or not header.strip().isdigit():
+def retry_after(header: str | None, now: datetime) -> float | None:
+    """`Retry-After` (RFC 9110 §10.2.3) as seconds from `now`: a number of seconds, or an HTTP date."""
+    if header is None:
         return None
-    return float(header.strip())
+    text = header.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
 
 
 # the e-mail

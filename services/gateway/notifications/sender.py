@@ -241,7 +241,7 @@ class NotificationSender:
             async with asyncio.timeout(self._timeout), \
                     self._http.stream("POST", delivery.url, content=delivery.payload, headers=headers) as response:
                 return Tried(status_code=response.status_code,
-                             retry_after_seconds=retry_after(response.headers.get("retry-after")))
+                             retry_after_seconds=retry_after(response.headers.get("retry-after"), self._clock()))
         except (TimeoutError, httpx.TimeoutException):
             return Tried(error="timeout")
         except (httpx.UnsupportedProtocol, httpx.InvalidURL):
