@@ -182,14 +182,17 @@ async def receiving() -> AsyncIterator[Receiver]:
 
 
 class Mailbox:
+    """Answers each message's DATA as its script says ("451 ...", "550 ..."; "250 OK" once done)."""
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.arrived: asyncio.Queue[tuple[list[str], Message]] = asyncio.Queue()
+        self.script: deque[str] = deque()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # aiosmtpd's name
         item = (list(envelope.rcpt_tos), message_from_bytes(envelope.content))
         self.loop.call_soon_threadsafe(self.arrived.put_nowait, item)
-        return "250 OK"
+        return self.script.popleft() if self.script else "250 OK"
 
     async def next(self) -> tuple[list[str], Message]:
         async with asyncio.timeout(20):
@@ -566,3 +569,28 @@ async def test_a_team_address_gets_every_clinicians_notification_by_email(
             shown = await attempts(http, admin, made_id, "email-subscriptions")
             assert {(a["status_code"], a["outcome"]) for a in shown} == {(250, "delivered")}
 
+
+
+async def test_an_smtp_relay_deferring_is_tried_again_and_one_refusing_is_not(
+    database_url: str, fresh_stream: str, tenant: str, key_file: Path
+) -> None:
+    async with mail_server() as (smtp_url, mailbox):
+        settings = delivery_settings(database_url, key_file, smtp_url=smtp_url)
+        clinician = token(key_file, tenant, "clinician", "clinician-03")
+        async with serving(settings, fresh_stream) as gateway, \
+                httpx.AsyncClient(base_url=gateway.base, timeout=30) as http:
+            made = await http.post("/api/v1/email-subscriptions", json={"address": "c3@clinic.example"},
+                                   headers=bearer(clinician))
+            subscription = made.json()["id"]
+            mailbox.script.extend(["451 4.3.0 mailbox busy, try later", "250 OK", "550 5.1.1 no such user"])
+            for alert in ("alert-0001", "alert-0002"):
+                event_id, subject, body = notify_event(tenant, "clinician-03", alert)
+                await publish(fresh_stream, subject, body, event_id)
+                await gateway.attempts(2 if alert == "alert-0001" else 1)
+            got = [await mailbox.next() for _ in range(3)]
+            deferred, taken = got[0][1], got[1][1]
+            assert deferred["Message-ID"] == taken["Message-ID"]  # the retry is the same message
+            shown = await attempts(http, clinician, subscription, "email-subscriptions")
+            assert [(a["alert_id"], a["attempt"], a["status_code"], a["outcome"]) for a in shown] == [
+                ("alert-0001", 1, 451, "retried"), ("alert-0001", 2, 250, "delivered"),
+                ("alert-0002", 1, 550, "rejected")]
