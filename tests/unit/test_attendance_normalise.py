@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rapport.services.ingest.normalise import AttendanceRejection, normalise_attendance
+from rapport.services.ingest.normalise.reading import CODE_LIKE
 from rapport.shared.contracts.attendance import Attendance
 
 FHIR = Path(__file__).parents[1] / "fixtures" / "fhir"
@@ -240,3 +243,21 @@ def test_the_native_ending() -> None:
     assert isinstance(result, EpisodeEnding) and result.ending == "planned"
     assert rejected({**ending, "ending": "dropped out"}) == [("invalid_code", "ending")]
     assert rejected({k: v for k, v in ending.items() if k != "episode_id"}) == [("missing_field", "episode_id")]
+
+
+# Free text that a clinic's feed could carry in any field: a name, a note, a date of birth.
+PHI_LIKE = st.text(min_size=3, max_size=40).filter(lambda t: not CODE_LIKE.fullmatch(t) and t.strip() == t
+                                                     and len(t.strip()) >= 3)
+
+
+@settings(max_examples=150, deadline=None)
+@given(field_name=st.sampled_from(["appointment_id", "client_id", "episode_id", "clinician_id", "status", "start",
+                                   "recorded_at", "cancelled_at", "cancelled_by", "reason"]),
+       text=PHI_LIKE)
+def test_no_rejection_ever_repeats_free_text_from_the_payload(field_name: str, text: str) -> None:
+    document = native(status="cancelled", cancelled_at="2026-03-09T08:00:00+00:00")
+    document[field_name] = text
+    [result] = read(document)
+    assert isinstance(result, AttendanceRejection)  # free text fits no field
+    shown_to_it = json.dumps([p.model_dump() for p in result.problems], ensure_ascii=False)
+    assert text not in shown_to_it and json.dumps(text)[1:-1] not in shown_to_it
