@@ -246,8 +246,11 @@ def test_the_native_ending() -> None:
 
 
 # Free text that a clinic's feed could carry in any field: a name, a note, a date of birth.
-PHI_LIKE = st.text(min_size=3, max_size=40).filter(lambda t: not CODE_LIKE.fullmatch(t) and t.strip() == t
-                                                     and len(t.strip()) >= 3)
+PHI_LIKE = st.one_of(
+    st.from_regex(r"[A-Z][a-z]{2,10} [A-Z][a-z]{2,12}( [0-9]{2}/[0-9]{2}/[0-9]{4})?", fullmatch=True),
+    st.text(min_size=8, max_size=40).filter(lambda t: not CODE_LIKE.fullmatch(t) and t.strip() == t
+                                            and sum(c.isalpha() for c in t) >= 5),
+)
 
 
 @settings(max_examples=150, deadline=None)
