@@ -244,3 +244,36 @@ def test_rapport_login_link_prints_a_url_on_the_running_stack_that_signs_in(tmp_
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             process.wait(60)
+
+
+async def test_an_audit_row_written_in_a_transaction_commits_and_rolls_back_with_it(database_url: str) -> None:
+    from rapport.services.gateway.audit import AuditFilters, AuditTrail
+    from rapport.services.gateway.tokens import Principal
+    from rapport.shared.db.engine import session_factory
+
+    engine = create_engine(database_url)
+    try:
+        sessions = session_factory(engine)
+        trail = AuditTrail(sessions)
+        who = Principal(tenant="acme", role="clinician", subject="clin-05", clinician="clin-05")
+
+        class WorkFailed(Exception):
+            pass
+
+        with pytest.raises(WorkFailed):
+            async with sessions() as session, session.begin():
+                await trail.record(action="resolve_alert", outcome=200, principal=who, resource="alert/a-1",
+                                   session=session)
+                raise WorkFailed
+        async with sessions() as session, session.begin():
+            await trail.record(action="acknowledge_alert", outcome=200, principal=who, resource="alert/a-2",
+                               session=session)
+        await trail.record(action="read_alerts", outcome=200, principal=who, resource="client/c-1/episode/e-1")
+        found = await trail.entries(AuditFilters(tenant="acme"))
+        assert [(e.action, e.resource) for e in found] == [
+            ("read_alerts", "client/c-1/episode/e-1"), ("acknowledge_alert", "alert/a-2")]
+        assert [e.resource for e in await trail.entries(AuditFilters(tenant="acme", resource="client/c-1"))] == [
+            "client/c-1/episode/e-1"]
+        assert await trail.entries(AuditFilters(tenant="acme", resource="client/c")) == []
+    finally:
+        await engine.dispose()
