@@ -158,6 +158,16 @@ class ServiceRuntime:
             subscription.consumer.stop()
         for task in self._background:
             await task.stop()
+        await self._let_go_of_an_unreachable_broker()
+
+    async def _let_go_of_an_unreachable_broker(self) -> None:
+        """Stopping drains the connection, and nats-py refuses to drain one that is reconnecting: it
+        would stay reconnecting for ever (in a test, holding the event loop's end open). Closed here
+        instead, before the broker's own stop, which then has nothing to drain."""
+        client = self.connection()
+        if client is not None and (client.is_reconnecting or client.is_connecting):
+            await client.close()
+            self.broker._connection = None
 
     async def start(self) -> None:
         await self.prepare()
@@ -165,7 +175,7 @@ class ServiceRuntime:
         await self.start_background()
 
     async def stop(self) -> None:
-        await self.stop_background()
+        await self.stop_background()  # and lets go of an unreachable broker
         await self.broker.stop()
         await self.engine.dispose()
 

@@ -11,7 +11,7 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ import pytest_asyncio
 from rapport.embedded_nats import EmbeddedNats
 
 SKIPPED_REASONS: list[str] = []
+LEFT_RUNNING: list[str] = []
 
 
 def _docker_container(kind: str) -> object | None:
@@ -160,6 +161,23 @@ def tenant() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
+@pytest_asyncio.fixture(scope="session", autouse=True, loop_scope="session")
+async def no_task_left_running() -> AsyncIterator[None]:
+    """At the end of the session, the tasks some test left running are cancelled here, named, and
+    given 10 s: a task that ignores its cancellation would otherwise hold the end of the run open
+    (the event loop's own teardown waits for every task without a bound)."""
+    yield
+    current = asyncio.current_task()
+    left = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    for task in left:
+        task.cancel()
+    _done, pending = await asyncio.wait(left, timeout=10) if left else (set(), set())
+    LEFT_RUNNING.extend(f"{t.get_coro()!r}" + (" (ignored its cancellation)" if t in pending else "")
+                        for t in left)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for reason in SKIPPED_REASONS:
         terminalreporter.write_line(f"note: {reason}")
+    for task in LEFT_RUNNING:
+        terminalreporter.write_line(f"note: a test left a task running: {task}")

@@ -1,8 +1,9 @@
 """Composition root of the gateway: `rapport serve gateway`.
 
-One process serves the HTTP routes (FastAPI: FHIR at /fhir, native at /api/v1) and, like every
-service, /healthz, /readyz and /metrics with its broker and consumer lifecycle (ServiceRuntime). Its
-one consumer keeps ingest's answers (handlers.py), so a resend is answered like the first request.
+One process serves the HTTP routes (FastAPI: FHIR at /fhir, native and the alert and record API at
+/api/v1) and, like every service, /healthz, /readyz and /metrics with its broker and consumer
+lifecycle (ServiceRuntime). Its consumers keep its read models (handlers.py): ingest's answers, so a
+resend is answered like the first request; the alert transitions and the scores, for the API.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from faststream.asgi.types import Receive, Scope, Send
 
 from rapport.services.gateway.answers import AnswerWaiter
 from rapport.services.gateway.dashboard import dashboard
-from rapport.services.gateway.handlers import SERVICE, KeepAnswers
+from rapport.services.gateway.handlers import SERVICE, KeepAlerts, KeepAnswers, KeepScores
 from rapport.services.gateway.http import Gate, create_app
 from rapport.services.gateway.intake import Intake, body_limit
+from rapport.services.gateway.live import AlertCommander, AlertFeed
 from rapport.services.gateway.models import inbox, outbox
 from rapport.services.gateway.notifications.wiring import notification_delivery
+from rapport.services.gateway.records import Records
+from rapport.services.gateway.records_api import records_router
 from rapport.services.gateway.repository import StoredAnswers, forget_old_answers
 from rapport.services.gateway.tokens import TokenVerifier, verifier_for
 from rapport.shared.messaging import subjects
@@ -32,6 +36,8 @@ from rapport.shared.unit_of_work import SessionUnitOfWork
 log = logging.getLogger("rapport.gateway")
 
 SUBMISSION_ANSWERS = f"{subjects.PREFIX}.*.submission.>"
+ALERT_TRANSITIONS = f"{subjects.PREFIX}.*.alert.*"
+COMPUTED_SCORES = f"{subjects.PREFIX}.*.score.computed"
 
 
 class GatewayAsgi:
@@ -58,6 +64,14 @@ def build(settings: Settings, broker_url: str, *, verifier: TokenVerifier | None
         SUBMISSION_ANSWERS, "gateway-answers-v1", KeepAnswers(), unit_of_work=SessionUnitOfWork,
         description="ingest's answers, kept so a resend over HTTP gets the answer the first request got",
     )
+    runtime.subscribe(
+        ALERT_TRANSITIONS, "gateway-alerts-v1", KeepAlerts(), unit_of_work=SessionUnitOfWork,
+        description="every alert transition, kept as the alert API and the worklist show it",
+    )
+    runtime.subscribe(
+        COMPUTED_SCORES, "gateway-scores-v1", KeepScores(), unit_of_work=SessionUnitOfWork,
+        description="every computed score, kept for the record API and the client view's charts",
+    )
     ingress = Ingress(runtime.connection, timeout=settings.publish_timeout_seconds)
     intake = Intake(ingress, AnswerWaiter(ingress), StoredAnswers(runtime.sessions),
                     wait_seconds=settings.gateway_answer_wait_seconds)
@@ -73,9 +87,12 @@ def build(settings: Settings, broker_url: str, *, verifier: TokenVerifier | None
             await forget_old_answers(session, runtime.clock() - settings.inbox_retention)
 
     gate = Gate(verifier, limit)
+    feed = AlertFeed(ingress)
+    commander = AlertCommander(ingress, feed, wait_seconds=settings.gateway_answer_wait_seconds)
     pages = dashboard(settings, runtime.sessions, gate, clock=runtime.clock)  # sign-in, audit, pages
     notifications = notification_delivery(runtime, settings, gate, audit=pages.audit)  # webhooks, e-mail
+    records = records_router(Records(runtime.sessions), feed, commander, gate.principal)
     http = create_app(intake, gate, version=VERSION, wait_seconds=settings.gateway_answer_wait_seconds,
-                      routers=[notifications.router, *pages.routers])
+                      routers=[notifications.router, records, *pages.routers])
     service = runtime.asgi(background=[Periodic("gateway-answer-pruning", 3600, prune), *pages.background])
     return runtime, GatewayAsgi(service, http)

@@ -1,8 +1,13 @@
-"""The gateway's projection: ingest's answers (`submission.accepted` / `submission.rejected`) to the
+"""The gateway's projections.
+
+Ingest's answers (`submission.accepted` / `submission.rejected`) to the
 messages the gateway published (the ids it derived), each kept as the answer to its message, so a
 resend (same Idempotency-Key, or the same body) is answered as the first time was, and a request that
 gave up waiting (202) can be resent for its answer. Answers to what was published straight to the
-broker are not kept: they would only add a write per submission."""
+broker are not kept: they would only add a write per submission.
+
+The alerts and scores (records.py): every `alert.*` transition and every `score.computed`, kept as the
+alert and record API shows them."""
 
 from __future__ import annotations
 
@@ -10,9 +15,15 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 from rapport.services.gateway.answers import ACCEPTED, REJECTED, Answer
 from rapport.services.gateway.intake import GATEWAY_MESSAGE_PREFIX
+from rapport.services.gateway.records import keep_scores, keep_transitions
 from rapport.services.gateway.repository import save_answers
+from rapport.shared.contracts.alert import AlertTransition
+from rapport.shared.contracts.envelope import CloudEvent, event_type
+from rapport.shared.contracts.score import ScoreComputed
 from rapport.shared.messaging.consumer import Inbound
 from rapport.shared.messaging.retry import PoisonMessage
 from rapport.shared.unit_of_work import SessionUnitOfWork
@@ -37,3 +48,47 @@ class KeepAnswers:
             except (ValueError, KeyError, TypeError) as error:
                 raise PoisonMessage(f"not a submission answer ({type(error).__name__})") from None
         await save_answers(uow.session, answers, uow.now)
+
+
+ALERT_EVENTS = {event_type("alert", verb) for verb in ("raised", "updated", "resolved")}
+SCORE_COMPUTED = event_type("score", "computed")
+
+
+def _read(message: Inbound, types: set[str]) -> CloudEvent:
+    try:
+        envelope = CloudEvent.model_validate_json(message.body)
+    except ValidationError as exc:
+        raise PoisonMessage(f"not an event ({exc.error_count()} problems)") from None
+    if envelope.type not in types:
+        raise PoisonMessage("not an event this projection keeps")
+    return envelope
+
+
+@dataclass
+class KeepAlerts:
+    async def __call__(self, uow: SessionUnitOfWork, messages: Sequence[Inbound]) -> None:
+        transitions = []
+        for message in messages:
+            envelope = _read(message, ALERT_EVENTS)
+            try:
+                transition = AlertTransition.model_validate(envelope.data)
+            except ValidationError as exc:
+                raise PoisonMessage(f"not an alert transition ({exc.error_count()} problems)") from None
+            message.require_tenant(envelope.tenant, transition.alert.tenant)
+            transitions.append(transition)
+        await keep_transitions(uow.session, transitions)
+
+
+@dataclass
+class KeepScores:
+    async def __call__(self, uow: SessionUnitOfWork, messages: Sequence[Inbound]) -> None:
+        scores = []
+        for message in messages:
+            envelope = _read(message, {SCORE_COMPUTED})
+            try:
+                score = ScoreComputed.model_validate(envelope.data)
+            except ValidationError as exc:
+                raise PoisonMessage(f"not a computed score ({exc.error_count()} problems)") from None
+            message.require_tenant(envelope.tenant, score.tenant)
+            scores.append(score)
+        await keep_scores(uow.session, scores)

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -232,6 +233,15 @@ def create_app(intake: Intake, gate: Gate, *, version: str, wait_seconds: float,
     @app.exception_handler(Refused)
     async def refused(request: Request, error: Refused) -> Response:
         return refusal_response(request.url.path, error)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        """A query parameter or JSON body the route's model refuses: every problem, by field, without
+        repeating the value sent."""
+        problems = [Problem(field=".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+                            code=str(e.get("type", "invalid")), message=str(e.get("msg", "invalid"))).model_dump()
+                    for e in error.errors()]
+        return _native(422, {"status": "refused", "problems": problems})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:

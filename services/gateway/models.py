@@ -1,13 +1,14 @@
-"""Tables the gateway owns: its read model of ingest's answers, and the inbox and outbox every
-consuming service has (the outbox stays empty: the gateway publishes what it is sent while the
-caller waits, and a failed publish is the caller's 503, not a row to relay)."""
+"""Tables the gateway owns: its read models (ingest's answers; the alerts, their transitions and the
+scores, as the alert and record API shows them), and the inbox and outbox every consuming service
+has (the outbox stays empty: the gateway publishes what it is sent while the caller waits, and a
+failed publish is the caller's 503, not a row to relay)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, Integer, String
+from sqlalchemy import Float, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from rapport.shared.db.base import Base, Document, UtcDateTime
@@ -28,6 +29,71 @@ class StoredAnswer(Base):
     answer: Mapped[dict[str, Any]] = mapped_column(Document)
 
     __table_args__ = (Index("ix_gateway_answers_answered_at", "answered_at"),)
+
+
+class AlertView(Base):
+    """An alert as it stands after its latest transition (the highest version seen wins)."""
+
+    __tablename__ = "gateway_alerts"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alert_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16))
+    urgency: Mapped[int] = mapped_column(Integer, doc="0 = most urgent: critical first, then by severity")
+    status: Mapped[str] = mapped_column(String(16))
+    client_id: Mapped[str] = mapped_column(String(128))
+    episode_id: Mapped[str] = mapped_column(String(128))
+    clinician_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    headline: Mapped[str] = mapped_column(Text)
+    evidence_words: Mapped[str] = mapped_column(Text)
+    alert: Mapped[dict[str, Any]] = mapped_column(Document)
+
+    __table_args__ = (
+        Index("ix_gateway_alerts_worklist", "tenant", "status", "urgency", "opened_at"),
+        Index("ix_gateway_alerts_clinician", "tenant", "clinician_id"),
+        Index("ix_gateway_alerts_episode", "tenant", "client_id", "episode_id"),
+    )
+
+
+class AlertTransitionView(Base):
+    """One transition of an alert: who or what moved it, when and why."""
+
+    __tablename__ = "gateway_alert_transitions"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alert_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    transition: Mapped[str] = mapped_column(String(16), primary_key=True)
+    by: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    severity: Mapped[str] = mapped_column(String(16))
+
+
+class ScoreView(Base):
+    """One computed score as the record shows it (its latest revision): the totals, the change figures
+    and the parameters used; never the item responses."""
+
+    __tablename__ = "gateway_scores"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    submission_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    client_id: Mapped[str] = mapped_column(String(128))
+    episode_id: Mapped[str] = mapped_column(String(128))
+    clinician_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    instrument: Mapped[str] = mapped_column(String(32))
+    administered_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    session_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    total: Mapped[float] = mapped_column(Float)
+    score: Mapped[dict[str, Any]] = mapped_column(Document)
+
+    __table_args__ = (Index("ix_gateway_scores_episode", "tenant", "client_id", "episode_id", "administered_at"),)
 
 
 inbox = inbox_table("gateway")

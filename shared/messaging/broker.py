@@ -38,22 +38,32 @@ async def _consume_batches(self: _pull_subscriber.BatchPullStreamSubscriber) -> 
     while self.running:
         try:
             messages: list[Msg] = await self.subscription.fetch(batch=1, timeout=FIRST_MESSAGE_WAIT_SECONDS)
-        except builtins.TimeoutError:
-            continue
-        except (ConnectionClosedError, ServiceUnavailableError):
-            await asyncio.sleep(0.1)  # the client is reconnecting: do not spin
+        except (builtins.TimeoutError, ConnectionClosedError, ServiceUnavailableError) as error:
+            _unless_cancelled()
+            if not isinstance(error, builtins.TimeoutError):
+                await asyncio.sleep(0.1)  # the client is reconnecting: do not spin
             continue
         deadline = monotonic() + window
         while len(messages) < batch_size and self.running and (remaining := deadline - monotonic()) > 0:
             try:
                 messages += await self.subscription.fetch(batch=batch_size - len(messages), timeout=remaining)
             except builtins.TimeoutError:
+                _unless_cancelled()
                 break
             except (ConnectionClosedError, ServiceUnavailableError):
+                _unless_cancelled()
                 messages.clear()  # unacked: the broker redelivers them
                 break
         if messages and self.running:
             await self.consume(messages)
+
+
+def _unless_cancelled() -> None:
+    """A fetch cancelled from outside can surface as a timeout (nats-py waits with wait_for inside):
+    the loop must end then, not fetch again, or the task outlives every attempt to stop it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 _pull_subscriber.BatchPullStreamSubscriber._consume_pull = _consume_batches  # type: ignore[method-assign]

@@ -1,0 +1,178 @@
+"""What happens to a tenant's alerts as it happens: the feed behind `/api/v1/events` (Server-Sent
+Events) and behind the answers to clinicians' commands.
+
+`AlertFeed` listens to a tenant's `alert.*` and `alert-command.rejected` (a plain subscription, so
+every gateway replica sees every event, unlike the projection's shared durable consumer) from the
+first request for that tenant on, and hands each event to the commands waiting for it and to the
+open event streams. `AlertCommander` sends acknowledge / resolve to the alerts service (the one
+writer of alerts) over the broker and waits, bounded, for what it did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import ValidationError
+
+from rapport.services.gateway.records import AlertShown, Viewer
+from rapport.services.gateway.tokens import Principal
+from rapport.shared.contracts.alert import AlertCommand, AlertTransition
+from rapport.shared.contracts.envelope import CloudEvent
+from rapport.shared.contracts.tenancy import ID_PATTERN
+from rapport.shared.messaging import subjects
+from rapport.shared.messaging.ingress import Ingress
+
+log = logging.getLogger("rapport.gateway")
+
+# an open stream that falls this far behind is closed: the browser reconnects and reloads
+STREAM_BACKLOG = 1000
+COMMAND_PREFIX = "http-command-"
+
+
+@dataclass(frozen=True)
+class LiveTransition:
+    event_id: str
+    verb: str  # raised | updated | resolved
+    transition: AlertTransition
+    cause: str | None  # the command id a clinician's transition answers
+
+
+@dataclass(frozen=True)
+class CommandRefused:
+    reason: str
+
+
+@dataclass(eq=False)
+class LiveStream:
+    """One caller's transitions, in order; None at the end of a stream that fell behind."""
+
+    viewer: Viewer
+    queue: asyncio.Queue[LiveTransition | None] = field(default_factory=lambda: asyncio.Queue(STREAM_BACKLOG))
+
+
+class AlertFeed:
+    def __init__(self, ingress: Ingress) -> None:
+        self._ingress = ingress
+        self._listening: set[str] = set()
+        self._subscribing: dict[str, asyncio.Lock] = {}
+        self._commands: dict[tuple[str, str], asyncio.Future[LiveTransition | CommandRefused]] = {}
+        self._streams: dict[str, set[LiveStream]] = {}
+
+    async def listen(self, tenant: str) -> None:
+        """The tenant's subscription is in place at the server on return."""
+        if tenant in self._listening:
+            return
+        async with self._subscribing.setdefault(tenant, asyncio.Lock()):
+            if tenant not in self._listening:
+                await self._ingress.listen(subjects.outbound(tenant, "alert", "*"), self._on_event)
+                await self._ingress.listen(subjects.outbound(tenant, "alert-command", "rejected"), self._on_event)
+                self._listening.add(tenant)
+
+    def expect(self, tenant: str, command_id: str) -> asyncio.Future[LiveTransition | CommandRefused]:
+        future: asyncio.Future[LiveTransition | CommandRefused] = asyncio.get_running_loop().create_future()
+        self._commands[(tenant, command_id)] = future
+        return future
+
+    def forget(self, tenant: str, command_id: str) -> None:
+        self._commands.pop((tenant, command_id), None)
+
+    async def open(self, viewer: Viewer) -> LiveStream:
+        """A stream of the viewer's transitions from now on; close it when the caller goes."""
+        await self.listen(viewer.tenant)
+        stream = LiveStream(viewer)
+        self._streams.setdefault(viewer.tenant, set()).add(stream)
+        return stream
+
+    def close(self, stream: LiveStream) -> None:
+        self._streams.get(stream.viewer.tenant, set()).discard(stream)
+
+    @property
+    def open_streams(self) -> int:
+        return sum(len(s) for s in self._streams.values())
+
+    def _on_event(self, subject: str, body: bytes) -> None:
+        tenant = subjects.tenant_of(subject)
+        if tenant is None:
+            return
+        try:
+            envelope = CloudEvent.model_validate_json(body)
+            if envelope.tenant != tenant:
+                return
+            if subject.endswith(".alert-command.rejected"):
+                self._answer(tenant, str(envelope.data.get("command_id")), CommandRefused(str(envelope.data["reason"])))
+                return
+            live = LiveTransition(envelope.id, subject.rsplit(".", 1)[-1],
+                                  AlertTransition.model_validate(envelope.data), envelope.subject)
+        except (ValidationError, KeyError, ValueError):
+            log.warning("an alert event could not be read", extra={"subject": subject})
+            return
+        if live.transition.alert.tenant != tenant:
+            return
+        if live.cause is not None:
+            self._answer(tenant, live.cause, live)
+        for stream in list(self._streams.get(tenant, ())):
+            if not stream.viewer.sees(live.transition.alert.clinician_id):
+                continue
+            try:
+                stream.queue.put_nowait(live)
+            except asyncio.QueueFull:
+                self._streams[tenant].discard(stream)
+                stream.queue.get_nowait()
+                stream.queue.put_nowait(None)
+
+    def _answer(self, tenant: str, command_id: str, outcome: LiveTransition | CommandRefused) -> None:
+        future = self._commands.get((tenant, command_id))
+        if future is not None and not future.done():
+            future.set_result(outcome)
+
+
+def acting_as(principal: Principal) -> str:
+    """Who a command says did it: the clinician id, else the token's subject where it is a plain id,
+    else a digest of it (a subject may be an e-mail address; the audit trail keeps the subject)."""
+    if principal.clinician:
+        return principal.clinician
+    if ID_PATTERN.fullmatch(principal.subject):
+        return principal.subject
+    return "sub-" + hashlib.sha256(principal.subject.encode()).hexdigest()[:32]
+
+
+class AlertCommander:
+    def __init__(self, ingress: Ingress, feed: AlertFeed, *, wait_seconds: float) -> None:
+        self._ingress = ingress
+        self._feed = feed
+        self.wait_seconds = wait_seconds
+
+    async def send(self, principal: Principal, alert_id: str, action: Literal["acknowledge", "resolve"],
+                   reason: str | None, *, command_id: Callable[[], str] | None = None,
+                   ) -> LiveTransition | CommandRefused | None:
+        """What the alerts service did, or None when it did not answer within the wait (the command is
+        stored by the broker and will be carried out). Raises BrokerUnavailable when nothing was sent."""
+        tenant = principal.tenant
+        await self._feed.listen(tenant)
+        command = AlertCommand(command_id=(command_id or _new_command_id)(), alert_id=alert_id, action=action,
+                               by=acting_as(principal), reason=reason)
+        answer = self._feed.expect(tenant, command.command_id)
+        try:
+            await self._ingress.publish(subjects.alert_commands_in(tenant),
+                                        json.dumps(command.model_dump(mode="json")).encode(),
+                                        message_id=command.command_id)
+            return await asyncio.wait_for(asyncio.shield(answer), self.wait_seconds)
+        except TimeoutError:
+            return None
+        finally:
+            self._feed.forget(tenant, command.command_id)
+
+
+def _new_command_id() -> str:
+    return f"{COMMAND_PREFIX}{uuid.uuid4().hex}"
+
+
+def shown(live: LiveTransition) -> AlertShown:
+    return AlertShown.of_transition(live.transition)

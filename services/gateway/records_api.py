@@ -1,0 +1,168 @@
+"""The alert and record API under /api/v1, for people (role clinician or lead):
+
+    GET  /alerts                      filters status, kind, severity, clinician, client; offset/limit
+    GET  /alerts/{id}                 with its evidence and every transition
+    POST /alerts/{id}/acknowledge     carried out by the alerts service over the broker; 200 with the
+    POST /alerts/{id}/resolve         alert as it left it, 409 when it changed nothing (and why), 202
+                                      when the alerts service did not answer within the wait
+    GET  /clients/{client}/episodes
+    GET  /clients/{client}/episodes/{episode}/scores
+    GET  /events                      Server-Sent Events: the caller's alert transitions, live
+
+A clinician sees only the alerts and episodes that name them; another clinician's or another
+tenant's are answered 404 like ones that do not exist. Reads come from the gateway's read model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from rapport.services.gateway.http import Refused
+from rapport.services.gateway.live import AlertCommander, AlertFeed, CommandRefused, shown
+from rapport.services.gateway.records import (
+    MAX_PAGE,
+    AlertFilters,
+    AlertPage,
+    AlertShown,
+    EpisodeRecord,
+    EpisodeShown,
+    Records,
+    Viewer,
+)
+from rapport.services.gateway.tokens import Principal
+from rapport.shared.messaging.ingress import BrokerUnavailable
+
+# who is calling, for an action: the bearer token (and, once sign-in is wired, the session cookie)
+Authenticate = Callable[[Request, str], Awaitable[Principal]]
+HEARTBEAT_SECONDS = 15.0
+RETRY_AFTER_SECONDS = 5
+
+
+class Resolve(BaseModel):
+    reason: str = Field(min_length=1, max_length=500, description="why it is resolved by hand (required)")
+
+
+class Acknowledge(BaseModel):
+    reason: str | None = Field(default=None, max_length=500)
+
+
+def _not_found(what: str) -> Refused:
+    return Refused(404, "not_found", f"no such {what}")
+
+
+def records_router(records: Records, feed: AlertFeed, commander: AlertCommander, authenticate: Authenticate,
+                   *, heartbeat_seconds: float = HEARTBEAT_SECONDS) -> APIRouter:
+    router = APIRouter(prefix="/api/v1", tags=["alerts and records"])
+    not_found: dict[int | str, dict[str, Any]] = {404: {"description": "no such alert or client for this caller"}}
+
+    @router.get("/alerts", response_model=AlertPage, summary="The caller's alerts, most urgent first")
+    async def list_alerts(
+        request: Request,
+        status: Annotated[list[Literal["open", "acknowledged", "resolved"]] | None, Query()] = None,
+        kind: Annotated[list[str] | None, Query()] = None,
+        severity: Annotated[list[Literal["critical", "high", "medium", "low"]] | None, Query()] = None,
+        clinician: str | None = None, client: str | None = None,
+        offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    ) -> AlertPage:
+        principal = await authenticate(request, "read_alerts")
+        filters = AlertFilters(status=status or (), kind=kind or (), severity=severity or (),
+                               clinician=clinician, client=client)
+        return await records.alerts(Viewer.of(principal), filters, offset=offset, limit=limit)
+
+    @router.get("/alerts/{alert_id}", response_model=AlertShown, responses=not_found,
+                summary="One alert with its evidence and every transition")
+    async def get_alert(request: Request, alert_id: str) -> AlertShown:
+        principal = await authenticate(request, "read_alerts")
+        found = await records.alert(Viewer.of(principal), alert_id)
+        if found is None:
+            raise _not_found("alert")
+        return found
+
+    async def command(request: Request, alert_id: str, action: Literal["acknowledge", "resolve"],
+                      reason: str | None) -> Response:
+        principal = await authenticate(request, "act_on_alerts")
+        if await records.alert(Viewer.of(principal), alert_id) is None:
+            raise _not_found("alert")
+        try:
+            outcome = await commander.send(principal, alert_id, action, reason)
+        except BrokerUnavailable:
+            raise Refused(503, "broker_unavailable", "the broker is not available; send the command again later",
+                          headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+        if outcome is None:
+            return JSONResponse({"status": "pending", "message": f"sent; the alerts service did not answer within "
+                                 f"{commander.wait_seconds:g} s. GET the alert for its state"}, 202)
+        if isinstance(outcome, CommandRefused):
+            return JSONResponse({"status": "refused", "problems": [
+                {"field": "", "code": "changed_nothing", "message": outcome.reason}]}, 409)
+        return JSONResponse(shown(outcome).model_dump(mode="json"), 200)
+
+    command_responses: dict[int | str, dict[str, Any]] = {
+        **not_found, 202: {"description": "sent, no answer within the wait"},
+        409: {"description": "the command changed nothing: why"}, 503: {"description": "broker not available"}}
+
+    @router.post("/alerts/{alert_id}/acknowledge", response_model=AlertShown, responses=command_responses,
+                 summary="Acknowledge an alert (the therapist has seen it)")
+    async def acknowledge(request: Request, alert_id: str, body: Acknowledge | None = None) -> Response:
+        return await command(request, alert_id, "acknowledge", body.reason if body else None)
+
+    @router.post("/alerts/{alert_id}/resolve", response_model=AlertShown, responses=command_responses,
+                 summary="Resolve an alert by hand, with the reason")
+    async def resolve(request: Request, alert_id: str, body: Resolve) -> Response:
+        return await command(request, alert_id, "resolve", body.reason)
+
+    @router.get("/clients/{client_id}/episodes", response_model=list[EpisodeShown], responses=not_found,
+                summary="The client's episodes the caller may see, the latest first")
+    async def episodes(request: Request, client_id: str) -> list[EpisodeShown]:
+        principal = await authenticate(request, "read_records")
+        found = await records.episodes(Viewer.of(principal), client_id)
+        if found is None:
+            raise _not_found("client")
+        return found
+
+    @router.get("/clients/{client_id}/episodes/{episode_id}/scores", response_model=EpisodeRecord,
+                responses=not_found, summary="The episode's scores with their change figures, and its alerts")
+    async def scores(request: Request, client_id: str, episode_id: str) -> EpisodeRecord:
+        principal = await authenticate(request, "read_records")
+        found = await records.episode(Viewer.of(principal), client_id, episode_id)
+        if found is None:
+            raise _not_found("episode")
+        return found
+
+    @router.get("/events", summary="Server-Sent Events: the caller's alert transitions as they happen",
+                response_class=StreamingResponse,
+                responses={200: {"content": {"text/event-stream": {}}, "description":
+                                 "`event: alert.raised|alert.updated|alert.resolved`, `data:` the alert as "
+                                 "GET /alerts/{id} shows it (without transitions); a comment line as heartbeat"}})
+    async def events(request: Request) -> StreamingResponse:
+        principal = await authenticate(request, "watch_events")
+        return StreamingResponse(_sse(feed, Viewer.of(principal), request, heartbeat_seconds),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    return router
+
+
+async def _sse(feed: AlertFeed, viewer: Viewer, request: Request, heartbeat_seconds: float) -> AsyncIterator[str]:
+    stream = await feed.open(viewer)
+    try:
+        yield ": connected\n\n"
+        while not await request.is_disconnected():
+            try:
+                item = await asyncio.wait_for(stream.queue.get(), heartbeat_seconds)
+            except TimeoutError:
+                yield ": heartbeat\n\n"
+                continue
+            if item is None:
+                yield "event: overflow\ndata: {}\n\n"
+                return
+            data = json.dumps(shown(item).model_dump(mode="json"))
+            yield f"id: {item.event_id}\nevent: alert.{item.verb}\ndata: {data}\n\n"
+    finally:
+        feed.close(stream)
