@@ -157,31 +157,33 @@ class Link:
     expires_at: datetime
 
 
-def _decode(token: str, public_key: Ed25519PublicKey, audience: str, *, verify_exp: bool = True) -> dict[str, Any]:
-    claims: dict[str, Any] = jwt.decode(
-        token, public_key, algorithms=[ALGORITHM], audience=link_audience(audience), issuer=EMBEDDED_ISSUER,
-        leeway=LEEWAY_SECONDS, options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"],
-                                        "verify_exp": verify_exp})
-    return claims
-
-
-def read_link(token: str, public_key: Ed25519PublicKey, audience: str) -> Link:
+def read_link(token: str, public_key: Ed25519PublicKey, audience: str, now: datetime) -> Link:
+    """The link's principal, `jti` and expiry, judged at `now` (the gateway's clock, with the
+    tokens' leeway), or LinkRefused with why."""
     try:
-        claims = _decode(token, public_key, audience)
-    except jwt.ExpiredSignatureError:
-        raise LinkRefused("link_expired", _principal(_decode(token, public_key, audience, verify_exp=False))) from None
+        # the signature, issuer, audience and claims here; the times below, against `now`
+        claims: dict[str, Any] = jwt.decode(
+            token, public_key, algorithms=[ALGORITHM], audience=link_audience(audience), issuer=EMBEDDED_ISSUER,
+            options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"], "verify_exp": False,
+                     "verify_iat": False, "verify_nbf": False})
     except jwt.InvalidAudienceError:
         raise LinkRefused("not_a_link") from None
     except jwt.PyJWTError:
         raise LinkRefused("link_invalid") from None
     principal = _principal(claims)
-    jti, issued, expires = claims["jti"], int(claims["iat"]), int(claims["exp"])
-    if principal is None or principal.role is None or not isinstance(jti, str) or not 0 < len(jti) <= 64:
+    jti, issued, expires = claims["jti"], claims["iat"], claims["exp"]
+    if (principal is None or principal.role is None or not isinstance(jti, str) or not 0 < len(jti) <= 64
+            or not isinstance(issued, int) or not isinstance(expires, int)):
         raise LinkRefused("link_invalid")
     if principal.role == "clinician" and principal.clinician is None:
         raise LinkRefused("link_invalid", principal)
     if expires - issued > LINK_MAX_TTL.total_seconds():
         raise LinkRefused("link_too_long", principal)
+    moment = now.timestamp()
+    if issued > moment + LEEWAY_SECONDS:
+        raise LinkRefused("link_not_yet_valid", principal)
+    if expires <= moment - LEEWAY_SECONDS:
+        raise LinkRefused("link_expired", principal)
     return Link(principal, jti, datetime.fromtimestamp(expires, UTC))
 
 
@@ -283,7 +285,7 @@ class SignIn:
         try:
             if self.link_key is None:
                 raise LinkRefused("links_off")
-            link = read_link(token, self.link_key, self.audience)
+            link = read_link(token, self.link_key, self.audience, now)
         except LinkRefused as refused:
             return await self._refuse(request, refused)
         session_id = secrets.token_urlsafe(32)

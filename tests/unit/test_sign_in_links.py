@@ -21,13 +21,13 @@ NOW = datetime.now(UTC)
 
 def refusal(token: str) -> LinkRefused:
     with pytest.raises(LinkRefused) as refused:
-        read_link(token, KEY.public_key(), "rapport")
+        read_link(token, KEY.public_key(), "rapport", NOW)
     return refused.value
 
 
 def test_a_link_names_the_clinician_it_was_minted_for() -> None:
     link = read_link(mint_link(KEY, tenant="acme", role="clinician", clinician="clin-03", audience="rapport", now=NOW),
-                     KEY.public_key(), "rapport")
+                     KEY.public_key(), "rapport", NOW)
     assert link.principal == Principal(tenant="acme", role="clinician", subject="clin-03", clinician="clin-03")
     assert link.jti and timedelta(minutes=9) < link.expires_at - NOW <= timedelta(minutes=10)
 
@@ -36,6 +36,10 @@ def test_an_expired_link_is_refused_but_its_claims_are_kept_for_the_audit_row() 
     refused = refusal(mint_link(KEY, tenant="acme", role="lead", audience="rapport", now=NOW - timedelta(minutes=20)))
     assert refused.code == "link_expired"
     assert refused.principal == Principal(tenant="acme", role="lead", subject="lead@acme")
+    early = mint_link(KEY, tenant="acme", role="lead", audience="rapport", now=NOW + timedelta(minutes=5))
+    assert refusal(early).code == "link_not_yet_valid"
+    just_in_time = mint_link(KEY, tenant="acme", role="lead", audience="rapport", now=NOW - timedelta(minutes=10))
+    assert read_link(just_in_time, KEY.public_key(), "rapport", NOW).principal.role == "lead"  # within the leeway
 
 
 def test_bearer_tokens_foreign_links_long_links_and_edited_links_are_refused_with_nothing_believed() -> None:
