@@ -226,12 +226,15 @@ def submit(
 @app.command()
 def demo(
     clients: int = 12, sessions: int = 10, seed: int = 7,
+    serve: Annotated[bool, typer.Option("--serve", help="keep the stack running and print dashboard sign-in links")
+                     ] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Run the stack on the embedded default, push a synthetic cohort through it, print a summary."""
     from rapport.demo import run_demo
 
-    raise typer.Exit(run_demo(_settings(data_dir) if data_dir else None, clients=clients, sessions=sessions, seed=seed))
+    raise typer.Exit(run_demo(_settings(data_dir) if data_dir else None, clients=clients, sessions=sessions, seed=seed,
+                              serve=serve))
 
 
 @app.command()

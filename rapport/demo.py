@@ -8,6 +8,7 @@ import os
 import tempfile
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rapport.cohort import Cohort, build_cohort
@@ -31,7 +32,7 @@ FAULTY = [
 ]
 
 
-def run_demo(settings: Settings | None, *, clients: int, sessions: int, seed: int) -> int:
+def run_demo(settings: Settings | None, *, clients: int, sessions: int, seed: int, serve: bool = False) -> int:
     # The demo tenant declares an SRS licence, as a clinic with a PCOMS group licence would.
     os.environ["RAPPORT_LICENSED_INSTRUMENTS"] = f"{TENANT}:srs,ors"
     with tempfile.TemporaryDirectory(prefix="rapport-demo-") as scratch:
@@ -40,9 +41,45 @@ def run_demo(settings: Settings | None, *, clients: int, sessions: int, seed: in
         started = time.perf_counter()
         with Stack(settings) as stack:
             report = asyncio.run(_drive(stack.broker_url, cohort))
-        report["seconds"] = round(time.perf_counter() - started, 1)
-        print(_summary(report))
+            report["seconds"] = round(time.perf_counter() - started, 1)
+            print(_summary(report), flush=True)
+            if serve and report["complete"]:
+                print("\n".join(_sign_in_lines(stack, report["events"])), flush=True)  # type: ignore[arg-type]
+                stack.supervise()
         return 0 if report["complete"] else 1
+
+
+# how long the demo's sign-in links can be opened: long enough to read the summary first
+DEMO_LINK_TTL = timedelta(minutes=30)
+
+
+def _sign_in_lines(stack: Stack, journeys: Journeys) -> list[str]:
+    """`rapport demo --serve`: a login link for the therapist with the most open alerts, and one for a lead."""
+    from rapport.services.gateway.signin import link_url, mint_link
+    from rapport.services.gateway.tokens import load_signing_key
+
+    gateway = next(s.url for s in stack.services if s.name == "gateway")
+    latest: dict[str, dict[str, object]] = {}
+    for event in journeys.alert_events:
+        alert = event["data"]["alert"]
+        latest[alert["alert_id"]] = alert
+    open_by: Counter[str] = Counter(str(a["clinician_id"]) for a in latest.values()
+                                    if a.get("status") != "resolved" and a.get("clinician_id"))
+    key = load_signing_key(stack.settings.resolved_token_key_file())
+    now = datetime.now(UTC)
+
+    def link(role: str, clinician: str | None = None) -> str:
+        return link_url(gateway, mint_link(key, tenant=TENANT, role=role, clinician=clinician,
+                                           audience=stack.settings.oidc_audience, now=now, ttl=DEMO_LINK_TTL))
+
+    lines = ["", "The stack keeps running with the demo's alerts; Ctrl-C stops it. Open within 30 minutes, once:"]
+    if open_by:
+        clinician, count = open_by.most_common(1)[0]
+        lines.append(f"  therapist {clinician} ({count} open alerts)  {link('clinician', clinician)}")
+    lines.append(f"  clinical lead                       {link('lead')}")
+    lines.append(f"  more: rapport login-link --tenant {TENANT} --role clinician --clinician ID "
+                 f"--data-dir {stack.data_dir}")
+    return lines
 
 
 async def _drive(broker_url: str, cohort: Cohort) -> dict[str, object]:

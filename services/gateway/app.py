@@ -26,6 +26,7 @@ from rapport.services.gateway.records import Records
 from rapport.services.gateway.records_api import records_router
 from rapport.services.gateway.repository import StoredAnswers, forget_old_answers
 from rapport.services.gateway.tokens import TokenVerifier, verifier_for
+from rapport.services.gateway.worklist_records import RecordsAlerts
 from rapport.shared.messaging import subjects
 from rapport.shared.messaging.ingress import BrokerUnavailable, Ingress
 from rapport.shared.periodic import Periodic
@@ -89,7 +90,8 @@ def build(settings: Settings, broker_url: str, *, verifier: TokenVerifier | None
     gate = Gate(verifier, limit)
     feed = AlertFeed(ingress)
     commander = AlertCommander(ingress, feed, wait_seconds=settings.gateway_answer_wait_seconds)
-    pages = dashboard(settings, runtime.sessions, gate, clock=runtime.clock)  # sign-in, audit, pages
+    pages = dashboard(settings, runtime.sessions, gate, clock=runtime.clock,  # sign-in, audit, pages
+                      alerts=RecordsAlerts(Records(runtime.sessions), commander, feed))
     notifications = notification_delivery(runtime, settings, gate, audit=pages.audit)  # webhooks, e-mail
     records = records_router(Records(runtime.sessions), feed, commander, gate.principal)
     http = create_app(intake, gate, version=VERSION, wait_seconds=settings.gateway_answer_wait_seconds,
