@@ -118,7 +118,9 @@ async def test_the_worklist_shows_the_clinicians_open_alerts_most_urgent_first_a
         await page.evaluate("window.notReloaded = true")
         await risk.get_by_role("button", name="Acknowledge").click()
         await page.locator("#alert-a-risk[data-status='acknowledged']").wait_for()
-        await page.get_by_role("status").filter(has_text="Acknowledged.").wait_for()
+        await page.locator("#alert-a-risk .said").filter(has_text="Acknowledged.").wait_for()
+        assert await page.locator("#live-status").inner_text() == "Acknowledged."  # announced once, politely
+        assert await page.evaluate("document.activeElement.className") == "said"  # focus where the answer is
         assert await page.evaluate("window.notReloaded") is True
         await screens.shoot(page, "acknowledged-in-place")
 
@@ -127,6 +129,7 @@ async def test_the_worklist_shows_the_clinicians_open_alerts_most_urgent_first_a
         await critical.get_by_label("Reason for resolving").press("Enter")  # the keyboard sends it
         await page.locator("#alert-a-critical[data-status='resolved']").wait_for()
         await page.locator('#alert-a-critical').wait_for(state='detached')  # gone once the list refreshes
+        assert (await page.locator("#live-status").inner_text()).startswith("Resolved: PHQ-9 up 7 points")
         assert await page.evaluate("window.notReloaded") is True
         assert await shown_ids(page) == ["a-risk", "a-high-old", "a-high-new", "a-medium-old"]
 

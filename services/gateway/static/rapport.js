@@ -39,6 +39,13 @@
     var id = event.detail.target && event.detail.target.id;
     var swapped = id ? document.getElementById(id) : null;
     var said = swapped ? swapped.querySelector(".said, .problem") : null;
-    if (said) { said.setAttribute("tabindex", "-1"); said.focus(); }
+    if (said) {
+      said.setAttribute("tabindex", "-1");
+      said.focus();
+      // the card may go at the next live refresh (a resolved alert leaves the list): the page's
+      // status line keeps what was said
+      var status = document.getElementById("live-status");
+      if (status) { status.textContent = said.textContent; }
+    }
   });
 })();
