@@ -56,3 +56,19 @@ async def chromium() -> AsyncIterator[object]:
             yield browser
         finally:
             await browser.close()
+
+
+UNNAMED_CONTROLS = """() => Array.from(document.querySelectorAll(
+    'input:not([type=hidden]), select, textarea, button, a[href]'))
+  .filter(e => {
+    const named = (e.labels && e.labels.length > 0) || e.getAttribute('aria-label') || e.getAttribute('aria-labelledby')
+      || (e.tagName === 'BUTTON' || e.tagName === 'A') && e.textContent.trim() !== '';
+    return !named;
+  })
+  .map(e => e.outerHTML.slice(0, 120))"""
+
+
+async def assert_controls_labelled(page: object) -> None:
+    """Every control a person can reach has a name a screen reader says (a label, or its text)."""
+    unnamed = await page.evaluate(UNNAMED_CONTROLS)  # type: ignore[attr-defined]
+    assert unnamed == [], unnamed

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from browser_rig import Screens, chromium, output_dir
+from browser_rig import Screens, assert_controls_labelled, chromium, output_dir
 from dashboard_rig import gateway_settings, link, serving, signing_key
 from test_sign_in_and_audit import tampered
 
@@ -137,6 +137,7 @@ async def test_an_admin_reads_the_audit_trail_and_a_clinician_is_refused_it(
         assert ["sign_in", "303", "clin-11"] in rows
         assert ["read_audit", "403", "clin-11"] in rows
         assert ["sign_in", "303", f"admin@{tenant}"] in rows
+        await assert_controls_labelled(admin)
         await screens.shoot(admin, "audit-trail")
 
         # the filters are labelled fields a keyboard reaches

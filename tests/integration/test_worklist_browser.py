@@ -17,7 +17,7 @@ import httpx
 import pytest
 import pytest_asyncio
 import uvicorn
-from browser_rig import Screens, chromium, output_dir
+from browser_rig import Screens, assert_controls_labelled, chromium, output_dir
 from dashboard_rig import bearer, link, signing_key
 
 from rapport.embedded_nats import free_port
@@ -113,6 +113,13 @@ async def test_the_worklist_shows_the_clinicians_open_alerts_most_urgent_first_a
         assert "goals still fit" in await risk.locator(".prompt").inner_text()
         assert await page.locator("#alert-a-high-old .badge.status").text_content() == "acknowledged"
         await page.locator("[data-live='open']").wait_for()
+        await assert_controls_labelled(page)
+        # keyboard: from the top of the page, Tab reaches the first alert's Acknowledge button
+        for _ in range(12):
+            await page.keyboard.press("Tab")
+            if await page.evaluate("document.activeElement.textContent") == "Acknowledge":
+                break
+        assert await page.evaluate("document.activeElement.closest('li').dataset.alertId") == "a-risk"
         await screens.shoot(page, "worklist")
 
         await page.evaluate("window.notReloaded = true")
