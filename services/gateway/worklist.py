@@ -70,6 +70,8 @@ class WorklistEntry:
     alert: Alert
     headline: str
     evidence_words: str
+    # (transition, by, at, reason), oldest first: only where one alert is shown on its own page
+    history: tuple[tuple[str, str, datetime, str | None], ...] = ()
 
     @property
     def urgency(self) -> tuple[int, int, datetime, str]:
@@ -123,6 +125,10 @@ class AlertSource(Protocol):
         """One item (an event name) each time something on the principal's list changed."""
         ...
 
+    async def alert(self, principal: Principal, alert_id: str) -> WorklistEntry | None:
+        """One alert the principal may see, resolved or not, with its history; None otherwise."""
+        ...
+
 
 class WorklistPage:
     """`/` for a clinician (pages.py asks it to render), and the list alone for live refreshes."""
@@ -154,6 +160,10 @@ class InMemoryAlerts:
 
     async def open_alerts(self, principal: Principal) -> Sequence[WorklistEntry]:
         return [entry_of(a) for a in self._alerts.values() if self._visible(principal, a) and a.status != "resolved"]
+
+    async def alert(self, principal: Principal, alert_id: str) -> WorklistEntry | None:
+        found = self._alerts.get((principal.tenant, alert_id))
+        return entry_of(found) if found is not None and self._visible(principal, found) else None
 
     def put(self, alert: Alert, event: str = "alert.raised") -> None:
         """A transition arrives (as the feed would bring it)."""
@@ -245,6 +255,24 @@ def worklist_router(page: WorklistPage, sign_in: SignIn, *, heartbeat_seconds: f
                                 alert_id=alert_id)
         return views.render(request, "worklist_card.html", status, entry=entry, said=said, problem=None,
                             problem_for=None)
+
+    @router.get("/alerts/{alert_id}")
+    async def one_alert(request: Request, alert_id: str) -> Response:
+        """The page a notification links to: the alert's card and its history (404 when it is not
+        the caller's, as for one that does not exist)."""
+        await sign_in.signed_in(request)
+        try:
+            principal = await sign_in.principal_of(request, "read_alerts")
+        except Refused as refused:
+            if refused.status == 401:
+                return views.message(request, 401, "Sign in", "This page needs you to be signed in.")
+            return views.message(request, refused.status, "Not for your role", refused.message)
+        entry = await source.alert(principal, alert_id)
+        await audit.record(action="read_alerts", outcome=200 if entry else 404, principal=principal,
+                           request=request, resource=f"alert/{alert_id}")
+        if entry is None:
+            return views.message(request, 404, "No such alert", "There is no alert of yours with this id.")
+        return views.render(request, "alert.html", entry=entry)
 
     @router.post("/worklist/alerts/{alert_id}/acknowledge")
     async def acknowledge(request: Request, alert_id: str) -> Response:

@@ -19,7 +19,9 @@ UNRESOLVED = AlertFilters(status=("open", "acknowledged"))
 
 def entry_from(tenant: str, alert: AlertShown) -> WorklistEntry:
     fields = alert.model_dump(exclude={"headline", "evidence_words", "transitions"})
-    return WorklistEntry(Alert.model_validate({**fields, "tenant": tenant}), alert.headline, alert.evidence_words)
+    history = tuple((t.transition, t.by, t.at, t.reason) for t in alert.transitions)
+    return WorklistEntry(Alert.model_validate({**fields, "tenant": tenant}), alert.headline, alert.evidence_words,
+                         history)
 
 
 class RecordsAlerts:
@@ -49,6 +51,10 @@ class RecordsAlerts:
         if isinstance(answer, CommandRefused):
             return Acted("refused", entry_from(principal.tenant, current), answer.reason)
         return Acted("done", entry_from(principal.tenant, shown(answer)))
+
+    async def alert(self, principal: Principal, alert_id: str) -> WorklistEntry | None:
+        found = await self.records.alert(Viewer.of(principal), alert_id)
+        return entry_from(principal.tenant, found) if found is not None else None
 
     async def changes(self, principal: Principal) -> AsyncIterator[str]:
         stream = await self.feed.open(Viewer.of(principal))

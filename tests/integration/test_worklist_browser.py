@@ -191,6 +191,15 @@ async def test_commands_need_the_csrf_token_and_work_without_scripts(
                                                                                 "HX-Request": "true"})
         assert again.status_code == 409 and "Nothing changed" in again.text
 
+        # the page a notification links to: the clinician's own alert, resolved ones too; never another's
+        own = await http.get("/alerts/a-risk")
+        assert own.status_code == 200 and 'data-alert-id="a-risk"' in own.text
+        done = await http.get("/alerts/a-resolved")
+        assert done.status_code == 200 and 'data-testid="resolved"' in done.text
+        assert "Reason for resolving" not in done.text  # nothing left to do on it
+        assert (await http.get("/alerts/a-other-clinician")).status_code == 404
+        assert (await http.get("/alerts/no-such-alert")).status_code == 404
+
 
 def _clinician(tenant: str) -> Any:
     from rapport.services.gateway.tokens import Principal

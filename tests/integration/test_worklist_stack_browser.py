@@ -71,9 +71,17 @@ async def test_a_rupture_arrives_live_on_the_worklist_and_is_acknowledged_in_pla
         await page.locator(f"#alert-{alert_id}[data-status='acknowledged']").wait_for(timeout=20_000)
         await screens.shoot(page, "acknowledged")
 
+        # the page a notification links to names every transition
+        await page.goto(f"{base}/alerts/{alert_id}")
+        history = await page.get_by_test_id("history").locator("tbody tr").evaluate_all(
+            "rows => rows.map(r => [r.cells[1].innerText, r.cells[2].innerText])")
+        assert history == [["raised", "rapport/alerts"], ["acknowledged", CLINICIAN]]
+        await screens.shoot(page, "the-alert-a-notification-links-to")
+
         other = await (await browser.new_context()).new_page()  # type: ignore[attr-defined]
         await other.goto(link(base, key, tenant, "clinician", clinician="clin-43"))
         await other.get_by_text("Nothing needs you now.").wait_for()
+        assert (await other.goto(f"{base}/alerts/{alert_id}")).status == 404
 
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
             own = {"Authorization": f"Bearer {bearer(key, tenant, 'clinician', clinician=CLINICIAN)}"}
