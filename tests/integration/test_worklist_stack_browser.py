@@ -72,9 +72,13 @@ async def test_a_rupture_arrives_live_on_the_worklist_and_is_acknowledged_in_pla
         await screens.shoot(page, "acknowledged")
 
         # the page a notification links to names every transition
-        await page.goto(f"{base}/alerts/{alert_id}")
-        history = await page.get_by_test_id("history").locator("tbody tr").evaluate_all(
-            "rows => rows.map(r => [r.cells[1].innerText, r.cells[2].innerText])")
+        for _ in range(50):  # the read model follows the events it is fed: a moment after the command's answer
+            await page.goto(f"{base}/alerts/{alert_id}")
+            history = await page.get_by_test_id("history").locator("tbody tr").evaluate_all(
+                "rows => rows.map(r => [r.cells[1].innerText, r.cells[2].innerText])")
+            if len(history) == 2:
+                break
+            await asyncio.sleep(0.2)
         assert history == [["raised", "rapport/alerts"], ["acknowledged", CLINICIAN]]
         await screens.shoot(page, "the-alert-a-notification-links-to")
 
@@ -89,7 +93,8 @@ async def test_a_rupture_arrives_live_on_the_worklist_and_is_acknowledged_in_pla
             assert (listed["alert_id"], listed["status"]) == (alert_id, "acknowledged")
             rows = (await http.get("/api/v1/audit", params={"action": "acknowledge_alert"}, headers={
                 "Authorization": f"Bearer {bearer(key, tenant, 'admin')}"})).json()["entries"]
-            assert [(r["subject"], r["resource"], r["outcome"]) for r in rows] == [
-                (CLINICIAN, f"alert/{alert_id}", 200)]
+            # 200 once the alerts service answered within the wait, 202 when it answered later (on a loaded machine)
+            assert [(r["subject"], r["resource"], r["outcome"] in (200, 202)) for r in rows] == [
+                (CLINICIAN, f"alert/{alert_id}", True)]
         await page.close()
         await other.close()
