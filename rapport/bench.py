@@ -19,12 +19,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-import nats
 from nats.aio.msg import Msg
 
 from rapport import baseline
 from rapport.journeys import Journey, Journeys
 from rapport.shared.db.engine import create_engine
+from rapport.shared.messaging.broker import connect_client
 from rapport.shared.settings import Settings
 from rapport.stack import Stack, read_endpoints
 
@@ -153,7 +153,7 @@ async def _drive(broker_url: str, tenant: str, count: int, rate: float, history:
 async def _drive_baseline(broker_url: str, database_url: str, count: int, rate: float) -> dict[str, Any]:
     """The same load through the bare three-hop pipeline (rapport/baseline.py), on the same broker and database."""
     run = f"b{int(time.time()) % 10**6}"
-    connection = await nats.connect(broker_url, name="rapport-bench-baseline")
+    connection = await connect_client(Settings(), broker_url, name="rapport-bench-baseline")
     engine = create_engine(database_url)
     processes: list[asyncio.subprocess.Process] = []
     try:

@@ -12,9 +12,9 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import nats
-
+from rapport.shared.messaging.broker import connect_client
 from rapport.shared.messaging.deadletters import DeadLetterRecord, Filters, get_dead_letter, list_dead_letters, redrive
+from rapport.shared.settings import Settings
 
 AGO = re.compile(r"^(\d+)([smhd])$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -41,7 +41,7 @@ HEADER = f"{'seq':>8}  {'dead-lettered (UTC)':<19}  {'tenant':<20} {'service':<8
 
 
 async def list_command(url: str, filters: Filters, limit: int, as_json: bool) -> str:
-    connection = await nats.connect(url, name="rapport-deadletter")
+    connection = await connect_client(Settings(), url, name="rapport-deadletter")
     try:
         records = await list_dead_letters(connection.jetstream(), filters, limit)
     finally:
@@ -54,7 +54,7 @@ async def list_command(url: str, filters: Filters, limit: int, as_json: bool) ->
 
 
 async def show_command(url: str, sequence: int, save: Path | None) -> tuple[int, str]:
-    connection = await nats.connect(url, name="rapport-deadletter")
+    connection = await connect_client(Settings(), url, name="rapport-deadletter")
     try:
         found = await get_dead_letter(connection.jetstream(), sequence)
     finally:
@@ -72,7 +72,7 @@ async def show_command(url: str, sequence: int, save: Path | None) -> tuple[int,
 
 
 async def redrive_command(url: str, sequences: list[int], filters: Filters | None) -> tuple[int, str]:
-    connection = await nats.connect(url, name="rapport-deadletter")
+    connection = await connect_client(Settings(), url, name="rapport-deadletter")
     try:
         js = connection.jetstream()
         if filters is not None:

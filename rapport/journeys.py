@@ -14,13 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from rapport.shared.messaging import subjects
+from rapport.shared.messaging.broker import connect_client
 from rapport.shared.messaging.ingress import Ingress
 from rapport.shared.messaging.resend import publish_until_stored
+from rapport.shared.settings import Settings
 
 
 @dataclass
@@ -59,9 +60,11 @@ class Journeys:
         self._changed = asyncio.Condition()
 
     @classmethod
-    async def connect(cls, url: str, tenant: str) -> Journeys:
-        # reconnects for as long as the caller waits: a failover of the node it talks to is not an end
-        client = await nats.connect(url, name="rapport-client", max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    async def connect(cls, url: str, tenant: str, settings: Settings | None = None) -> Journeys:
+        # reconnects for as long as the caller waits: a failover of the node it talks to is not an end;
+        # signs in as the services do (RAPPORT_BROKER_USER, _CREDS, _TLS_CA, ...)
+        client = await connect_client(settings or Settings(), url, name="rapport-client", max_reconnect_attempts=-1,
+                                      reconnect_time_wait=0.5)
         journeys = cls(client, tenant)
         await client.subscribe(f"{subjects.PREFIX}.{tenant}.>", cb=journeys._on_event, pending_msgs_limit=10_000_000,
                                pending_bytes_limit=2_000_000_000)

@@ -30,7 +30,7 @@ from rapport.shared.contracts.envelope import CloudEvent
 from rapport.shared.db.delivery import PublishedRows, forget_old_inbox
 from rapport.shared.db.engine import create_engine, session_factory
 from rapport.shared.durability import describe_durability
-from rapport.shared.messaging.broker import batch_pull, bound_stream, consumer_config, make_broker
+from rapport.shared.messaging.broker import batch_pull, bound_stream, consumer_config, make_broker, require_tls
 from rapport.shared.messaging.consumer import BatchConsumer, Handler, U, UnitOfWorkFactory, utcnow
 from rapport.shared.messaging.publish import EventPublisher
 from rapport.shared.messaging.relay import OutboxRelay
@@ -146,6 +146,7 @@ class ServiceRuntime:
     async def prepare(self) -> None:
         """Before the subscribers start: connect, make sure the streams are there, read the durability."""
         await self.broker.connect()
+        require_tls(self.settings, self.broker._connection)  # type: ignore[arg-type]
         await ensure_streams(self.jetstream(), self.settings)
         self.durability = await describe_durability(self.settings, self.engine)
 

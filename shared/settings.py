@@ -8,7 +8,7 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,7 +23,7 @@ def normalise_database_url(url: str) -> str:
 
 
 # settings that may carry a password, and so may be given as a file (a mounted secret) instead
-SECRET_FIELDS = ("database_url", "broker_url")
+SECRET_FIELDS = ("database_url", "broker_url", "broker_password")
 
 
 class Settings(BaseSettings):
@@ -32,6 +32,18 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".rapport"), description="where the embedded stack keeps its files")
     broker_url: str | None = Field(default=None, description="nats://host:port; unset: the embedded broker")
     database_url: str | None = Field(default=None, description="unset: SQLite under data_dir")
+    # Signing in to an external broker (unset: none; the embedded broker needs none). At most one
+    # way: a user and password, a NATS .creds file (user JWT and NKey seed), or an NKey seed file.
+    # TLS: the CA that signed the broker's certificate, and a client certificate and key for a
+    # broker that asks for one (`verify: true`). Every connection Rapport makes uses them
+    # (shared/messaging/broker.py); the password never appears in a log line, an error or a repr.
+    broker_user: str | None = None
+    broker_password: SecretStr | None = None
+    broker_creds: Path | None = None
+    broker_nkey_seed_file: Path | None = None
+    broker_tls_ca: Path | None = None
+    broker_tls_cert: Path | None = None
+    broker_tls_key: Path | None = None
     log_level: str = "INFO"
     # batching on the hot path: how many messages a service takes from the broker at once, and
     # how long it waits to fill a batch before working on what it has
@@ -126,6 +138,20 @@ class Settings(BaseSettings):
                     raise ValueError(f"RAPPORT_{name.upper()}_FILE names {path}, which cannot be read "
                                      f"({type(error).__name__})") from None
         return values
+
+    @model_validator(mode="after")
+    def _one_broker_sign_in(self) -> Settings:
+        ways = [name for name, value in (("RAPPORT_BROKER_USER", self.broker_user),
+                                         ("RAPPORT_BROKER_CREDS", self.broker_creds),
+                                         ("RAPPORT_BROKER_NKEY_SEED_FILE", self.broker_nkey_seed_file)) if value]
+        if len(ways) > 1:
+            raise ValueError(f"{' and '.join(ways)} are both set: the broker takes one way of signing in")
+        if self.broker_password is not None and not self.broker_user:
+            raise ValueError("RAPPORT_BROKER_PASSWORD is set without RAPPORT_BROKER_USER")
+        if bool(self.broker_tls_cert) != bool(self.broker_tls_key):
+            raise ValueError("RAPPORT_BROKER_TLS_CERT and RAPPORT_BROKER_TLS_KEY go together (a client certificate "
+                             "and its key)")
+        return self
 
     @field_validator("database_url")
     @classmethod

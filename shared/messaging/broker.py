@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import logging
+import ssl
+from collections.abc import Callable
 from time import monotonic
+from typing import Any
+from urllib.parse import urlsplit
 
 import faststream.nats.subscriber.usecases.stream_pull_subscriber as _pull_subscriber
 from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
+from faststream.nats.security import NatsCredentials, NatsNKey, NatsSecurity, NatsUserPassword, parse_security
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
 from nats.js.api import AckPolicy as ConsumerAckPolicy
@@ -81,7 +88,8 @@ def broker_servers(url: str) -> list[str]:
 
 def make_broker(settings: Settings, url: str, *, service: str) -> NatsBroker:
     """Per-message log lines from FastStream go to DEBUG: at the default level they would halve throughput."""
-    return NatsBroker(
+    check = SignInCheck(settings, url)
+    broker = NatsBroker(
         broker_servers(url),
         name=f"rapport-{service}",
         logger=logging.getLogger(f"rapport.{service}.broker"),
@@ -90,7 +98,145 @@ def make_broker(settings: Settings, url: str, *, service: str) -> NatsBroker:
         # Never FastStream's NATS default (terminate on error): subscribers ack by hand, see consumer.py.
         ack_policy=AckPolicy.MANUAL,
         max_reconnect_attempts=-1,
+        security=broker_security(settings),
+        error_cb=check.on_error,
     )
+    check.connected = lambda: broker._connection is not None
+    return broker
+
+
+# ---- signing in and TLS: one definition for the services' brokers and every other client -------------
+
+
+class BrokerRefused(RuntimeError):
+    """The broker refused this connection's sign-in or TLS, or TLS was asked for and the broker has
+    none. The message names the setting to fix, never its value."""
+
+
+def broker_security(settings: Settings) -> NatsSecurity | None:
+    """The sign-in (RAPPORT_BROKER_USER/PASSWORD, _CREDS or _NKEY_SEED_FILE) and TLS (RAPPORT_BROKER_TLS_*)."""
+    context = tls_context(settings)
+    if settings.broker_creds:
+        return NatsCredentials.from_file(_readable(settings.broker_creds, "RAPPORT_BROKER_CREDS"),
+                                         ssl_context=context)
+    if settings.broker_nkey_seed_file:
+        return NatsNKey.from_file(_readable(settings.broker_nkey_seed_file, "RAPPORT_BROKER_NKEY_SEED_FILE"),
+                                  ssl_context=context)
+    if settings.broker_user:
+        password = settings.broker_password.get_secret_value() if settings.broker_password else ""
+        return NatsUserPassword(settings.broker_user, password, ssl_context=context)
+    return NatsSecurity(ssl_context=context) if context is not None else None
+
+
+def connect_options(settings: Settings) -> dict[str, Any]:
+    """The same sign-in and TLS as keyword arguments of nats.connect (for clients outside FastStream)."""
+    return {key: value for key, value in parse_security(broker_security(settings)).items()
+            if value is not None and value is not False}
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """Verifies the broker's certificate against RAPPORT_BROKER_TLS_CA (the system's CAs without it)
+    and its name against the host in RAPPORT_BROKER_URL; presents the client certificate if set."""
+    if not (settings.broker_tls_ca or settings.broker_tls_cert):
+        return None
+    names = "RAPPORT_BROKER_TLS_CA"
+    try:
+        context = ssl.create_default_context(
+            cafile=str(_readable(settings.broker_tls_ca, names)) if settings.broker_tls_ca else None)
+        if settings.broker_tls_cert and settings.broker_tls_key:
+            names = "RAPPORT_BROKER_TLS_CERT and RAPPORT_BROKER_TLS_KEY"
+            context.load_cert_chain(_readable(settings.broker_tls_cert, "RAPPORT_BROKER_TLS_CERT"),
+                                    _readable(settings.broker_tls_key, "RAPPORT_BROKER_TLS_KEY"))
+    except ssl.SSLError as error:
+        raise BrokerRefused(f"{names}: not a usable certificate or key ({error.reason or type(error).__name__})") \
+            from None
+    return context
+
+
+def _readable(path: Any, setting: str) -> str:
+    try:
+        with open(path, "rb"):
+            return str(path)
+    except OSError as error:
+        raise BrokerRefused(f"{setting} names {path}, which cannot be read ({type(error).__name__})") from None
+
+
+def sign_in_setting(settings: Settings, url: str) -> str:
+    """Which setting holds the credentials the broker judged, to name in an error."""
+    if settings.broker_creds:
+        return "RAPPORT_BROKER_CREDS"
+    if settings.broker_nkey_seed_file:
+        return "RAPPORT_BROKER_NKEY_SEED_FILE"
+    if settings.broker_user:
+        return "RAPPORT_BROKER_USER and RAPPORT_BROKER_PASSWORD"
+    if any(urlsplit(server).password or urlsplit(server).username for server in broker_servers(url)):
+        return "the user and password in RAPPORT_BROKER_URL"
+    return "none is set: RAPPORT_BROKER_USER and RAPPORT_BROKER_PASSWORD, RAPPORT_BROKER_CREDS or " \
+           "RAPPORT_BROKER_NKEY_SEED_FILE"
+
+
+def refusal(settings: Settings, url: str, error: BaseException) -> str | None:
+    """What a connection error means for the operator, when it is about sign-in or TLS (retrying
+    cannot cure those); None for anything else (a server down, a timeout)."""
+    text = str(error).lower()
+    if "authorization violation" in text or "authentication" in text:
+        return f"the broker refused the sign-in ({str(error).removeprefix('nats: ').strip(chr(39))}); " \
+               f"check the credentials: {sign_in_setting(settings, url)}"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"the broker's TLS certificate was not accepted ({error.verify_message}): RAPPORT_BROKER_TLS_CA " \
+               "names the CA that signed it, and the host in RAPPORT_BROKER_URL must be a name it was issued for"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS with the broker failed ({error.reason or type(error).__name__}): check RAPPORT_BROKER_TLS_CA, " \
+               "and RAPPORT_BROKER_TLS_CERT and RAPPORT_BROKER_TLS_KEY if the broker asks for a client certificate"
+    if "tls required" in text or "no ssl context" in text:
+        return "the broker requires TLS: set RAPPORT_BROKER_TLS_CA"
+    return None
+
+
+class SignInCheck:
+    """nats-py's error callback (`on_error`). Until the first connection is made, an error retrying cannot cure
+    (credentials refused, a certificate not accepted) ends the connect at once as BrokerRefused,
+    raised from the callback as FastStream does for its own unrecoverable errors: with
+    max_reconnect_attempts=-1 nats-py would otherwise try again for ever, and a service would
+    never say why it does not start. Other errors go on to FastStream's logging (or, for a plain
+    client, are logged here by type and text, which carry no credentials)."""
+
+    def __init__(self, settings: Settings, url: str, *, log_others: bool = False) -> None:
+        self.settings, self.url, self.log_others = settings, url, log_others
+        self.connected: Callable[[], bool] = lambda: False
+
+    async def on_error(self, error: Exception) -> None:
+        if not self.connected() and (problem := refusal(self.settings, self.url, error)):
+            raise BrokerRefused(problem) from None
+        if self.log_others:
+            logging.getLogger("rapport.broker").warning("broker connection: %s: %s", type(error).__name__, error)
+
+
+def require_tls(settings: Settings, client: Client) -> None:
+    """nats-py upgrades to TLS only when the server asks for it: with TLS configured, a broker that
+    does not is refused rather than talked to in the clear."""
+    if tls_context(settings) is not None and not (client._server_info or {}).get("tls_required"):
+        raise BrokerRefused("RAPPORT_BROKER_TLS_CA is set but the broker does not use TLS: "
+                            "refusing to send credentials and clinical data in the clear")
+
+
+async def connect_client(settings: Settings, url: str, *, name: str, **options: Any) -> Client:
+    """A plain nats-py client (rapport submit, bench, demo, deadletter) with the services' sign-in and TLS."""
+    client = Client()
+    check = SignInCheck(settings, url, log_others=True)
+    connected = False
+    check.connected = lambda: connected
+    try:
+        await client.connect(broker_servers(url), name=name, error_cb=check.on_error, **connect_options(settings),
+                             **options)
+        require_tls(settings, client)
+    except BaseException:
+        # closing a connection that never finished its TLS handshake can wait for ever: bounded
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.close(), 1)
+        raise
+    connected = True
+    return client
 
 
 def batch_pull(settings: Settings) -> PullSub:
