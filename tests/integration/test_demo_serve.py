@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -37,6 +38,11 @@ def test_rapport_demo_serve_keeps_the_stack_up_and_its_therapist_link_opens_thei
         with httpx.Client(timeout=30, follow_redirects=True) as http:
             worklist = http.get(therapist.group(3))
             assert worklist.status_code == 200
+            for _ in range(50):  # the gateway's read model follows the alert events a moment behind
+                if worklist.text.count('class="alert"') == int(therapist.group(2)):
+                    break
+                time.sleep(0.2)
+                worklist = http.get(worklist.url.copy_with(path="/"))
             assert worklist.text.count('class="alert"') == int(therapist.group(2))
         lead = re.search(r"clinical lead\s+(\S+)", said)
         assert lead and httpx.get(lead.group(1), timeout=30, follow_redirects=False).status_code == 303
