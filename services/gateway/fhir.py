@@ -37,6 +37,7 @@ ISSUE_TYPES = {
     "too_large": "too-long", "unauthenticated": "login", "forbidden": "forbidden",
     "wrong_resource_type": "not-supported", "transaction_not_supported": "not-supported",
     "unsupported_bundle_type": "not-supported", "invalid_idempotency_key": "value",
+    "idempotency_key_reused": "business-rule", "store_unavailable": "transient",
     "not_found": "not-found", "method_not_allowed": "not-supported",
     "broker_unavailable": "transient", "pending": "informational", "accepted": "informational",
     "instrument_inferred": "informational", "temporary_submission_id": "informational",
@@ -134,7 +135,9 @@ def capability_statement(*, now: datetime, version: str, max_body_bytes: int, wa
     waits = (f"The gateway publishes the resource to rapport.<tenant>.in.submissions and waits up to "
              f"{wait_seconds:g} s for ingest's answer: 201 accepted (an OperationOutcome with the submission id "
              f"and any warnings), 422 rejected (an OperationOutcome naming every problem), 202 when no answer "
-             f"came in time (resend with the same Idempotency-Key, or the same body, for the answer).")
+             f"came in time, with a Location to GET for the answer (GET [base]/_messages/<id>: 202 while "
+             f"pending, 200 with this same answer once given; or resend the same request). An Idempotency-Key "
+             f"sent again with another body is refused (422, idempotency_key_reused) and nothing published.")
     create = {"code": "create", "documentation": waits}
     return {
         "resourceType": "CapabilityStatement",

@@ -2,8 +2,11 @@
 
 Every submitting request goes through the same steps, each with its own refusal:
 token (401, or 403 for a role that may not submit) -> content type (415) -> size (413) -> JSON
-(400) -> what the endpoint takes (400; a transaction Bundle 422) -> the broker takes it (503 with
-Retry-After when it does not) -> ingest's answer (201 / 422, or 202 when none came in time).
+(400) -> what the endpoint takes (400; a transaction Bundle 422) -> an Idempotency-Key first sent
+with another body (422) -> the message recorded (503 when the database does not take it) -> the
+broker takes it (503 with Retry-After when it does not) -> ingest's answer (201 / 422, or 202 when
+none came in time, with a `Location` to poll: GET /api/v1/messages/{id}, or its FHIR twin
+GET /fhir/_messages/{id}).
 Refusals under /fhir are OperationOutcomes, under /api/v1 the native `problems` list. Nothing from
 the body is repeated in a refusal or a log line; ingest's problems name fields, codes and items.
 """
@@ -26,7 +29,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rapport.services.gateway import fhir
 from rapport.services.gateway.answers import Answer
-from rapport.services.gateway.intake import IDEMPOTENCY_KEY, Intake, Received, message_id_for
+from rapport.services.gateway.intake import (
+    GATEWAY_MESSAGE_PREFIX,
+    IDEMPOTENCY_KEY,
+    IdempotencyKeyReused,
+    Intake,
+    Received,
+    RecordUnavailable,
+    message_id_for,
+)
 from rapport.services.gateway.tokens import InvalidToken, Principal, TokenVerifier
 from rapport.shared.contracts.problems import Problem
 from rapport.shared.messaging.ingress import BrokerUnavailable
@@ -41,7 +52,7 @@ REALM = 'Bearer realm="rapport"'
 # what each role may do. Which records a clinician may see within it (their own clients) is the
 # records' own check, answered 404 like a record that does not exist.
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "integration": frozenset({"submit"}),
+    "integration": frozenset({"submit", "read_submissions"}),
     "clinician": frozenset({"read_alerts", "act_on_alerts", "read_records", "watch_events", "manage_own_webhooks",
                             "use_dashboard"}),
     "lead": frozenset({"read_alerts", "act_on_alerts", "read_records", "watch_events", "read_figures",
@@ -142,10 +153,18 @@ def idempotency_key(request: Request) -> str | None:
     return key
 
 
-async def _submit(intake: Intake, principal: Principal, body: bytes, request: Request) -> Received:
+async def _submit(intake: Intake, principal: Principal, body: bytes, request: Request, form: str) -> Received:
     message_id = message_id_for(principal.tenant, body, idempotency_key(request))
     try:
-        return await intake.submit(principal.tenant, body, message_id)
+        return await intake.submit(principal.tenant, body, message_id, form)
+    except IdempotencyKeyReused:
+        raise Refused(422, "idempotency_key_reused", "this Idempotency-Key was sent before with another body; "
+                      "send a new key for a new body, or the first body again for its answer",
+                      field="Idempotency-Key") from None
+    except RecordUnavailable:
+        raise Refused(503, "store_unavailable", "the gateway cannot record the message now; nothing was "
+                      "published: resend the same request later",
+                      headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
     except BrokerUnavailable as error:
         log.warning("broker did not take a submission (%s)", error, extra={"message_id": message_id})
         raise Refused(503, "broker_unavailable", "the broker is not available; resend the same request later",
@@ -159,29 +178,47 @@ def _headers(received: Received) -> dict[str, str]:
     return {"Rapport-Message-Id": received.message_id}
 
 
-def _pending_words(wait_seconds: float) -> str:
-    return (f"received and stored by the broker; ingest did not answer within {wait_seconds:g} s. Resend the "
-            "same request (same Idempotency-Key, or the same body) for the answer")
+def native_status_url(message_id: str) -> str:
+    return f"/api/v1/messages/{quote(message_id, safe=':')}"
 
 
-def fhir_answer(received: Received, resource_type: str, wait_seconds: float) -> Response:
+def fhir_status_url(message_id: str) -> str:
+    return f"/fhir/_messages/{quote(message_id, safe=':')}"
+
+
+def _pending_words(wait_seconds: float | None) -> str:
+    waited = "" if wait_seconds is None else f" within {wait_seconds:g} s"
+    return (f"received and stored by the broker; ingest has not answered{waited}. GET the Location for the "
+            "answer (or resend the same request: same Idempotency-Key, or the same body)")
+
+
+def fhir_body(received: Received, form: str, wait_seconds: float | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """The status, OperationOutcome or batch-response, and headers a FHIR request of `form` (its
+    resource type; `native` for a message sent to the native twin) is answered with."""
     answers = received.answers
     headers = _headers(received)
     if answers is None:
-        return _fhir(202, fhir.refusal("pending", _pending_words(wait_seconds), severity="information"), headers)
-    if resource_type == "Bundle":
+        headers["Location"] = fhir_status_url(received.message_id)
+        return 202, fhir.refusal("pending", _pending_words(wait_seconds), severity="information"), headers
+    if form == "Bundle":
         whole = len(answers) == 1 and answers[0].outcome == "rejected" and not any(
             p.field.startswith("entry[") for p in answers[0].problems)
         if whole:  # the Bundle itself was refused (empty, unreadable): no entry to answer
-            return _fhir(422, fhir.outcome_of(answers[0], "Bundle"), headers)
-        return _fhir(200, fhir.batch_response(answers), headers)
+            return 422, fhir.outcome_of(answers[0], "Bundle"), headers
+        return 200, fhir.batch_response(answers), headers
+    resource_type = None if form == "native" else form
     [answer] = answers[:1]
     if answer.outcome == "rejected":
-        return _fhir(422, fhir.outcome_of(answer, resource_type), headers)
+        return 422, fhir.outcome_of(answer, resource_type), headers
     headers["ETag"] = f'W/"{answer.revision}"'
-    stored_id = quote(answer.submission_id or "", safe="")
-    headers["Location"] = f"/fhir/{resource_type}/{stored_id}/_history/{answer.revision}"
-    return _fhir(201, fhir.outcome_of(answer, resource_type), headers)
+    if resource_type is not None:
+        stored_id = quote(answer.submission_id or "", safe="")
+        headers["Location"] = f"/fhir/{resource_type}/{stored_id}/_history/{answer.revision}"
+    return 201, fhir.outcome_of(answer, resource_type), headers
+
+
+def fhir_answer(received: Received, resource_type: str, wait_seconds: float) -> Response:
+    return _fhir(*fhir_body(received, resource_type, wait_seconds))
 
 
 def native_part(answer: Answer) -> dict[str, Any]:
@@ -193,16 +230,32 @@ def native_part(answer: Answer) -> dict[str, Any]:
             "warnings": [p.model_dump() for p in answer.problems]}
 
 
-def native_answer(received: Received, wait_seconds: float) -> Response:
+def native_body(received: Received, wait_seconds: float | None) -> tuple[int, dict[str, Any], dict[str, str]]:
     answers = received.answers
     headers = _headers(received)
     if answers is None:
-        return _native(202, {"status": "pending", "message_id": received.message_id,
-                             "message": _pending_words(wait_seconds)}, headers)
+        headers["Location"] = native_status_url(received.message_id)
+        return 202, {"status": "pending", "message_id": received.message_id,
+                     "message": _pending_words(wait_seconds)}, headers
     if len(answers) == 1:
         status = 201 if answers[0].outcome == "accepted" else 422
-        return _native(status, {"message_id": received.message_id, **native_part(answers[0])}, headers)
-    return _native(200, {"message_id": received.message_id, "answers": [native_part(a) for a in answers]}, headers)
+        return status, {"message_id": received.message_id, **native_part(answers[0])}, headers
+    return 200, {"message_id": received.message_id, "answers": [native_part(a) for a in answers]}, headers
+
+
+def native_answer(received: Received, wait_seconds: float) -> Response:
+    return _native(*native_body(received, wait_seconds))
+
+
+def polled(answer: tuple[int, dict[str, Any], dict[str, str]]) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """A poll's answer: 202 while pending (its Location is the poll URL itself); once answered, 200
+    with the body the request would have got, that request's status in `Rapport-Answer-Status`
+    and no Location (the 201's Location names the stored resource, not this answer)."""
+    status, body, headers = answer
+    if status == 202:
+        return 202, body, headers | {"Retry-After": "1"}
+    headers.pop("Location", None)
+    return 200, body, headers | {"Rapport-Answer-Status": str(status)}
 
 
 # the app
@@ -212,11 +265,21 @@ _NATIVE_DOC = {"required": True, "content": {"application/json": {"schema": {"ty
 _HEADERS_DOC = [{"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
                  "description": "makes a resend recognised (1-255 visible ASCII); without it, the same body is"}]
 _RESPONSES: dict[int | str, dict[str, Any]] = {
-    201: {"description": "accepted"}, 202: {"description": "no answer within the wait: resend for it"},
+    201: {"description": "accepted"},
+    202: {"description": "no answer within the wait: GET the Location (or resend the same request) for it"},
     400: {"description": "not JSON, or not what this endpoint takes"}, 401: {"description": "no valid token"},
     403: {"description": "the role may not submit"}, 413: {"description": "body over the limit"},
-    415: {"description": "wrong content type"}, 422: {"description": "rejected: every problem listed"},
-    503: {"description": "the broker is not available (Retry-After)"},
+    415: {"description": "wrong content type"},
+    422: {"description": "rejected: every problem listed; or an Idempotency-Key sent before with another body"},
+    503: {"description": "the broker or the database is not available (Retry-After)"},
+}
+_STATUS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "answered: the body the submitting request would have got; its status in the "
+                         "Rapport-Answer-Status header"},
+    202: {"description": "published, not answered yet (Retry-After)"}, 401: {"description": "no valid token"},
+    403: {"description": "the role may not read submissions (only integration may)"},
+    404: {"description": "this tenant sent no message with this id through the gateway"},
+    503: {"description": "the database is not available (Retry-After)"},
 }
 
 
@@ -274,7 +337,8 @@ def create_app(intake: Intake, gate: Gate, *, version: str, wait_seconds: float,
             raise Refused(400, "wrong_resource_type",
                           f"this endpoint takes a {resource_type}" + (f"; {where}" if found in (
                               "Bundle", "QuestionnaireResponse", "Observation") else ""), field="resourceType")
-        return fhir_answer(await _submit(intake, principal, body, request), resource_type, wait_seconds)
+        return fhir_answer(await _submit(intake, principal, body, request, resource_type), resource_type,
+                           wait_seconds)
 
     @app.post("/fhir/QuestionnaireResponse", tags=["fhir"], status_code=201, responses=_RESPONSES,
               openapi_extra={"requestBody": _BODY_DOC, "parameters": _HEADERS_DOC},
@@ -304,7 +368,7 @@ def create_app(intake: Intake, gate: Gate, *, version: str, wait_seconds: float,
                           "each entry is then accepted or rejected on its own", field="type")
         if kind not in fhir.SUPPORTED_BUNDLE_TYPES:
             raise Refused(422, "unsupported_bundle_type", "Bundle type must be batch or collection", field="type")
-        return fhir_answer(await _submit(intake, principal, body, request), "Bundle", wait_seconds)
+        return fhir_answer(await _submit(intake, principal, body, request, "Bundle"), "Bundle", wait_seconds)
 
     @app.post("/api/v1/submissions", tags=["native"], status_code=201, responses=_RESPONSES,
               openapi_extra={"requestBody": _NATIVE_DOC, "parameters": _HEADERS_DOC},
@@ -314,7 +378,35 @@ def create_app(intake: Intake, gate: Gate, *, version: str, wait_seconds: float,
         body, document = await gate.body(request, NATIVE_TYPES)
         if "resourceType" in document:
             raise Refused(400, "wrong_format", "a FHIR resource: POST it under /fhir", field="resourceType")
-        return native_answer(await _submit(intake, principal, body, request), wait_seconds)
+        return native_answer(await _submit(intake, principal, body, request, "native"), wait_seconds)
+
+    async def message_status(request: Request, message_id: str) -> tuple[Received, str]:
+        """What the gateway knows of a message this tenant sent through it; 404 for any other id
+        (another tenant's included: its key is the tenant's, so it is simply not found)."""
+        principal = await gate.principal(request, "read_submissions")
+        if not message_id.startswith(GATEWAY_MESSAGE_PREFIX) or len(message_id) > 64:
+            raise Refused(404, "not_found", "no message with this id was sent through the gateway")
+        try:
+            status = await intake.stored.status(principal.tenant, message_id)
+        except Exception as error:  # the database away
+            log.warning("a message's status could not be read (%s)", type(error).__name__)
+            raise Refused(503, "store_unavailable", "the answers cannot be read now; try again later",
+                          headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+        if status.answers is None and status.form is None:
+            raise Refused(404, "not_found", "no message with this id was sent through the gateway")
+        return Received(message_id, status.answers), status.form or "native"
+
+    @app.get("/api/v1/messages/{message_id}", tags=["native"], responses=_STATUS_RESPONSES,
+             summary="A submitted message's answer, or 202 while ingest has not answered (the 202's Location)")
+    async def native_message(request: Request, message_id: str) -> Response:
+        received, _form = await message_status(request, message_id)
+        return _native(*polled(native_body(received, None)))
+
+    @app.get("/fhir/_messages/{message_id}", tags=["fhir"], responses=_STATUS_RESPONSES,
+             summary="A submitted message's OperationOutcome or batch-response, or 202 while pending")
+    async def fhir_message(request: Request, message_id: str) -> Response:
+        received, form = await message_status(request, message_id)
+        return _fhir(*polled(fhir_body(received, form, None)))
 
     for router in routers:
         app.include_router(router)

@@ -6,19 +6,30 @@ tenant and the caller's `Idempotency-Key`, or from the tenant and the body when 
 resend is the same message: ingest's inbox answers a message once, the gateway's stored answers
 answer the resend. Derived, not taken as sent, so one tenant's keys can never collide with
 another's (not even in the broker's short duplicate window, which every tenant shares).
+
+Each message is recorded before it is published, with a digest of its body: a poll of its id is
+then answered 202 until every answer is in, and an Idempotency-Key sent again with another body is
+refused without publishing (the IETF Idempotency-Key draft's 422), where the broker and ingest would
+otherwise take it for the first message and answer it with the first body's answer.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 from rapport.services.gateway.answers import Answer, AnswerWaiter
+from rapport.services.gateway.repository import Seen, Status
 from rapport.shared.messaging import subjects
 from rapport.shared.messaging.consumer import HEADER_ROOM
 from rapport.shared.messaging.ingress import Ingress
+
+log = logging.getLogger("rapport.gateway")
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
@@ -35,14 +46,30 @@ def message_id_for(tenant: str, body: bytes, idempotency_key: str | None) -> str
     return f"{GATEWAY_MESSAGE_PREFIX}body:{digest[:40]}"
 
 
+def body_digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
 def body_limit(configured: int, max_payload: int) -> int:
     """The largest body taken: the configured one, but always with room for the headers under the
     broker's max_payload, so nothing taken over HTTP can fail to publish for its size."""
     return min(configured, max_payload - HEADER_ROOM)
 
 
-class Answers(Protocol):
+class Messages(Protocol):
     async def complete(self, tenant: str, message_id: str) -> list[Answer] | None: ...
+
+    async def record(self, tenant: str, message_id: str, *, body_digest: str, form: str, now: datetime) -> Seen: ...
+
+    async def status(self, tenant: str, message_id: str) -> Status: ...
+
+
+class IdempotencyKeyReused(Exception):
+    """The Idempotency-Key was first sent with another body: nothing is published."""
+
+
+class RecordUnavailable(Exception):
+    """The database did not take the record of the message: nothing is published."""
 
 
 @dataclass(frozen=True)
@@ -56,15 +83,25 @@ class Received:
 class Intake:
     ingress: Ingress
     waiter: AnswerWaiter
-    stored: Answers
+    stored: Messages
     wait_seconds: float
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
-    async def submit(self, tenant: str, body: bytes, message_id: str) -> Received:
+    async def submit(self, tenant: str, body: bytes, message_id: str, form: str) -> Received:
         """Raises BrokerUnavailable when the broker did not take the message (nothing is answered
-        then; a resend with the same message id is safe whether or not it was stored)."""
-        earlier = await self._stored(tenant, message_id)
-        if earlier is not None:
-            return Received(message_id, earlier, duplicate=True)
+        then; a resend with the same message id is safe whether or not it was stored),
+        IdempotencyKeyReused and RecordUnavailable before anything is published."""
+        try:
+            seen = await self.stored.record(tenant, message_id, body_digest=body_digest(body), form=form,
+                                            now=self.clock())
+        except Exception as error:  # the database away: publishing now would leave a 202 nobody can poll
+            log.warning("the message could not be recorded (%s)", type(error).__name__,
+                        extra={"message_id": message_id})
+            raise RecordUnavailable from None
+        if seen.reused:
+            raise IdempotencyKeyReused
+        if seen.answers is not None:
+            return Received(message_id, seen.answers, duplicate=True)
         pending = await self.waiter.expect(tenant, message_id)
         try:
             duplicate = await self.ingress.publish(subjects.submissions_in(tenant), body, message_id=message_id)

@@ -1,7 +1,7 @@
-"""Tables the gateway owns: its read models (ingest's answers; the alerts, their transitions and the
-scores, as the alert and record API shows them), and the inbox and outbox every consuming service
-has (the outbox stays empty: the gateway publishes what it is sent while the caller waits, and a
-failed publish is the caller's 503, not a row to relay)."""
+"""Tables the gateway owns: the messages it published for HTTP requests, its read models (ingest's
+answers; the alerts, their transitions and the scores, as the alert and record API shows them), and
+the inbox and outbox every consuming service has (the outbox stays empty: the gateway publishes what
+it is sent while the caller waits, and a failed publish is the caller's 503, not a row to relay)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,22 @@ class StoredAnswer(Base):
     answer: Mapped[dict[str, Any]] = mapped_column(Document)
 
     __table_args__ = (Index("ix_gateway_answers_answered_at", "answered_at"),)
+
+
+class PublishedMessage(Base):
+    """A message the gateway published for an HTTP request: recorded before the publish, so a poll
+    of its id tells pending (202) from never sent (404), and a reused Idempotency-Key is recognised
+    by the digest of the body it was first sent with. Keyed like the answers (`inbox_key` of tenant
+    and message id); `form` is the endpoint's: `native`, or the FHIR resource type posted."""
+
+    __tablename__ = "gateway_messages"
+
+    message_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    body_digest: Mapped[str] = mapped_column(String(64))
+    form: Mapped[str] = mapped_column(String(32))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("ix_gateway_messages_received_at", "received_at"),)
 
 
 class AlertView(Base):
