@@ -21,6 +21,7 @@ from faststream.nats.message import NatsBatchMessage
 from faststream.specification import AsyncAPI
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from prometheus_client import make_asgi_app
 from pydantic import BaseModel, create_model
 from sqlalchemy import Table, text
@@ -35,7 +36,7 @@ from rapport.shared.messaging.consumer import BatchConsumer, Handler, U, UnitOfW
 from rapport.shared.messaging.publish import EventPublisher
 from rapport.shared.messaging.relay import OutboxRelay
 from rapport.shared.messaging.streams import ensure_streams
-from rapport.shared.messaging.subjects import stream_of
+from rapport.shared.messaging.subjects import STREAM_SUBJECTS, stream_of
 from rapport.shared.messaging.watch import ConsumerWatch, Subscription
 from rapport.shared.metrics import REGISTRY, tenant_label
 from rapport.shared.periodic import Periodic
@@ -186,17 +187,39 @@ class ServiceRuntime:
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         """Every check bounded by readiness_timeout_seconds: a silent dependency answers 'not ready'."""
         timeout = self.settings.readiness_timeout_seconds
-        broker_ok, database_ok = await asyncio.gather(
+        broker_ok, database_ok, streams = await asyncio.gather(
             _within(timeout, self._broker_answers()), _within(timeout, self._database_answers()),
+            self._streams_answer(),
         )
         consumers = self.watch.states() if broker_ok else {s.durable: "unknown: the broker does not answer"
                                                             for s in self.subscriptions}
-        ok = broker_ok and database_ok and all(state == "consuming" for state in consumers.values())
-        return ok, {"broker": broker_ok, "database": database_ok, "consumers": consumers,
+        ok = broker_ok and database_ok and all(state == "ok" for state in streams.values()) and \
+            all(state == "consuming" for state in consumers.values())
+        return ok, {"broker": broker_ok, "database": database_ok, "streams": streams, "consumers": consumers,
                     "durability": self.durability}
 
     async def _broker_answers(self) -> bool:
         return bool(await self.broker.ping(timeout=self.settings.readiness_timeout_seconds))
+
+    async def _streams_answer(self) -> dict[str, str]:
+        """Each stream Rapport uses (every service publishes events and dead letters; ingest and the
+        gateway also use the inbound one): its leader answers. A connected client says nothing
+        about that: a cluster that lost its quorum, or a server whose JetStream is off, takes
+        connections and pings while no stream can store or deliver a message."""
+        timeout = self.settings.readiness_timeout_seconds
+
+        async def one(name: str) -> str:
+            try:
+                info = await asyncio.wait_for(self.jetstream().stream_info(name), timeout)
+            except NotFoundError:
+                return "missing: the stream does not exist (rapport broker init creates it)"
+            except Exception as error:  # a timeout, no responders, JetStream unavailable, not connected
+                return f"no answer: the stream has no leader or JetStream is unavailable ({type(error).__name__})"
+            if info.cluster is not None and not info.cluster.leader:
+                return "no leader"
+            return "ok"
+        names = list(STREAM_SUBJECTS)
+        return dict(zip(names, await asyncio.gather(*(one(name) for name in names)), strict=True))
 
     async def _database_answers(self) -> bool:
         async with self.engine.connect() as conn:
