@@ -100,8 +100,16 @@ class Settings(BaseSettings):
     # (`rapport token` mints them; `rapport up` creates the key, mode 0600). The audience tokens
     # must name, either way.
     token_key_file: Path | None = Field(default=None, description="default: <data_dir>/token-signing-key.pem")
-    oidc_issuer: str | None = None
+    # With an issuer (its exact `iss`, e.g. https://login.clinic.example/realms/clinic), tokens are
+    # verified against its JWKS (found by discovery, or at oidc_jwks_url), with these algorithms,
+    # and the tenant, role and clinician read from these claims (dotted for nested ones).
+    oidc_issuer: str | None = Field(default=None, pattern=r"^https?://")
     oidc_audience: str = "rapport"
+    oidc_jwks_url: str | None = Field(default=None, pattern=r"^https?://")
+    oidc_algorithms: str = Field(default="RS256,ES256,EdDSA", pattern=r"^[A-Za-z0-9]+(,[A-Za-z0-9]+)*$")
+    oidc_tenant_claim: str = Field(default="tenant", min_length=1)
+    oidc_role_claim: str = Field(default="role", min_length=1)
+    oidc_clinician_claim: str = Field(default="clinician", min_length=1)
     # Notification delivery (the gateway): webhooks and e-mail for the notify events. The SMTP relay
     # (smtp://[user:password@]host[:port], upgraded with STARTTLS when the relay offers it, or
     # smtps:// for TLS from the first byte; unset: no e-mail), the From address, the base URL the

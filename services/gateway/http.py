@@ -38,6 +38,7 @@ from rapport.services.gateway.intake import (
     RecordUnavailable,
     message_id_for,
 )
+from rapport.services.gateway.oidc import IssuerUnavailable
 from rapport.services.gateway.tokens import InvalidToken, Principal, TokenVerifier
 from rapport.shared.contracts.problems import Problem
 from rapport.shared.messaging.ingress import BrokerUnavailable
@@ -114,6 +115,10 @@ class Gate:
             log.info("bearer token refused (%s)", error)
             raise Refused(401, "unauthenticated", "a valid bearer token is required", field="Authorization",
                           headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'}) from None
+        except IssuerUnavailable:
+            log.warning("the identity provider's keys could not be fetched")
+            raise Refused(503, "identity_provider_unavailable", "tokens cannot be checked now; try again later",
+                          headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
         if not may(principal, action):
             raise Refused(403, "forbidden", f"the role {principal.role or '(none)'} may not {action}")
         return principal

@@ -6,9 +6,9 @@ role and, for a clinician, their id. Two ways to trust one, behind one `TokenVer
 - the embedded signing key (`SigningKeyVerifier`): an Ed25519 key in the data dir, mode 0600,
   created by `rapport up` (or the first `rapport token`); `rapport token` signs with it. For a
   stack with no identity provider.
-- an OIDC issuer's JWKS (`RAPPORT_OIDC_ISSUER`): not built yet; `verifier_for` refuses to start
-  rather than ignore the setting. It will be a second `TokenVerifier` reading the same claims
-  (`ClaimNames`, so Keycloak-, Entra- or Okta-shaped tokens map onto them).
+- an OIDC issuer's JWKS (`RAPPORT_OIDC_ISSUER`, oidc.py): the clinic's identity provider signs,
+  the same claims are read (`ClaimNames`, dotted for nested claims, so Keycloak-, Entra- or
+  Okta-shaped tokens map onto them).
 
 Every way a token can be wrong raises `InvalidToken` with the kind of fault for the log; the caller
 answers 401 with nothing but the standard `WWW-Authenticate`.
@@ -66,14 +66,27 @@ class TokenVerifier(Protocol):
     async def verify(self, token: str) -> Principal: ...
 
 
+def claim(claims: Mapping[str, Any], name: str) -> Any:
+    """`realm_access.roles` reads claims["realm_access"]["roles"]; a claim whose own name has a dot
+    (as some providers' namespaced claims do) is found by that name first."""
+    if name in claims:
+        return claims[name]
+    found: Any = claims
+    for part in name.split("."):
+        if not isinstance(found, Mapping) or part not in found:
+            return None
+        found = found[part]
+    return found
+
+
 def principal_from(claims: Mapping[str, Any], names: ClaimNames = ClaimNames()) -> Principal:
-    tenant = claims.get(names.tenant)
+    tenant = claim(claims, names.tenant)
     if not isinstance(tenant, str) or not is_tenant_id(tenant):
         raise InvalidToken("no valid tenant claim")
-    role = claims.get(names.role)
+    role = claim(claims, names.role)
     if isinstance(role, list):  # identity providers often give a list of roles: the first Rapport knows
         role = next((r for r in role if r in ROLES), None)
-    clinician = claims.get(names.clinician)
+    clinician = claim(claims, names.clinician)
     if clinician is not None and (not isinstance(clinician, str) or not SUBJECT_TOKEN_PATTERN.fullmatch(clinician)):
         raise InvalidToken("invalid clinician claim")
     return Principal(tenant=tenant, role=role if role in ROLES else None, subject=str(claims.get("sub", "")),
@@ -100,8 +113,13 @@ class SigningKeyVerifier:
 
 def verifier_for(settings: Settings) -> TokenVerifier:
     if settings.oidc_issuer:
-        raise RuntimeError("RAPPORT_OIDC_ISSUER is set, but verifying tokens against an OIDC issuer's JWKS is "
-                           "not built yet; unset it to use the embedded signing key (rapport token)")
+        from rapport.services.gateway.oidc import OidcVerifier
+
+        names = ClaimNames(tenant=settings.oidc_tenant_claim, role=settings.oidc_role_claim,
+                           clinician=settings.oidc_clinician_claim)
+        return OidcVerifier(settings.oidc_issuer, settings.oidc_audience, names=names,
+                            algorithms=tuple(a.strip() for a in settings.oidc_algorithms.split(",") if a.strip()),
+                            jwks_url=settings.oidc_jwks_url)
     path = settings.resolved_token_key_file()
     if not path.exists():
         raise RuntimeError(f"no token signing key at {path}: start the stack with `rapport up`, or run "

@@ -1,0 +1,216 @@
+"""Tokens from an OIDC identity provider: a real issuer on loopback (discovery document and JWKS
+over HTTP, keys made here), Keycloak-, Entra- and Okta-shaped claims, every way a token can be
+wrong, a key rotation, a flood of unknown key ids, the provider down; and the gateway itself
+configured with RAPPORT_OIDC_ISSUER answering the alert API by those tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import uvicorn
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from test_gateway import client, gateway_settings, key_file, serving, token  # noqa: F401 (key_file: a fixture)
+
+from rapport.embedded_nats import free_port
+from rapport.services.gateway.oidc import IssuerUnavailable, OidcVerifier
+from rapport.services.gateway.tokens import ClaimNames, InvalidToken
+
+AUDIENCE = "rapport-gateway"
+
+
+@dataclass
+class Issuer:
+    """A loopback identity provider: its signing keys can be rotated and it can be taken down."""
+
+    url: str = ""
+    keys: dict[str, Any] = field(default_factory=dict)  # kid -> private key
+    jwks_fetches: int = 0
+    down: bool = False
+
+    def add_key(self, kind: str = "rsa") -> str:
+        kid = f"{kind}-{uuid.uuid4().hex[:8]}"
+        self.keys[kid] = (rsa.generate_private_key(public_exponent=65537, key_size=2048) if kind == "rsa"
+                          else ec.generate_private_key(ec.SECP256R1()))
+        return kid
+
+    def sign(self, claims: dict[str, Any], *, kid: str | None = None, key: Any = None, **header: Any) -> str:
+        kid = kid or next(iter(self.keys))
+        key = key or self.keys[kid]
+        algorithm = "RS256" if isinstance(key, rsa.RSAPrivateKey) else "ES256"
+        now = datetime.now(UTC)
+        full = {"iss": self.url, "aud": AUDIENCE, "sub": f"user-{uuid.uuid4().hex[:6]}",
+                "iat": int(now.timestamp()), "exp": int((now + timedelta(minutes=5)).timestamp()), **claims}
+        return jwt.encode(full, key, algorithm=algorithm, headers={"kid": kid, **header})
+
+    def jwks(self) -> dict[str, Any]:
+        entries = []
+        for kid, key in self.keys.items():
+            public = key.public_key()
+            entry = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(public) if isinstance(key, rsa.RSAPrivateKey)
+                               else jwt.algorithms.ECAlgorithm.to_jwk(public))
+            entries.append({**entry, "kid": kid, "use": "sig"})
+        return {"keys": entries}
+
+
+@asynccontextmanager
+async def issuing() -> AsyncIterator[Issuer]:
+    issuer = Issuer()
+
+    async def discovery(request: Request) -> Response:
+        if issuer.down:
+            return Response(status_code=503)
+        return JSONResponse({"issuer": issuer.url, "jwks_uri": f"{issuer.url}/protocol/openid-connect/certs"})
+
+    async def certs(request: Request) -> Response:
+        if issuer.down:
+            return Response(status_code=503)
+        issuer.jwks_fetches += 1
+        return JSONResponse(issuer.jwks())
+
+    app = Starlette(routes=[Route("/realms/clinic/.well-known/openid-configuration", discovery),
+                            Route("/realms/clinic/protocol/openid-connect/certs", certs)])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None,
+                                           access_log=False, lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "the issuer did not start"
+        await asyncio.sleep(0.02)
+    issuer.url = f"http://127.0.0.1:{server.config.port}/realms/clinic"
+    issuer.add_key()
+    try:
+        yield issuer
+    finally:
+        server.should_exit = True
+        await task
+
+
+def hmac_signed(claims: dict[str, Any], secret: bytes, *, kid: str) -> str:
+    """The algorithm-confusion attack, made by hand (PyJWT itself refuses to sign it): HS256 keyed
+    with what the issuer publishes."""
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+    signing_input = f"{part({'alg': 'HS256', 'typ': 'JWT', 'kid': kid})}.{part(claims)}"
+    digest = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{base64.urlsafe_b64encode(digest).decode().rstrip('=')}"
+
+
+def verifier(issuer: Issuer, **names: str) -> OidcVerifier:
+    return OidcVerifier(issuer.url, AUDIENCE, names=ClaimNames(**names))
+
+
+async def test_keycloak_entra_and_okta_shaped_tokens_give_the_tenant_role_and_clinician_their_claims_name() -> None:
+    async with issuing() as issuer:
+        keycloak = verifier(issuer, tenant="rapport_tenant", role="realm_access.roles", clinician="clinician_id")
+        lead = await keycloak.verify(issuer.sign({"rapport_tenant": "acme", "realm_access": {
+            "roles": ["offline_access", "uma_authorization", "lead"]}}))
+        assert (lead.tenant, lead.role, lead.clinician) == ("acme", "lead", None)
+        issuer.add_key("ec")
+        entra = verifier(issuer, tenant="extension_tenant", role="roles", clinician="oid")
+        clinician = await entra.verify(issuer.sign(
+            {"extension_tenant": "acme", "roles": ["clinician"], "oid": "4f1c2d8e-0b7a-4c55-9d0e-1a2b3c4d5e6f"},
+            kid=list(issuer.keys)[1]))
+        assert (clinician.role, clinician.clinician) == ("clinician", "4f1c2d8e-0b7a-4c55-9d0e-1a2b3c4d5e6f")
+        okta = verifier(issuer, role="groups")
+        integration = await okta.verify(issuer.sign({"tenant": "acme", "groups": ["Everyone", "integration"]}))
+        assert integration.role == "integration"
+        nobody = await okta.verify(issuer.sign({"tenant": "acme", "groups": ["Everyone"]}))
+        assert nobody.role is None, "a token naming no Rapport role has none (403 at every route)"
+
+
+async def test_every_way_a_token_can_be_wrong_is_refused() -> None:
+    async with issuing() as issuer:
+        check = verifier(issuer)
+        good = {"tenant": "acme", "role": "lead"}
+        assert (await check.verify(issuer.sign(good))).role == "lead"
+        stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public_jwk = issuer.jwks()["keys"][0]
+        wrong = {
+            "another audience": issuer.sign({**good, "aud": "someone-else"}),
+            "another issuer": issuer.sign({**good, "iss": "http://127.0.0.1:1/realms/other"}),
+            "expired": issuer.sign({**good, "exp": int((datetime.now(UTC) - timedelta(minutes=5)).timestamp())}),
+            "signed by another key under the issuer's kid": issuer.sign(good, key=stranger),
+            "unsigned": jwt.encode({**good, "iss": issuer.url, "aud": AUDIENCE, "sub": "x", "exp": 2**31}, None,
+                                   algorithm="none", headers={"kid": next(iter(issuer.keys))}),
+            "HMAC keyed with the public key": hmac_signed(
+                {**good, "iss": issuer.url, "aud": AUDIENCE, "sub": "x", "exp": 2**31},
+                json.dumps(public_jwk).encode(), kid=next(iter(issuer.keys))),
+            "no tenant": issuer.sign({"role": "lead"}),
+            "not a JWT": "not.a.token",
+        }
+        for why, bad in wrong.items():
+            with pytest.raises(InvalidToken):
+                await check.verify(bad)
+                pytest.fail(why)
+
+
+async def test_a_rotated_key_is_fetched_once_and_made_up_key_ids_do_not_flood_the_provider() -> None:
+    async with issuing() as issuer:
+        check = verifier(issuer)
+        await check.verify(issuer.sign({"tenant": "acme", "role": "lead"}))
+        assert issuer.jwks_fetches == 1
+        for _ in range(20):
+            await check.verify(issuer.sign({"tenant": "acme", "role": "lead"}))
+        assert issuer.jwks_fetches == 1, "held keys are used without asking again"
+        check._fetched_at -= 60  # as if the refresh interval had passed
+        new_kid = issuer.add_key()
+        assert (await check.verify(issuer.sign({"tenant": "acme", "role": "lead"}, kid=new_kid))).role == "lead"
+        assert issuer.jwks_fetches == 2
+        stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        for n in range(20):
+            with pytest.raises(InvalidToken):
+                await check.verify(issuer.sign({"tenant": "acme"}, kid=f"made-up-{n}", key=stranger))
+        assert issuer.jwks_fetches == 2, "unknown kids within the refresh interval fetch nothing"
+
+
+async def test_with_the_provider_down_held_keys_still_verify_and_without_any_the_caller_is_told_to_wait() -> None:
+    async with issuing() as issuer:
+        check = verifier(issuer)
+        signed = issuer.sign({"tenant": "acme", "role": "lead"})
+        issuer.down = True
+        with pytest.raises(IssuerUnavailable):
+            await check.verify(signed)
+        issuer.down = False
+        check._fetched_at -= 60
+        assert (await check.verify(signed)).role == "lead"
+        issuer.down = True
+        check._fetched_at -= 60
+        assert (await check.verify(signed)).role == "lead", "a failed refetch keeps the keys held"
+
+
+@pytest.mark.nats
+async def test_the_gateway_configured_with_an_issuer_answers_by_its_tokens_only(
+    sqlite_databases: Any, nats_url: str, tenant: str, key_file: Path  # noqa: F811
+) -> None:
+    database_url = await sqlite_databases.sqlite()
+    async with issuing() as issuer:
+        settings = gateway_settings(database_url, key_file, oidc_issuer=issuer.url, oidc_audience=AUDIENCE,
+                                    oidc_role_claim="realm_access.roles")
+        lead = issuer.sign({"tenant": tenant, "realm_access": {"roles": ["lead"]}})
+        issuer.down = True
+        async with serving(settings, nats_url) as base, client(base, lead) as http:
+            waiting = await http.get("/api/v1/alerts")
+            assert waiting.status_code == 503 and waiting.headers["retry-after"] == "5"
+            assert waiting.json()["problems"][0]["code"] == "identity_provider_unavailable"
+            issuer.down = False
+            listed = await http.get("/api/v1/alerts")
+            assert listed.status_code == 200 and listed.json()["total"] == 0
+            embedded = await http.get("/api/v1/alerts", headers={
+                "Authorization": f"Bearer {token(key_file, tenant, 'lead', audience=AUDIENCE)}"})
+            assert embedded.status_code == 401, "the embedded key signs nothing once an issuer is set"
