@@ -22,6 +22,8 @@ trajectories_app = typer.Typer(help="Expected trajectories for the not_on_track 
 app.add_typer(trajectories_app, name="trajectories")
 deadletter_app = typer.Typer(help="Dead letters: list them, look at one, send them again.", no_args_is_help=True)
 app.add_typer(deadletter_app, name="deadletter")
+broker_app = typer.Typer(help="The broker's streams: check them, or create and fix them.", no_args_is_help=True)
+app.add_typer(broker_app, name="broker")
 
 SERVICE_NAMES = ("ingest", "scoring", "alerts", "gateway")
 
@@ -343,6 +345,30 @@ def deadletter_redrive(
         raise typer.Exit(2)
     filters = _filters(service, tenant, reason, since, until) if every else None
     code, text = asyncio.run(redrive_command(_broker_url(_settings(data_dir)), sequences or [], filters))
+    typer.echo(text)
+    raise typer.Exit(code)
+
+
+@broker_app.command("check")
+def broker_check(data_dir: DataDir = None) -> None:
+    """Each stream Rapport needs on the configured broker: subjects, replicas, storage, consumers,
+    and whether it is as Rapport expects. Exits 1 when something is off."""
+    from rapport.broker_admin import check_command
+
+    settings = _settings(data_dir)
+    code, text = asyncio.run(check_command(settings, _broker_url(settings)))
+    typer.echo(text)
+    raise typer.Exit(code)
+
+
+@broker_app.command("init")
+def broker_init(data_dir: DataDir = None) -> None:
+    """Create the streams as the services would, add the subjects an upgrade needs and raise replicas to
+    RAPPORT_STREAM_REPLICAS (for services running without permission to manage streams)."""
+    from rapport.broker_admin import init_command
+
+    settings = _settings(data_dir)
+    code, text = asyncio.run(init_command(settings, _broker_url(settings)))
     typer.echo(text)
     raise typer.Exit(code)
 
