@@ -93,7 +93,7 @@ def build(settings: Settings, broker_url: str, *, verifier: TokenVerifier | None
     pages = dashboard(settings, runtime.sessions, gate, clock=runtime.clock,  # sign-in, audit, pages
                       alerts=RecordsAlerts(Records(runtime.sessions), commander, feed))
     notifications = notification_delivery(runtime, settings, gate, audit=pages.audit)  # webhooks, e-mail
-    records = records_router(Records(runtime.sessions), feed, commander, gate.principal)
+    records = records_router(Records(runtime.sessions), feed, commander, pages.sign_in.principal_of, pages.audit)
     http = create_app(intake, gate, version=VERSION, wait_seconds=settings.gateway_answer_wait_seconds,
                       routers=[notifications.router, records, *pages.routers])
     service = runtime.asgi(background=[Periodic("gateway-answer-pruning", 3600, prune), *pages.background])

@@ -11,19 +11,22 @@
 
 A clinician sees only the alerts and episodes that name them; another clinician's or another
 tenant's are answered 404 like ones that do not exist. Reads come from the gateway's read model.
+Every answered read and command is a row of the audit trail (who, what ids, the status); refusals
+before it (401, 403) are recorded by the sign-in check.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any, Literal
+from collections.abc import AsyncIterator, Awaitable
+from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
+from rapport.services.gateway.audit import AuditTrail
 from rapport.services.gateway.http import Refused
 from rapport.services.gateway.live import AlertCommander, AlertFeed, CommandRefused, shown
 from rapport.services.gateway.records import (
@@ -39,8 +42,12 @@ from rapport.services.gateway.records import (
 from rapport.services.gateway.tokens import Principal
 from rapport.shared.messaging.ingress import BrokerUnavailable
 
-# who is calling, for an action: the bearer token (and, once sign-in is wired, the session cookie)
-Authenticate = Callable[[Request, str], Awaitable[Principal]]
+
+class Authenticate(Protocol):
+    """Who is calling, allowed to do `action`: the bearer token, else the dashboard's session cookie
+    (signin.SignIn.principal_of); a refusal is audited under `audited_as`."""
+
+    def __call__(self, request: Request, action: str, *, audited_as: str | None = None) -> Awaitable[Principal]: ...
 HEARTBEAT_SECONDS = 15.0
 RETRY_AFTER_SECONDS = 5
 
@@ -58,7 +65,7 @@ def _not_found(what: str) -> Refused:
 
 
 def records_router(records: Records, feed: AlertFeed, commander: AlertCommander, authenticate: Authenticate,
-                   *, heartbeat_seconds: float = HEARTBEAT_SECONDS) -> APIRouter:
+                   audit: AuditTrail, *, heartbeat_seconds: float = HEARTBEAT_SECONDS) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["alerts and records"])
     not_found: dict[int | str, dict[str, Any]] = {404: {"description": "no such alert or client for this caller"}}
 
@@ -74,27 +81,42 @@ def records_router(records: Records, feed: AlertFeed, commander: AlertCommander,
         principal = await authenticate(request, "read_alerts")
         filters = AlertFilters(status=status or (), kind=kind or (), severity=severity or (),
                                clinician=clinician, client=client)
-        return await records.alerts(Viewer.of(principal), filters, offset=offset, limit=limit)
+        page = await records.alerts(Viewer.of(principal), filters, offset=offset, limit=limit)
+        await audit.record(action="read_alerts", outcome=200, principal=principal, request=request,
+                           resource=f"client/{client}" if client else "alerts", detail=f"{len(page.alerts)} alerts")
+        return page
 
     @router.get("/alerts/{alert_id}", response_model=AlertShown, responses=not_found,
                 summary="One alert with its evidence and every transition")
     async def get_alert(request: Request, alert_id: str) -> AlertShown:
         principal = await authenticate(request, "read_alerts")
         found = await records.alert(Viewer.of(principal), alert_id)
+        await audit.record(action="read_alerts", outcome=200 if found else 404, principal=principal, request=request,
+                           resource=f"alert/{alert_id}")
         if found is None:
             raise _not_found("alert")
         return found
 
     async def command(request: Request, alert_id: str, action: Literal["acknowledge", "resolve"],
                       reason: str | None) -> Response:
-        principal = await authenticate(request, "act_on_alerts")
+        audited = f"{action}_alert"
+        principal = await authenticate(request, "act_on_alerts", audited_as=audited)
+
+        async def record(status: int, detail: str | None = None) -> None:
+            await audit.record(action=audited, outcome=status, principal=principal, request=request,
+                               resource=f"alert/{alert_id}", detail=detail)
         if await records.alert(Viewer.of(principal), alert_id) is None:
+            await record(404)
             raise _not_found("alert")
         try:
             outcome = await commander.send(principal, alert_id, action, reason)
         except BrokerUnavailable:
+            await record(503, "broker_unavailable")
             raise Refused(503, "broker_unavailable", "the broker is not available; send the command again later",
                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+        await record(202 if outcome is None else 409 if isinstance(outcome, CommandRefused) else 200,
+                     "pending" if outcome is None else "changed_nothing" if isinstance(outcome, CommandRefused)
+                     else None)
         if outcome is None:
             return JSONResponse({"status": "pending", "message": f"sent; the alerts service did not answer within "
                                  f"{commander.wait_seconds:g} s. GET the alert for its state"}, 202)
@@ -122,6 +144,8 @@ def records_router(records: Records, feed: AlertFeed, commander: AlertCommander,
     async def episodes(request: Request, client_id: str) -> list[EpisodeShown]:
         principal = await authenticate(request, "read_records")
         found = await records.episodes(Viewer.of(principal), client_id)
+        await audit.record(action="read_records", outcome=200 if found else 404, principal=principal,
+                           request=request, resource=f"client/{client_id}")
         if found is None:
             raise _not_found("client")
         return found
@@ -131,6 +155,8 @@ def records_router(records: Records, feed: AlertFeed, commander: AlertCommander,
     async def scores(request: Request, client_id: str, episode_id: str) -> EpisodeRecord:
         principal = await authenticate(request, "read_records")
         found = await records.episode(Viewer.of(principal), client_id, episode_id)
+        await audit.record(action="read_records", outcome=200 if found else 404, principal=principal,
+                           request=request, resource=f"client/{client_id}/episode/{episode_id}")
         if found is None:
             raise _not_found("episode")
         return found
@@ -142,6 +168,8 @@ def records_router(records: Records, feed: AlertFeed, commander: AlertCommander,
                                  "GET /alerts/{id} shows it (without transitions); a comment line as heartbeat"}})
     async def events(request: Request) -> StreamingResponse:
         principal = await authenticate(request, "watch_events")
+        await audit.record(action="watch_events", outcome=200, principal=principal, request=request,
+                           resource="events")
         return StreamingResponse(_sse(feed, Viewer.of(principal), request, heartbeat_seconds),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

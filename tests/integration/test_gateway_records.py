@@ -133,6 +133,17 @@ async def test_a_rupture_is_seen_live_listed_acknowledged_once_resolved_and_show
         assert "responses" not in json.dumps(record), "the record keeps totals, never the answers"
         assert [a["alert_id"] for a in record["alerts"]] == [alert_id]
 
+        async with client(base, token(key_file, tenant, "admin")) as admin:
+            trail = (await admin.get("/api/v1/audit", params={"limit": 200})).json()["entries"]
+        done = [(e["action"], e["resource"], e["outcome"]) for e in reversed(trail) if e["role"] == "clinician"]
+        for row in [("read_alerts", f"alert/{alert_id}", 200), ("acknowledge_alert", f"alert/{alert_id}", 200),
+                    ("acknowledge_alert", f"alert/{alert_id}", 409), ("resolve_alert", f"alert/{alert_id}", 200),
+                    ("read_records", f"client/{CLIENT}", 200),
+                    ("read_records", f"client/{CLIENT}/episode/{EPISODE}", 200), ("watch_events", "events", 200)]:
+            assert row in done, row
+        assert all(e["clinician"] == CLINICIAN for e in trail if e["role"] == "clinician")
+        assert "talked it through" not in json.dumps(trail), "the audit trail keeps ids, never what was written"
+
 
 async def test_every_route_answers_another_clinician_another_tenant_and_another_role_as_if_nothing_were_there(
     database_url: str, fresh_stream: str, tenant: str, key_file: Path  # noqa: F811
@@ -176,6 +187,11 @@ async def test_every_route_answers_another_clinician_another_tenant_and_another_
             assert set((await answers(who)).values()) == {status}, who
         async with client(base, tokens["lead"]) as lead:
             assert (await lead.get(f"/api/v1/alerts/{alert_id}")).status_code == 200
+        async with client(base, tokens["admin"]) as admin:
+            trail = (await admin.get("/api/v1/audit", params={"limit": 200})).json()["entries"]
+        refused = {(e["clinician"], e["action"], e["outcome"]) for e in trail if e["resource"] == f"alert/{alert_id}"}
+        assert ("clinician-99", "read_alerts", 404) in refused and ("clinician-99", "resolve_alert", 404) in refused
+        assert {e["outcome"] for e in trail if e["role"] == "integration"} == {403}, "refusals are audited too"
         async with client(base, tokens["own"]) as own:
             detail = (await own.get(f"/api/v1/alerts/{alert_id}")).json()
             assert detail["status"] == "open", "none of the refused commands reached the alert"
