@@ -86,7 +86,7 @@ def test_compose_runs_each_node_from_its_profile_and_tells_the_services() -> Non
 # ---- image and build context ----------------------------------------------------------------------
 
 DOCKERFILE = DEPLOY / "Dockerfile"
-SERVICES = ("ingest", "scoring", "alerts")
+SERVICES = ("ingest", "scoring", "alerts", "gateway")
 SERVICE_UID = 10001
 
 
@@ -295,6 +295,10 @@ def test_every_nats_node_mounts_the_users_file_its_config_includes(compose: dict
 
 
 def exported_metric_names() -> set[str]:
+    # the gateway's metrics (HTTP answers, notification deliveries) are registered when its modules load
+    import rapport.services.gateway.http
+    import rapport.services.gateway.notifications.sender  # noqa: F401
+
     names = set()
     for family in REGISTRY.collect():
         suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
@@ -318,8 +322,17 @@ def test_alert_rules_read_only_metrics_that_exist(yaml: Any) -> None:
     assert 'kind="defect"' in exprs["RapportDefects"]
     assert "hour()" in exprs["RapportNoSubmissions"] and "day_of_week()" in exprs["RapportNoSubmissions"]
     assert "up{" in exprs["RapportServiceUnavailable"]
+    for service in SERVICES:  # a service never scraped at all is unavailable too
+        assert f'absent(up{{job="rapport", service="{service}"}})' in exprs["RapportServiceUnavailable"], service
+    assert 'status="503"' in exprs["RapportGatewayBrokerUnavailable"]
+    assert 'status!="503"' in exprs["RapportGatewayErrors"]
+    assert 'outcome="dead"' in exprs["RapportNotificationsDead"]
+    for wanted in ("rapport_gateway_requests_total", "rapport_notification_deliveries_total"):
+        assert wanted in used, wanted
     prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     assert prometheus["rule_files"] == ["rules.yml"]
+    (job,) = prometheus["scrape_configs"]
+    assert job["dns_sd_configs"][0]["names"] == list(SERVICES), "every service is scraped"
 
 
 def test_the_dashboard_reads_existing_metrics_and_does_not_multiply_replicas() -> None:
@@ -405,3 +418,58 @@ def test_the_migration_job_and_the_settings(kubernetes: list[dict[str, Any]], ya
     assert helm["config"]["cluster"] == {"enabled": True, "replicas": 3}
     assert helm["config"]["jetstream"]["fileStore"]["enabled"] is True
     assert of_kind(kubernetes, "ServiceAccount")["rapport"]["automountServiceAccountToken"] is False
+
+
+# ---- the gateway --------------------------------------------------------------------------------------
+
+
+def test_the_gateway_in_compose_is_published_on_loopback_with_its_signing_key(compose: dict[str, Any]) -> None:
+    gateway = compose["services"]["gateway"]
+    assert gateway["command"] == ["serve", "gateway", "--host", "0.0.0.0", "--port", "8080"]
+    # the one service people and clinic systems reach; loopback unless the operator says otherwise
+    assert gateway["ports"] == ["${RAPPORT_GATEWAY_BIND:-127.0.0.1}:8480:8080"]
+    environment = gateway["environment"]
+    assert environment["RAPPORT_TOKEN_KEY_FILE"] == "/run/secrets/token_signing_key"
+    assert "token_signing_key" in gateway["secrets"] and "token_signing_key" in compose["secrets"]
+    assert environment["RAPPORT_OIDC_ISSUER"] == "${RAPPORT_OIDC_ISSUER:-}"
+    assert {"RAPPORT_OIDC_AUDIENCE", "RAPPORT_GATEWAY_PUBLIC_URL"} <= set(environment)
+    # everything the other services are told, the gateway is told too (its environment replaces theirs)
+    assert compose["services"]["ingest"]["environment"].items() <= environment.items()
+    assert gateway["depends_on"] == {"migrate": {"condition": "service_completed_successfully"},
+                                     "postgres": {"condition": "service_healthy"}}
+    # only the gateway holds the key that signs sign-ins
+    for name in ("ingest", "scoring", "alerts", "migrate"):
+        assert "token_signing_key" not in compose["services"][name]["secrets"], name
+
+
+def test_make_secrets_writes_an_ed25519_signing_key_once_and_keeps_it(tmp_path: Path) -> None:
+    import shutil
+
+    from rapport.services.gateway.tokens import load_signing_key
+
+    if shutil.which("openssl") is None:
+        pytest.skip("deploy/make-secrets needs openssl for the gateway's signing key")
+    secrets = tmp_path / "secrets"
+    env = {"PATH": "/usr/bin:/bin", "RAPPORT_SECRETS_DIR": str(secrets)}
+    subprocess.run([str(DEPLOY / "make-secrets")], env=env, check=True, capture_output=True, timeout=60)
+    first = (secrets / "token_signing_key").read_bytes()
+    load_signing_key(secrets / "token_signing_key")  # what the gateway reads: PKCS#8 Ed25519
+    subprocess.run([str(DEPLOY / "make-secrets")], env=env, check=True, capture_output=True, timeout=60)
+    assert (secrets / "token_signing_key").read_bytes() == first, "replacing it would end every session"
+
+
+def test_the_gateway_on_kubernetes_reads_its_signing_key_from_the_secret(kubernetes: list[dict[str, Any]]) -> None:
+    deployment = of_kind(kubernetes, "Deployment")["gateway"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    (secrets,) = [volume for volume in pod["volumes"] if volume["name"] == "secrets"]
+    items = {item["key"]: item["path"] for item in secrets["secret"]["items"]}
+    mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "secrets")
+    assert env["RAPPORT_TOKEN_KEY_FILE"] == f"{mount}/{items['token_signing_key']}"
+    assert env["RAPPORT_GATEWAY_PUBLIC_URL"].startswith("https://")
+    # only the gateway holds the key that signs sign-ins
+    for name, other in of_kind(kubernetes, "Deployment").items():
+        volumes = other["spec"]["template"]["spec"]["volumes"]
+        keys = {item["key"] for volume in volumes if "secret" in volume for item in volume["secret"]["items"]}
+        assert ("token_signing_key" in keys) == (name == "gateway"), name
