@@ -1,13 +1,15 @@
 """Ingest's answers as the gateway keeps and waits for them.
 
 An `Answer` is what the HTTP caller is told about one part of a message (a Bundle has one part per
-answered entry): accepted with its submission id, revision and warnings, or rejected with every
-problem. It holds ids, codes and the problems' own words, never the submitted values.
+answered entry): accepted with the stored record's id (a submission, an appointment's state, or an
+episode's ending: `record`), revision and warnings, or rejected with every problem. It holds ids,
+codes and the problems' own words, never the submitted values.
 
-`AnswerWaiter` holds the requests waiting for answers. It listens to a tenant's
-`submission.accepted` / `submission.rejected` from the first request for that tenant on (one
-subscription per tenant, kept), so the subscription is in place before anything is published, and
-hands each answer to the requests waiting for its `inbound_message_id`.
+`AnswerWaiter` holds the requests waiting for answers, submissions' and attendance's alike. It listens
+to a tenant's `<entity>.accepted` / `<entity>.rejected` (entity `submission` or `attendance`) from the
+first request for that tenant and entity on (subscriptions kept), so the subscription is in place
+before anything is published, and hands each answer to the requests waiting for its
+`inbound_message_id`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ log = logging.getLogger("rapport.gateway")
 
 ACCEPTED = "rapport.submission.accepted.v1"
 REJECTED = "rapport.submission.rejected.v1"
+ATTENDANCE_ACCEPTED = "rapport.attendance.accepted.v1"
+ATTENDANCE_REJECTED = "rapport.attendance.rejected.v1"
+ANSWER_TYPES = frozenset({ACCEPTED, REJECTED, ATTENDANCE_ACCEPTED, ATTENDANCE_REJECTED})
+# what an accepted part was stored as; a rejected attendance part is an "appointment" (its id, if read)
+Record = Literal["submission", "appointment", "ending"]
 
 
 @dataclass(frozen=True)
@@ -34,12 +41,14 @@ class Answer:
     outcome: Literal["accepted", "rejected"]
     part: int
     parts: int
-    submission_id: str | None
+    submission_id: str | None  # the stored record's id: the submission's, the appointment's, or the
+    # episode's whose ending it is
     source_format: str | None
     problems: tuple[Problem, ...]  # the warnings of an accepted part, the problems of a rejected one
     revision: int | None = None
     disposition: str | None = None
     instrument: str | None = None
+    record: Record = "submission"
 
     @classmethod
     def from_event(cls, kind: str, data: Mapping[str, Any]) -> Answer:
@@ -55,12 +64,26 @@ class Answer:
             return cls(outcome="rejected", part=part, parts=parts, submission_id=data.get("submission_id"),
                        source_format=data.get("source_format"),
                        problems=tuple(Problem.model_validate(p) for p in data["problems"]))
+        if kind == ATTENDANCE_ACCEPTED:
+            appointment = data.get("attendance")
+            stored = appointment or data["ending"]
+            return cls(outcome="accepted", part=part, parts=parts,
+                       submission_id=stored["appointment_id"] if appointment else stored["episode_id"],
+                       source_format=stored.get("source_format"),
+                       problems=tuple(Problem.model_validate(w) for w in stored.get("warnings", [])),
+                       revision=int(data["revision"]), disposition=data["disposition"],
+                       record="appointment" if appointment else "ending")
+        if kind == ATTENDANCE_REJECTED:
+            return cls(outcome="rejected", part=part, parts=parts, submission_id=data.get("appointment_id"),
+                       source_format=data.get("source_format"),
+                       problems=tuple(Problem.model_validate(p) for p in data["problems"]), record="appointment")
         raise ValueError(f"not an answer: {kind}")
 
     def stored(self) -> dict[str, Any]:
         return {"outcome": self.outcome, "part": self.part, "parts": self.parts, "submission_id": self.submission_id,
                 "source_format": self.source_format, "revision": self.revision, "disposition": self.disposition,
-                "instrument": self.instrument, "problems": [p.model_dump() for p in self.problems]}
+                "instrument": self.instrument, "record": self.record,
+                "problems": [p.model_dump() for p in self.problems]}
 
     @classmethod
     def from_stored(cls, row: Mapping[str, Any]) -> Answer:
@@ -114,17 +137,19 @@ class AnswerWaiter:
     def __init__(self, ingress: Ingress) -> None:
         self._ingress = ingress
         self._waiting: dict[tuple[str, str], list[Pending]] = {}
-        self._listening: set[str] = set()
-        self._subscribing: dict[str, asyncio.Lock] = {}
+        self._listening: set[tuple[str, str]] = set()
+        self._subscribing: dict[tuple[str, str], asyncio.Lock] = {}
 
-    async def expect(self, tenant: str, message_id: str) -> Pending:
-        """Register a wait for `message_id`'s answers; the tenant's subscription is in place on return."""
-        if tenant not in self._listening:
-            async with self._subscribing.setdefault(tenant, asyncio.Lock()):
-                if tenant not in self._listening:
+    async def expect(self, tenant: str, message_id: str, entity: str = "submission") -> Pending:
+        """Register a wait for `message_id`'s answers (ingest answers on `<entity>.accepted|rejected`,
+        entity `submission` or `attendance`); the subscription is in place on return."""
+        listening = (tenant, entity)
+        if listening not in self._listening:
+            async with self._subscribing.setdefault(listening, asyncio.Lock()):
+                if listening not in self._listening:
                     for verb in ("accepted", "rejected"):
-                        await self._ingress.listen(subjects.outbound(tenant, "submission", verb), self._on_answer)
-                    self._listening.add(tenant)
+                        await self._ingress.listen(subjects.outbound(tenant, entity, verb), self._on_answer)
+                    self._listening.add(listening)
         pending = Pending(tenant, message_id)
         self._waiting.setdefault((tenant, message_id), []).append(pending)
         return pending

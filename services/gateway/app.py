@@ -3,7 +3,8 @@
 One process serves the HTTP routes (FastAPI: FHIR at /fhir, native and the alert and record API at
 /api/v1) and, like every service, /healthz, /readyz and /metrics with its broker and consumer
 lifecycle (ServiceRuntime). Its consumers keep its read models (handlers.py): ingest's answers, so a
-resend is answered like the first request; the alert transitions and the scores, for the API.
+resend is answered like the first request (attendance's too); the alert transitions and the scores,
+for the API.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from faststream.asgi import AsgiFastStream
 from faststream.asgi.types import Receive, Scope, Send
 
 from rapport.services.gateway.answers import AnswerWaiter
+from rapport.services.gateway.attendance_api import attendance_router
 from rapport.services.gateway.dashboard import dashboard
-from rapport.services.gateway.handlers import SERVICE, KeepAlerts, KeepAnswers, KeepScores
+from rapport.services.gateway.handlers import SERVICE, KeepAlerts, KeepAnswers, KeepAttendance, KeepScores
 from rapport.services.gateway.http import Gate, create_app
 from rapport.services.gateway.intake import Intake, body_limit
 from rapport.services.gateway.live import AlertCommander, AlertFeed
@@ -39,6 +41,9 @@ log = logging.getLogger("rapport.gateway")
 SUBMISSION_ANSWERS = f"{subjects.PREFIX}.*.submission.>"
 ALERT_TRANSITIONS = f"{subjects.PREFIX}.*.alert.*"
 COMPUTED_SCORES = f"{subjects.PREFIX}.*.score.computed"
+# accepted and rejected (ingest's answers) and recorded (the alerts service's summary, passed over):
+# one consumer, because the gateway's consumers share one inbox and none may be given another's events
+ATTENDANCE = f"{subjects.PREFIX}.*.attendance.*"
 
 
 class GatewayAsgi:
@@ -73,6 +78,10 @@ def build(settings: Settings, broker_url: str, *, verifier: TokenVerifier | None
         COMPUTED_SCORES, "gateway-scores-v1", KeepScores(), unit_of_work=SessionUnitOfWork,
         description="every computed score, kept for the record API and the client view's charts",
     )
+    runtime.subscribe(
+        ATTENDANCE, "gateway-attendance-v1", KeepAttendance(), unit_of_work=SessionUnitOfWork,
+        description="ingest's answers to attendance, kept so a resend or poll over HTTP gets the first answer",
+    )
     ingress = Ingress(runtime.connection, timeout=settings.publish_timeout_seconds)
     intake = Intake(ingress, AnswerWaiter(ingress), StoredAnswers(runtime.sessions),
                     wait_seconds=settings.gateway_answer_wait_seconds)
@@ -95,6 +104,7 @@ def build(settings: Settings, broker_url: str, *, verifier: TokenVerifier | None
     notifications = notification_delivery(runtime, settings, gate, audit=pages.audit)  # webhooks, e-mail
     records = records_router(Records(runtime.sessions), feed, commander, pages.sign_in.principal_of, pages.audit)
     http = create_app(intake, gate, version=VERSION, wait_seconds=settings.gateway_answer_wait_seconds,
-                      routers=[notifications.router, records, *pages.routers])
+                      routers=[attendance_router(intake, gate, wait_seconds=settings.gateway_answer_wait_seconds),
+                               notifications.router, records, *pages.routers])
     service = runtime.asgi(background=[Periodic("gateway-answer-pruning", 3600, prune), *pages.background])
     return runtime, GatewayAsgi(service, http)

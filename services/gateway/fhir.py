@@ -1,6 +1,7 @@
 """FHIR R4 shapes of the gateway's answers, as plain functions: OperationOutcome from Rapport's
 problems (with a FHIRPath `expression` where the problem names an element), the batch-response of a
-Bundle, and the CapabilityStatement saying exactly what is supported.
+Bundle, which inbound subject a Bundle goes to (`bundle_channel`), and the CapabilityStatement saying
+exactly what is supported.
 
 Rapport's own problem code travels in `issue.details.coding` (system `PROBLEM_CODES`), beside the
 nearest FHIR issue type in `issue.code` (http://hl7.org/fhir/R4/valueset-issue-type.html)."""
@@ -11,6 +12,7 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from rapport.services.gateway.answers import Answer
 from rapport.shared.contracts.problems import Problem
@@ -39,6 +41,8 @@ ISSUE_TYPES = {
     "unsupported_bundle_type": "not-supported", "invalid_idempotency_key": "value",
     "idempotency_key_reused": "business-rule", "store_unavailable": "transient",
     "not_found": "not-found", "method_not_allowed": "not-supported",
+    "mixed_bundle": "not-supported", "status_not_recorded": "not-supported", "several_patients": "not-supported",
+    "invalid_code": "code-invalid", "not_cancelled": "business-rule", "unknown_field": "structure",
     "broker_unavailable": "transient", "pending": "informational", "accepted": "informational",
     "instrument_inferred": "informational", "temporary_submission_id": "informational",
 }
@@ -53,7 +57,20 @@ ELEMENTS = {
                     "code", "subject", "encounter", "effective", "issued", "performer", "value", "dataAbsentReason",
                     "hasMember", "derivedFrom", "component"},
     "Bundle": {"id", "meta", "identifier", "type", "timestamp", "total", "entry"},
+    # attendance (ingest's normalise/fhir/attendance.py reads these)
+    "Appointment": {"id", "meta", "extension", "identifier", "status", "cancelationReason", "start", "end",
+                    "basedOn", "participant"},
+    "Encounter": {"id", "meta", "extension", "identifier", "status", "subject", "episodeOfCare", "participant",
+                  "appointment", "period"},
+    "EpisodeOfCare": {"id", "meta", "extension", "identifier", "status", "patient", "period"},
 }
+# the resources that are attendance (in.attendance), and those that are submissions (in.submissions)
+ATTENDANCE_TYPES = ("Appointment", "Encounter", "EpisodeOfCare")
+SUBMISSION_TYPES = ("QuestionnaireResponse", "Observation")
+# a choice element's type as FHIRPath names it: primitive types start lower case (valueDateTime is
+# value.ofType(dateTime)), complex types upper case (valueCoding is value.ofType(Coding))
+PRIMITIVES = {"Boolean", "Code", "Date", "DateTime", "Decimal", "Instant", "Integer", "String", "Time", "Uri",
+              "Url", "Canonical", "Id", "Oid", "Uuid", "Markdown", "Base64Binary", "PositiveInt", "UnsignedInt"}
 _SEGMENT = re.compile(r"^([A-Za-z_]+)((?:\[\d+\])*)$")
 # a choice element written with its type, `valueCoding`, is `value.ofType(Coding)` in FHIRPath
 _CHOICE = re.compile(r"^(value|effective)([A-Z][A-Za-z]*)$")
@@ -74,7 +91,12 @@ def fhirpath(resource_type: str | None, field: str) -> str | None:
         choice = _CHOICE.match(name)
         if n == 0 and (choice.group(1) if choice else name) not in ELEMENTS[owner]:
             return None
-        out.append(f"{choice.group(1)}.ofType({choice.group(2)}){index}" if choice else f"{name}{index}")
+        if choice:
+            kind = choice.group(2)
+            kind = kind[0].lower() + kind[1:] if kind in PRIMITIVES else kind
+            out.append(f"{choice.group(1)}.ofType({kind}){index}")
+        else:
+            out.append(f"{name}{index}")
     return ".".join(out)
 
 
@@ -104,14 +126,48 @@ def operation_outcome(issues: Iterable[dict[str, Any]]) -> dict[str, Any]:
             "issue": listed or [issue("information", "informational", "no problems")]}
 
 
+STORED_AS = {"submission": "submission", "appointment": "the state of appointment",
+             "ending": "the ending of episode"}
+
+
 def outcome_of(answer: Answer, resource_type: str | None) -> dict[str, Any]:
     """An accepted part: what it was stored as, then its warnings. A rejected one: every problem."""
     if answer.outcome == "rejected":
         return operation_outcome(problem_issue(p, "error", resource_type) for p in answer.problems)
     stored = issue("information", "informational",
-                   f"accepted as submission {answer.submission_id}, revision {answer.revision} ({answer.disposition})",
-                   rapport_code="accepted")
+                   f"accepted as {STORED_AS[answer.record]} {answer.submission_id}, revision {answer.revision} "
+                   f"({answer.disposition})", rapport_code="accepted")
     return operation_outcome([stored, *(problem_issue(p, "warning", resource_type) for p in answer.problems)])
+
+
+def location(answer: Answer, resource_type: str) -> str:
+    """Where an accepted resource's stored version is named: an Encounter naming its Appointment is
+    that appointment's state (`Appointment/<id>`), one naming none is kept as `Encounter/<id>`, an
+    EpisodeOfCare is its episode's ending."""
+    stored = answer.submission_id or ""
+    if answer.record == "appointment":
+        if stored.startswith("Encounter/"):
+            resource_type, stored = "Encounter", stored.removeprefix("Encounter/")
+        else:
+            resource_type = "Appointment"
+    elif answer.record == "ending":
+        resource_type = "EpisodeOfCare"
+    return f"/fhir/{resource_type}/{quote(stored, safe='')}/_history/{answer.revision}"
+
+
+def bundle_channel(bundle: dict[str, Any]) -> str | None:
+    """Which inbound subject a Bundle goes to: `attendance` when it holds an Appointment, Encounter or
+    EpisodeOfCare and no QuestionnaireResponse or Observation, else `submissions` (ingest answers
+    whatever else it holds). None for a mixed Bundle: an Appointment beside a QuestionnaireResponse or
+    Observation, which one message cannot carry (ingest takes submissions and attendance on separate
+    subjects); the caller splits it. An Encounter or EpisodeOfCare beside a submission is the
+    submission's context (its episode), as ingest reads it, and recorded as no attendance."""
+    entries = bundle.get("entry")
+    kinds = {e["resource"].get("resourceType") for e in entries
+             if isinstance(e, dict) and isinstance(e.get("resource"), dict)} if isinstance(entries, list) else set()
+    if not kinds & set(SUBMISSION_TYPES):
+        return "attendance" if kinds & set(ATTENDANCE_TYPES) else "submissions"
+    return None if "Appointment" in kinds else "submissions"
 
 
 def refusal(code: str, diagnostics: str, *, severity: str = "error") -> dict[str, Any]:
@@ -132,13 +188,17 @@ def batch_response(answers: Sequence[Answer]) -> dict[str, Any]:
 
 
 def capability_statement(*, now: datetime, version: str, max_body_bytes: int, wait_seconds: float) -> dict[str, Any]:
-    waits = (f"The gateway publishes the resource to rapport.<tenant>.in.submissions and waits up to "
-             f"{wait_seconds:g} s for ingest's answer: 201 accepted (an OperationOutcome with the submission id "
-             f"and any warnings), 422 rejected (an OperationOutcome naming every problem), 202 when no answer "
-             f"came in time, with a Location to GET for the answer (GET [base]/_messages/<id>: 202 while "
-             f"pending, 200 with this same answer once given; or resend the same request). An Idempotency-Key "
-             f"sent again with another body is refused (422, idempotency_key_reused) and nothing published.")
-    create = {"code": "create", "documentation": waits}
+    def create(subject: str, stored: str) -> dict[str, Any]:
+        return {"code": "create", "documentation": (
+            f"The gateway publishes the resource to rapport.<tenant>.{subject} and waits up to {wait_seconds:g} s "
+            f"for ingest's answer: 201 accepted (an OperationOutcome with the {stored} and any warnings), 422 "
+            f"rejected (an OperationOutcome naming every problem), 202 when no answer came in time, with a "
+            f"Location to GET for the answer (GET [base]/_messages/<id>: 202 while pending, 200 with this same "
+            f"answer once given; or resend the same request). An Idempotency-Key sent again with another body is "
+            f"refused (422, idempotency_key_reused) and nothing published.")}
+
+    submission = create("in.submissions", "submission id")
+    attendance = create("in.attendance", "appointment id and revision")
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -146,16 +206,18 @@ def capability_statement(*, now: datetime, version: str, max_body_bytes: int, wa
         "publisher": "Rapport",
         "kind": "instance",
         "software": {"name": "Rapport", "version": version},
-        "implementation": {"description": "Rapport gateway: measurement-based-care submissions in (FHIR R4)"},
+        "implementation": {"description": "Rapport gateway: measurement-based-care submissions and attendance in "
+                                          "(FHIR R4)"},
         "fhirVersion": FHIR_VERSION,
         "format": [FHIR_JSON, "application/json"],
         "rest": [{
             "mode": "server",
             "documentation": (
-                f"Only what is listed here is supported: create of QuestionnaireResponse and Observation, and "
-                f"Bundles of type batch or collection posted to the base. No read, search, update or history "
-                f"yet. Bodies up to {max_body_bytes} bytes (413 beyond). Header Idempotency-Key (1-255 visible "
-                f"ASCII characters) makes a resend recognised; without it, the same body is."),
+                f"Only what is listed here is supported: create of QuestionnaireResponse and Observation "
+                f"(submissions), of Appointment, Encounter and EpisodeOfCare (attendance), and Bundles of type "
+                f"batch or collection posted to the base. No read, search, update or history yet. Bodies up to "
+                f"{max_body_bytes} bytes (413 beyond). Header Idempotency-Key (1-255 visible ASCII characters) "
+                f"makes a resend recognised; without it, the same body is."),
             "security": {
                 "cors": False,
                 "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
@@ -164,20 +226,39 @@ def capability_statement(*, now: datetime, version: str, max_body_bytes: int, wa
                                 "resource. Role integration may submit; clinician, lead and admin may not (403)."),
             },
             "resource": [
-                {"type": "QuestionnaireResponse", "interaction": [create], "versioning": "no-version",
+                {"type": "QuestionnaireResponse", "interaction": [submission], "versioning": "no-version",
                  "conditionalCreate": False,
                  "documentation": "status completed or amended; the instrument from the questionnaire canonical "
                                   "or the items (see the README, FHIR R4)"},
-                {"type": "Observation", "interaction": [create], "versioning": "no-version",
+                {"type": "Observation", "interaction": [submission], "versioning": "no-version",
                  "conditionalCreate": False,
                  "documentation": "an instrument's LOINC total-score Observation (a total-only submission)"},
+                {"type": "Appointment", "interaction": [attendance], "versioning": "no-version",
+                 "conditionalCreate": False,
+                 "documentation": "booked, arrived, checked-in, fulfilled, noshow, cancelled (cancelationReason) or "
+                                  "entered-in-error; one Patient participant; the same id again is a later state, "
+                                  "ordered by meta.lastUpdated and meta.versionId (see the README, Sending "
+                                  "attendance)"},
+                {"type": "Encounter", "interaction": [attendance], "versioning": "no-version",
+                 "conditionalCreate": False,
+                 "documentation": "finished, cancelled, planned (and the in-progress states) with period.start; an "
+                                  "Encounter naming its Appointment is that appointment's later state"},
+                {"type": "EpisodeOfCare", "interaction": [attendance], "versioning": "no-version",
+                 "conditionalCreate": False,
+                 "documentation": "an episode's ending: finished (planned) or cancelled (unplanned), or as the "
+                                  "extension http://rapport.dev/fhir/StructureDefinition/ending says; other "
+                                  "statuses are refused"},
             ],
             "interaction": [{
                 "code": "batch",
                 "documentation": ("POST [base] with a Bundle of type batch or collection: each entry is accepted "
                                   "or rejected on its own; the answer is a batch-response with one entry per "
-                                  "answered entry (supporting entries such as Patient get none). A transaction "
-                                  "Bundle is refused (422): send the same entries as a batch."),
+                                  "answered entry (supporting entries such as Patient get none). A Bundle is "
+                                  "either submissions (QuestionnaireResponse, Observation; an Encounter or "
+                                  "EpisodeOfCare beside them is their context, not attendance) or attendance "
+                                  "(Appointment, Encounter, EpisodeOfCare); one holding an Appointment beside a "
+                                  "submission is refused (422 mixed_bundle): send them as two Bundles. A "
+                                  "transaction Bundle is refused (422): send the same entries as a batch."),
             }],
         }],
     }

@@ -1,6 +1,7 @@
 """The gateway's projections.
 
-Ingest's answers (`submission.accepted` / `submission.rejected`) to the
+Ingest's answers (`submission.accepted` / `submission.rejected`, and attendance's
+`attendance.accepted` / `attendance.rejected`) to the
 messages the gateway published (the ids it derived), each kept as the answer to its message, so a
 resend (same Idempotency-Key, or the same body) is answered as the first time was, and a request that
 gave up waiting (202) can be resent for its answer. Answers to what was published straight to the
@@ -14,10 +15,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
-from rapport.services.gateway.answers import ACCEPTED, REJECTED, Answer
+from rapport.services.gateway.answers import ANSWER_TYPES, Answer
 from rapport.services.gateway.intake import GATEWAY_MESSAGE_PREFIX
 from rapport.services.gateway.records import keep_scores, keep_transitions
 from rapport.services.gateway.repository import save_answers
@@ -31,22 +33,36 @@ from rapport.shared.unit_of_work import SessionUnitOfWork
 SERVICE = "gateway"
 
 
+KeptAnswer = tuple[str, str, Answer]  # tenant, inbound message id, the answer
+
+
+def _answer(message: Inbound, event: dict[str, Any]) -> KeptAnswer | None:
+    """The answer to keep, or None for an answer to a message the gateway did not publish."""
+    try:
+        kind, data = event["type"], event["data"]
+        message.require_tenant(event["tenant"])
+        if not str(data["inbound_message_id"]).startswith(GATEWAY_MESSAGE_PREFIX):
+            return None  # published straight to the broker: not the gateway's to answer
+        return message.tenant, str(data["inbound_message_id"]), Answer.from_event(kind, data)
+    except (ValueError, KeyError, TypeError) as error:
+        raise PoisonMessage(f"not an answer ({type(error).__name__})") from None
+
+
+def _event(message: Inbound) -> dict[str, Any]:
+    try:
+        event = json.loads(message.body)
+    except ValueError:
+        raise PoisonMessage("not JSON") from None
+    if not isinstance(event, dict):
+        raise PoisonMessage("not an event")
+    return event
+
+
 @dataclass
 class KeepAnswers:
     async def __call__(self, uow: SessionUnitOfWork, messages: Sequence[Inbound]) -> None:
-        answers = []
-        for message in messages:
-            try:
-                event = json.loads(message.body)
-                kind, data = event["type"], event["data"]
-                message.require_tenant(event["tenant"])
-                if kind not in (ACCEPTED, REJECTED):
-                    continue
-                if not str(data["inbound_message_id"]).startswith(GATEWAY_MESSAGE_PREFIX):
-                    continue  # published straight to the broker: not the gateway's to answer
-                answers.append((message.tenant, str(data["inbound_message_id"]), Answer.from_event(kind, data)))
-            except (ValueError, KeyError, TypeError) as error:
-                raise PoisonMessage(f"not a submission answer ({type(error).__name__})") from None
+        answers = [kept for m in messages if (event := _event(m)).get("type") in ANSWER_TYPES
+                   and (kept := _answer(m, event)) is not None]
         await save_answers(uow.session, answers, uow.now)
 
 
@@ -92,3 +108,15 @@ class KeepScores:
             message.require_tenant(envelope.tenant, score.tenant)
             scores.append(score)
         await keep_scores(uow.session, scores)
+
+
+@dataclass
+class KeepAttendance:
+    """`attendance.*`: ingest's answers, kept as KeepAnswers keeps submissions'. One consumer for every
+    attendance event: the gateway's consumers share one inbox, so no two of them may be given the same
+    event."""
+
+    async def __call__(self, uow: SessionUnitOfWork, messages: Sequence[Inbound]) -> None:
+        answers = [kept for m in messages if (event := _event(m)).get("type") in ANSWER_TYPES
+                   and (kept := _answer(m, event)) is not None]
+        await save_answers(uow.session, answers, uow.now)

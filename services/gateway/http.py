@@ -30,8 +30,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rapport.services.gateway import fhir
 from rapport.services.gateway.answers import Answer
 from rapport.services.gateway.intake import (
+    ATTENDANCE,
     GATEWAY_MESSAGE_PREFIX,
     IDEMPOTENCY_KEY,
+    SUBMISSIONS,
+    Channel,
     IdempotencyKeyReused,
     Intake,
     Received,
@@ -158,10 +161,11 @@ def idempotency_key(request: Request) -> str | None:
     return key
 
 
-async def _submit(intake: Intake, principal: Principal, body: bytes, request: Request, form: str) -> Received:
-    message_id = message_id_for(principal.tenant, body, idempotency_key(request))
+async def _submit(intake: Intake, principal: Principal, body: bytes, request: Request, form: str, *,
+                  channel: Channel = SUBMISSIONS) -> Received:
+    message_id = message_id_for(principal.tenant, body, idempotency_key(request), channel)
     try:
-        return await intake.submit(principal.tenant, body, message_id, form)
+        return await intake.submit(principal.tenant, body, message_id, form, channel=channel)
     except IdempotencyKeyReused:
         raise Refused(422, "idempotency_key_reused", "this Idempotency-Key was sent before with another body; "
                       "send a new key for a new body, or the first body again for its answer",
@@ -217,8 +221,7 @@ def fhir_body(received: Received, form: str, wait_seconds: float | None) -> tupl
         return 422, fhir.outcome_of(answer, resource_type), headers
     headers["ETag"] = f'W/"{answer.revision}"'
     if resource_type is not None:
-        stored_id = quote(answer.submission_id or "", safe="")
-        headers["Location"] = f"/fhir/{resource_type}/{stored_id}/_history/{answer.revision}"
+        headers["Location"] = fhir.location(answer, resource_type)
     return 201, fhir.outcome_of(answer, resource_type), headers
 
 
@@ -226,13 +229,17 @@ def fhir_answer(received: Received, resource_type: str, wait_seconds: float) -> 
     return _fhir(*fhir_body(received, resource_type, wait_seconds))
 
 
+# what the stored record's id is called in a native answer
+NATIVE_ID = {"submission": "submission_id", "appointment": "appointment_id", "ending": "episode_id"}
+
+
 def native_part(answer: Answer) -> dict[str, Any]:
+    named = {NATIVE_ID[answer.record]: answer.submission_id}
     if answer.outcome == "rejected":
-        return {"status": "rejected", "submission_id": answer.submission_id,
-                "problems": [p.model_dump() for p in answer.problems]}
-    return {"status": "accepted", "submission_id": answer.submission_id, "instrument": answer.instrument,
-            "revision": answer.revision, "disposition": answer.disposition,
-            "warnings": [p.model_dump() for p in answer.problems]}
+        return {"status": "rejected", **named, "problems": [p.model_dump() for p in answer.problems]}
+    instrument = {"instrument": answer.instrument} if answer.record == "submission" else {}
+    return {"status": "accepted", **named, **instrument, "revision": answer.revision,
+            "disposition": answer.disposition, "warnings": [p.model_dump() for p in answer.problems]}
 
 
 def native_body(received: Received, wait_seconds: float | None) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -341,7 +348,8 @@ def create_app(intake: Intake, gate: Gate, *, version: str, wait_seconds: float,
             where = "POST a Bundle to /fhir" if found == "Bundle" else f"POST a {found} to /fhir/{found}"
             raise Refused(400, "wrong_resource_type",
                           f"this endpoint takes a {resource_type}" + (f"; {where}" if found in (
-                              "Bundle", "QuestionnaireResponse", "Observation") else ""), field="resourceType")
+                              "Bundle", *fhir.SUBMISSION_TYPES, *fhir.ATTENDANCE_TYPES) else ""),
+                          field="resourceType")
         return fhir_answer(await _submit(intake, principal, body, request, resource_type), resource_type,
                            wait_seconds)
 
@@ -373,7 +381,14 @@ def create_app(intake: Intake, gate: Gate, *, version: str, wait_seconds: float,
                           "each entry is then accepted or rejected on its own", field="type")
         if kind not in fhir.SUPPORTED_BUNDLE_TYPES:
             raise Refused(422, "unsupported_bundle_type", "Bundle type must be batch or collection", field="type")
-        return fhir_answer(await _submit(intake, principal, body, request, "Bundle"), "Bundle", wait_seconds)
+        channel = fhir.bundle_channel(document)
+        if channel is None:
+            raise Refused(422, "mixed_bundle", "a Bundle is either submissions (QuestionnaireResponse, Observation) "
+                          "or attendance (Appointment, Encounter, EpisodeOfCare): send the Appointments in a "
+                          "Bundle of their own", field="entry")
+        return fhir_answer(await _submit(intake, principal, body, request, "Bundle",
+                                         channel=ATTENDANCE if channel == "attendance" else SUBMISSIONS),
+                           "Bundle", wait_seconds)
 
     @app.post("/api/v1/submissions", tags=["native"], status_code=201, responses=_RESPONSES,
               openapi_extra={"requestBody": _NATIVE_DOC, "parameters": _HEADERS_DOC},

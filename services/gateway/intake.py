@@ -1,5 +1,6 @@
-"""Taking a submission in over HTTP: publish it to the tenant's inbound subject, wait for ingest's
-answer. The tenant is the caller's token's, never the body's.
+"""Taking a submission or attendance in over HTTP: publish it to the tenant's inbound subject
+(`Channel`: in.submissions or in.attendance), wait for ingest's answer. The tenant is the caller's
+token's, never the body's.
 
 The message id (the `Nats-Msg-Id`, and the `inbound_message_id` of the answer) is derived from the
 tenant and the caller's `Idempotency-Key`, or from the tenant and the body when no key is sent, so a
@@ -38,11 +39,28 @@ IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 GATEWAY_MESSAGE_PREFIX = "http-"
 
 
-def message_id_for(tenant: str, body: bytes, idempotency_key: str | None) -> str:
+@dataclass(frozen=True)
+class Channel:
+    """Where a kind of inbound message goes and what answers it: ingest answers on
+    `rapport.<tenant>.<entity>.accepted|rejected`."""
+
+    name: str
+    inbound: Callable[[str], str]
+    entity: str
+
+
+SUBMISSIONS = Channel("submissions", subjects.submissions_in, "submission")
+ATTENDANCE = Channel("attendance", subjects.attendance_in, "attendance")
+
+
+def message_id_for(tenant: str, body: bytes, idempotency_key: str | None, channel: Channel = SUBMISSIONS) -> str:
+    """Attendance's ids are derived apart from submissions' (both inbound subjects share one stream's
+    duplicate window): one Idempotency-Key used for a submission and an appointment names two messages."""
+    scope = "" if channel is SUBMISSIONS else f"{channel.name}\x1f"
     if idempotency_key is not None:
-        digest = hashlib.sha256(f"{tenant}\x1f{idempotency_key}".encode()).hexdigest()
+        digest = hashlib.sha256(f"{tenant}\x1f{scope}{idempotency_key}".encode()).hexdigest()
         return f"{GATEWAY_MESSAGE_PREFIX}key:{digest[:40]}"
-    digest = hashlib.sha256(tenant.encode() + b"\x1f" + body).hexdigest()
+    digest = hashlib.sha256(tenant.encode() + b"\x1f" + scope.encode() + body).hexdigest()
     return f"{GATEWAY_MESSAGE_PREFIX}body:{digest[:40]}"
 
 
@@ -87,7 +105,8 @@ class Intake:
     wait_seconds: float
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
-    async def submit(self, tenant: str, body: bytes, message_id: str, form: str) -> Received:
+    async def submit(self, tenant: str, body: bytes, message_id: str, form: str, *,
+                     channel: Channel = SUBMISSIONS) -> Received:
         """Raises BrokerUnavailable when the broker did not take the message (nothing is answered
         then; a resend with the same message id is safe whether or not it was stored),
         IdempotencyKeyReused and RecordUnavailable before anything is published."""
@@ -102,9 +121,9 @@ class Intake:
             raise IdempotencyKeyReused
         if seen.answers is not None:
             return Received(message_id, seen.answers, duplicate=True)
-        pending = await self.waiter.expect(tenant, message_id)
+        pending = await self.waiter.expect(tenant, message_id, channel.entity)
         try:
-            duplicate = await self.ingress.publish(subjects.submissions_in(tenant), body, message_id=message_id)
+            duplicate = await self.ingress.publish(channel.inbound(tenant), body, message_id=message_id)
             answers = await pending.wait(self.wait_seconds, look_up=lambda: self._stored(tenant, message_id))
         finally:
             self.waiter.release(pending)

@@ -25,6 +25,7 @@ from nats.aio.msg import Msg
 from sqlalchemy import func, select
 
 from rapport.embedded_nats import EmbeddedNats, free_port
+from rapport.services.gateway import fhir
 from rapport.services.gateway.app import build
 from rapport.services.gateway.tokens import create_signing_key, load_signing_key, mint
 from rapport.services.ingest.models import StoredSubmission
@@ -173,8 +174,10 @@ async def test_a_fhir_response_and_a_native_one_are_accepted_and_an_invalid_one_
 async def test_the_fhir_fixtures_get_the_same_outcome_over_http_as_over_the_broker(
     sqlite_databases: Any, fresh_stream: str, key_file: Path
 ) -> None:
-    """Each fixture goes where its resourceType says (a Bundle to /fhir; anything else to
-    /fhir/QuestionnaireResponse). Refused at the door, by design, and checked as such: Bundles of
+    """Each fixture goes where its resourceType says (a Bundle to /fhir; an Appointment, Encounter or
+    EpisodeOfCare to its own endpoint; anything else to /fhir/QuestionnaireResponse), and over the
+    broker to in.attendance when it is attendance (fhir.bundle_channel), else to in.submissions.
+    Refused at the door, by design, and checked as such: Bundles of
     types other than batch and collection (then retyped as batch, they match), and CloudEvents
     (HTTP takes the resource; the envelope is the broker's form)."""
     database_url = await sqlite_databases.sqlite()
@@ -187,20 +190,23 @@ async def test_the_fhir_fixtures_get_the_same_outcome_over_http_as_over_the_brok
         for name in names:
             body = fixture("fhir", name)
             document = json.loads(body)
-            expected = await broker.submit(body)
             kind = document.get("resourceType")
+            inbound = "attendance" if kind in fhir.ATTENDANCE_TYPES or (
+                kind == "Bundle" and fhir.bundle_channel(document) == "attendance") else "submissions"
+            expected = await broker.submit(body, inbound)
             if kind == "Bundle" and document.get("type") not in ("batch", "collection"):
                 refused = await http.post("/fhir", content=body, headers=fhir_json())
                 assert refused.status_code == 422, name
                 assert "send the same entries as a batch" in refused.text or "batch or collection" in refused.text
                 document["type"] = "batch"
                 body = json.dumps(document).encode()
-                expected = await broker.submit(body)
+                expected = await broker.submit(body, inbound)
             elif "specversion" in document:
                 refused = await http.post("/fhir/QuestionnaireResponse", content=body, headers=fhir_json())
                 assert refused.status_code == 400, name
                 continue
-            path = {"Bundle": "/fhir", "Observation": "/fhir/Observation"}.get(kind, "/fhir/QuestionnaireResponse")
+            path = {"Bundle": "/fhir", "Observation": "/fhir/Observation",
+                    **{t: f"/fhir/{t}" for t in fhir.ATTENDANCE_TYPES}}.get(kind, "/fhir/QuestionnaireResponse")
             response = await http.post(path, content=body, headers=fhir_json())
             assert http_outcome(response) == expected or (
                 response.status_code == 400 and all(outcome == "rejected" for outcome, *_ in expected)
@@ -241,9 +247,10 @@ class BrokerAnswers:
         self.answers.setdefault(data["inbound_message_id"], {})[data["inbound_part"]] = event
         self.changed.set()
 
-    async def submit(self, body: bytes) -> list[tuple[str, str | None, tuple[str, ...] | None]]:
+    async def submit(self, body: bytes, inbound: str = "submissions",
+                     ) -> list[tuple[str, str | None, tuple[str, ...] | None]]:
         message_id = str(uuid.uuid4())
-        await self.client.jetstream().publish(f"rapport.{self.tenant}.in.submissions", body, timeout=10,
+        await self.client.jetstream().publish(f"rapport.{self.tenant}.in.{inbound}", body, timeout=10,
                                               headers={"Nats-Msg-Id": message_id})
         async with asyncio.timeout(15):
             while True:
@@ -266,7 +273,8 @@ class BrokerAnswers:
 async def broker_answers(nats_url: str, tenant: str) -> AsyncIterator[BrokerAnswers]:
     nc = await nats.connect(nats_url)
     answers = BrokerAnswers(nc, tenant)
-    await nc.subscribe(f"rapport.{tenant}.submission.*", cb=answers.on_answer)
+    for answered in ("submission.*", "attendance.accepted", "attendance.rejected"):
+        await nc.subscribe(f"rapport.{tenant}.{answered}", cb=answers.on_answer)
     await nc.flush()
     try:
         yield answers

@@ -38,7 +38,7 @@ NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
     ("QuestionnaireResponse", "authored", "QuestionnaireResponse.authored"),
     ("QuestionnaireResponse", "subject.reference", "QuestionnaireResponse.subject.reference"),
     ("Observation", "valueQuantity.value", "Observation.value.ofType(Quantity).value"),
-    ("Observation", "effectiveDateTime", "Observation.effective.ofType(DateTime)"),
+    ("Observation", "effectiveDateTime", "Observation.effective.ofType(dateTime)"),  # a primitive type: lower case
     ("Bundle", "entry[1].resource.status", "Bundle.entry[1].resource.status"),
     ("QuestionnaireResponse", "responses", None),  # Rapport's word for the items it read, not an element
     ("Observation", "total", None),
@@ -154,7 +154,8 @@ def test_the_capability_statement_says_what_is_supported_and_that_transactions_a
     [rest] = statement["rest"]
     assert statement["fhirVersion"] == "4.0.1" and statement["kind"] == "instance"
     assert {r["type"]: [i["code"] for i in r["interaction"]] for r in rest["resource"]} == {
-        "QuestionnaireResponse": ["create"], "Observation": ["create"]}
+        "QuestionnaireResponse": ["create"], "Observation": ["create"], "Appointment": ["create"],
+        "Encounter": ["create"], "EpisodeOfCare": ["create"]}
     assert [i["code"] for i in rest["interaction"]] == ["batch"]
     assert "transaction Bundle is refused" in rest["interaction"][0]["documentation"]
     assert "send the same entries as a batch" in rest["interaction"][0]["documentation"]
