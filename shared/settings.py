@@ -23,7 +23,7 @@ def normalise_database_url(url: str) -> str:
 
 
 # settings that may carry a password, and so may be given as a file (a mounted secret) instead
-SECRET_FIELDS = ("database_url", "broker_url", "broker_password")
+SECRET_FIELDS = ("database_url", "broker_url", "broker_password", "oidc_client_secret")
 
 
 class Settings(BaseSettings):
@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     oidc_tenant_claim: str = Field(default="tenant", min_length=1)
     oidc_role_claim: str = Field(default="role", min_length=1)
     oidc_clinician_claim: str = Field(default="clinician", min_length=1)
+    # The dashboard's sign-in with the issuer: the authorization code flow with PKCE, as the client
+    # registered there (redirect URI <RAPPORT_GATEWAY_PUBLIC_URL>/sign-in/callback); the secret only
+    # for a confidential client. Unset: the dashboard has no OIDC sign-in.
+    oidc_client_id: str | None = Field(default=None, min_length=1, max_length=255)
+    oidc_client_secret: str | None = None
     # Notification delivery (the gateway): webhooks and e-mail for the notify events. The SMTP relay
     # (smtp://[user:password@]host[:port], upgraded with STARTTLS when the relay offers it, or
     # smtps:// for TLS from the first byte; unset: no e-mail), the From address, the base URL the

@@ -47,6 +47,7 @@ class OidcVerifier:
     names: ClaimNames = field(default_factory=ClaimNames)
     jwks_url: str | None = None
     _keys: dict[str, Any] = field(default_factory=dict)
+    _discovered: dict[str, Any] | None = None
     _fetched_at: float = float("-inf")
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -57,6 +58,11 @@ class OidcVerifier:
             raise ValueError(f"RAPPORT_OIDC_ALGORITHMS: only asymmetric algorithms, not {', '.join(sorted(unknown))}")
 
     async def verify(self, token: str) -> Principal:
+        return principal_from(await self.claims(token, self.audience), self.names)
+
+    async def claims(self, token: str, audience: str) -> dict[str, Any]:
+        """The claims of a token this issuer signed for `audience` (an access token for Rapport's
+        audience; an ID token for the sign-in client's id), or InvalidToken."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:
@@ -66,13 +72,28 @@ class OidcVerifier:
             raise InvalidToken("algorithm not allowed")
         key = await self._key(kid if isinstance(kid, str) else None)
         try:
-            claims = jwt.decode(
-                token, key, algorithms=list(self.algorithms), audience=self.audience, issuer=self.issuer,
+            claims: dict[str, Any] = jwt.decode(
+                token, key, algorithms=list(self.algorithms), audience=audience, issuer=self.issuer,
                 leeway=LEEWAY_SECONDS, options={"require": ["exp", "iss", "aud", "sub"]},
             )
         except jwt.PyJWTError as error:
             raise InvalidToken(type(error).__name__) from None
-        return principal_from(claims, self.names)
+        return claims
+
+    async def discovery(self) -> dict[str, Any]:
+        """The issuer's discovery document (kept once read), or IssuerUnavailable."""
+        if self._discovered is None:
+            try:
+                async with httpx.AsyncClient(timeout=FETCH_TIMEOUT_SECONDS, follow_redirects=False) as http:
+                    answer = await http.get(discovery_url(self.issuer))
+                    answer.raise_for_status()
+                    document = answer.json()
+            except (httpx.HTTPError, ValueError) as error:
+                raise IssuerUnavailable(type(error).__name__) from None
+            if not isinstance(document, dict) or document.get("issuer") != self.issuer:
+                raise IssuerUnavailable("the discovery document names another issuer")
+            self._discovered = document
+        return self._discovered
 
     async def _key(self, kid: str | None) -> Any:
         found = self._held(kid)
@@ -96,28 +117,16 @@ class OidcVerifier:
     async def _refresh(self) -> None:
         self._fetched_at = time.monotonic()
         try:
+            url = self.jwks_url or str((await self.discovery())["jwks_uri"])
             async with httpx.AsyncClient(timeout=FETCH_TIMEOUT_SECONDS, follow_redirects=False) as http:
-                url = self.jwks_url or await _jwks_uri(http, self.issuer)
                 answer = await http.get(url)
                 answer.raise_for_status()
                 keys = _signing_keys(answer.json())
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, IssuerUnavailable) as error:
             if not self._keys:
                 raise IssuerUnavailable(type(error).__name__) from None
             return  # keep what is held: a token signed with a held key still verifies
         self._keys = keys
-
-
-async def _jwks_uri(http: httpx.AsyncClient, issuer: str) -> str:
-    answer = await http.get(discovery_url(issuer))
-    answer.raise_for_status()
-    document = answer.json()
-    if document.get("issuer") != issuer:
-        raise ValueError("the discovery document names another issuer")
-    uri = document["jwks_uri"]
-    if not isinstance(uri, str):
-        raise ValueError("no jwks_uri")
-    return uri
 
 
 def _signing_keys(document: Mapping[str, Any]) -> dict[str, Any]:

@@ -288,25 +288,34 @@ class SignIn:
             link = read_link(token, self.link_key, self.audience, now)
         except LinkRefused as refused:
             return await self._refuse(request, refused)
-        session_id = secrets.token_urlsafe(32)
-        principal = link.principal
         try:
-            async with self._sessions() as session, session.begin():
-                session.add(SignInLink(jti=link.jti, tenant=principal.tenant, used_at=now, expires_at=link.expires_at))
-                await session.flush()  # the link's second use fails here
-                previous = request.cookies.get(COOKIE, "")
-                if _SESSION_ID.fullmatch(previous):  # signing in again replaces the browser's old session
-                    await session.execute(delete(DashboardSession).where(
-                        DashboardSession.session_key == _session_key(previous)))
-                assert principal.role is not None
-                session.add(DashboardSession(
-                    session_key=_session_key(session_id), tenant=principal.tenant, role=principal.role,
-                    subject=principal.subject, clinician=principal.clinician, created_at=now,
-                    expires_at=now + self.session_ttl))
-                await self.audit.record(action="sign_in", outcome=303, principal=principal, request=request,
-                                        credential="link", session=session)
+            return await self.open_session(request, link.principal, credential="link",
+                                           proof=SignInLink(jti=link.jti, tenant=link.principal.tenant, used_at=now,
+                                                            expires_at=link.expires_at))
         except IntegrityError:
-            return await self._refuse(request, LinkRefused("link_used", principal))
+            return await self._refuse(request, LinkRefused("link_used", link.principal))
+
+    async def open_session(self, request: Request, principal: Principal, *, credential: str,
+                           proof: Base | None = None) -> Response:
+        """A new session for `principal`, its cookie and the redirect to `/`. `proof` (a used link)
+        is written first in the same transaction: a second use fails there (IntegrityError)."""
+        now = self.clock()
+        session_id = secrets.token_urlsafe(32)
+        async with self._sessions() as session, session.begin():
+            if proof is not None:
+                session.add(proof)
+                await session.flush()
+            previous = request.cookies.get(COOKIE, "")
+            if _SESSION_ID.fullmatch(previous):  # signing in again replaces the browser's old session
+                await session.execute(delete(DashboardSession).where(
+                    DashboardSession.session_key == _session_key(previous)))
+            assert principal.role is not None
+            session.add(DashboardSession(
+                session_key=_session_key(session_id), tenant=principal.tenant, role=principal.role,
+                subject=principal.subject[:255], clinician=principal.clinician, created_at=now,
+                expires_at=now + self.session_ttl))
+            await self.audit.record(action="sign_in", outcome=303, principal=principal, request=request,
+                                    credential=credential, session=session)
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(COOKIE, session_id, max_age=int(self.session_ttl.total_seconds()), path="/",
                             httponly=True, samesite="lax", secure=request.url.scheme == "https")

@@ -1,7 +1,8 @@
-"""Tokens from an OIDC identity provider: a real issuer on loopback (discovery document and JWKS
-over HTTP, keys made here), Keycloak-, Entra- and Okta-shaped claims, every way a token can be
-wrong, a key rotation, a flood of unknown key ids, the provider down; and the gateway itself
-configured with RAPPORT_OIDC_ISSUER answering the alert API by those tokens."""
+"""Tokens from an OIDC identity provider: a real issuer on loopback (discovery document, JWKS,
+authorization and token endpoints over HTTP, keys made here), Keycloak-, Entra- and Okta-shaped
+claims, every way a token can be wrong, a key rotation, a flood of unknown key ids, the provider
+down; the gateway configured with RAPPORT_OIDC_ISSUER answering the alert API by those tokens; and
+the dashboard's sign-in by the authorization code flow with PKCE, with each way it can be abused."""
 
 from __future__ import annotations
 
@@ -17,11 +18,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+import httpx
 import jwt
 import pytest
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -29,10 +33,15 @@ from starlette.routing import Route
 from test_gateway import client, gateway_settings, key_file, serving, token  # noqa: F401 (key_file: a fixture)
 
 from rapport.embedded_nats import free_port
+from rapport.services.gateway.audit import AuditRow
 from rapport.services.gateway.oidc import IssuerUnavailable, OidcVerifier
+from rapport.services.gateway.oidc_sign_in import FLOW_COOKIE, Flow
 from rapport.services.gateway.tokens import ClaimNames, InvalidToken
+from rapport.shared.db.engine import create_engine, session_factory
 
 AUDIENCE = "rapport-gateway"
+CLIENT_ID = "rapport-dashboard"
+PUBLIC_URL = "http://rapport.clinic.test"
 
 
 @dataclass
@@ -43,6 +52,10 @@ class Issuer:
     keys: dict[str, Any] = field(default_factory=dict)  # kid -> private key
     jwks_fetches: int = 0
     down: bool = False
+    # the authorization endpoint signs in whoever this says, and remembers each code it gave
+    user: dict[str, Any] = field(default_factory=dict)
+    codes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    wrong_nonce: bool = False
 
     def add_key(self, kind: str = "rsa") -> str:
         kid = f"{kind}-{uuid.uuid4().hex[:8]}"
@@ -76,7 +89,36 @@ async def issuing() -> AsyncIterator[Issuer]:
     async def discovery(request: Request) -> Response:
         if issuer.down:
             return Response(status_code=503)
-        return JSONResponse({"issuer": issuer.url, "jwks_uri": f"{issuer.url}/protocol/openid-connect/certs"})
+        return JSONResponse({"issuer": issuer.url, "jwks_uri": f"{issuer.url}/protocol/openid-connect/certs",
+                             "authorization_endpoint": f"{issuer.url}/protocol/openid-connect/auth",
+                             "token_endpoint": f"{issuer.url}/protocol/openid-connect/token"})
+
+    async def authorize(request: Request) -> Response:
+        asked = request.query_params
+        if asked.get("client_id") != CLIENT_ID or asked.get("code_challenge_method") != "S256" \
+                or asked.get("response_type") != "code" or "openid" not in asked.get("scope", "").split():
+            return Response("bad authorization request", status_code=400)
+        code = uuid.uuid4().hex
+        issuer.codes[code] = {"redirect_uri": asked["redirect_uri"], "challenge": asked["code_challenge"],
+                              "nonce": asked["nonce"], "user": dict(issuer.user), "used": False}
+        return Response(status_code=302, headers={
+            "Location": f"{asked['redirect_uri']}?{urlencode({'code': code, 'state': asked['state']})}"})
+
+    async def exchange(request: Request) -> Response:
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+        given = issuer.codes.get(str(form.get("code")))
+        verifier = str(form.get("code_verifier", ""))
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+        if given is None or given["used"] or form.get("grant_type") != "authorization_code" \
+                or form.get("redirect_uri") != given["redirect_uri"] or form.get("client_id") != CLIENT_ID \
+                or challenge != given["challenge"]:
+            return JSONResponse({"error": "invalid_grant"}, status_code=400)
+        given["used"] = True
+        subject = f"user-{uuid.uuid4().hex[:6]}"
+        access = issuer.sign({**given["user"], "sub": subject})
+        identity = issuer.sign({"sub": subject, "aud": CLIENT_ID,
+                                "nonce": "another" if issuer.wrong_nonce else given["nonce"]})
+        return JSONResponse({"access_token": access, "id_token": identity, "token_type": "Bearer"})
 
     async def certs(request: Request) -> Response:
         if issuer.down:
@@ -85,7 +127,9 @@ async def issuing() -> AsyncIterator[Issuer]:
         return JSONResponse(issuer.jwks())
 
     app = Starlette(routes=[Route("/realms/clinic/.well-known/openid-configuration", discovery),
-                            Route("/realms/clinic/protocol/openid-connect/certs", certs)])
+                            Route("/realms/clinic/protocol/openid-connect/certs", certs),
+                            Route("/realms/clinic/protocol/openid-connect/auth", authorize),
+                            Route("/realms/clinic/protocol/openid-connect/token", exchange, methods=["POST"])])
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None,
                                            access_log=False, lifespan="off"))
     task = asyncio.create_task(server.serve())
@@ -214,3 +258,84 @@ async def test_the_gateway_configured_with_an_issuer_answers_by_its_tokens_only(
             embedded = await http.get("/api/v1/alerts", headers={
                 "Authorization": f"Bearer {token(key_file, tenant, 'lead', audience=AUDIENCE)}"})
             assert embedded.status_code == 401, "the embedded key signs nothing once an issuer is set"
+
+
+async def _walk(http: httpx.AsyncClient, base: str, *, tamper: Any = None) -> httpx.Response:
+    """A browser signing in: the gateway sends it to the provider, which sends it back with a code."""
+    started = await http.get(f"{base}/sign-in/oidc")
+    assert started.status_code == 303 and started.headers["location"].startswith("http://127.0.0.1")
+    back = await http.get(started.headers["location"])
+    assert back.status_code == 302, back.text
+    callback = urlsplit(back.headers["location"])
+    assert f"{callback.scheme}://{callback.netloc}" == PUBLIC_URL and callback.path == "/sign-in/callback"
+    query = tamper(callback.query) if tamper else callback.query
+    return await http.get(f"{base}{callback.path}?{query}")
+
+
+@pytest.mark.nats
+async def test_the_dashboard_signs_in_by_the_code_flow_with_pkce_and_refuses_each_abuse_of_it(
+    sqlite_databases: Any, nats_url: str, tenant: str, key_file: Path  # noqa: F811
+) -> None:
+    database_url = await sqlite_databases.sqlite()
+    async with issuing() as issuer:
+        issuer.user = {"tenant": tenant, "realm_access": {"roles": ["lead"]}}
+        settings = gateway_settings(database_url, key_file, oidc_issuer=issuer.url, oidc_audience=AUDIENCE,
+                                    oidc_role_claim="realm_access.roles", oidc_client_id=CLIENT_ID,
+                                    gateway_public_url=PUBLIC_URL)
+        async with serving(settings, nats_url) as base:
+            async with httpx.AsyncClient(timeout=10) as browser:
+                signed_in = await _walk(browser, base)
+                assert signed_in.status_code == 303 and signed_in.headers["location"] == "/"
+                assert "HttpOnly" in signed_in.headers["set-cookie"]
+                listed = await browser.get(f"{base}/api/v1/alerts")
+                assert listed.status_code == 200, "the session is the lead's, without a bearer token"
+                replayed = await browser.get(f"{base}{urlsplit(str(signed_in.request.url)).path}?"
+                                             f"{signed_in.request.url.query.decode()}")
+                assert replayed.status_code == 401, "the flow ends with its first answer: a replayed callback fails"
+
+            refused: dict[str, int] = {}
+            async with httpx.AsyncClient(timeout=10) as browser:
+                refused["state changed"] = (await _walk(
+                    browser, base, tamper=lambda q: q.replace("state=", "state=forged"))).status_code
+            async with httpx.AsyncClient(timeout=10) as browser:
+                started = await browser.get(f"{base}/sign-in/oidc")
+                back = await browser.get(started.headers["location"])
+                query = urlsplit(back.headers["location"]).query
+            async with httpx.AsyncClient(timeout=10) as elsewhere:  # the code opened in another browser
+                refused["no flow cookie"] = (await elsewhere.get(f"{base}/sign-in/callback?{query}")).status_code
+                # an attacker's own flow, given the victim's state and code: its verifier does not match
+                await elsewhere.get(f"{base}/sign-in/oidc")
+                mine = Flow.from_cookie(elsewhere.cookies[FLOW_COOKIE])
+                assert mine is not None
+                stolen_state = dict(p.split("=", 1) for p in query.split("&"))["state"]
+                elsewhere.cookies.set(FLOW_COOKIE, Flow(stolen_state, mine.nonce, mine.verifier, mine.started).cookie(),
+                                      domain="127.0.0.1", path="/sign-in")
+                refused["code with another verifier"] = (
+                    await elsewhere.get(f"{base}/sign-in/callback?{query}")).status_code
+            issuer.wrong_nonce = True
+            async with httpx.AsyncClient(timeout=10) as browser:
+                refused["another nonce"] = (await _walk(browser, base)).status_code
+            issuer.wrong_nonce = False
+            issuer.user = {"tenant": tenant, "realm_access": {"roles": ["integration"]}}
+            async with httpx.AsyncClient(timeout=10) as browser:
+                refused["a role without the dashboard"] = (await _walk(browser, base)).status_code
+                assert (await browser.get(f"{base}/api/v1/alerts")).status_code == 401, "no session was opened"
+            async with httpx.AsyncClient(timeout=10) as browser:
+                refused["the provider said no"] = (await browser.get(
+                    f"{base}/sign-in/callback", params={"error": "access_denied", "state": "x"})).status_code
+            assert refused == dict.fromkeys(refused, 401), refused
+
+            admin_token = issuer.sign({"tenant": tenant, "realm_access": {"roles": ["admin"]}})
+            async with client(base, admin_token) as admin:
+                trail = (await admin.get("/api/v1/audit", params={"action": "sign_in", "limit": 50})).json()
+            told = sorted(e["detail"] or "ok" for e in trail["entries"] if e["credential"] == "oidc")
+            assert told == ["ok", "role_not_allowed"], "the tenant's trail has the sign-ins it can trust"
+        engine = create_engine(database_url)
+        try:
+            async with session_factory(engine)() as session:
+                untrusted = (await session.execute(select(AuditRow.detail).where(
+                    AuditRow.credential == "oidc", AuditRow.tenant.is_(None)))).scalars().all()
+        finally:
+            await engine.dispose()
+        assert {"state_mismatch", "no_flow", "nonce_mismatch", "provider_refused", "exchange_refused:400"} <= set(
+            untrusted), "refusals where nobody could be trusted are kept too, under no tenant"
