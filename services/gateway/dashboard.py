@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from rapport.services.gateway.audit import AuditTrail, audit_router
 from rapport.services.gateway.client_view import client_view_router
 from rapport.services.gateway.http import Gate
+from rapport.services.gateway.oidc import OidcVerifier
+from rapport.services.gateway.oidc_sign_in import CodeFlow
 from rapport.services.gateway.pages import pages_router
 from rapport.services.gateway.records import Records
 from rapport.services.gateway.signin import SignIn
@@ -47,6 +49,14 @@ def dashboard(settings: Settings, sessions: async_sessionmaker[AsyncSession], ga
     link_key = load_signing_key(key_file).public_key() if not settings.oidc_issuer and key_file.exists() else None
     sign_in = SignIn(gate, sessions, audit, views, link_key=link_key, audience=settings.oidc_audience, clock=clock)
     routers = [sign_in.router(), audit_router(audit, sign_in), static_router()]
+    views.environment.globals["oidc_sign_in"] = bool(settings.oidc_client_id)
+    if settings.oidc_client_id:
+        if not isinstance(gate.verifier, OidcVerifier):
+            raise RuntimeError("RAPPORT_OIDC_CLIENT_ID is set without RAPPORT_OIDC_ISSUER: the dashboard's sign-in "
+                               "needs the issuer it signs in with")
+        flow = CodeFlow(gate.verifier, sign_in, client_id=settings.oidc_client_id,
+                        client_secret=settings.oidc_client_secret, public_url=settings.resolved_public_url())
+        routers.append(flow.router())
     worklist = WorklistPage(alerts, audit, views) if alerts is not None else None
     if worklist is not None:
         routers.append(worklist_router(worklist, sign_in))
