@@ -373,6 +373,23 @@ def broker_init(data_dir: DataDir = None) -> None:
     raise typer.Exit(code)
 
 
+@broker_app.command("tenant-user")
+def broker_tenant_user(
+    tenant: Annotated[str, typer.Argument(help="the tenant whose clinic systems sign in with it")],
+    seed_dir: Annotated[Path | None, typer.Option(help="where the seed goes (default <data dir>/tenants)")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """A broker user (NKey) for one tenant's clinic systems: its seed in a 0600 file, and the server
+    config entry allowing only rapport.<tenant>.in.> to publish and rapport.<tenant>.> to read."""
+    from rapport.broker_tenants import tenant_user_command
+
+    try:
+        typer.echo(tenant_user_command(tenant, seed_dir or _settings(data_dir).data_dir / "tenants"))
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def instruments(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the instrument registry with each parameter's confidence and sources."""

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     broker_tls_ca: Path | None = None
     broker_tls_cert: Path | None = None
     broker_tls_key: Path | None = None
+    # a clinic system's connection signed in as a tenant user (`rapport broker tenant-user`) may
+    # subscribe only to its own inboxes (where JetStream acks arrive): _INBOX_<tenant>
+    broker_inbox_prefix: str | None = Field(default=None, pattern=r"^_INBOX_[a-z0-9_-]{1,64}$")
     log_level: str = "INFO"
     # batching on the hot path: how many messages a service takes from the broker at once, and
     # how long it waits to fill a batch before working on what it has
