@@ -171,8 +171,8 @@ async def _submit(intake: Intake, principal: Principal, body: bytes, request: Re
                       "send a new key for a new body, or the first body again for its answer",
                       field="Idempotency-Key") from None
     except RecordUnavailable:
-        raise Refused(503, "store_unavailable", "the gateway cannot record the message now; nothing was "
-                      "published: resend the same request later",
+        raise Refused(503, "store_unavailable", "the gateway cannot record the message now: resend the same "
+                      "request later (safe whether or not it was published)",
                       headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
     except BrokerUnavailable as error:
         log.warning("broker did not take a submission (%s)", error, extra={"message_id": message_id})

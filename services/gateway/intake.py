@@ -16,13 +16,14 @@ otherwise take it for the first message and answer it with the first body's answ
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from rapport.services.gateway.answers import Answer, AnswerWaiter
 from rapport.services.gateway.repository import Seen, Status
@@ -31,12 +32,14 @@ from rapport.shared.messaging.consumer import HEADER_ROOM
 from rapport.shared.messaging.ingress import Ingress
 
 log = logging.getLogger("rapport.gateway")
+T = TypeVar("T")
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
 # Every message id the gateway derives starts so; the answers to other messages are not its to keep.
 GATEWAY_MESSAGE_PREFIX = "http-"
+KEYED_PREFIX = f"{GATEWAY_MESSAGE_PREFIX}key:"
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ def message_id_for(tenant: str, body: bytes, idempotency_key: str | None, channe
     scope = "" if channel is SUBMISSIONS else f"{channel.name}\x1f"
     if idempotency_key is not None:
         digest = hashlib.sha256(f"{tenant}\x1f{scope}{idempotency_key}".encode()).hexdigest()
-        return f"{GATEWAY_MESSAGE_PREFIX}key:{digest[:40]}"
+        return f"{KEYED_PREFIX}{digest[:40]}"
     digest = hashlib.sha256(tenant.encode() + b"\x1f" + scope.encode() + body).hexdigest()
     return f"{GATEWAY_MESSAGE_PREFIX}body:{digest[:40]}"
 
@@ -77,7 +80,9 @@ def body_limit(configured: int, max_payload: int) -> int:
 class Messages(Protocol):
     async def complete(self, tenant: str, message_id: str) -> list[Answer] | None: ...
 
-    async def record(self, tenant: str, message_id: str, *, body_digest: str, form: str, now: datetime) -> Seen: ...
+    async def seen(self, tenant: str, message_id: str, body_digest: str) -> Seen: ...
+
+    async def record(self, tenant: str, message_id: str, *, body_digest: str, form: str, now: datetime) -> bool: ...
 
     async def status(self, tenant: str, message_id: str) -> Status: ...
 
@@ -87,7 +92,7 @@ class IdempotencyKeyReused(Exception):
 
 
 class RecordUnavailable(Exception):
-    """The database did not take the record of the message: nothing is published."""
+    """The database did not read or take the record of the message."""
 
 
 @dataclass(frozen=True)
@@ -109,25 +114,48 @@ class Intake:
                      channel: Channel = SUBMISSIONS) -> Received:
         """Raises BrokerUnavailable when the broker did not take the message (nothing is answered
         then; a resend with the same message id is safe whether or not it was stored),
-        IdempotencyKeyReused and RecordUnavailable before anything is published."""
-        try:
-            seen = await self.stored.record(tenant, message_id, body_digest=body_digest(body), form=form,
-                                            now=self.clock())
-        except Exception as error:  # the database away: publishing now would leave a 202 nobody can poll
-            log.warning("the message could not be recorded (%s)", type(error).__name__,
-                        extra={"message_id": message_id})
-            raise RecordUnavailable from None
+        IdempotencyKeyReused before anything is published, RecordUnavailable when the database
+        did not take the record (a resend is safe then too).
+
+        A keyed message is recorded before it is published, so that of two bodies sent with one
+        key only the one recorded is ever published. A message whose id is its body's digest can
+        have no other body: its record is written while it is published and answered (on SQLite
+        the insert waits for the other services' writers, and it would add that wait to every
+        request), and is in before the request is answered, so every 202 can be polled."""
+        digest = body_digest(body)
+        seen = await self._guarded(self.stored.seen(tenant, message_id, digest), message_id)
         if seen.reused:
             raise IdempotencyKeyReused
         if seen.answers is not None:
             return Received(message_id, seen.answers, duplicate=True)
+        recording = None
+        if not seen.recorded:
+            recording = asyncio.ensure_future(self._guarded(
+                self.stored.record(tenant, message_id, body_digest=digest, form=form, now=self.clock()), message_id))
+            if message_id.startswith(KEYED_PREFIX):
+                first, recording = await recording, None
+                if not first and (await self._guarded(self.stored.seen(tenant, message_id, digest),
+                                                      message_id)).reused:
+                    raise IdempotencyKeyReused  # another request recorded the key with its body a moment ago
         pending = await self.waiter.expect(tenant, message_id, channel.entity)
         try:
-            duplicate = await self.ingress.publish(channel.inbound(tenant), body, message_id=message_id)
-            answers = await pending.wait(self.wait_seconds, look_up=lambda: self._stored(tenant, message_id))
+            try:
+                duplicate = await self.ingress.publish(channel.inbound(tenant), body, message_id=message_id)
+                answers = await pending.wait(self.wait_seconds, look_up=lambda: self._stored(tenant, message_id))
+            finally:
+                if recording is not None:
+                    await recording
         finally:
             self.waiter.release(pending)
         return Received(message_id, answers, duplicate=duplicate)
+
+    async def _guarded(self, step: Awaitable[T], message_id: str) -> T:
+        try:
+            return await step
+        except Exception as error:  # the database away: answering now would leave a 202 nobody can poll
+            log.warning("the message's record could not be read or written (%s)", type(error).__name__,
+                        extra={"message_id": message_id})
+            raise RecordUnavailable from None
 
     async def _stored(self, tenant: str, message_id: str) -> list[Answer] | None:
         try:

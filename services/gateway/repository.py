@@ -5,9 +5,12 @@ tells pending from never sent and a reused Idempotency-Key with another body is 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -15,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from rapport.services.gateway.answers import Answer, complete
 from rapport.services.gateway.models import PublishedMessage, StoredAnswer
 from rapport.shared.db.delivery import inbox_key
+from rapport.shared.db.engine import READ_ONLY
 from rapport.shared.db.upsert import insert_ignoring_conflicts
 
 
@@ -35,6 +39,11 @@ async def forget_old_answers(session: AsyncSession, before: datetime) -> None:
     await session.execute(delete(PublishedMessage).where(PublishedMessage.received_at < before))
 
 
+async def _digest(session: AsyncSession, key: str) -> str | None:
+    return (await session.execute(
+        select(PublishedMessage.body_digest).where(PublishedMessage.message_key == key))).scalar()
+
+
 async def _answers(session: AsyncSession, key: str) -> list[Answer] | None:
     rows = (await session.execute(select(StoredAnswer.answer).where(StoredAnswer.message_key == key))).scalars().all()
     return complete({a.part: a for a in map(Answer.from_stored, rows)})
@@ -42,10 +51,11 @@ async def _answers(session: AsyncSession, key: str) -> list[Answer] | None:
 
 @dataclass(frozen=True)
 class Seen:
-    """What the gateway knew of a message id when a request for it came: `first` when this request
-    recorded it; `reused` when it was recorded with another body; the answers when all are stored."""
+    """What the gateway knows of a message id as a request for it comes: `recorded` when it was
+    published for an earlier request; `reused` when that request sent another body; the answers
+    when all are stored."""
 
-    first: bool
+    recorded: bool
     reused: bool = False
     answers: list[Answer] | None = None
 
@@ -58,39 +68,89 @@ class Status:
     answers: list[Answer] | None
 
 
+class GroupInsert:
+    """The records of concurrent requests inserted in one transaction. On SQLite every commit is a
+    synced write under the file's one write lock, shared with the other services: a commit per
+    request held the HTTP path to the commits the disk makes per second (under 30/s measured with
+    the pipeline running). A request waits for the insert in flight, then goes in with every
+    request that came meanwhile. Returns, per row, whether that row was the one inserted."""
+
+    MAX_ROWS = 200
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def insert(self, row: dict[str, Any]) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((row, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[:self.MAX_ROWS], self._waiting[self.MAX_ROWS:]
+            rows = list({row["message_key"]: row for row, _ in reversed(batch)}.values())  # the first of each key
+            try:
+                async with self._sessions() as session:
+                    statement = insert_ignoring_conflicts(session, PublishedMessage.__table__,  # type: ignore[arg-type]
+                                                          ["message_key"])
+                    inserted = set((await session.execute(
+                        statement.values(rows).returning(PublishedMessage.message_key))).scalars())
+                    await session.commit()
+            except Exception as error:  # each request answers for itself (503)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            claimed: set[str] = set()
+            for row, future in batch:
+                key = row["message_key"]
+                if not future.done():
+                    future.set_result(key in inserted and key not in claimed)
+                claimed.add(key)
+
+
 class StoredAnswers:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+        self._inserts = GroupInsert(sessions)
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[AsyncSession]:
+        """A session that only reads: on SQLite it takes no write lock (every request reads, and a
+        read queued behind the other services' writers was most of an HTTP request's time)."""
+        async with self._sessions() as session:
+            await session.connection(execution_options=READ_ONLY)
+            yield session
 
     async def complete(self, tenant: str, message_id: str) -> list[Answer] | None:
         """Every part's answer to the message, or None while any is missing."""
-        async with self._sessions() as session:
+        async with self._reading() as session:
             return await _answers(session, inbox_key(tenant, message_id))
 
-    async def record(self, tenant: str, message_id: str, *, body_digest: str, form: str, now: datetime) -> Seen:
-        """Record the message before it is published (one read, and one insert the first time). A
-        message recorded already is answered from the stored answers when they are all in; two
-        requests racing with one id are told apart by the insert, which only one of them makes."""
+    async def seen(self, tenant: str, message_id: str, body_digest: str) -> Seen:
+        """One read (no write lock): whether the id was recorded, with which body, and its answers."""
         key = inbox_key(tenant, message_id)
-        async with self._sessions() as session:
-            stored = (await session.execute(
-                select(PublishedMessage.body_digest).where(PublishedMessage.message_key == key))).scalar()
+        async with self._reading() as session:
+            stored = await _digest(session, key)
             if stored is None:
-                inserted = await session.execute(
-                    insert_ignoring_conflicts(session, PublishedMessage.__table__, ["message_key"]),  # type: ignore[arg-type]
-                    {"message_key": key, "body_digest": body_digest, "form": form, "received_at": now})
-                await session.commit()
-                if inserted.rowcount == 1:  # type: ignore[attr-defined]
-                    return Seen(first=True)
-                stored = (await session.execute(
-                    select(PublishedMessage.body_digest).where(PublishedMessage.message_key == key))).scalar_one()
+                return Seen(recorded=False)
             if stored != body_digest:
-                return Seen(first=False, reused=True)
-            return Seen(first=False, answers=await _answers(session, key))
+                return Seen(recorded=True, reused=True)
+            return Seen(recorded=True, answers=await _answers(session, key))
+
+    async def record(self, tenant: str, message_id: str, *, body_digest: str, form: str, now: datetime) -> bool:
+        """Record the message (an insert shared with the requests of the moment); False when
+        another request recorded the id first (two requests racing with one id: only one inserts)."""
+        return await self._inserts.insert({"message_key": inbox_key(tenant, message_id), "body_digest": body_digest,
+                                           "form": form, "received_at": now})
 
     async def status(self, tenant: str, message_id: str) -> Status:
         key = inbox_key(tenant, message_id)
-        async with self._sessions() as session:
+        async with self._reading() as session:
             form = (await session.execute(
                 select(PublishedMessage.form).where(PublishedMessage.message_key == key))).scalar()
             return Status(form=form, answers=await _answers(session, key))

@@ -11,6 +11,11 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 DEFAULT_STATEMENT_TIMEOUT_SECONDS = 15.0
+READ_ONLY_OPTION = "rapport_read_only"
+# `await session.connection(execution_options=READ_ONLY)` before a session's first statement: a
+# transaction that only reads (on SQLite a deferred BEGIN; nothing changes on PostgreSQL). Writing
+# in it may fail with 'database is locked' rather than wait: read only.
+READ_ONLY = {READ_ONLY_OPTION: True}
 
 
 def create_engine(url: str, *, statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT_SECONDS,
@@ -47,7 +52,10 @@ def _sqlite_for_several_processes(engine: AsyncEngine, busy_seconds: float) -> N
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # a reader that asked for READ_ONLY takes no write lock: under WAL it reads the last commit
+        # while a writer works, instead of queueing behind every writer of every service
+        read_only = connection.get_execution_options().get(READ_ONLY_OPTION)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
