@@ -3,7 +3,12 @@
 Latency is from the publish of a submission to the last event of its journey
 (evaluation.completed from the alerts service). With --history H, every episode first gets H
 sessions that are not measured, so evaluation cost with a long history can be compared with a
-short one. Resident memory of each service is read from /proc when the stack runs here."""
+short one. Resident memory of each service is read from /proc when the stack runs here.
+
+With --http, the same load is then sent through the gateway (POST /api/v1/submissions with a token
+of role integration minted with the stack's key), timed from the POST to its 201, and set against
+the broker path of the same run timed from the publish to ingest's answer (what the 201 waits
+for): the ratio of the two throughputs is the cost of the HTTP door."""
 
 from __future__ import annotations
 
@@ -14,10 +19,11 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 from nats.aio.msg import Msg
 
@@ -31,6 +37,8 @@ from rapport.stack import Stack, read_endpoints
 T = TypeVar("T")
 
 CONCURRENCY = 256
+# HTTP requests in flight flat out: each holds a connection to the gateway until its answer
+HTTP_CONCURRENCY = 64
 IDLE_SECONDS = 2.0
 
 
@@ -91,6 +99,31 @@ async def _paced(send: Callable[[bytes], Awaitable[T]], bodies: list[bytes], rat
     return sent
 
 
+async def _requests(send: Callable[[bytes], Coroutine[Any, Any, T]], bodies: list[bytes], rate: float,
+                    concurrency: int) -> list[T]:
+    """Every body sent as a request that waits for its answer: started at `rate` per second without
+    waiting for earlier answers (an open loop, as clinic systems send), or flat out with
+    `concurrency` requests in flight, each starting as another is answered."""
+    if rate > 0:
+        start = time.perf_counter()
+        tasks: list[asyncio.Task[T]] = []
+        for i, body in enumerate(bodies):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)  # pacing the load, not waiting for an outcome
+            tasks.append(asyncio.create_task(send(body)))
+        return list(await asyncio.gather(*tasks))
+    results: list[T | None] = [None] * len(bodies)
+    numbers = iter(range(len(bodies)))
+
+    async def worker() -> None:
+        for n in numbers:
+            results[n] = await send(bodies[n])
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(bodies)))))
+    return cast(list[T], results)
+
+
 async def _publish_all(journeys: Journeys, bodies: list[bytes], rate: float) -> list[Journey]:
     return await _paced(journeys.submit, bodies, rate)
 
@@ -133,6 +166,8 @@ async def _drive(broker_url: str, tenant: str, count: int, rate: float, history:
         finished = [j for j in sent if j.latency is not None]
         latencies = [j.latency for j in finished if j.latency is not None]
         last = max((j.finished for j in finished if j.finished), default=published)
+        answer_latencies = [a for j in sent if (a := j.answer_latency) is not None]
+        last_answer = max((j.answered for j in sent if j.answered), default=published)
         return {
             "count": count, "completed": len(finished), "rate_requested": rate or "flat out",
             "history_sessions": history, "episodes": episodes,
@@ -140,6 +175,9 @@ async def _drive(broker_url: str, tenant: str, count: int, rate: float, history:
             "seconds": round(last - started, 3),
             "throughput_per_s": round(len(finished) / (last - started), 1) if finished else 0.0,
             "latency_ms": _latency_summary(latencies),
+            "answered": len(answer_latencies),
+            "answers_per_s": round(len(answer_latencies) / (last_answer - started), 1) if answer_latencies else 0.0,
+            "answer_latency_ms": _latency_summary(answer_latencies),
             "rss_mb": memory,
             "cpu_ms_per_submission": {n: round((after[n] - before[n]) * 1000 / max(1, len(finished)), 2)
                                       for n in after if n in before},
@@ -220,12 +258,107 @@ async def _drive_baseline(broker_url: str, database_url: str, count: int, rate: 
         await connection.close()
 
 
+class HttpPoster:
+    """A lean HTTP/1.1 client for the load: keep-alive connections to the gateway, each carrying one
+    request at a time. httpx spent 3 ms of the bench's CPU per request with 16 connections and
+    12 ms with 64, on the same two cores as the stack, which made the gateway look slower than it
+    is; this spends a few hundred microseconds."""
+
+    def __init__(self, base_url: str, path: str, headers: dict[str, str]) -> None:
+        url = urlsplit(base_url)
+        self.host, self.port = url.hostname or "127.0.0.1", url.port or 80
+        lines = [f"POST {path} HTTP/1.1", f"Host: {url.netloc}", *(f"{k}: {v}" for k, v in headers.items())]
+        self._head = "\r\n".join(lines).encode()
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._open: list[asyncio.StreamWriter] = []
+
+    async def post(self, body: bytes) -> int:
+        """The answer's status (the body is read and dropped); OSError when the gateway went away."""
+        if self._idle:
+            reader, writer = self._idle.pop()
+        else:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            self._open.append(writer)
+        writer.write(self._head + f"\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        head = await reader.readuntil(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        length = next((int(v) for k, _, v in (h.partition(":") for h in header_lines)
+                       if k.strip().lower() == "content-length"), 0)
+        await reader.readexactly(length)
+        if not any(h.lower().startswith("connection: close") for h in header_lines):
+            self._idle.append((reader, writer))
+        return int(status_line.split()[1])
+
+    async def close(self) -> None:
+        for writer in self._open:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+async def _drive_http(gateway_url: str, bearer: str, count: int, rate: float, episodes: int,
+                      pids: dict[str, int]) -> dict[str, Any]:
+    """The same load as the broker path's, POSTed to the gateway's native endpoint; each request
+    timed from its POST to its answer. Only a 201 counts as completed (a 202 waited the gateway's
+    whole answer wait and is counted apart)."""
+    run = f"h{int(time.time()) % 10**6}"
+    episodes = min(episodes, count)
+    start = datetime.now(UTC) - timedelta(days=count // episodes + 2)
+    bodies = [_submission(run, n % episodes, n // episodes, start) for n in range(count)]
+    http = HttpPoster(gateway_url, "/api/v1/submissions",
+                      {"Authorization": f"Bearer {bearer}", "Content-Type": "application/json"})
+    try:
+
+        async def send(body: bytes) -> tuple[str, float, float]:
+            posted = time.perf_counter()
+            try:
+                status = str(await http.post(body))
+            except (OSError, asyncio.IncompleteReadError, ValueError) as error:
+                status = type(error).__name__
+            answered = time.perf_counter()
+            return status, answered - posted, answered
+
+        await send(_submission(run, episodes, 0, start))  # a connection and the tenant's subscription, unmeasured
+        before = _cpu(pids)
+        started = time.perf_counter()
+        results = await _requests(send, bodies, rate, HTTP_CONCURRENCY)
+        after = _cpu(pids)
+    finally:
+        await http.close()
+    created = [(latency, at) for status, latency, at in results if status == "201"]
+    last = max((at for _, at in created), default=started)
+    statuses: dict[str, int] = {}
+    for status, _, _ in results:
+        statuses[status] = statuses.get(status, 0) + 1
+    return {
+        "count": count, "completed": len(created), "statuses": statuses,
+        "seconds": round(last - started, 3),
+        "throughput_per_s": round(len(created) / (last - started), 1) if created else 0.0,
+        "latency_ms": _latency_summary([latency for latency, _ in created]),
+        "cpu_ms_per_submission": {n: round((after[n] - before[n]) * 1000 / max(1, len(created)), 2)
+                                  for n in after if n in before},
+    }
+
+
+def integration_token(settings: Settings, tenant: str) -> str:
+    """A bearer token of role integration for `tenant`, signed with the stack's key."""
+    from rapport.services.gateway.tokens import load_signing_key, mint
+
+    return mint(load_signing_key(settings.resolved_token_key_file()), tenant=tenant, role="integration",
+                clinician=None, audience=settings.oidc_audience, now=datetime.now(UTC), ttl=timedelta(hours=2))
+
+
 def run_bench(settings: Settings, *, count: int, rate: float, tenant: str, history: int, episodes: int,
-              embedded: bool, broker_url: str | None, compare_baseline: bool = False) -> dict[str, Any]:
+              embedded: bool, broker_url: str | None, compare_baseline: bool = False,
+              http: bool = False) -> dict[str, Any]:
     if embedded:
         with Stack(settings, quiet=True) as stack:
             pids = {s.name: s.process.pid for s in stack.services if s.process}
             result = asyncio.run(_drive(stack.broker_url, tenant, count, rate, history, episodes, pids))
+            if http:
+                gateway = next(s.url for s in stack.services if s.name == "gateway")
+                result["http"] = asyncio.run(_drive_http(gateway, integration_token(settings, tenant), count, rate,
+                                                         episodes, pids))
             if compare_baseline:
                 result["baseline"] = asyncio.run(_drive_baseline(stack.broker_url, stack.database_url, count, rate))
     else:
@@ -234,6 +367,12 @@ def run_bench(settings: Settings, *, count: int, rate: float, tenant: str, histo
         services = cast(dict[str, dict[str, Any]], endpoints.get("services", {}))
         pids = {name: int(info["pid"]) for name, info in services.items() if info.get("pid")}
         result = asyncio.run(_drive(broker_url, tenant, count, rate, history, episodes, pids))
+        if http:
+            gateway_url = endpoints.get("gateway")
+            if not isinstance(gateway_url, str):
+                raise RuntimeError(f"no gateway in {settings.data_dir / 'endpoints.json'}: start it with `rapport up`")
+            result["http"] = asyncio.run(_drive_http(gateway_url, integration_token(settings, tenant), count, rate,
+                                                     episodes, pids))
         if compare_baseline:
             result["baseline"] = asyncio.run(_drive_baseline(broker_url, settings.resolved_database_url(), count,
                                                              rate))
@@ -247,6 +386,20 @@ def run_bench(settings: Settings, *, count: int, rate: float, tenant: str, histo
         f"CPU per submission (ms): {result['cpu_ms_per_submission'] or 'not available'}; "
         f"idle CPU (% of a core, {IDLE_SECONDS:g}s before the run): {result['idle_cpu_percent'] or 'not available'}"
     )
+    if (over_http := result.get("http")) is not None:
+        alat, hlat = result["answer_latency_ms"], over_http["latency_ms"]
+        share = over_http["throughput_per_s"] / result["answers_per_s"] if result["answers_per_s"] else 0.0
+        result["http_share_of_broker"] = round(share, 2)
+        result["text"] += (
+            f"\nbroker path, publish -> ingest's answer: {result['answered']}/{result['count']}: "
+            f"{result['answers_per_s']}/s; p50 {alat['p50']} ms, p95 {alat['p95']} ms, p99 {alat['p99']} ms\n"
+            f"HTTP path, POST /api/v1/submissions -> 201: {over_http['completed']}/{over_http['count']} in "
+            f"{over_http['seconds']}s: {over_http['throughput_per_s']}/s; p50 {hlat['p50']} ms, p95 {hlat['p95']} ms, "
+            f"p99 {hlat['p99']} ms; answers {over_http['statuses']}; "
+            f"CPU per submission (ms): {over_http['cpu_ms_per_submission']}\n"
+            f"HTTP throughput as a share of the broker path's: {result['http_share_of_broker']} "
+            f"(costs {round((1 - share) * 100)}%)"
+        )
     if (base := result.get("baseline")) is not None:
         share = result["throughput_per_s"] / base["throughput_per_s"] if base["throughput_per_s"] else 0.0
         result["share_of_baseline"] = round(share, 2)

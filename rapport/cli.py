@@ -215,14 +215,32 @@ def submit(
     files: Annotated[list[Path], typer.Argument(help="native or FHIR JSON files", exists=True, dir_okay=False)],
     tenant: Annotated[str, typer.Option(help="the tenant the submissions are for")],
     timeout: float = 30.0,
+    http: Annotated[bool, typer.Option("--http", help="through the running gateway (endpoints.json's gateway), "
+                                       "with a token of role integration signed with the stack's key")] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Publish files to a running stack and print each answer: what clinic IT uses to check a mapping."""
-    from rapport.submit import submit_files
+    from rapport.submit import submit_files, submit_files_http
 
     settings = _settings(data_dir)
-    ok = asyncio.run(submit_files(_broker_url(settings), tenant, files, timeout))
+    if http:
+        from rapport.bench import integration_token
+
+        ok = asyncio.run(submit_files_http(_gateway_url(settings), integration_token(settings, tenant), files, timeout))
+    else:
+        ok = asyncio.run(submit_files(_broker_url(settings), tenant, files, timeout))
     raise typer.Exit(0 if ok else 1)
+
+
+def _gateway_url(settings: Settings) -> str:
+    from rapport.stack import read_endpoints
+
+    gateway = (read_endpoints(settings.data_dir) or {}).get("gateway")
+    if not isinstance(gateway, str) or not settings.resolved_token_key_file().exists():
+        typer.echo(f"No running gateway: start the stack with `rapport up` (no gateway in "
+                   f"{settings.data_dir / 'endpoints.json'}, or no signing key)", err=True)
+        raise typer.Exit(2)
+    return gateway
 
 
 @app.command()
@@ -266,6 +284,9 @@ def bench(
     compare_baseline: Annotated[bool, typer.Option(
         "--baseline", help="then the same load through a bare three-hop pipeline on the same broker and database")
     ] = False,
+    http: Annotated[bool, typer.Option(
+        "--http", help="then the same load through the gateway (POST to 201) against the broker path's answers")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -274,7 +295,7 @@ def bench(
 
     settings = _settings(data_dir)
     result = run_bench(settings, count=count, rate=rate, tenant=tenant, history=history, episodes=episodes,
-                       embedded=embedded, compare_baseline=compare_baseline,
+                       embedded=embedded, compare_baseline=compare_baseline, http=http,
                        broker_url=None if embedded else _broker_url(settings))
     typer.echo(json.dumps(result, indent=2) if as_json else result["text"])
 

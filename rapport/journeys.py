@@ -34,6 +34,7 @@ class Journey:
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)
     evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    answered: float | None = None  # when the last part's answer (accepted or rejected) arrived
     finished: float | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -45,6 +46,11 @@ class Journey:
     @property
     def latency(self) -> float | None:
         return None if self.finished is None else self.finished - self.published
+
+    @property
+    def answer_latency(self) -> float | None:
+        """From the publish to ingest's answer: what an HTTP caller waits for (its 201)."""
+        return None if self.answered is None else self.answered - self.published
 
 
 class Journeys:
@@ -131,8 +137,10 @@ class Journeys:
         journey = self.by_message.get(data.get("inbound_message_id", ""))
         if journey is None:
             return
-        journey.parts = data.get("inbound_parts", 1)
+        journey.parts = parts = int(data.get("inbound_parts", 1))
         journey.answers.append({"kind": kind, **data})
+        if journey.answered is None and len(journey.answers) >= parts:
+            journey.answered = time.perf_counter()
         if kind == "rapport.submission.accepted.v1" and data["disposition"] != "unchanged":
             submission_id = data["submission"]["submission_id"]
             self.by_submission[submission_id] = journey
