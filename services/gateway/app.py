@@ -3,8 +3,8 @@
 One process serves the HTTP routes (FastAPI: FHIR at /fhir, native and the alert and record API at
 /api/v1) and, like every service, /healthz, /readyz and /metrics with its broker and consumer
 lifecycle (ServiceRuntime). Its consumers keep its read models (handlers.py): ingest's answers, so a
-resend is answered like the first request (attendance's too); the alert transitions and the scores,
-for the API.
+resend is answered like the first request (attendance's too); the alert transitions, the scores and
+each episode's attendance summary, for the API.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ log = logging.getLogger("rapport.gateway")
 SUBMISSION_ANSWERS = f"{subjects.PREFIX}.*.submission.>"
 ALERT_TRANSITIONS = f"{subjects.PREFIX}.*.alert.*"
 COMPUTED_SCORES = f"{subjects.PREFIX}.*.score.computed"
-# accepted and rejected (ingest's answers) and recorded (the alerts service's summary, passed over):
-# one consumer, because the gateway's consumers share one inbox and none may be given another's events
+# accepted and rejected (ingest's answers) and recorded (the alerts service's summary): one consumer,
+# because the gateway's consumers share one inbox and none may be given another's events
 ATTENDANCE = f"{subjects.PREFIX}.*.attendance.*"
 
 
@@ -80,7 +80,8 @@ def build(settings: Settings, broker_url: str, *, verifier: TokenVerifier | None
     )
     runtime.subscribe(
         ATTENDANCE, "gateway-attendance-v1", KeepAttendance(), unit_of_work=SessionUnitOfWork,
-        description="ingest's answers to attendance, kept so a resend or poll over HTTP gets the first answer",
+        description="ingest's answers to attendance (kept for resends over HTTP) and each episode's attendance "
+                    "summary as the alerts service counts it (for the record API)",
     )
     ingress = Ingress(runtime.connection, timeout=settings.publish_timeout_seconds)
     intake = Intake(ingress, AnswerWaiter(ingress), StoredAnswers(runtime.sessions),
@@ -102,7 +103,8 @@ def build(settings: Settings, broker_url: str, *, verifier: TokenVerifier | None
     pages = dashboard(settings, runtime.sessions, gate, clock=runtime.clock,  # sign-in, audit, pages
                       alerts=RecordsAlerts(Records(runtime.sessions), commander, feed))
     notifications = notification_delivery(runtime, settings, gate, audit=pages.audit)  # webhooks, e-mail
-    records = records_router(Records(runtime.sessions), feed, commander, pages.sign_in.principal_of, pages.audit)
+    records = records_router(Records(runtime.sessions, runtime.clock), feed, commander, pages.sign_in.principal_of,
+                             pages.audit)
     http = create_app(intake, gate, version=VERSION, wait_seconds=settings.gateway_answer_wait_seconds,
                       routers=[attendance_router(intake, gate, wait_seconds=settings.gateway_answer_wait_seconds),
                                notifications.router, records, *pages.routers])

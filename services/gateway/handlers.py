@@ -7,8 +7,9 @@ resend (same Idempotency-Key, or the same body) is answered as the first time wa
 gave up waiting (202) can be resent for its answer. Answers to what was published straight to the
 broker are not kept: they would only add a write per submission.
 
-The alerts and scores (records.py): every `alert.*` transition and every `score.computed`, kept as the
-alert and record API shows them."""
+The alerts, scores and attendance (records.py): every `alert.*` transition, every `score.computed`
+and every `attendance.recorded` (the episode's attendance summary), kept as the alert and record API
+shows them."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ from pydantic import ValidationError
 
 from rapport.services.gateway.answers import ANSWER_TYPES, Answer
 from rapport.services.gateway.intake import GATEWAY_MESSAGE_PREFIX
-from rapport.services.gateway.records import keep_scores, keep_transitions
+from rapport.services.gateway.records import keep_attendance, keep_scores, keep_transitions
 from rapport.services.gateway.repository import save_answers
 from rapport.shared.contracts.alert import AlertTransition
+from rapport.shared.contracts.attendance import AttendanceRecorded
 from rapport.shared.contracts.envelope import CloudEvent, event_type
 from rapport.shared.contracts.score import ScoreComputed
 from rapport.shared.messaging.consumer import Inbound
@@ -68,6 +70,7 @@ class KeepAnswers:
 
 ALERT_EVENTS = {event_type("alert", verb) for verb in ("raised", "updated", "resolved")}
 SCORE_COMPUTED = event_type("score", "computed")
+ATTENDANCE_RECORDED = event_type("attendance", "recorded")
 
 
 def _read(message: Inbound, types: set[str]) -> CloudEvent:
@@ -112,11 +115,25 @@ class KeepScores:
 
 @dataclass
 class KeepAttendance:
-    """`attendance.*`: ingest's answers, kept as KeepAnswers keeps submissions'. One consumer for every
-    attendance event: the gateway's consumers share one inbox, so no two of them may be given the same
-    event."""
+    """`attendance.*`: ingest's answers (kept as KeepAnswers keeps submissions') and the alerts
+    service's `attendance.recorded` summaries. One consumer for both: the gateway's consumers share
+    one inbox, so no two of them may be given the same event."""
 
     async def __call__(self, uow: SessionUnitOfWork, messages: Sequence[Inbound]) -> None:
-        answers = [kept for m in messages if (event := _event(m)).get("type") in ANSWER_TYPES
-                   and (kept := _answer(m, event)) is not None]
+        answers: list[KeptAnswer] = []
+        recorded = []
+        for message in messages:
+            event = _event(message)
+            if event.get("type") in ANSWER_TYPES:
+                if (kept := _answer(message, event)) is not None:
+                    answers.append(kept)
+                continue
+            envelope = _read(message, {ATTENDANCE_RECORDED})
+            try:
+                attendance = AttendanceRecorded.model_validate(envelope.data)
+            except ValidationError as exc:
+                raise PoisonMessage(f"not recorded attendance ({exc.error_count()} problems)") from None
+            message.require_tenant(envelope.tenant, attendance.tenant)
+            recorded.append(attendance)
         await save_answers(uow.session, answers, uow.now)
+        await keep_attendance(uow.session, recorded)

@@ -112,5 +112,19 @@ class ScoreView(Base):
     __table_args__ = (Index("ix_gateway_scores_episode", "tenant", "client_id", "episode_id", "administered_at"),)
 
 
+class AttendanceView(Base):
+    """An episode's attendance as the alerts service last summarised it (`attendance.recorded`): the
+    sessions attended, missed and cancelled, the gap since the last attended one, how it ended. The
+    newest summary (by its `as_of`) wins; it holds ids, counts and times, never free text."""
+
+    __tablename__ = "gateway_attendance"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    episode_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    as_of: Mapped[datetime] = mapped_column(UtcDateTime)
+    summary: Mapped[dict[str, Any]] = mapped_column(Document)
+
+
 inbox = inbox_table("gateway")
 outbox = outbox_table("gateway")

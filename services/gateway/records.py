@@ -1,35 +1,41 @@
-"""The gateway's read model of alerts and scores: kept by the projection (handlers.py) from the
-`alert.*` and `score.computed` events, read by the alert and record API (records_api.py) and the
-pages. The gateway reads no other service's tables.
+"""The gateway's read model of alerts, scores and attendance: kept by the projection (handlers.py)
+from the `alert.*`, `score.computed` and `attendance.recorded` events, read by the alert and record
+API (records_api.py) and the pages. The gateway reads no other service's tables.
 
 Who sees what (`Viewer`): a lead the whole tenant; a clinician the alerts and episodes that name them
 as the clinician. Anything else is answered exactly like a record that does not exist.
 
 Writes keep the newest: an alert's highest version, a score's highest revision (a re-placed score,
-same revision with new change figures, replaces the stored one), so events replayed or redelivered
-out of order never move the record backwards.
+same revision with new change figures, replaces the stored one), an episode's latest attendance
+summary (by its `as_of`), so events replayed or redelivered out of order never move the record
+backwards.
+
+An episode is listed once it has a score (its clinician, which decides who sees it, comes with the
+scores; `attendance.recorded` names none); its attendance summary is shown beside it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, Select, Table, false, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from rapport.services.gateway.models import AlertTransitionView, AlertView, ScoreView
+from rapport.services.gateway.models import AlertTransitionView, AlertView, AttendanceView, ScoreView
 from rapport.services.gateway.tokens import Principal
 from rapport.shared.contracts.alert import Alert, AlertKind, AlertStatus, AlertTransition, Severity
+from rapport.shared.contracts.attendance import AttendanceRecorded, AttendanceSummary, Ending, MissedSession
 from rapport.shared.contracts.score import ScoreComputed
 from rapport.shared.db.upsert import insert_ignoring_conflicts, upsert
 
 alerts_table = cast(Table, AlertView.__table__)
 transitions_table = cast(Table, AlertTransitionView.__table__)
 scores_table = cast(Table, ScoreView.__table__)
+attendance_table = cast(Table, AttendanceView.__table__)
 
 SEVERITY_RANK: dict[str, int] = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 MAX_PAGE = 200
@@ -140,6 +146,37 @@ class ScoreShown(BaseModel):
     talking_therapies: dict[str, Any] | None = None
 
 
+class AttendanceShown(BaseModel):
+    """The episode's attendance as the alerts service counts it (its disengagement rule's policy says
+    what is late and whose cancellations count): a missed session is a no-show or a counted late
+    cancellation."""
+
+    as_of: datetime = Field(description="when the alerts service last counted it (its latest appointment state)")
+    attended: int
+    no_shows: int
+    cancelled: int = Field(description="every cancellation, late or not, by the client or the clinic")
+    late_cancellations: int
+    missed_in_a_row: int = Field(description="missed sessions since the last attended one")
+    missed_since_attended: list[MissedSession] = Field(description="the latest ten of them")
+    cancelled_since_attended: int = Field(description="cancellations since the last attended session that are "
+                                                      "not missed sessions (early, or the clinic's)")
+    last_attended_at: datetime | None
+    days_since_attended: float | None = Field(description="the gap since the last attended session: until now "
+                                                          "while the episode is open, until as_of once it ended")
+    next_booked_at: datetime | None = Field(description="the next booked session after as_of, if any")
+    ending: Ending | Literal["open"] = Field(description="planned, unplanned, or still open")
+    ending_recorded: bool = Field(description="the clinic recorded the ending (else read from the attendance)")
+    ended_at: datetime | None
+
+    @classmethod
+    def of(cls, summary: AttendanceSummary, now: datetime) -> AttendanceShown:
+        days = summary.days_since_attended
+        if summary.ending == "open" and summary.last_attended_at is not None:
+            days = round(max(0.0, (now - summary.last_attended_at).total_seconds()) / 86400, 2)
+        return cls(**summary.model_dump(include=set(cls.model_fields) - {"days_since_attended"}),
+                   days_since_attended=days)
+
+
 class EpisodeShown(BaseModel):
     client_id: str
     episode_id: str
@@ -149,6 +186,7 @@ class EpisodeShown(BaseModel):
     scores: int
     instruments: list[str]
     open_alerts: int
+    attendance: AttendanceShown | None = Field(default=None, description="none until an appointment is recorded")
 
 
 class EpisodeRecord(BaseModel):
@@ -156,6 +194,7 @@ class EpisodeRecord(BaseModel):
     episode_id: str
     scores: list[ScoreShown]
     alerts: list[AlertShown] = Field(description="every alert of the episode, resolved ones too, with transitions")
+    attendance: AttendanceShown | None = Field(default=None, description="none until an appointment is recorded")
 
 
 @dataclass(frozen=True)
@@ -215,6 +254,25 @@ async def keep_scores(session: AsyncSession, scores: Sequence[ScoreComputed]) ->
     await session.execute(statement, rows)
 
 
+async def keep_attendance(session: AsyncSession, recorded: Sequence[AttendanceRecorded]) -> None:
+    """Each episode's newest summary; an appointment placed in no episode, or a state that changed
+    nothing (published without a summary), leaves the record as it is."""
+    latest: dict[tuple[str, str, str], AttendanceSummary] = {}
+    for r in recorded:
+        if r.episode_id is None or r.summary is None:
+            continue
+        key = (r.tenant, r.client_id, r.episode_id)
+        if key not in latest or r.summary.as_of >= latest[key].as_of:
+            latest[key] = r.summary
+    if not latest:
+        return
+    rows = [{"tenant": tenant, "client_id": client, "episode_id": episode, "as_of": summary.as_of,
+             "summary": summary.model_dump(mode="json")} for (tenant, client, episode), summary in latest.items()]
+    statement = upsert(session, attendance_table, ["tenant", "client_id", "episode_id"],
+                       only_if=lambda new: new.as_of >= attendance_table.c.as_of)
+    await session.execute(statement, rows)
+
+
 # the API's reads
 
 
@@ -223,8 +281,10 @@ def _shown(row: Any, transitions: Sequence[TransitionShown] = ()) -> AlertShown:
 
 
 class Records:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession],
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._sessions = sessions
+        self._clock = clock
 
     async def alerts(self, viewer: Viewer, filters: AlertFilters, *, offset: int = 0,
                      limit: int = 50) -> AlertPage:
@@ -280,12 +340,14 @@ class Records:
                 .where(alerts_table.c.tenant == viewer.tenant, alerts_table.c.client_id == client_id,
                        alerts_table.c.status != "resolved", alerts_table.c.episode_id.in_(visible))
                 .group_by(alerts_table.c.episode_id))).all()}
+            attendance = await self._attendance(session, viewer.tenant, client_id, visible)
         by_episode: dict[str, list[str]] = {}
         for episode, instrument in instruments:
             by_episode.setdefault(episode, []).append(instrument)
         shown = [EpisodeShown(client_id=client_id, episode_id=episode, clinician_id=clinician,
                               first_administered_at=first, last_administered_at=last, scores=count,
-                              instruments=sorted(by_episode.get(episode, [])), open_alerts=open_counts.get(episode, 0))
+                              instruments=sorted(by_episode.get(episode, [])), open_alerts=open_counts.get(episode, 0),
+                              attendance=attendance.get(episode))
                  for episode, clinician, first, last, count, _ in rows]
         return sorted(shown, key=lambda e: e.last_administered_at, reverse=True)
 
@@ -304,13 +366,25 @@ class Records:
                 alerts_table.c.tenant == viewer.tenant, alerts_table.c.client_id == client_id,
                 alerts_table.c.episode_id == episode_id).order_by(alerts_table.c.opened_at))).all()
             history = await _transitions(session, viewer.tenant, [r.alert_id for r in alert_rows])
+            attendance = await self._attendance(session, viewer.tenant, client_id, [episode_id])
         scores = [ScoreShown(submission_id=r.submission_id, revision=r.revision, instrument=r.instrument,
                              administered_at=r.administered_at, session_number=r.session_number, total=r.total,
                              score=r.score["score"], change=r.score.get("change"),
                              parameters=r.score.get("parameters") or {},
                              talking_therapies=r.score.get("talking_therapies")) for r in rows]
         return EpisodeRecord(client_id=client_id, episode_id=episode_id, scores=scores,
-                             alerts=[_shown(r, history.get(r.alert_id, [])) for r in alert_rows])
+                             alerts=[_shown(r, history.get(r.alert_id, [])) for r in alert_rows],
+                             attendance=attendance.get(episode_id))
+
+    async def _attendance(self, session: AsyncSession, tenant: str, client_id: str,
+                          episodes: Select[tuple[str]] | Sequence[str]) -> dict[str, AttendanceShown]:
+        """The attendance of the given episodes, which the caller has already found the viewer may see."""
+        rows = (await session.execute(select(attendance_table.c.episode_id, attendance_table.c.summary).where(
+            attendance_table.c.tenant == tenant, attendance_table.c.client_id == client_id,
+            attendance_table.c.episode_id.in_(episodes if isinstance(episodes, Select) else list(episodes))))).all()
+        now = self._clock()
+        return {episode: AttendanceShown.of(AttendanceSummary.model_validate(summary), now)
+                for episode, summary in rows}
 
 
 def _visible_episodes(viewer: Viewer, client_id: str) -> Select[tuple[str]]:

@@ -295,3 +295,173 @@ async def test_a_resend_is_answered_once_a_202_is_answered_on_resend_and_refusal
     # broker's duplicate, answered once); the second resend was answered from the stored answers
     assert published.count(f"rapport.{tenant}.in.attendance") in (1, 2)
 
+# the clinic's story over HTTP, and the attendance in the record API
+
+SERVICES = ["ingest", "scoring", "alerts"]
+
+
+class Clinic:
+    """A clinic's system sending one client's sessions (every four days, the last four days ago) and their
+    SRS through the gateway, as an integration engine does: all over HTTP, each answered 201."""
+
+    def __init__(self, http: Any, client: str, clinician: str) -> None:
+        self.http, self.client, self.clinician = http, client, clinician
+        self.episode = f"{client}-ep1"
+        self.base = NOW - timedelta(days=20)
+
+    def start(self, session: int) -> datetime:
+        return self.base + timedelta(days=4 * (session - 1))
+
+    async def srs(self, session: int, total: float) -> None:
+        quarter = round(total / 4, 1)
+        answered = await self.http.post("/api/v1/submissions", headers=NATIVE, json={
+            "submission_id": f"{self.client}-srs-{session}", "instrument": "srs", "client_id": self.client,
+            "episode_id": self.episode, "clinician_id": self.clinician, "session": session,
+            "administered_at": (self.start(session) + timedelta(minutes=50)).isoformat(),
+            "responses": {"1": quarter, "2": quarter, "3": quarter, "4": round(total - 3 * quarter, 1)}})
+        assert answered.status_code == 201, answered.text
+
+    async def session(self, session: int, status: str) -> None:
+        """A FHIR Appointment in its final state (fulfilled or noshow), as the EHR publishes it."""
+        start = self.start(session)
+        answered = await self.http.post("/fhir/Appointment", headers=fhir_json(), json={
+            "resourceType": "Appointment", "id": f"{self.client}-appt-{session}", "status": status,
+            "meta": {"versionId": "2", "lastUpdated": (start + timedelta(hours=1)).isoformat()},
+            "start": start.isoformat(), "end": (start + timedelta(minutes=50)).isoformat(),
+            "basedOn": [{"reference": f"EpisodeOfCare/{self.episode}"}],
+            "participant": [{"actor": {"reference": f"Patient/{self.client}"}, "status": "accepted"},
+                            {"actor": {"reference": f"Practitioner/{self.clinician}"}, "status": "accepted"}]})
+        assert answered.status_code == 201, answered.text
+
+
+async def until(check: Any, seconds: float = 30.0) -> Any:
+    """Ask `check` until it gives something truthy: the read model follows the events it is fed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        found = await check()
+        if found or loop.time() > deadline:
+            return found
+        await asyncio.sleep(0.1)
+
+
+async def test_a_client_whose_srs_falls_and_who_then_misses_two_sessions_over_http_has_one_escalated_alert(
+    database_url: str, fresh_stream: str, tenant: str, key_file: Path  # noqa: F811
+) -> None:
+    settings = gateway_settings(database_url, key_file, licensed_instruments=f"{tenant}:srs")
+    clinician = token(key_file, tenant, "clinician", clinician="clinician-07")
+    async with running(SERVICES, settings, fresh_stream), serving(settings, fresh_stream) as base, \
+            client(base, token(key_file, tenant)) as ehr, client(base, clinician) as therapist:
+        aroha = Clinic(ehr, "client-aroha", "clinician-07")
+        for session, total in ((1, 38), (2, 38.5), (3, 31)):
+            await aroha.session(session, "fulfilled")
+            await aroha.srs(session, total)
+
+        async def ruptures() -> list[dict[str, Any]]:
+            listed = (await therapist.get("/api/v1/alerts", params={"kind": "alliance_rupture"})).json()["alerts"]
+            return list(listed)
+        [raised] = await until(ruptures)
+        alert_id = raised["alert_id"]
+        await aroha.session(4, "noshow")
+        await aroha.session(5, "noshow")
+
+        async def escalated_twice() -> dict[str, Any] | None:
+            alert = (await therapist.get(f"/api/v1/alerts/{alert_id}")).json()
+            missed = alert["evidence"][-1].get("values", {}).get("missed")
+            return alert if alert["escalated"] and missed == ["client-aroha-appt-4", "client-aroha-appt-5"] else None
+        alert = await until(escalated_twice)
+        assert alert, "the rupture was escalated by the missed sessions"
+        assert (alert["kind"], alert["severity"], alert["status"]) == ("alliance_rupture", "high", "open")
+        assert alert["evidence"][-1]["rule_id"] == "disengagement"
+        assert [t["transition"] for t in alert["transitions"]][:2] == ["raised", "escalated"]
+        every = (await therapist.get("/api/v1/alerts")).json()
+        assert [a["alert_id"] for a in every["alerts"]] == [alert_id], "one alert for one situation"
+
+        async def missed_two() -> list[dict[str, Any]]:
+            episodes = (await therapist.get("/api/v1/clients/client-aroha/episodes")).json()
+            shown = episodes[0].get("attendance") if isinstance(episodes, list) and episodes else None
+            return episodes if shown and shown["missed_in_a_row"] == 2 else []
+        found = await until(missed_two)
+        assert found, "the summary after both missed sessions"
+        [episode] = found
+        attendance = episode["attendance"]
+        assert (attendance["attended"], attendance["no_shows"], attendance["cancelled"],
+                attendance["late_cancellations"], attendance["ending"]) == (3, 2, 0, 0, "open")
+        assert [m["appointment_id"] for m in attendance["missed_since_attended"]] == \
+            ["client-aroha-appt-4", "client-aroha-appt-5"]
+        assert datetime.fromisoformat(attendance["last_attended_at"]) == aroha.start(3)
+        assert 11.9 < attendance["days_since_attended"] < 12.1, "twelve days since session 3, counted now"
+        record = (await therapist.get(f"/api/v1/clients/client-aroha/episodes/{aroha.episode}/scores")).json()
+        assert record["attendance"] == attendance
+        assert [s["total"] for s in record["scores"]] == [38.0, 38.5, 31.0]
+        assert [a["alert_id"] for a in record["alerts"]] == [alert_id]
+
+
+async def test_the_attendance_on_a_record_is_seen_by_its_clinician_and_lead_and_by_no_one_else(
+    database_url: str, fresh_stream: str, tenant: str, key_file: Path  # noqa: F811
+) -> None:
+    settings = gateway_settings(database_url, key_file, licensed_instruments=f"{tenant}:srs")
+    tokens = {
+        "own": token(key_file, tenant, "clinician", clinician="clinician-07"),
+        "lead": token(key_file, tenant, "lead"),
+        "other clinician": token(key_file, tenant, "clinician", clinician="clinician-99"),
+        "other tenant's lead": token(key_file, f"{tenant}-x", "lead"),
+        "other tenant's clinician": token(key_file, f"{tenant}-x", "clinician", clinician="clinician-07"),
+        "integration": token(key_file, tenant),
+        "admin": token(key_file, tenant, "admin"),
+    }
+    async with running(SERVICES, settings, fresh_stream), serving(settings, fresh_stream) as base, \
+            client(base, tokens["integration"]) as ehr, client(base, tokens["own"]) as own:
+        cara = Clinic(ehr, "client-cara", "clinician-07")
+        await cara.session(1, "fulfilled")
+        await cara.srs(1, 38)
+        await cara.session(2, "noshow")
+        paths = ["/api/v1/clients/client-cara/episodes",
+                 f"/api/v1/clients/client-cara/episodes/{cara.episode}/scores"]
+
+        async def counted() -> list[dict[str, Any]]:
+            episodes = (await own.get(paths[0])).json()
+            shown = episodes[0].get("attendance") if isinstance(episodes, list) and episodes else None
+            return episodes if shown and shown["no_shows"] == 1 and shown["attended"] == 1 else []
+        [episode] = await until(counted)
+        for who in ("lead",):
+            async with client(base, tokens[who]) as http:
+                assert [(await http.get(p)).status_code for p in paths] == [200, 200], who
+                assert (await http.get(paths[0])).json()[0]["attendance"] == episode["attendance"], who
+        for who in ("other clinician", "other tenant's lead", "other tenant's clinician"):
+            async with client(base, tokens[who]) as http:
+                answers = [await http.get(p) for p in paths]
+                assert [a.status_code for a in answers] == [404, 404], who
+                assert all("attendance" not in a.text and "client-cara-appt" not in a.text for a in answers), who
+        for who, status in (("integration", 403), ("admin", 403), (None, 401)):
+            async with client(base, tokens[who] if who else None) as http:
+                assert [(await http.get(p)).status_code for p in paths] == [status, status], who
+
+
+async def test_the_newest_summary_of_an_episode_stands_whatever_order_the_events_come_in(
+    sessions: Any,
+) -> None:
+    from rapport.services.gateway.records import AttendanceShown, attendance_table, keep_attendance
+    from rapport.shared.contracts.attendance import AttendanceRecorded, AttendanceSummary
+
+    def recorded(appointment: str, attended: int, *, hours: int, episode: str | None = EPISODE,
+                 summary: bool = True) -> AttendanceRecorded:
+        as_of = NOW + timedelta(hours=hours)
+        return AttendanceRecorded(
+            tenant="clinic-a", appointment_id=appointment, revision=1, client_id=CLIENT, episode_id=episode,
+            status="attended", summary=AttendanceSummary(as_of=as_of, attended=attended,
+                                                         last_attended_at=NOW - timedelta(days=3),
+                                                         days_since_attended=3.0) if summary else None)
+
+    async with sessions() as session, session.begin():
+        await keep_attendance(session, [recorded("a-2", 2, hours=2), recorded("a-1", 1, hours=1)])
+    async with sessions() as session, session.begin():  # late, and ones that change nothing
+        await keep_attendance(session, [recorded("a-1", 1, hours=1), recorded("a-3", 9, hours=3, episode=None),
+                                        recorded("a-4", 9, hours=4, summary=False)])
+    async with sessions() as session:
+        [row] = (await session.execute(select(attendance_table))).all()
+    assert (row.episode_id, row.summary["attended"]) == (EPISODE, 2)
+    shown = AttendanceShown.of(AttendanceSummary.model_validate(row.summary), NOW + timedelta(days=1))
+    assert shown.days_since_attended == 4.0, "counted to now while the episode is open"
+    ended = AttendanceSummary.model_validate(row.summary | {"ending": "planned", "ending_recorded": True})
+    assert AttendanceShown.of(ended, NOW + timedelta(days=30)).days_since_attended == 3.0, "as of the summary"
