@@ -231,14 +231,21 @@ def test_secrets_are_files_and_no_password_is_written_down(compose: dict[str, An
     for name, service in compose["services"].items():
         environment = service.get("environment", {})
         for key, value in environment.items():
-            if "PASSWORD" in key or key.endswith("DATABASE_URL") or key.endswith("BROKER_URL"):
+            if "PASSWORD" in key or key.endswith("DATABASE_URL"):
                 assert key.endswith("_FILE") and str(value).startswith("/run/secrets/"), (name, key)
         for secret in service.get("secrets", []):
             assert (secret if isinstance(secret, str) else secret["source"]) in declared, (name, secret)
     for name in (*SERVICES, "migrate"):
         environment = compose["services"][name]["environment"]
         assert environment["RAPPORT_DATABASE_URL_FILE"] == "/run/secrets/database_url"
-        assert "RAPPORT_DATABASE_URL" not in environment and "RAPPORT_BROKER_URL" not in environment
+        assert "RAPPORT_DATABASE_URL" not in environment and "RAPPORT_BROKER_URL_FILE" not in environment
+    for name in SERVICES:
+        # the servers, without credentials; the services' user signs in with the password file
+        environment = compose["services"][name]["environment"]
+        assert "@" not in environment["RAPPORT_BROKER_URL"], name
+        assert environment["RAPPORT_BROKER_USER"] == "rapport"
+        assert environment["RAPPORT_BROKER_PASSWORD_FILE"] == "/run/secrets/nats_password"
+        assert "nats_password" in compose["services"][name]["secrets"], name
     # every secret is a file deploy/make-secrets writes
     make_secrets = (DEPLOY / "make-secrets").read_text()
     for secret in compose["secrets"].values():
@@ -410,7 +417,13 @@ def test_the_migration_job_and_the_settings(kubernetes: list[dict[str, Any]], ya
     assert job["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == SERVICE_UID
     config = of_kind(kubernetes, "ConfigMap")["rapport"]["data"]
     assert config["RAPPORT_STREAM_REPLICAS"] == "3"
-    assert not {"RAPPORT_DATABASE_URL", "RAPPORT_BROKER_URL"} & set(config)
+    assert "RAPPORT_DATABASE_URL" not in config and "@" not in config["RAPPORT_BROKER_URL"]
+    assert config["RAPPORT_BROKER_USER"] == "rapport"
+    assert config["RAPPORT_BROKER_PASSWORD_FILE"].startswith("/run/secrets/rapport/")
+    for name, deployment in of_kind(kubernetes, "Deployment").items():
+        volumes = deployment["spec"]["template"]["spec"]["volumes"]
+        paths = {item["path"] for volume in volumes if "secret" in volume for item in volume["secret"]["items"]}
+        assert config["RAPPORT_BROKER_PASSWORD_FILE"].rsplit("/", 1)[1] in paths, name
     assert config["RAPPORT_DATABASE_URL_FILE"].startswith("/run/secrets/rapport/")
     # the services report the broker's sync interval: the one the NATS chart is given
     helm = yaml.safe_load((DEPLOY / "kubernetes" / "nats" / "values.yaml").read_text())
@@ -442,7 +455,7 @@ def test_the_gateway_in_compose_is_published_on_loopback_with_its_signing_key(co
         assert "token_signing_key" not in compose["services"][name]["secrets"], name
 
 
-def test_make_secrets_writes_an_ed25519_signing_key_once_and_keeps_it(tmp_path: Path) -> None:
+def test_make_secrets_writes_the_signing_key_once_and_the_broker_password_the_nodes_know(tmp_path: Path) -> None:
     import shutil
 
     from rapport.services.gateway.tokens import load_signing_key
@@ -454,6 +467,9 @@ def test_make_secrets_writes_an_ed25519_signing_key_once_and_keeps_it(tmp_path: 
     subprocess.run([str(DEPLOY / "make-secrets")], env=env, check=True, capture_output=True, timeout=60)
     first = (secrets / "token_signing_key").read_bytes()
     load_signing_key(secrets / "token_signing_key")  # what the gateway reads: PKCS#8 Ed25519
+    # the services' broker password is the one in the users file the NATS nodes include
+    password = (secrets / "nats_password").read_text().strip()
+    assert f'{{ user: rapport, password: "{password}" }}' in (secrets / "nats-auth.conf").read_text()
     subprocess.run([str(DEPLOY / "make-secrets")], env=env, check=True, capture_output=True, timeout=60)
     assert (secrets / "token_signing_key").read_bytes() == first, "replacing it would end every session"
 
