@@ -7,16 +7,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 
 from fastapi import APIRouter, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from rapport.services.gateway.admin_pages import admin_router, admin_start_page
 from rapport.services.gateway.audit import AuditTrail, audit_router
 from rapport.services.gateway.client_view import client_view_router
 from rapport.services.gateway.http import Gate
+from rapport.services.gateway.lead_pages import LeadPage, lead_router
 from rapport.services.gateway.oidc import OidcVerifier
 from rapport.services.gateway.oidc_sign_in import CodeFlow
-from rapport.services.gateway.pages import pages_router
+from rapport.services.gateway.pages import StartPage, pages_router
 from rapport.services.gateway.records import Records
 from rapport.services.gateway.signin import SignIn
 from rapport.services.gateway.tokens import Principal, load_signing_key
@@ -60,7 +63,11 @@ def dashboard(settings: Settings, sessions: async_sessionmaker[AsyncSession], ga
     worklist = WorklistPage(alerts, audit, views) if alerts is not None else None
     if worklist is not None:
         routers.append(worklist_router(worklist, sign_in))
-    routers.append(pages_router(sign_in, audit, views, worklist=worklist))
+    lead = LeadPage(sessions, audit, views)
+    start_pages: dict[str, StartPage] = {"lead": lead.render, "admin": partial(admin_start_page, views)}
+    routers.append(pages_router(sign_in, audit, views, worklist=worklist, start_pages=start_pages))
+    routers += [lead_router(sessions, sign_in, audit, views, lead),
+                admin_router(sessions, sign_in, audit, views, settings)]
     routers.append(client_view_router(Records(sessions), sign_in, audit, views))  # /clients/...
     return Dashboard(sign_in, audit, views, routers,
                      [Periodic("gateway-sign-in-pruning", 3600, sign_in.prune)])

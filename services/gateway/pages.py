@@ -8,6 +8,7 @@ not use the page, 403 with which role it is for. The pages take the principal fr
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -22,6 +23,8 @@ from rapport.services.gateway.worklist import WorklistPage
 
 AUDIT_PAGE = 50
 FILTER_FIELDS = ("subject", "action", "resource", "since", "until")
+# a role's own start page at `/`, other than the clinician's worklist
+StartPage = Callable[[Request, Principal], Awaitable[Response]]
 
 
 async def page_principal(sign_in: SignIn, request: Request, action: str) -> Principal | Response:
@@ -37,7 +40,7 @@ async def page_principal(sign_in: SignIn, request: Request, action: str) -> Prin
 
 
 def pages_router(sign_in: SignIn, audit: AuditTrail, views: Views, *,
-                 worklist: WorklistPage | None = None) -> APIRouter:
+                 worklist: WorklistPage | None = None, start_pages: Mapping[str, StartPage] | None = None) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
     @router.get("/")
@@ -47,6 +50,9 @@ def pages_router(sign_in: SignIn, audit: AuditTrail, views: Views, *,
             return principal
         if principal.role == "clinician" and worklist is not None:
             return await worklist.render(request, principal)
+        start = (start_pages or {}).get(principal.role or "")
+        if start is not None:  # the lead's figures (lead_pages.py), the admin's pages (admin_pages.py)
+            return await start(request, principal)
         return views.render(request, "home.html", worklist=worklist is not None)
 
     @router.get("/audit")
