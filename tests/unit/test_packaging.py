@@ -34,7 +34,9 @@ def test_the_wheel_holds_rapport_and_nothing_beside_it(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/", 1)[0] for name in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"rapport"}
-    for needed in ("rapport/shared/instruments/definitions/phq9.toml", "rapport/services/alerts/rules/rules.toml",
+    for needed in ("rapport/shared/instruments/definitions/phq9.toml",
+                   "rapport/shared/instruments/questionnaires/mii-pro-phq9.toml",
+                   "rapport/services/alerts/rules/rules.toml",
                    "rapport/alembic.ini", "rapport/migrations/env.py", "rapport/services/ingest/app.py",
                    "rapport/shared/contracts/envelope.py",
                    # the dashboard's templates and vendored htmx (nothing loads from outside at run time)

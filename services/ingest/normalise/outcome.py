@@ -43,11 +43,47 @@ class Rejection:
 
 
 @dataclass(frozen=True)
+class QuestionnaireMap:
+    """One Questionnaire's structure as Rapport reads it: which instrument it is, which linkId is which item,
+    and what each answer code of a linkId weighs. A published one (fhir/catalogue.py, from
+    shared/instruments/questionnaires/) or a tenant's own, imported with `rapport questionnaires import`."""
+
+    canonical: str  # without |version
+    version: str | None  # None: any version of the canonical
+    instrument: str
+    link_ids: dict[str, int] = field(default_factory=dict)  # linkId -> item number
+    weights: dict[str, dict[str, float]] = field(default_factory=dict)  # linkId -> {answer code -> weight}
+    source: str = ""  # where it was read: a citation, or the tenant's import
+
+
+def canonical_key(canonical: str) -> str:
+    """How canonicals are compared: without |version, trailing slash or case (as the registry compares them)."""
+    return canonical.split("|", 1)[0].rstrip("/").lower()
+
+
+def find_form(forms: Mapping[str, list[QuestionnaireMap]], reference: str) -> QuestionnaireMap | None:
+    """The entry for `canonical|version`: that version's own, else one for any version of the canonical."""
+    entries = forms.get(canonical_key(reference), [])
+    version = reference.split("|", 1)[1] if "|" in reference else None
+    return next((f for f in entries if version is not None and f.version == version), None) or next(
+        (f for f in entries if f.version is None), None) or (entries[0] if entries and version is None else None)
+
+
+@dataclass(frozen=True)
 class TenantMapping:
     """Per-tenant configuration clinic IT provides for its own conventions (may be empty)."""
 
     questionnaires: dict[str, str] = field(default_factory=dict)  # canonical or identifier -> instrument id
     link_ids: dict[str, dict[str, int]] = field(default_factory=dict)  # instrument -> {linkId: item number}
+    # This tenant's imported Questionnaires, by canonical_key; read before the published catalogue.
+    forms: dict[str, list[QuestionnaireMap]] = field(default_factory=dict)
+
+    @classmethod
+    def of_forms(cls, forms: list[QuestionnaireMap]) -> TenantMapping:
+        grouped: dict[str, list[QuestionnaireMap]] = {}
+        for form in forms:
+            grouped.setdefault(canonical_key(form.canonical), []).append(form)
+        return cls(forms=grouped)
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,14 @@ entries share, or any urn outside a Bundle) is `unresolved_reference` at that fi
 only a urn naming an EpisodeOfCare entry counts (a CarePlan or ServiceRequest is not an episode), and
 an unresolved one is ignored as any other basedOn.
 
-**Instrument**, first match wins: the tenant's questionnaire map (canonical with or without
-`|version`); the registry's canonicals and LOINC panels (`http://loinc.org/q/44249-1`); any canonical
-whose last path segment is a LOINC panel code; for `questionnaire: "#id"` the contained
-Questionnaire's url, identifiers and codes; then `meta.tag` codes; then, when none of these names one,
-the items themselves (fhir/inference.py: exactly one instrument whose items the linkIds match exactly,
-with the warning `instrument_inferred`; never a guess between two). A Reference object (STU3 style) is
-refused as `not_fhir_r4`.
+**Instrument**, first match wins: the tenant's imported Questionnaires and its questionnaire map
+(canonical with or without `|version`); the catalogue of published Questionnaires (fhir/catalogue.py,
+whose linkIds and answer weights then come first for that response); the registry's canonicals and LOINC
+panels (`http://loinc.org/q/44249-1`); any canonical whose last path segment is a LOINC panel code; for
+`questionnaire: "#id"` the contained Questionnaire's url, identifiers and codes; then `meta.tag` codes;
+then, when none of these names one, the items themselves (fhir/inference.py: exactly one instrument whose
+items the linkIds match exactly, with the warning `instrument_inferred`; never a guess between two).
+A Reference object (STU3 style) is refused as `not_fhir_r4`.
 
 **Observation panels** in a Bundle (an instrument's LOINC panel code with `hasMember` item Observations)
 are one item-level submission, see fhir/panel.py.
@@ -94,6 +95,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from rapport.services.ingest.normalise.fhir.catalogue import published
 from rapport.services.ingest.normalise.fhir.context import Context, Invalid, _objects
 from rapport.services.ingest.normalise.fhir.observation import _observation, _observation_id, panel_instrument
 from rapport.services.ingest.normalise.fhir.panel import assemble_panel, member_entries
@@ -107,7 +109,7 @@ from rapport.shared.instruments import Instrument, Registry
 
 def normalise_fhir(document: dict[str, Any], tenant: str, registry: Registry,
                    mapping: TenantMapping, now: datetime) -> list[Draft | Rejection]:
-    context = Context(tenant, registry, mapping, now)
+    context = Context(tenant, registry, mapping, now, published())
     if document.get("resourceType") != "Bundle":
         return [_resource(document, context, prefix="", full_url=None)]
     entries = document.get("entry")

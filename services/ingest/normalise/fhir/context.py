@@ -35,6 +35,7 @@ class Context:
     registry: Registry
     mapping: TenantMapping
     now: datetime  # when the message was received: administration times after it (plus skew) are refused
+    catalogue: TenantMapping = field(default_factory=TenantMapping)  # published Questionnaires (fhir/catalogue.py)
     definitions: dict[str, dict[str, Any]] = field(default_factory=dict)  # bundled Questionnaires by url
     bundled_responses: set[str] = field(default_factory=set)  # references to the Bundle's responses
     full_urls: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # urn:uuid fullUrl -> resource

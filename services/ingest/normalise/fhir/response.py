@@ -16,7 +16,13 @@ from rapport.services.ingest.normalise.fhir.context import (
 )
 from rapport.services.ingest.normalise.fhir.inference import infer, number_ranges, shown_link_id
 from rapport.services.ingest.normalise.fhir.references import _clinician, _episode, _subject
-from rapport.services.ingest.normalise.outcome import MAX_PROBLEMS, Draft
+from rapport.services.ingest.normalise.outcome import (
+    MAX_PROBLEMS,
+    Draft,
+    QuestionnaireMap,
+    TenantMapping,
+    find_form,
+)
 from rapport.services.ingest.normalise.reading import check_id, read_instant, readable_id, shown
 from rapport.shared.contracts.problems import Problem
 from rapport.shared.instruments import Instrument
@@ -81,7 +87,7 @@ def _questionnaire_response(resource: dict[str, Any], context: Context, full_url
     submission_id = _submission_id(resource, problems, full_url)
     status = read_status(resource, FINAL_QR, problems)
     warnings: list[Problem] = []
-    instrument, definitions = _instrument(resource, context, problems, warnings)
+    instrument, definitions, form = _instrument(resource, context, problems, warnings)
     client = _subject(resource, problems, context.full_urls)
     clinician = _clinician(resource.get("author"), "author", problems, context.full_urls)
     authored = read_instant(resource.get("authored"), "authored", context.now)
@@ -90,7 +96,8 @@ def _questionnaire_response(resource: dict[str, Any], context: Context, full_url
     episode = _episode(resource, problems, context.full_urls)
     reading = None
     if instrument is not None:
-        reading = _Responses(instrument, context.mapping, _option_weights(definitions))
+        mapping, weights = _with_form(context.mapping, form, _option_weights(definitions))
+        reading = _Responses(instrument, mapping, weights)
         reading.walk(resource.get("item"), "item", 0)
         problems += reading.problems
         if reading.unread and len(problems) < MAX_PROBLEMS:  # beyond that the rejection is cut anyway
@@ -107,21 +114,35 @@ def _questionnaire_response(resource: dict[str, Any], context: Context, full_url
     return Draft(submission, reading.stated_total)
 
 
+Found = tuple[Instrument | None, list[dict[str, Any]], QuestionnaireMap | None]
+
+
+def _with_form(mapping: TenantMapping, form: QuestionnaireMap | None,
+               weights: dict[str, dict[str, float]]) -> tuple[TenantMapping, dict[str, dict[str, float]]]:
+    """The mapping and answer weights one response is read with: its Questionnaire's linkIds before the
+    tenant's general linkId map; weights a contained or bundled Questionnaire states before the form's."""
+    if form is None:
+        return mapping, weights
+    link_ids = {**mapping.link_ids, form.instrument: {**mapping.link_ids.get(form.instrument, {}), **form.link_ids}}
+    return TenantMapping(mapping.questionnaires, link_ids, mapping.forms), {**form.weights, **weights}
+
+
 def _instrument(resource: dict[str, Any], context: Context, problems: list[Problem],
-                warnings: list[Problem]) -> tuple[Instrument | None, list[dict[str, Any]]]:
-    """The instrument, and the Questionnaire definitions at hand (contained or bundled) for weights; when
-    no canonical, contained Questionnaire or tag names it, inferred from the items (fhir/inference.py)."""
+                warnings: list[Problem]) -> Found:
+    """The instrument, the Questionnaire definitions at hand (contained or bundled) for weights, and the
+    catalogued or imported Questionnaire it names, if any; when no canonical, contained Questionnaire or
+    tag names it, inferred from the items (fhir/inference.py)."""
     canonical = resource.get("questionnaire")
     contained = [c for c in _objects(resource.get("contained")) if c.get("resourceType") == "Questionnaire"]
     if isinstance(canonical, dict):
         problems.append(Problem(field="questionnaire", code="not_fhir_r4",
                                 message="questionnaire is a Reference object (FHIR STU3); R4 uses a canonical URL",
                                 expected="a canonical URL string such as http://loinc.org/q/44249-1"))
-        return None, contained
+        return None, contained, None
     if canonical is not None and not isinstance(canonical, str):
         problems.append(Problem(field="questionnaire", code="invalid_fhir", message="questionnaire is not a string",
                                 expected="a canonical URL string such as http://loinc.org/q/44249-1"))
-        return None, contained
+        return None, contained, None
     keys: list[str] = []
     definitions = list(contained)
     if canonical:
@@ -145,16 +166,16 @@ def _instrument(resource: dict[str, Any], context: Context, problems: list[Probl
         found = _resolve(key, context)
         if isinstance(found, Problem):
             problems.append(found)
-            return None, definitions
-        if found is not None:
-            return found, definitions
+            return None, definitions, None
+        if found[0] is not None:
+            return found[0], definitions, found[1]
     # Unknown or absent (R4 makes `questionnaire` optional): the items may still say which instrument it is.
     inference = infer(resource.get("item"), context.registry, context.mapping, canonical or None)
     if inference.instrument is None:
         problems.extend(inference.problems)
     else:
         warnings.extend(inference.problems)
-    return inference.instrument, definitions
+    return inference.instrument, definitions, None
 
 
 def _definition_keys(questionnaire: dict[str, Any]) -> list[str]:
@@ -164,19 +185,29 @@ def _definition_keys(questionnaire: dict[str, Any]) -> list[str]:
     return keys
 
 
-def _resolve(key: str, context: Context) -> Instrument | Problem | None:
+def _resolve(key: str, context: Context) -> tuple[Instrument | None, QuestionnaireMap | None] | Problem:
+    """In order: this tenant's imported Questionnaires, its questionnaire map, the published catalogue
+    (fhir/catalogue.py), the registry's canonicals and LOINC panel codes."""
     bare = key.split("|", 1)[0]
+    tenant_form = find_form(context.mapping.forms, key)
     mapped = context.mapping.questionnaires.get(key) or context.mapping.questionnaires.get(bare)
-    if mapped is not None:
-        return context.registry.get(mapped) or Problem(
-            field="questionnaire", code="unknown_instrument",
-            message=f"this tenant's questionnaire map names {shown(mapped)}, which is not an instrument Rapport has",
-            expected="one of " + ", ".join(i.id for i in context.registry))
+    form = tenant_form if tenant_form is not None else None if mapped is not None else find_form(
+        context.catalogue.forms, key)
+    named = form.instrument if form is not None else mapped
+    if named is not None:
+        instrument = context.registry.get(named)
+        if instrument is None:
+            whose = "the Questionnaire imported for this canonical" if form is not None else \
+                "this tenant's questionnaire map"
+            return Problem(field="questionnaire", code="unknown_instrument",
+                           message=f"{whose} names {shown(named)}, which is not an instrument Rapport has",
+                           expected="one of " + ", ".join(i.id for i in context.registry))
+        return instrument, form
     found = context.registry.by_questionnaire(bare)
     last = bare.rstrip("/").rsplit("/", 1)[-1]
     if found is None and LOINC_CODE.fullmatch(last):
         found = context.registry.by_questionnaire(last)
-    return found
+    return found, None
 
 
 
