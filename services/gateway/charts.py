@@ -31,14 +31,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from rapport.services.gateway.records import AlertShown, EpisodeRecord, ScoreShown
 
-WIDTH = 760
+WIDTH = 800
 PLOT_LEFT = 52
 PLOT_RIGHT = 640  # the right margin holds the direct labels of the lines
 LANE = 18  # one row of alert markers above the plot
+LABEL_CHAR = 6.2  # the width of a character of an 11 px label, near enough to keep labels apart
 TOP_PAD = 10
 BOTTOM = 40  # the session axis and its label
 PLOT_HEIGHT = {"outcome": 200, "alliance": 160}
@@ -114,6 +116,16 @@ class Band:
 
 
 @dataclass(frozen=True)
+class Label:
+    """A word in the right margin naming a line, the band or a series, moved clear of the others."""
+
+    text: str
+    y: float
+    css: str  # series | guide | band
+    names: str  # the series or guide it names
+
+
+@dataclass(frozen=True)
 class Mark:
     """Where an alert was raised, escalated or resolved, as its evidence and transitions say."""
 
@@ -149,6 +161,7 @@ class Chart:
     marks: tuple[Mark, ...]
     notes: tuple[str, ...]
     better: str
+    labels: tuple[Label, ...] = ()
 
     @property
     def expected_path(self) -> str:
@@ -305,18 +318,14 @@ def _chart(instrument: str, name: str, kind: str, rows: Sequence[Row], axis: tup
     high = max(values) if high is None else high
     if kind == "alliance" and rows[-1].subscales:  # WAI-SR subscales (sums of 4 items) share the total's axis
         low = min(low, *rows[-1].subscales.values())
-    moments = [(a, k, s, p) for a in alerts for k, s, p in placed.get(a.alert_id, [])]
-    per_session: dict[int, int] = {}
-    lane_of: list[int] = []
-    for _, _, s, _ in moments:
-        lane_of.append(per_session.get(s, 0))
-        per_session[s] = per_session.get(s, 0) + 1
-    lanes = max(per_session.values(), default=0)
+    first, last = axis
+    x = Scale(first - 0.5, last + 0.5, PLOT_LEFT, PLOT_RIGHT)
+    moments = sorted(((a, k, s, p) for a in alerts for k, s, p in placed.get(a.alert_id, [])),
+                     key=lambda m: (m[2], m[0].opened_at))
+    lane_of = _lanes([(x(s), _label(k, a)) for a, k, s, _ in moments])
+    lanes = max(lane_of, default=-1) + 1
     top = TOP_PAD + LANE * lanes + (6 if lanes else 0)
     bottom = top + PLOT_HEIGHT[kind]
-    first, last = axis
-    pad = 0.5
-    x = Scale(first - pad, last + pad, PLOT_LEFT, PLOT_RIGHT)
     y = Scale(low, high, bottom, top)
     better = str(latest.score.get("better", "lower"))
 
@@ -397,6 +406,12 @@ def _chart(instrument: str, name: str, kind: str, rows: Sequence[Row], axis: tup
         notes.append("A resolution by the rules is placed at the first later score that meets the rule's "
                      "condition (the record does not name the score that resolved it).")
 
+    wanted = [(g.label, g.y + 4, "guide", g.kind) for g in guides]
+    if band is not None:
+        wanted.append((band.label, (band.y_top + band.y_bottom) / 2 + 4, "band", "reliable-change"))
+    wanted += [(line.label, line.points[-1].y + 4, "series", line.name) for line in series if line.points]
+    labels = tuple(Label(text, y_at, css, named) for (text, _, css, named), y_at
+                   in zip(wanted, _spread([w[1] for w in wanted]), strict=True))
     x_ticks = tuple((s, x(s)) for s in _session_ticks(first, last))
     y_ticks = tuple((v, y(v)) for v in _ticks(low, high))
     what = "alliance" if kind == "alliance" else "outcome"
@@ -406,7 +421,31 @@ def _chart(instrument: str, name: str, kind: str, rows: Sequence[Row], axis: tup
                    + (f" {len(marks)} alert markers." if marks else " No alerts."))
     return Chart(f"chart-{instrument}", instrument, kind, f"{name} by session", description, WIDTH,
                  int(bottom + BOTTOM), (PLOT_LEFT, top, PLOT_RIGHT, bottom), x_ticks, y_ticks, tuple(series),
-                 tuple(guides), band, tuple(expected), tuple(boundary), tuple(marks), tuple(notes), better)
+                 tuple(guides), band, tuple(expected), tuple(boundary), tuple(marks), tuple(notes), better, labels)
+
+
+def _lanes(marks: Sequence[tuple[float, str]]) -> list[int]:
+    """A lane above the plot for each mark (in x order), the lowest whose last label ends before it
+    starts, so no shape or word is drawn over another."""
+    ends: list[float] = []
+    found = []
+    for x, label in marks:
+        start, end = x - 7, x + 10 + LABEL_CHAR * len(label)
+        lane = next((i for i, e in enumerate(ends) if e < start), len(ends))
+        if lane == len(ends):
+            ends.append(end)
+        ends[lane] = end
+        found.append(lane)
+    return found
+
+
+def _spread(wanted: Sequence[float], gap: float = 13.0) -> list[float]:
+    """The right margin's labels moved apart just enough not to overlap, in the order they came."""
+    order = sorted(range(len(wanted)), key=lambda i: wanted[i])
+    placed = list(wanted)
+    for previous, i in pairwise(order):
+        placed[i] = max(placed[i], placed[previous] + gap)
+    return [round(v, 2) for v in placed]
 
 
 def _session_ticks(first: int, last: int) -> list[int]:

@@ -5,6 +5,7 @@ the session-4 checkpoint, and what the charts say when the record carries no fit
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader
@@ -181,3 +182,18 @@ def test_the_template_writes_every_point_and_marker_with_its_numbers() -> None:
     phq = str(macro(charts.outcome[0], shape_path))
     assert 'data-guide="caseness" data-value="10"' in phq and 'data-band="reliable-change"' in phq
     assert 'data-trajectory="boundary" data-session="4" data-value="15"' in phq
+
+
+def test_a_long_marker_label_pushes_the_next_session_s_marker_into_a_lane_of_its_own() -> None:
+    near = alert("a-near", "not_on_track", "srs", [evidence("srs-2")])  # "raised: not on track" is wide
+    [srs] = episode_charts(record([RUPTURE, near])).alliance
+    by_id = {(m.alert_id, m.kind): m for m in srs.marks}
+    assert by_id[("a-near", "raised")].y != by_id[("a-rupture", "rupture")].y  # sessions 2 and 3
+    assert by_id[("a-rupture", "repaired")].y == by_id[("a-near", "raised")].y  # session 5 is clear of it again
+
+
+def test_the_words_in_the_right_margin_never_overlap() -> None:
+    [phq9] = episode_charts(record()).outcome  # the caseness line (10) and the last total (9) are close
+    assert {label.names for label in phq9.labels} == {"caseness", "reliable-change", "total"}
+    ys = sorted(label.y for label in phq9.labels)
+    assert all(b - a >= 13 for a, b in pairwise(ys))
