@@ -273,13 +273,22 @@ class HttpPoster:
         self._open: list[asyncio.StreamWriter] = []
 
     async def post(self, body: bytes) -> int:
-        """The answer's status (the body is read and dropped); OSError when the gateway went away."""
-        if self._idle:
+        """The answer's status (the body is read and dropped); OSError when the gateway went away.
+        A kept connection the gateway closed meanwhile (its keep-alive timeout) is replaced and the
+        request sent again: a resend is the same message."""
+        request = self._head + f"\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+        while self._idle:
             reader, writer = self._idle.pop()
-        else:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
-            self._open.append(writer)
-        writer.write(self._head + f"\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+            try:
+                return await self._exchange(reader, writer, request)
+            except (OSError, asyncio.IncompleteReadError):
+                writer.close()
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        self._open.append(writer)
+        return await self._exchange(reader, writer, request)
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+        writer.write(request)
         head = await reader.readuntil(b"\r\n\r\n")
         status_line, *header_lines = head.decode("latin-1").split("\r\n")
         length = next((int(v) for k, _, v in (h.partition(":") for h in header_lines)
