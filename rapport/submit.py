@@ -90,19 +90,15 @@ def _score_line(event: dict[str, Any]) -> str:
 
 # over HTTP
 
-FHIR_ENDPOINTS = {"Bundle": "/fhir", "Observation": "/fhir/Observation"}
-
-
 def endpoint_for(body: bytes) -> tuple[str, str]:
-    """Where a file goes and as what: a FHIR resource to its endpoint (a Bundle to the base,
-    anything else as a QuestionnaireResponse, which the gateway refuses if it is not one), the
-    native JSON to /api/v1/submissions."""
+    """Where a file goes and as what: a FHIR resource to the endpoint of its type (a Bundle to the
+    base; the gateway refuses a type it does not take), the native JSON to /api/v1/submissions."""
     try:
         document = json.loads(body)
     except ValueError:
         document = None
-    if isinstance(document, dict) and "resourceType" in document:
-        return FHIR_ENDPOINTS.get(str(document["resourceType"]), "/fhir/QuestionnaireResponse"), "application/fhir+json"
+    if isinstance(document, dict) and isinstance(kind := document.get("resourceType"), str) and kind.isalnum():
+        return ("/fhir" if kind == "Bundle" else f"/fhir/{kind}"), "application/fhir+json"
     return "/api/v1/submissions", "application/json"
 
 
