@@ -24,6 +24,9 @@ deadletter_app = typer.Typer(help="Dead letters: list them, look at one, send th
 app.add_typer(deadletter_app, name="deadletter")
 broker_app = typer.Typer(help="The broker's streams: check them, or create and fix them.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
+questionnaires_app = typer.Typer(help="Published Questionnaires Rapport knows, and each tenant's own.",
+                                 no_args_is_help=True)
+app.add_typer(questionnaires_app, name="questionnaires")
 
 SERVICE_NAMES = ("ingest", "scoring", "alerts", "gateway")
 
@@ -437,6 +440,57 @@ def instruments(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
             typer.echo(f"{'':<8} {'critical item ' + str(crit.item):<16} {crit.confidence:<10} "
                        f"sources {', '.join(crit.source)}")
         typer.echo(f"{'':<8} {'alert rules':<16} {ins.alert_scope()}")
+
+
+@questionnaires_app.command("list")
+def questionnaires_list(
+    tenant: Annotated[str | None, typer.Option(help="also this tenant's imported Questionnaires")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """The catalogue of published Questionnaires: canonical, version, instrument, source."""
+    from rapport.questionnaires import QuestionnaireError, describe_list, load_entries, tenant_forms
+
+    try:
+        imported = asyncio.run(tenant_forms(_settings(data_dir).resolved_database_url(), tenant)) if tenant else []
+    except QuestionnaireError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(describe_list(load_entries(), imported, tenant))
+
+
+@questionnaires_app.command("show")
+def questionnaires_show(
+    url: Annotated[str, typer.Argument(help="the Questionnaire's canonical url, with or without |version")],
+    tenant: Annotated[str | None, typer.Option(help="look in this tenant's imported Questionnaires first")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """One Questionnaire's linkId -> item map and answer weights."""
+    from rapport.questionnaires import QuestionnaireError, show, tenant_forms
+
+    try:
+        imported = asyncio.run(tenant_forms(_settings(data_dir).resolved_database_url(), tenant)) if tenant else []
+        typer.echo(show(url, imported, tenant))
+    except QuestionnaireError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+
+
+@questionnaires_app.command("import")
+def questionnaires_import(
+    file: Annotated[Path, typer.Argument(help="a FHIR R4 Questionnaire (JSON)", exists=True, dir_okay=False)],
+    tenant: Annotated[str, typer.Option(help="the tenant whose Questionnaire it is (the only tenant it applies to)")],
+    instrument: Annotated[str | None, typer.Option(help="the instrument, when its code and url name none")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Store a tenant's own Questionnaire (linkIds and answer weights read from it) for ingest to apply."""
+    from rapport.questionnaires import QuestionnaireError, read_file, store
+
+    try:
+        form = read_file(file, instrument)
+        typer.echo(asyncio.run(store(_settings(data_dir).resolved_database_url(), tenant, form)))
+    except QuestionnaireError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -37,10 +37,12 @@ ATTENDANCE_ANSWER = "attendance.answer"
 class Ingest:
     registry: Registry
     settings: Settings
+    # Fixed mappings (tests); the tenants' imported Questionnaires are read per batch and come first.
     mappings: dict[str, TenantMapping] = field(default_factory=dict)
 
     async def __call__(self, uow: IngestUnitOfWork, messages: Sequence[Inbound]) -> None:
-        answers = [(m, self._normalise(m, uow.now)) for m in messages]
+        mappings = {**self.mappings, **await uow.mappings.load({m.tenant for m in messages if m.tenant})}
+        answers = [(m, self._normalise(m, uow.now, mappings)) for m in messages]
         valid = [s for _, results in answers for s in results if isinstance(s, Submission)]
         stored = await uow.submissions.load_stored([(s.tenant, s.submission_id) for s in valid])
         admitted: list[tuple[Submission, Admission]] = []
@@ -62,12 +64,13 @@ class Ingest:
         await uow.submissions.save(admitted, uow.now)
 
 
-    def _normalise(self, message: Inbound, now: datetime) -> list[Submission | Rejection]:
+    def _normalise(self, message: Inbound, now: datetime,
+                   mappings: dict[str, TenantMapping]) -> list[Submission | Rejection]:
         if not message.tenant:
             # No tenant subject to answer on: the consumer dead-letters it with this reason.
             raise UnroutableSubmission("the subject does not name a valid tenant")
         return normalise(message.body, tenant=message.tenant, registry=self.registry,
-                         mapping=self.mappings.get(message.tenant),
+                         mapping=mappings.get(message.tenant),
                          licensed=self.settings.licensed_for(message.tenant), now=now)
 
 

@@ -43,3 +43,19 @@ class StoredAttendance(Base):
 
 inbox = inbox_table("ingest")
 outbox = outbox_table("ingest")
+
+
+class StoredQuestionnaireMapping(Base):
+    """A tenant's own Questionnaire as ingest reads it (`rapport questionnaires import`): the instrument, its
+    linkId -> item map and answer weights, in `document`. Keyed by a digest of the canonical and version, so
+    any canonical fits the key; the canonical itself is kept beside it for listing."""
+
+    __tablename__ = "ingest_questionnaire_mappings"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    questionnaire_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    canonical: Mapped[str] = mapped_column(String(1024))
+    version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    instrument: Mapped[str] = mapped_column(String(32))
+    imported_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    document: Mapped[dict[str, Any]] = mapped_column(Document)

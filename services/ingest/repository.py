@@ -1,16 +1,18 @@
-"""Reads and writes of ingest_submissions, a batch at a time."""
+"""Reads and writes of ingest_submissions, ingest_attendance and ingest_questionnaire_mappings, a batch at a time."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, select, tuple_, update
+from sqlalchemy import Table, delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rapport.services.ingest.admission import Admission, AttendanceAdmission, StoredAppointment, record_id
-from rapport.services.ingest.models import StoredAttendance, StoredSubmission
+from rapport.services.ingest.models import StoredAttendance, StoredQuestionnaireMapping, StoredSubmission
+from rapport.services.ingest.normalise.outcome import QuestionnaireMap, TenantMapping, canonical_key
 from rapport.shared.contracts.attendance import Attendance, EpisodeEnding
 from rapport.shared.contracts.submission import Submission
 from rapport.shared.db.engine import is_postgres
@@ -18,6 +20,7 @@ from rapport.shared.db.engine import is_postgres
 Key = tuple[str, str]
 submissions = cast(Table, StoredSubmission.__table__)
 appointments = cast(Table, StoredAttendance.__table__)
+questionnaire_mappings = cast(Table, StoredQuestionnaireMapping.__table__)
 
 
 class SqlSubmissions:
@@ -109,3 +112,44 @@ def _appointment_row(attendance: Attendance | EpisodeEnding, admission: Attendan
         "content_hash": admission.content_hash, "recorded_at": attendance.recorded_at,
         "version": attendance.version, "accepted_at": now, "document": attendance.model_dump(mode="json"),
     }
+
+
+def questionnaire_key(canonical: str, version: str | None) -> str:
+    """The row key of one Questionnaire: a digest, so a canonical of any length fits the key column."""
+    return hashlib.sha256(f"{canonical_key(canonical)}|{version or ''}".encode()).hexdigest()
+
+
+class SqlQuestionnaireMappings:
+    """Each tenant's imported Questionnaires (ingest_questionnaire_mappings)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def load(self, tenants: Collection[str]) -> dict[str, TenantMapping]:
+        """The mappings of the batch's tenants in one read; a tenant with none is absent."""
+        if not tenants:
+            return {}
+        table = questionnaire_mappings
+        rows = await self._session.execute(
+            select(table.c.tenant, table.c.canonical, table.c.version, table.c.instrument, table.c.document)
+            .where(table.c.tenant.in_(sorted(set(tenants)))).order_by(table.c.tenant, table.c.questionnaire_key))
+        forms: dict[str, list[QuestionnaireMap]] = {}
+        for r in rows:
+            forms.setdefault(r.tenant, []).append(QuestionnaireMap(
+                canonical=r.canonical, version=r.version, instrument=r.instrument,
+                link_ids={k: int(v) for k, v in r.document.get("link_ids", {}).items()},
+                weights={k: {c: float(w) for c, w in v.items()} for k, v in r.document.get("weights", {}).items()},
+                source=str(r.document.get("source", ""))))
+        return {tenant: TenantMapping.of_forms(found) for tenant, found in forms.items()}
+
+    async def save(self, tenant: str, form: QuestionnaireMap, now: datetime) -> bool:
+        """Store (or replace) one Questionnaire of a tenant; True when it replaced an earlier import."""
+        table = questionnaire_mappings
+        key = questionnaire_key(form.canonical, form.version)
+        replaced = await self._session.execute(
+            delete(table).where(table.c.tenant == tenant, table.c.questionnaire_key == key))
+        await self._session.execute(table.insert(), [{
+            "tenant": tenant, "questionnaire_key": key, "canonical": form.canonical, "version": form.version,
+            "instrument": form.instrument, "imported_at": now,
+            "document": {"link_ids": form.link_ids, "weights": form.weights, "source": form.source}}])
+        return bool(getattr(replaced, "rowcount", 0))

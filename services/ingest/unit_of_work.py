@@ -3,14 +3,15 @@ transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rapport.services.ingest.admission import Admission, AttendanceAdmission, StoredAppointment
-from rapport.services.ingest.repository import Key, SqlAppointments, SqlSubmissions
+from rapport.services.ingest.normalise import TenantMapping
+from rapport.services.ingest.repository import Key, SqlAppointments, SqlQuestionnaireMappings, SqlSubmissions
 from rapport.shared.contracts.attendance import Attendance, EpisodeEnding
 from rapport.shared.contracts.submission import Submission
 from rapport.shared.unit_of_work import UnitOfWork
@@ -24,15 +25,29 @@ class Submissions(Protocol):
     async def save(self, admitted: Sequence[tuple[Submission, Admission]], now: datetime) -> None: ...
 
 
+class QuestionnaireMappings(Protocol):
+    """Each tenant's imported Questionnaires (SqlQuestionnaireMappings; in memory in the handler tests)."""
+
+    async def load(self, tenants: Collection[str]) -> dict[str, TenantMapping]: ...
+
+
+class NoMappings:
+    """No tenant has imported a Questionnaire."""
+
+    async def load(self, tenants: Collection[str]) -> dict[str, TenantMapping]:
+        return {}
+
+
 class IngestUnitOfWork(UnitOfWork):
-    def __init__(self, submissions: Submissions, now: datetime) -> None:
+    def __init__(self, submissions: Submissions, now: datetime, mappings: QuestionnaireMappings | None = None) -> None:
         super().__init__(now)
         self.submissions = submissions
+        self.mappings: QuestionnaireMappings = mappings or NoMappings()
 
     @classmethod
     def on(cls, session: AsyncSession, now: datetime) -> IngestUnitOfWork:
         """The consumer's factory: the batch's session behind every repository."""
-        return cls(SqlSubmissions(session), now)
+        return cls(SqlSubmissions(session), now, SqlQuestionnaireMappings(session))
 
 
 class Appointments(Protocol):

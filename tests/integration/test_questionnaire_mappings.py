@@ -1,0 +1,85 @@
+"""A tenant's own Questionnaire, imported with `rapport questionnaires import`, stored in ingest's database on
+SQLite and PostgreSQL and applied by ingest over the real NATS JetStream, for that tenant only."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness import running, settings_for, watching
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from rapport.questionnaires import read_file, store, tenant_forms
+from rapport.services.ingest.normalise.outcome import QuestionnaireMap
+from rapport.services.ingest.repository import SqlQuestionnaireMappings
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "fhir"
+QUESTIONNAIRE = FIXTURES / "questionnaire-tenant-phq9-local-codes.json"
+RESPONSE = FIXTURES / "qr-tenant-questionnaire-local-codes.json"
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+def longest_tenant(prefix: str) -> str:
+    return (prefix + uuid.uuid4().hex + "-" * 64)[:64]
+
+
+async def test_mappings_at_their_longest_are_stored_replaced_and_read_per_tenant(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    tenant, other = longest_tenant("t"), longest_tenant("u")
+    canonical = ("https://forms.clinic.example/fhir/Questionnaire/" + "x" * 1024)[:1024]
+    form = QuestionnaireMap(canonical=canonical, version="v" * 64, instrument="phq9",
+                            link_ids={"mood-a": 1, "mood-i": 9}, weights={"mood-i": {"daily": 3.0, "never": 0.0}},
+                            source="imported Questionnaire")
+    async with sessions() as session, session.begin():
+        assert await SqlQuestionnaireMappings(session).save(tenant, form, NOW) is False
+    changed = QuestionnaireMap(canonical=canonical, version="v" * 64, instrument="phq9", link_ids={"mood-a": 2})
+    async with sessions() as session, session.begin():
+        assert await SqlQuestionnaireMappings(session).save(tenant, changed, NOW) is True
+        assert await SqlQuestionnaireMappings(session).save(tenant, form, NOW) is True
+    async with sessions() as session:
+        found = await SqlQuestionnaireMappings(session).load([tenant, other])
+        assert await SqlQuestionnaireMappings(session).load([]) == {}
+    assert list(found) == [tenant]
+    [stored] = [f for forms in found[tenant].forms.values() for f in forms]
+    assert stored == form
+
+
+async def _answer(watch: Any, tenant_body: bytes) -> dict[str, Any]:
+    journey = await watch.submit(tenant_body)
+    await watch.wait_until(lambda: journey.answered is not None)
+    [answer] = journey.answers
+    return dict(answer)
+
+
+async def test_an_imported_questionnaire_makes_a_rejected_response_accepted_for_that_tenant_only(
+        database_url: str, fresh_stream: str) -> None:
+    tenant, other = longest_tenant("clinic-a"), longest_tenant("clinic-b")
+    response = json.loads(RESPONSE.read_bytes())
+
+    def body(n: int) -> bytes:
+        return json.dumps({**response, "id": f"qr-tenant-mood-{n:04d}"}).encode()
+
+    async with running(["ingest"], settings_for(database_url), fresh_stream), \
+            watching(fresh_stream, tenant) as mine, watching(fresh_stream, other) as theirs:
+        before = await _answer(mine, body(1))
+        assert before["kind"] == "rapport.submission.rejected.v1"
+        assert {p["code"] for p in before["problems"]} >= {"unknown_instrument"}
+
+        form = read_file(QUESTIONNAIRE)
+        said = await store(database_url, tenant, form)
+        assert said.startswith("imported https://forms.clinic.example/fhir/Questionnaire/clinic-mood|3")
+        assert [f.canonical for f in await tenant_forms(database_url, tenant)] == [form.canonical]
+
+        after = await _answer(mine, body(2))
+        assert after["kind"] == "rapport.submission.accepted.v1", after
+        submission = after["submission"]
+        assert submission["instrument"] == "phq9" and submission["responses"]["9"] == 2
+        assert sum(v for k, v in submission["responses"].items() if k != "10") == 12
+
+        elsewhere = await _answer(theirs, body(3))
+        assert elsewhere["kind"] == "rapport.submission.rejected.v1"  # another tenant: not its Questionnaire
+        assert await tenant_forms(database_url, other) == []
+
