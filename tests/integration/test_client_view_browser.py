@@ -21,6 +21,9 @@ import pytest_asyncio
 from browser_rig import Screens, assert_controls_labelled, chromium, output_dir
 from dashboard_rig import bearer, gateway_settings, link, serving, signing_key
 from harness import running, watching
+from typer.testing import CliRunner
+
+from rapport.cli import app
 
 pytestmark = [pytest.mark.nats, pytest.mark.browser]
 
@@ -188,6 +191,50 @@ async def test_the_client_view_draws_the_apis_totals_and_marks_each_alert_where_
         assert any(r[1] == resource and r[2] == 200 and r[0] != CLINICIAN for r in page_reads)  # the lead
         for opened in (page, other, lead):
             await opened.close()
+
+
+async def test_where_the_clinic_has_a_trajectory_fit_the_expected_score_and_boundary_are_drawn(
+    sqlite_url: str, fresh_stream: str, tenant: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Twenty earlier clients with a moderate intake (12) were at 10-12 by session 2 and 8-10 by
+    session 3; after `rapport trajectories fit`, a client still at 14 is not on track at sessions 2
+    and 3, and the chart draws the expected score and the boundary its alert's evidence names there."""
+    screens = Screens(output_dir(request.node.name))
+    key = signing_key(tmp_path)
+    settings = gateway_settings(sqlite_url, key, trajectory_refresh_seconds=0)
+    history = [phq9(f"h-{i:02d}-{s}", total, day=7 * (s - 1), client=f"client-h{i:02d}", episode=f"h{i:02d}-ep1",
+                    clinician="clin-01") for i in range(20) for s, total in ((1, 12), (2, 10 + i % 3), (3, 8 + i % 3))]
+    async with running(["ingest", "scoring", "alerts"], settings, fresh_stream), \
+            serving(settings, fresh_stream) as base, watching(fresh_stream, tenant) as watch, chromium() as browser, \
+            httpx.AsyncClient(base_url=base, timeout=30) as http:
+        await submit_all(watch, history)
+        fitted = await asyncio.to_thread(CliRunner().invoke, app, ["trajectories", "fit", "--tenant", tenant],
+                                         env={"RAPPORT_DATABASE_URL": sqlite_url})
+        assert fitted.exit_code == 0, fitted.output
+        await submit_all(watch, [phq9(f"phq-{s}", total, day=7 * (s - 1)) for s, total in ((1, 12), (2, 14), (3, 14))])
+        own = {"Authorization": f"Bearer {bearer(key, tenant, 'clinician', clinician=CLINICIAN)}"}
+        api = await episode_from_api(http, own, 3, watch)
+        [off_track] = [a for a in api["alerts"] if a["kind"] == "not_on_track"]
+        at_checkpoints = sorted({(e["values"]["session"], e["values"]["expected"], e["values"]["boundary"])
+                                 for e in off_track["evidence"] if "expected" in e["values"]})
+        assert [s for s, _, _ in at_checkpoints] == [2, 3]
+
+        page = await (await browser.new_context(viewport={"width": 1100, "height": 900})).new_page()  # type: ignore[attr-defined]
+        await page.goto(link(base, key, tenant, "clinician", clinician=CLINICIAN))
+        await page.goto(f"{base}/clients/{CLIENT}/episodes/{EPISODE}")
+        chart = page.locator("svg#chart-phq9")
+        expected = await chart.locator("path.expected").evaluate_all(
+            "ps => ps.map(p => [Number(p.dataset.session), Number(p.dataset.value)])")
+        boundary = await chart.locator("path.boundary").evaluate_all(
+            "ps => ps.map(p => [Number(p.dataset.session), Number(p.dataset.value)])")
+        assert expected == [[s, e] for s, e, _ in at_checkpoints]
+        assert boundary == [[s, b] for s, _, b in at_checkpoints]
+        assert await chart.locator(f"g.mark[data-alert-id='{off_track['alert_id']}'][data-kind='raised']"
+                                   ).get_attribute("data-session") == "2"
+        caption = await page.locator("#chart-phq9-figure figcaption").inner_text()
+        assert "Open rings: the expected score" in caption and "not available" not in caption
+        await screens.shoot(page, "client-view-with-a-trajectory-fit")
+        await page.close()
 
 
 async def test_the_client_view_of_40_sessions_is_timed_from_navigation_to_the_chart_visible(
