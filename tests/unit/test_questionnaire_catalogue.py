@@ -45,7 +45,7 @@ def scored_total(submission: Submission) -> float:
 
 def test_every_catalogue_entry_names_a_registry_instrument_and_cites_the_file_it_was_read_from() -> None:
     entries = load_entries()
-    assert {e.id for e in entries} >= {"mii-pro-phq9", "mii-pro-gad7"}
+    assert {e.id for e in entries} >= {"mii-pro-phq9", "mii-pro-gad7", "phr-phq9", "phr-gad7"}
     assert len(list(CATALOGUE.glob("*.toml"))) == len(entries)
     for entry in entries:
         assert entry.instrument in SHIPPED
@@ -77,6 +77,9 @@ def test_an_entry_weighing_an_answer_outside_the_items_range_stops_the_load(tmp_
     ("published-mii-pro-phq9-response-q01", "phq9", 27, ["unscored_item_ignored"]),
     # MII PRO GAD-7, phq-gad7-q01..q07, stated total 13 (agrees), a PROMIS T-score item (not scored)
     ("published-mii-pro-gad7-response", "gad7", 13, []),
+    # HL7 PHR format IG, PHQ-9 and GAD-7 Scored Assessment (linkIds are LOINC item codes, LOINC answer codes)
+    ("published-phr-phq9-response", "phq9", 3, []),
+    ("published-phr-gad7-response", "gad7", 3, []),
 ])
 def test_a_published_response_to_a_catalogued_questionnaire_scores_without_tenant_configuration(
         name: str, instrument: str, total: float, warnings: list[str]) -> None:
@@ -118,6 +121,16 @@ def test_a_code_the_catalogued_questionnaire_does_not_offer_is_still_refused_nam
     assert isinstance(rejection, Rejection)
     assert [(p.code, p.field) for p in rejection.problems] == [
         ("unscorable_answer", "item[8].answer[0].valueCoding")]
+
+
+def test_a_catalogued_version_is_not_taken_for_another_version_of_the_same_canonical() -> None:
+    response = document("published-phr-phq9-response")
+    response["questionnaire"] += "|2.0.0"  # the PHR entry is version 1.0.0: the items then say what it is
+    submission = run(response)
+    assert isinstance(submission, Submission) and [w.code for w in submission.warnings] == ["instrument_inferred"]
+    response["questionnaire"] = response["questionnaire"].replace("|2.0.0", "|1.0.0")
+    submission = run(response)
+    assert isinstance(submission, Submission) and submission.warnings == []
 
 
 def test_a_tenants_questionnaire_map_for_a_catalogued_canonical_wins_over_the_catalogue() -> None:
