@@ -160,14 +160,15 @@ async def read_model(session: AsyncSession, tenant: str, filters: FigureFilters)
     raised_in_period = and_(true(), *_in_period(a.opened_at, filters))
     still_not_on_track = and_(a.kind == "not_on_track", a.status.in_(UNRESOLVED))
     rows = (await session.execute(
-        select(a.alert_id, a.kind, a.status, a.clinician_id, a.client_id, a.episode_id, a.opened_at, a.alert,
+        select(a.alert_id, a.kind, a.status, a.clinician_id, a.client_id, a.episode_id, a.opened_at,
+               a.alert["resolution"].as_string().label("resolution"),  # not the whole document
                firsts.c.raised_at, firsts.c.acknowledged_at)
         .outerjoin(firsts, firsts.c.alert_id == a.alert_id)
         .where(a.tenant == tenant, *_of_clinician(a.clinician_id, filters),
                or_(raised_in_period, still_not_on_track)))).all()
     alerts = [AlertFacts(alert_id=r.alert_id, kind=r.kind, status=r.status, clinician_id=r.clinician_id,
                          client_id=r.client_id, episode_id=r.episode_id, opened_at=r.opened_at,
-                         resolution=(r.alert or {}).get("resolution"), raised_at=_utc(r.raised_at),
+                         resolution=r.resolution, raised_at=_utc(r.raised_at),
                          acknowledged_at=_utc(r.acknowledged_at)) for r in rows]
     episodes = (await session.execute(
         select(s.client_id, s.episode_id).distinct()
