@@ -174,10 +174,16 @@ async def test_native_attendance_and_endings_are_answered_in_the_native_format(
         assert rejected.status_code == 422
         assert rejected.json()["status"] == "rejected" and rejected.json()["appointment_id"] == "appt-0601-12"
         assert {p["field"] for p in rejected.json()["problems"]} == {"room"}
+        # the tenant is the token's: a body naming another is rejected on the token's tenant's subject
+        elsewhere = await http.post("/api/v1/attendance", headers=NATIVE,
+                                    json=json.loads(native("appt-0601-14")) | {"tenant": "another-clinic"})
+        assert elsewhere.status_code == 422
+        assert [p["code"] for p in elsewhere.json()["problems"]] == ["tenant_mismatch"]
         fhir = await http.post("/api/v1/attendance", content=appointment("appt-0601-13", "booked", version=1),
                                headers=NATIVE)
         assert fhir.status_code == 400 and fhir.json()["problems"][0]["field"] == "resourceType"
-    assert set(await stored_appointments(database_url, tenant)) - {"appt-0601-11"} != set()
+    assert "appt-0601-11" in await stored_appointments(database_url, tenant)
+    assert await stored_appointments(database_url, "another-clinic") == {}
 
 
 async def test_a_bundle_of_attendance_is_answered_entry_by_entry_and_a_mixed_one_is_refused(
