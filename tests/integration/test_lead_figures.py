@@ -141,6 +141,8 @@ async def test_the_figures_api_answers_a_lead_for_their_tenant_only_and_audits_e
             refused = await http.get(path, headers=auth(tenant, role, **claims))
             assert refused.status_code == 403, (role, path)
     assert (await http.get("/api/v1/figures")).status_code == 401
+    for path in ("/admin", "/admin/webhooks", "/admin/instruments"):  # and a lead is not an admin
+        assert (await http.get(path, headers=auth(tenant, "lead"))).status_code == 403, path
     for wrong in ({"since": "November"}, {"since": UNTIL, "until": SINCE}, {"clinician": "a.b"}):
         bad = await http.get("/api/v1/figures", params=wrong, headers=auth(tenant, "lead"))
         assert bad.status_code == 400, wrong
@@ -153,6 +155,9 @@ async def test_the_figures_api_answers_a_lead_for_their_tenant_only_and_audits_e
         (200, "lead", "figures/alerts", "figure ruptures_repaired filters since,until"),
         (200, "lead", "figures", "filters since,until")]
     assert sorted({r["role"] for r in rows if r["outcome"] == 403}) == ["admin", "clinician", "integration"]
+    refused_lead = (await http.get("/api/v1/audit", params={"action": "manage_webhooks"},
+                                   headers=auth(tenant, "admin"))).json()["entries"]
+    assert [(r["role"], r["outcome"]) for r in refused_lead] == [("lead", 403)]
 
 
 @pytest.mark.parametrize("seconds, expected", [
