@@ -3,6 +3,7 @@ SQLite and PostgreSQL and applied by ingest over the real NATS JetStream, for th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
@@ -83,3 +84,40 @@ async def test_an_imported_questionnaire_makes_a_rejected_response_accepted_for_
         assert elsewhere["kind"] == "rapport.submission.rejected.v1"  # another tenant: not its Questionnaire
         assert await tenant_forms(database_url, other) == []
 
+
+
+async def test_the_command_lists_shows_refuses_and_imports_as_clinic_it_would_use_it(database_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from rapport.cli import app
+
+    env = {"RAPPORT_DATABASE_URL": database_url}
+
+    def rapport(*args: str) -> Any:
+        return CliRunner().invoke(app, ["questionnaires", *args], env=env)
+
+    listed = await asyncio.to_thread(rapport, "list")
+    assert listed.exit_code == 0, listed.output
+    assert all(c in listed.output for c in ("mii-qst-pro-phq-9", "mii-qst-pro-gad-7", "Questionnaire/phq9",
+                                            "Questionnaire/gad7"))
+    shown = await asyncio.to_thread(
+        rapport, "show", "https://www.medizininformatik-initiative.de/fhir/ext/modul-pro/Questionnaire/mii-qst-pro-phq-9")
+    assert shown.exit_code == 0 and "phq-phq2i" in shown.output and "LA6571-9=3" in shown.output
+    unknown = await asyncio.to_thread(rapport, "show", "https://forms.clinic.example/fhir/Questionnaire/nothing")
+    assert unknown.exit_code == 1
+
+    tenant = longest_tenant("cli")
+    refused = await asyncio.to_thread(rapport, "import", str(RESPONSE), "--tenant", tenant)
+    assert refused.exit_code == 1 and "not_a_questionnaire" in refused.output
+    imported = await asyncio.to_thread(rapport, "import", str(QUESTIONNAIRE), "--tenant", tenant)
+    assert imported.exit_code == 0, imported.output
+    assert imported.output.startswith("imported https://forms.clinic.example/fhir/Questionnaire/clinic-mood|3")
+    again = await asyncio.to_thread(rapport, "import", str(QUESTIONNAIRE), "--tenant", tenant)
+    assert again.output.startswith("replaced ")
+    mine = await asyncio.to_thread(rapport, "list", "--tenant", tenant)
+    assert f"imported by {tenant}" in mine.output
+    theirs = await asyncio.to_thread(rapport, "list", "--tenant", longest_tenant("other"))
+    assert "imported by" not in theirs.output
+    own = await asyncio.to_thread(rapport, "show", "https://forms.clinic.example/fhir/Questionnaire/clinic-mood|3",
+                                  "--tenant", tenant)
+    assert own.exit_code == 0 and "mood-i" in own.output and "daily=3" in own.output
