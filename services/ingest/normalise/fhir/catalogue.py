@@ -33,8 +33,9 @@ from rapport.services.ingest.normalise.outcome import QuestionnaireMap, TenantMa
 from rapport.services.ingest.normalise.reading import shown, shown_canonical
 from rapport.shared.contracts.problems import Problem
 from rapport.shared.instruments import Instrument, Registry, load_registry
+from rapport.shared.instruments.registry import DEFINITIONS
 
-CATALOGUE = Path(__file__).resolve().parents[4] / "shared" / "instruments" / "questionnaires"
+CATALOGUE = DEFINITIONS.parent / "questionnaires"  # beside the instrument definitions, shipped with them
 MAX_CANONICAL = 1024  # the stored column's length; canonicals are URLs, far shorter in practice
 MAX_VERSION = 64
 QUESTION_TYPES = frozenset({"choice", "coding", "open-choice", "integer", "decimal", "quantity", "string"})
