@@ -40,6 +40,7 @@ IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 # Every message id the gateway derives starts so; the answers to other messages are not its to keep.
 GATEWAY_MESSAGE_PREFIX = "http-"
 KEYED_PREFIX = f"{GATEWAY_MESSAGE_PREFIX}key:"
+LATE_LOOK_UP_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,12 @@ class Intake:
         try:
             try:
                 duplicate = await self.ingress.publish(channel.inbound(tenant), body, message_id=message_id)
-                answers = await pending.wait(self.wait_seconds, look_up=lambda: self._stored(tenant, message_id))
+                # the stored answers are looked up for what may have been answered already (a resend:
+                # its answer will not come live again); a new message's answer comes live, looked up
+                # only late, for an answer the subscription missed (every waiting request's look-up
+                # at half a second was a database read per request whenever ingest was slower)
+                answers = await pending.wait(self.wait_seconds, look_up=lambda: self._stored(tenant, message_id),
+                                             look_up_after=0.5 if seen.recorded else LATE_LOOK_UP_SECONDS)
             finally:
                 if recording is not None:
                     await recording
