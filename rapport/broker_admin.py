@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field, replace
-from urllib.parse import urlsplit, urlunsplit
 
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import APIError, NotFoundError
 
-from rapport.shared.messaging.broker import broker_servers, connect_client
+from rapport.shared.messaging.broker import connect_client, without_credentials
 from rapport.shared.messaging.streams import LEGACY_SUBJECTS, differences, stream_configs
 from rapport.shared.messaging.subjects import EVENT_STREAM, INBOUND_STREAM
 from rapport.shared.settings import Settings
@@ -146,16 +145,6 @@ def describe(report: StreamReport) -> list[str]:
     lines += [f"  - {problem}" for problem in report.problems]
     lines += [f"  consumer {consumer}" for consumer in report.consumers]
     return lines
-
-
-def without_credentials(url: str) -> str:
-    """The broker's address as it may be printed: any user and password in it left out."""
-    servers = []
-    for server in broker_servers(url):
-        parts = urlsplit(server)
-        netloc = parts.netloc.rpartition("@")[2]
-        servers.append(urlunsplit(parts._replace(netloc=netloc)))
-    return ",".join(servers)
 
 
 async def check_command(settings: Settings, url: str) -> tuple[int, str]:

@@ -10,7 +10,7 @@ import ssl
 from collections.abc import Callable
 from time import monotonic
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import faststream.nats.subscriber.usecases.stream_pull_subscriber as _pull_subscriber
 from faststream import AckPolicy
@@ -197,23 +197,44 @@ def refusal(settings: Settings, url: str, error: BaseException) -> str | None:
     return None
 
 
+# a broker that cannot be reached before the first connection is said once, then this often
+UNREACHABLE_REPEAT_SECONDS = 30.0
+
+
+def without_credentials(url: str) -> str:
+    """The broker's servers as they may be printed: any user and password in them left out."""
+    return ",".join(urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+                    for parts in map(urlsplit, broker_servers(url)))
+
+
 class SignInCheck:
     """nats-py's error callback (`on_error`). Until the first connection is made, an error retrying cannot cure
     (credentials refused, a certificate not accepted) ends the connect at once as BrokerRefused,
     raised from the callback as FastStream does for its own unrecoverable errors: with
     max_reconnect_attempts=-1 nats-py would otherwise try again for ever, and a service would
-    never say why it does not start. Other errors go on to FastStream's logging (or, for a plain
-    client, are logged here by type and text, which carry no credentials)."""
+    never say why it does not start. A broker not reachable yet is retried, and said (once, then
+    every UNREACHABLE_REPEAT_SECONDS): nothing else would log it. After the first connection, errors
+    go on to FastStream's logging (or, for a plain client, are logged here by type and text, which
+    carry no credentials)."""
 
     def __init__(self, settings: Settings, url: str, *, log_others: bool = False) -> None:
         self.settings, self.url, self.log_others = settings, url, log_others
         self.connected: Callable[[], bool] = lambda: False
+        self._said_unreachable_at: float | None = None
 
     async def on_error(self, error: Exception) -> None:
-        if not self.connected() and (problem := refusal(self.settings, self.url, error)):
-            raise BrokerRefused(problem) from None
+        log = logging.getLogger("rapport.broker")
+        if not self.connected():
+            if problem := refusal(self.settings, self.url, error):
+                raise BrokerRefused(problem) from None
+            now = monotonic()
+            if self._said_unreachable_at is None or now - self._said_unreachable_at >= UNREACHABLE_REPEAT_SECONDS:
+                self._said_unreachable_at = now
+                log.warning("cannot reach the broker at %s yet (%s: %s); trying again until it answers",
+                            without_credentials(self.url), type(error).__name__, error)
+            return
         if self.log_others:
-            logging.getLogger("rapport.broker").warning("broker connection: %s: %s", type(error).__name__, error)
+            log.warning("broker connection: %s: %s", type(error).__name__, error)
 
 
 def require_tls(settings: Settings, client: Client) -> None:

@@ -197,3 +197,20 @@ async def test_a_broker_that_asks_for_a_client_certificate_gets_it(tmp_path: Pat
         assert "RAPPORT_BROKER_TLS_CERT" in message
     finally:
         server.stop()
+
+
+async def test_a_broker_not_reachable_at_start_is_said_once_and_retried(caplog: pytest.LogCaptureFixture) -> None:
+    from rapport.embedded_nats import free_port
+
+    port = free_port()
+    broker = make_broker(Settings(), f"nats://rapport:{WRONG}@127.0.0.1:{port}", service="test")
+    caplog.set_level(logging.WARNING, logger="rapport.broker")
+    try:
+        with pytest.raises(TimeoutError):  # still trying: a broker coming up later is found
+            await asyncio.wait_for(broker.connect(), 5)
+    finally:
+        await broker.stop()
+    said = [r.getMessage() for r in caplog.records if r.name == "rapport.broker"]
+    assert len(said) == 1, said  # nats-py tries again every 2 s: said once, then every 30 s
+    assert said[0].startswith(f"cannot reach the broker at nats://127.0.0.1:{port} yet")
+    assert WRONG not in said[0]
