@@ -197,3 +197,43 @@ def test_the_words_in_the_right_margin_never_overlap() -> None:
     assert {label.names for label in phq9.labels} == {"caseness", "reliable-change", "total"}
     ys = sorted(label.y for label in phq9.labels)
     assert all(b - a >= 13 for a, b in pairwise(ys))
+
+
+def _page(found: EpisodeRecord) -> str:
+    from starlette.requests import Request
+
+    from rapport.services.gateway.client_view import NAMES
+    from rapport.services.gateway.views import Views
+
+    request = Request({"type": "http", "method": "GET", "path": "/clients/client-0001/episodes/ep-1", "headers": [],
+                       "query_string": b""})
+    views = Views()
+    views.environment.globals["oidc_sign_in"] = False
+    found = found.model_copy(update={"scores": [  # as the events carry them: every field, None where unknown
+        s.model_copy(update={"score": {"band": None, **s.score},
+                             "change": {"clinical": None, **s.change} if s.change else None}) for s in found.scores]})
+    response = views.render(request, "client_episode.html", record=found, charts=episode_charts(found, NAMES),
+                            names=NAMES, shape_path=shape_path)
+    return bytes(response.body).decode()
+
+
+def test_the_client_view_shows_the_episodes_attendance_beside_its_scores_and_says_when_there_is_none() -> None:
+    from rapport.services.gateway.records import AttendanceShown
+    from rapport.shared.contracts.attendance import MissedSession
+
+    missed = [MissedSession(appointment_id=f"appt-{n}", start=T0 + timedelta(days=35 + 7 * n), kind="no_show")
+              for n in (1, 2)]
+    attendance = AttendanceShown(
+        as_of=T0 + timedelta(days=50), attended=6, no_shows=2, cancelled=1, late_cancellations=1,
+        missed_in_a_row=2, missed_since_attended=missed, cancelled_since_attended=0,
+        last_attended_at=T0 + timedelta(days=35), days_since_attended=15.0, next_booked_at=None,
+        ending="open", ending_recorded=False, ended_at=None)
+    page = _page(record().model_copy(update={"attendance": attendance}))
+    section = page[page.index('data-testid="attendance"'):page.index('aria-labelledby="numbers-heading"')]
+    assert '<td data-field="attended">6</td>' in section and '<td data-field="no_shows">2</td>' in section
+    assert "1 (1 late)" in section and "no show <time" in section and "(15 days ago)" in section
+    assert "nothing booked" in section and '<td data-field="ending">open</td>' in section
+    ended = _page(record().model_copy(update={"attendance": attendance.model_copy(
+        update={"ending": "unplanned", "ended_at": T0 + timedelta(days=91)})}))
+    assert "unplanned (read from the attendance)" in ended
+    assert "No appointments recorded for this episode." in _page(record())
