@@ -30,6 +30,10 @@ class TenantLabels:
             return tenant
         return OTHER_TENANTS
 
+    def forget(self) -> None:
+        """Back to no tenant labelled, as in a fresh process (tests running many tenants in one)."""
+        self._labelled.clear()
+
 
 tenant_label = TenantLabels()
 M = TypeVar("M", Counter, Gauge)

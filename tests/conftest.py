@@ -18,6 +18,7 @@ import pytest
 import pytest_asyncio
 
 from rapport.embedded_nats import EmbeddedNats
+from rapport.shared.metrics import tenant_label
 
 SKIPPED_REASONS: list[str] = []
 LEFT_RUNNING: list[str] = []
@@ -159,6 +160,14 @@ async def database_url(request: pytest.FixtureRequest) -> str:
 def tenant() -> str:
     """A fresh tenant per test, so tests on one broker never see each other's events."""
     return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(autouse=True)
+def labels_as_in_a_fresh_process() -> None:
+    """Each test starts with no tenant labelled in the metrics, as a service process does: otherwise
+    the hundred-and-first tenant of a run is counted under `_other` and a test reading its own
+    tenant's count finds nothing."""
+    tenant_label.forget()
 
 
 @pytest_asyncio.fixture(scope="session", autouse=True, loop_scope="session")

@@ -498,6 +498,8 @@ class Sampler:
         self.errors = 0
         self._task: asyncio.Task[None] | None = None
         self._connection: asyncpg.Connection | None = None
+        # one connection, used by the sampling task and by the test's own counts: one query at a time
+        self._using = asyncio.Lock()
         self.progress: Callable[[], dict[str, Any]] | None = None
 
     async def start(self) -> None:
@@ -514,14 +516,16 @@ class Sampler:
 
     async def outboxes(self) -> dict[str, int]:
         assert self._connection is not None
-        row = await self._connection.fetchrow("SELECT " + ", ".join(
-            f"(SELECT count(*) FROM {table}) AS {table}" for table in OUTBOXES))
+        async with self._using:
+            row = await self._connection.fetchrow("SELECT " + ", ".join(
+                f"(SELECT count(*) FROM {table}) AS {table}" for table in OUTBOXES))
         assert row is not None
         return {table: int(row[table]) for table in OUTBOXES}
 
     async def count(self, query: str, *args: Any) -> int:
         assert self._connection is not None
-        return int(await self._connection.fetchval(query, *args))
+        async with self._using:
+            return int(await self._connection.fetchval(query, *args))
 
     async def _run(self) -> None:
         assert self._connection is not None
@@ -529,7 +533,7 @@ class Sampler:
             try:
                 sample: dict[str, Any] = {"at": time.monotonic(), **await self.outboxes()}
                 if self.resources:
-                    sample["connections"] = await self._connection.fetchval(
+                    sample["connections"] = await self.count(
                         "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
                         self.database.name)
                     for name, service in self.services.items():
