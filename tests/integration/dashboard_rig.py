@@ -4,19 +4,12 @@ tokens, an HTTP client that keeps cookies."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-import uvicorn
-from harness import settings_for
+from harness import serving, settings_for  # noqa: F401 (serving: for the tests that import it from here)
 
-from rapport.embedded_nats import free_port
-from rapport.services.gateway.app import build
 from rapport.services.gateway.signin import link_url, mint_link
 from rapport.services.gateway.tokens import create_signing_key, load_signing_key, mint
 from rapport.shared.settings import Settings
@@ -42,21 +35,3 @@ def link(base: str, key_file: Path, tenant: str, role: str, *, now: datetime | N
 def bearer(key_file: Path, tenant: str, role: str, **claims: Any) -> str:
     return mint(load_signing_key(key_file), tenant=tenant, role=role, audience="rapport", now=datetime.now(UTC),
                 ttl=timedelta(hours=1), **claims)
-
-
-@asynccontextmanager
-async def serving(settings: Settings, nats_url: str) -> AsyncIterator[str]:
-    _runtime, asgi = build(settings, nats_url)
-    server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=free_port(), log_config=None,
-                                           access_log=False, lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            pytest.fail("the gateway did not start")
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{server.config.port}"
-    finally:
-        server.should_exit = True
-        await task

@@ -3,11 +3,16 @@ client following submissions through the pipeline."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
+import uvicorn
+
+from rapport.embedded_nats import free_port
 from rapport.journeys import Journeys
 from rapport.shared.service import ServiceRuntime
 from rapport.shared.settings import Settings
@@ -47,3 +52,35 @@ async def watching(nats_url: str, tenant: str) -> AsyncIterator[Journeys]:
         yield journeys
     finally:
         await journeys.close()
+
+
+@asynccontextmanager
+async def serving(settings: Settings, nats_url: str) -> AsyncIterator[str]:
+    """The gateway as `rapport serve gateway` runs it: its ASGI app under uvicorn, lifespan and all."""
+    from rapport.services.gateway.app import build
+
+    _runtime, asgi = build(settings, nats_url)
+    server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=free_port(), log_config=None,
+                                           access_log=False, lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            pytest.fail("the gateway did not start")
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def until(check: Callable[[], Awaitable[Any]], seconds: float = 30.0) -> Any:
+    """Ask `check` until it gives something truthy: a read model follows the events it is fed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        found = await check()
+        if found or loop.time() > deadline:
+            return found
+        await asyncio.sleep(0.05)

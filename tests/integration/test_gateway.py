@@ -18,15 +18,13 @@ import httpx
 import nats
 import pytest
 import pytest_asyncio
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from harness import running, settings_for
+from harness import running, serving, settings_for
 from nats.aio.msg import Msg
 from sqlalchemy import func, select
 
-from rapport.embedded_nats import EmbeddedNats, free_port
+from rapport.embedded_nats import EmbeddedNats
 from rapport.services.gateway import fhir
-from rapport.services.gateway.app import build
 from rapport.services.gateway.tokens import create_signing_key, load_signing_key, mint
 from rapport.services.ingest.models import StoredSubmission
 from rapport.shared.db.engine import create_engine, session_factory
@@ -56,25 +54,6 @@ def token(key_file: Path, tenant: str, role: str = "integration", **overrides: A
 
 def gateway_settings(database_url: str, key_file: Path, **overrides: Any) -> Settings:
     return settings_for(database_url, **{"token_key_file": key_file, "gateway_answer_wait_seconds": 15.0, **overrides})
-
-
-@asynccontextmanager
-async def serving(settings: Settings, nats_url: str) -> AsyncIterator[str]:
-    """The gateway as `rapport serve gateway` runs it: its ASGI app under uvicorn, lifespan and all."""
-    _runtime, asgi = build(settings, nats_url)
-    server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=free_port(), log_config=None,
-                                           access_log=False, lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            pytest.fail("the gateway did not start")
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{server.config.port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @asynccontextmanager

@@ -16,7 +16,7 @@ from typing import Any
 import nats
 import pytest
 import pytest_asyncio
-from harness import running
+from harness import running, until
 from nats.aio.msg import Msg
 from sqlalchemy import select
 from test_gateway import client, codes, fhir_json, gateway_settings, key_file, serving, token  # noqa: F401
@@ -338,17 +338,6 @@ class Clinic:
             "participant": [{"actor": {"reference": f"Patient/{self.client}"}, "status": "accepted"},
                             {"actor": {"reference": f"Practitioner/{self.clinician}"}, "status": "accepted"}]})
         assert answered.status_code == 201, answered.text
-
-
-async def until(check: Any, seconds: float = 30.0) -> Any:
-    """Ask `check` until it gives something truthy: the read model follows the events it is fed."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while True:
-        found = await check()
-        if found or loop.time() > deadline:
-            return found
-        await asyncio.sleep(0.1)
 
 
 async def test_a_client_whose_srs_falls_and_who_then_misses_two_sessions_over_http_has_one_escalated_alert(

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import running, watching
+from harness import running, until, watching
 from test_gateway import client, gateway_settings, key_file, serving, token  # noqa: F401 (key_file: a fixture)
 
 pytestmark = pytest.mark.nats
@@ -64,17 +64,6 @@ async def events(base: str, bearer: str) -> AsyncIterator[asyncio.Queue[tuple[st
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def until(check: Any, seconds: float = 20.0) -> Any:
-    """Ask `check` until it gives something truthy: the read model follows the events it is fed."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while True:
-        found = await check()
-        if found or loop.time() > deadline:
-            return found
-        await asyncio.sleep(0.05)
 
 
 async def test_a_rupture_is_seen_live_listed_acknowledged_once_resolved_and_shown_on_the_record(
