@@ -51,6 +51,15 @@ def _broker_url(settings: Settings) -> str:
     return str(endpoints["broker_url"])
 
 
+def _broker(settings: Settings, tenant: str | None = None) -> tuple[str, Settings]:
+    """The broker's URL and how to sign in there: on the embedded stack as `tenant` (registered on first
+    use) or as the services (rapport/tenants.py); on an external broker as configured."""
+    from rapport.tenants import client_settings
+
+    url = _broker_url(settings)
+    return url, client_settings(settings, tenant)
+
+
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="default: RAPPORT_DATA_DIR or ./.rapport")]
 
 
@@ -231,7 +240,8 @@ def submit(
 
         ok = asyncio.run(submit_files_http(_gateway_url(settings), integration_token(settings, tenant), files, timeout))
     else:
-        ok = asyncio.run(submit_files(_broker_url(settings), tenant, files, timeout))
+        url, signed_in = _broker(settings, tenant)
+        ok = asyncio.run(submit_files(url, tenant, files, timeout, signed_in))
     raise typer.Exit(0 if ok else 1)
 
 
@@ -336,7 +346,7 @@ def deadletter_list(
     from rapport.deadletter import list_command
 
     filters = _filters(service, tenant, reason, since, until)
-    typer.echo(asyncio.run(list_command(_broker_url(_settings(data_dir)), filters, limit, as_json)))
+    typer.echo(asyncio.run(list_command(*_broker(_settings(data_dir)), filters, limit, as_json)))
 
 
 @deadletter_app.command("show")
@@ -348,7 +358,7 @@ def deadletter_show(
     """One dead letter's headers: reason, detail, original subject and message id, deliveries, size."""
     from rapport.deadletter import show_command
 
-    code, text = asyncio.run(show_command(_broker_url(_settings(data_dir)), sequence, save))
+    code, text = asyncio.run(show_command(*_broker(_settings(data_dir)), sequence, save))
     typer.echo(text, err=code != 0)
     raise typer.Exit(code)
 
@@ -368,7 +378,7 @@ def deadletter_redrive(
         typer.echo("give dead-letter sequence numbers, or --all with filters", err=True)
         raise typer.Exit(2)
     filters = _filters(service, tenant, reason, since, until) if every else None
-    code, text = asyncio.run(redrive_command(_broker_url(_settings(data_dir)), sequences or [], filters))
+    code, text = asyncio.run(redrive_command(*_broker(_settings(data_dir)), sequences or [], filters))
     typer.echo(text)
     raise typer.Exit(code)
 
@@ -379,8 +389,8 @@ def broker_check(data_dir: DataDir = None) -> None:
     and whether it is as Rapport expects. Exits 1 when something is off."""
     from rapport.broker_admin import check_command
 
-    settings = _settings(data_dir)
-    code, text = asyncio.run(check_command(settings, _broker_url(settings)))
+    url, settings = _broker(_settings(data_dir))
+    code, text = asyncio.run(check_command(settings, url))
     typer.echo(text)
     raise typer.Exit(code)
 
@@ -391,27 +401,41 @@ def broker_init(data_dir: DataDir = None) -> None:
     RAPPORT_STREAM_REPLICAS (for services running without permission to manage streams)."""
     from rapport.broker_admin import init_command
 
-    settings = _settings(data_dir)
-    code, text = asyncio.run(init_command(settings, _broker_url(settings)))
+    url, settings = _broker(_settings(data_dir))
+    code, text = asyncio.run(init_command(settings, url))
     typer.echo(text)
     raise typer.Exit(code)
 
 
-@broker_app.command("tenant-user")
-def broker_tenant_user(
-    tenant: Annotated[str, typer.Argument(help="the tenant whose clinic systems sign in with it")],
-    seed_dir: Annotated[Path | None, typer.Option(help="where the seed goes (default <data dir>/tenants)")] = None,
+@tenants_app.command("add")
+def tenants_add(
+    tenant: Annotated[str, typer.Argument(help="the tenant id ([a-z0-9_-], at most 64 characters)")],
     data_dir: DataDir = None,
 ) -> None:
-    """A broker user (NKey) for one tenant's clinic systems: its seed in a 0600 file, and the server
-    config entry allowing only rapport.<tenant>.in.> to publish and rapport.<tenant>.> to read."""
-    from rapport.broker_tenants import tenant_user_command
+    """Register a tenant: a broker user (NKey) for its clinic systems, its seed in <data dir>/tenants/T.nk
+    (0600), allowed only rapport.<tenant>.in.> to publish and rapport.<tenant>.> to read. The running
+    embedded broker lets it in at once; for an external broker, prints the entry to install."""
+    from rapport.tenants import BrokerReloadFailed, add_command
 
     try:
-        typer.echo(tenant_user_command(tenant, seed_dir or _settings(data_dir).data_dir / "tenants"))
+        typer.echo(add_command(tenant, _settings(data_dir).data_dir.resolve()))
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
+    except BrokerReloadFailed as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+@tenants_app.command("list")
+def tenants_list(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """The registered tenants and their broker users' public keys (never the seeds)."""
+    from rapport.tenants import list_command as list_tenants
+
+    typer.echo(list_tenants(_settings(data_dir).data_dir.resolve(), as_json))
 
 
 @app.command()
@@ -488,6 +512,48 @@ def questionnaires_import(
     try:
         form = read_file(file, instrument)
         typer.echo(asyncio.run(store(_settings(data_dir).resolved_database_url(), tenant, form)))
+    except QuestionnaireError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+
+
+# What deleting a mapping does, said in the command's help and the README (ingest reads a tenant's mappings
+# once per batch, in the batch's transaction).
+QUESTIONNAIRE_REMOVAL = (
+    "Ingest reads a tenant's mappings once per batch: a batch that read the mapping before the deletion "
+    "committed is still read with it; every later batch, including submissions already sent but not yet "
+    "read, is read without it (by the catalogue and the linkId conventions, or refused with the reason "
+    "and may be sent again, as a new message, once a mapping is imported). Nothing already accepted changes: stored "
+    "submissions, their scores and alerts stay as they are and nothing is re-scored.")
+
+
+@questionnaires_app.command("mappings")
+def questionnaires_mappings(
+    tenant: Annotated[str, typer.Option(help="the tenant whose imported Questionnaires to list")],
+    data_dir: DataDir = None,
+) -> None:
+    """A tenant's imported Questionnaires: canonical, version, instrument, linkIds, when imported, id."""
+    from rapport.questionnaires import QuestionnaireError, describe_imports, imports
+
+    try:
+        typer.echo(describe_imports(asyncio.run(imports(_settings(data_dir).resolved_database_url(), tenant)), tenant))
+    except QuestionnaireError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+
+
+@questionnaires_app.command("remove", help=(
+    "Delete a tenant's imported Questionnaire (URL|version as `mappings` lists it; a bare URL is the one "
+    "imported without a version). " + QUESTIONNAIRE_REMOVAL))
+def questionnaires_remove(
+    url: Annotated[str, typer.Argument(help="the imported Questionnaire's canonical url, with |version if it has one")],
+    tenant: Annotated[str, typer.Option(help="the tenant whose mapping it is")],
+    data_dir: DataDir = None,
+) -> None:
+    from rapport.questionnaires import QuestionnaireError, remove
+
+    try:
+        typer.echo(asyncio.run(remove(_settings(data_dir).resolved_database_url(), tenant, url)))
     except QuestionnaireError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None

@@ -1,11 +1,14 @@
-"""`rapport questionnaires list|show|import`: the published Questionnaires Rapport knows, and each tenant's own.
+"""`rapport questionnaires list|show|import|mappings|remove`: the published Questionnaires Rapport knows, and
+each tenant's own.
 
 `list` prints the catalogue (shared/instruments/questionnaires/: canonical, version, instrument, source) and,
 with --tenant, that tenant's imported Questionnaires. `show URL` prints one entry's linkId -> item map and
 answer weights. `import FILE.json --tenant T` reads a tenant's own FHIR Questionnaire (its linkIds, item
 codes and answer weights), refuses it with every problem when an item cannot be tied to a registry item or
 an answer cannot be weighed, and otherwise stores it in ingest's database (ingest_questionnaire_mappings):
-ingest reads it with the next batch for that tenant, and only for that tenant.
+ingest reads it with the next batch for that tenant, and only for that tenant. `mappings --tenant T` lists
+what T has imported, with each mapping's id and when it came; `remove URL --tenant T` deletes one (its help says
+what that changes and what it does not).
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from pathlib import Path
 
 from rapport.services.ingest.normalise.fhir.catalogue import CatalogueEntry, load_entries, read_questionnaire
 from rapport.services.ingest.normalise.outcome import QuestionnaireMap, TenantMapping, canonical_key, find_form
-from rapport.services.ingest.repository import SqlQuestionnaireMappings
+from rapport.services.ingest.repository import ImportedQuestionnaire, SqlQuestionnaireMappings
 from rapport.shared.contracts.tenancy import is_tenant_id
 from rapport.shared.db.engine import create_engine, session_factory
 from rapport.shared.instruments import load_registry
 
-__all__ = ["QuestionnaireError", "describe_list", "load_entries", "read_file", "show", "store", "tenant_forms"]
+__all__ = ["QuestionnaireError", "describe_imports", "describe_list", "imports", "load_entries",
+           "read_file", "remove", "show", "store", "tenant_forms"]
+
 
 
 class QuestionnaireError(Exception):
@@ -37,6 +42,54 @@ async def tenant_forms(url: str, tenant: str) -> list[QuestionnaireMap]:
     finally:
         await engine.dispose()
     return [form for forms in found.get(tenant, TenantMapping()).forms.values() for form in forms]
+
+
+async def imports(url: str, tenant: str) -> list[ImportedQuestionnaire]:
+    """A tenant's imported Questionnaires with their ids and import times."""
+    _check_tenant(tenant)
+    engine = create_engine(url)
+    try:
+        async with session_factory(engine)() as session:
+            return (await SqlQuestionnaireMappings(session).imported([tenant])).get(tenant, [])
+    finally:
+        await engine.dispose()
+
+
+def describe_imports(found: list[ImportedQuestionnaire], tenant: str) -> str:
+    if not found:
+        return f"tenant {tenant} has imported no Questionnaire"
+    lines = [f"{'canonical':<72} {'version':<9} {'instrument':<10} {'linkIds':>7} {'imported at':<25} id"]
+    for i in found:
+        lines.append(f"{i.form.canonical:<72} {i.form.version or 'any':<9} {i.form.instrument:<10} "
+                     f"{len(i.form.link_ids):>7} {i.imported_at.isoformat(timespec='seconds'):<25} {i.mapping_id}")
+    return "\n".join(lines)
+
+
+async def remove(url: str, tenant: str, reference: str) -> str:
+    """Delete the tenant's import named `canonical|version` (a bare canonical: the one imported without a
+    version); QuestionnaireError when the tenant has none by that name."""
+    found = await imports(url, tenant)
+    canonical, _, version = reference.partition("|")
+    same = [i for i in found if canonical_key(i.form.canonical) == canonical_key(canonical)]
+    chosen = next((i for i in same if (i.form.version or "") == version), None)
+    if chosen is None:
+        versions = ", ".join(f"{i.form.canonical}|{i.form.version}" if i.form.version else i.form.canonical
+                             for i in same)
+        raise QuestionnaireError(
+            f"tenant {tenant} has no imported Questionnaire {reference}"
+            + (f"; it has {versions}: name one as it is listed" if same else
+               "; `rapport questionnaires mappings --tenant " + tenant + "` lists what it has"))
+    engine = create_engine(url)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            gone = await SqlQuestionnaireMappings(session).remove(tenant, chosen.mapping_id)
+    finally:
+        await engine.dispose()
+    if not gone:  # removed by someone else between the read and the delete
+        raise QuestionnaireError(f"tenant {tenant} has no imported Questionnaire {reference} (already removed)")
+    name = chosen.form.canonical + (f"|{chosen.form.version}" if chosen.form.version else "")
+    return (f"removed {name} for tenant {tenant}; the next batch ingest reads for it is read without this "
+            "mapping, and nothing already accepted changes")
 
 
 def describe_list(entries: list[CatalogueEntry], imported: list[QuestionnaireMap], tenant: str | None) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -119,6 +120,15 @@ def questionnaire_key(canonical: str, version: str | None) -> str:
     return hashlib.sha256(f"{canonical_key(canonical)}|{version or ''}".encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class ImportedQuestionnaire:
+    """One of a tenant's imported Questionnaires as stored: its id (the row key), its map and when it came."""
+
+    mapping_id: str
+    form: QuestionnaireMap
+    imported_at: datetime
+
+
 class SqlQuestionnaireMappings:
     """Each tenant's imported Questionnaires (ingest_questionnaire_mappings)."""
 
@@ -127,29 +137,50 @@ class SqlQuestionnaireMappings:
 
     async def load(self, tenants: Collection[str]) -> dict[str, TenantMapping]:
         """The mappings of the batch's tenants in one read; a tenant with none is absent."""
+        found = await self.imported(tenants)
+        return {tenant: TenantMapping.of_forms([i.form for i in forms]) for tenant, forms in found.items()}
+
+    async def imported(self, tenants: Collection[str]) -> dict[str, list[ImportedQuestionnaire]]:
+        """The stored Questionnaires of these tenants in one read, each tenant's by canonical and version."""
         if not tenants:
             return {}
         table = questionnaire_mappings
         rows = await self._session.execute(
-            select(table.c.tenant, table.c.canonical, table.c.version, table.c.instrument, table.c.document)
+            select(table.c.tenant, table.c.questionnaire_key, table.c.canonical, table.c.version,
+                   table.c.instrument, table.c.imported_at, table.c.document)
             .where(table.c.tenant.in_(sorted(set(tenants)))).order_by(table.c.tenant, table.c.questionnaire_key))
-        forms: dict[str, list[QuestionnaireMap]] = {}
+        found: dict[str, list[ImportedQuestionnaire]] = {}
         for r in rows:
-            forms.setdefault(r.tenant, []).append(QuestionnaireMap(
-                canonical=r.canonical, version=r.version, instrument=r.instrument,
-                link_ids={k: int(v) for k, v in r.document.get("link_ids", {}).items()},
-                weights={k: {c: float(w) for c, w in v.items()} for k, v in r.document.get("weights", {}).items()},
-                source=str(r.document.get("source", ""))))
-        return {tenant: TenantMapping.of_forms(found) for tenant, found in forms.items()}
+            found.setdefault(r.tenant, []).append(ImportedQuestionnaire(r.questionnaire_key, _form(r), r.imported_at))
+        for forms in found.values():
+            forms.sort(key=lambda i: (i.form.canonical, i.form.version or ""))
+        return found
 
     async def save(self, tenant: str, form: QuestionnaireMap, now: datetime) -> bool:
         """Store (or replace) one Questionnaire of a tenant; True when it replaced an earlier import."""
         table = questionnaire_mappings
         key = questionnaire_key(form.canonical, form.version)
-        replaced = await self._session.execute(
-            delete(table).where(table.c.tenant == tenant, table.c.questionnaire_key == key))
+        replaced = await self.remove(tenant, key)
         await self._session.execute(table.insert(), [{
             "tenant": tenant, "questionnaire_key": key, "canonical": form.canonical, "version": form.version,
-            "instrument": form.instrument, "imported_at": now,
-            "document": {"link_ids": form.link_ids, "weights": form.weights, "source": form.source}}])
-        return bool(getattr(replaced, "rowcount", 0))
+            "instrument": form.instrument, "imported_at": now, "document": _document(form)}])
+        return replaced
+
+    async def remove(self, tenant: str, mapping_id: str) -> bool:
+        """Delete one of a tenant's Questionnaires by its id; False when the tenant has none by that id."""
+        table = questionnaire_mappings
+        gone = await self._session.execute(
+            delete(table).where(table.c.tenant == tenant, table.c.questionnaire_key == mapping_id))
+        return bool(getattr(gone, "rowcount", 0))
+
+
+def _document(form: QuestionnaireMap) -> dict[str, object]:
+    return {"link_ids": form.link_ids, "weights": form.weights, "source": form.source}
+
+
+def _form(r: Any) -> QuestionnaireMap:
+    return QuestionnaireMap(
+        canonical=r.canonical, version=r.version, instrument=r.instrument,
+        link_ids={k: int(v) for k, v in r.document.get("link_ids", {}).items()},
+        weights={k: {c: float(w) for c, w in v.items()} for k, v in r.document.get("weights", {}).items()},
+        source=str(r.document.get("source", "")))

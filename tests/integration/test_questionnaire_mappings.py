@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from harness import running, settings_for, watching
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from rapport.questionnaires import read_file, store, tenant_forms
+from rapport.questionnaires import read_file, remove, store, tenant_forms
 from rapport.services.ingest.normalise.outcome import QuestionnaireMap
-from rapport.services.ingest.repository import SqlQuestionnaireMappings
+from rapport.services.ingest.repository import SqlQuestionnaireMappings, submissions
+from rapport.shared.db.engine import create_engine
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "fhir"
 QUESTIONNAIRE = FIXTURES / "questionnaire-tenant-phq9-local-codes.json"
@@ -84,6 +86,23 @@ async def test_an_imported_questionnaire_makes_a_rejected_response_accepted_for_
         assert elsewhere["kind"] == "rapport.submission.rejected.v1"  # another tenant: not its Questionnaire
         assert await tenant_forms(database_url, other) == []
 
+        # removed: the next response is refused again, and the one accepted with the mapping stays as it was
+        said = await remove(database_url, tenant, f"{form.canonical}|{form.version}")
+        assert said.startswith(f"removed {form.canonical}|3 for tenant {tenant}")
+        assert await tenant_forms(database_url, tenant) == []
+        gone = await _answer(mine, body(4))
+        assert gone["kind"] == "rapport.submission.rejected.v1"
+        assert {p["code"] for p in gone["problems"]} >= {"unknown_instrument"}
+        engine = create_engine(database_url)
+        try:
+            async with engine.connect() as connection:
+                kept = (await connection.execute(select(submissions.c.submission_id, submissions.c.document).where(
+                    submissions.c.tenant == tenant))).all()
+        finally:
+            await engine.dispose()
+        assert [r.submission_id for r in kept] == ["qr-tenant-mood-0002"]
+        assert kept[0].document["responses"] == submission["responses"]
+
 
 
 async def test_the_command_lists_shows_refuses_and_imports_as_clinic_it_would_use_it(database_url: str) -> None:
@@ -121,3 +140,27 @@ async def test_the_command_lists_shows_refuses_and_imports_as_clinic_it_would_us
     own = await asyncio.to_thread(rapport, "show", "https://forms.clinic.example/fhir/Questionnaire/clinic-mood|3",
                                   "--tenant", tenant)
     assert own.exit_code == 0 and "mood-i" in own.output and "daily=3" in own.output
+
+    listed = await asyncio.to_thread(rapport, "mappings", "--tenant", tenant)
+    assert listed.exit_code == 0, listed.output
+    [row] = listed.output.splitlines()[1:]
+    assert row.split()[:4] == ["https://forms.clinic.example/fhir/Questionnaire/clinic-mood", "3", "phq9", "9"]
+    mapping_id = row.split()[-1]
+    assert len(mapping_id) == 64
+    bare = await asyncio.to_thread(rapport, "remove", "https://forms.clinic.example/fhir/Questionnaire/clinic-mood",
+                                   "--tenant", tenant)
+    assert bare.exit_code == 1 and "clinic-mood|3: name one as it is listed" in bare.output
+    elsewhere = await asyncio.to_thread(rapport, "remove", "https://forms.clinic.example/fhir/Questionnaire/clinic-mood|3",
+                                        "--tenant", longest_tenant("other"))
+    assert elsewhere.exit_code == 1 and "has no imported Questionnaire" in elsewhere.output
+    removed = await asyncio.to_thread(rapport, "remove", "https://forms.clinic.example/fhir/Questionnaire/clinic-mood|3",
+                                      "--tenant", tenant)
+    assert removed.exit_code == 0, removed.output
+    assert "nothing already accepted changes" in removed.output
+    empty = await asyncio.to_thread(rapport, "mappings", "--tenant", tenant)
+    assert empty.exit_code == 0 and empty.output.strip() == f"tenant {tenant} has imported no Questionnaire"
+    again = await asyncio.to_thread(rapport, "remove", "https://forms.clinic.example/fhir/Questionnaire/clinic-mood|3",
+                                    "--tenant", tenant)
+    assert again.exit_code == 1
+    helped = await asyncio.to_thread(rapport, "remove", "--help")
+    assert "Nothing already accepted changes" in " ".join(helped.output.split())
