@@ -1,12 +1,19 @@
 """A small synthetic clinic in the gateway's read model, for the lead's figures: alerts with their
-transitions and scores with their NHS Talking Therapies figures, written through the projection's
-own functions (records.keep_transitions, keep_scores), as the consumers write them. Every number
+transitions, scores with their NHS Talking Therapies figures and episodes' attendance with their
+endings, written through the projection's own functions (records.keep_transitions, keep_scores,
+keep_attendance), as the consumers write them. Every number
 the figures should come to is worked out in `EXPECTED_*` beside the story.
 
 The period is November 2026. clin-a acknowledged four alerts raised in it after 1, 2, 3 and 4 hours;
 clin-b one after 30 minutes and has one rupture still waiting. One not-on-track alert was raised in
 October and is still open on an episode scored in November; another was resolved back on track.
 Another tenant has an alert for a clinician with the same id, which must never show.
+
+Endings in November: c1 (clin-a) ended as planned after six sessions with a first and a last PHQ-9
+and GAD-7: a finished course, recovered. c2 (clin-a) stopped coming after three sessions (unplanned)
+with one PHQ-9 only: ended, not counted. c4 (clin-b) stopped after one session: not counted. c7
+(clin-b, scored in October only) ended as planned after eight sessions, not a case at the start and
+reliably worse. c5's planned ending is in December; c6 is still open after two sessions.
 """
 
 from __future__ import annotations
@@ -16,8 +23,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from rapport.services.gateway.records import keep_scores, keep_transitions
+from rapport.services.gateway.records import keep_attendance, keep_scores, keep_transitions
 from rapport.shared.contracts.alert import Alert, AlertTransition
+from rapport.shared.contracts.attendance import AttendanceRecorded, AttendanceSummary
 from rapport.shared.contracts.score import ScoreComputed, Scored
 
 HOUR = timedelta(hours=1)
@@ -72,6 +80,30 @@ def score(tenant: str, submission: str, client: str, clinician: str, instrument:
         talking_therapies=talking_therapies)
 
 
+def attendance(tenant: str, client: str, attended: int, ending: str, ended_at: datetime | None = None, *,
+               recorded: bool = True) -> AttendanceRecorded:
+    """The episode's attendance summary as the alerts service publishes it, with its ending."""
+    last = ended_at or at(11, 1)
+    return AttendanceRecorded(
+        tenant=tenant, appointment_id=f"appt-{client}", revision=1, client_id=client, episode_id=f"{client}-ep1",
+        status="ending" if recorded and ending != "open" else "attended",
+        summary=AttendanceSummary(as_of=last + HOUR, attended=attended, last_attended_at=last, ending=ending,
+                                  ending_recorded=recorded and ending != "open",
+                                  ended_at=ended_at if ending != "open" else None))
+
+
+def endings(tenant: str, other_tenant: str) -> list[AttendanceRecorded]:
+    return [
+        attendance(tenant, "c1", 6, "planned", at(11, 25)),
+        attendance(tenant, "c2", 3, "unplanned", at(11, 12), recorded=False),
+        attendance(tenant, "c4", 1, "unplanned", at(11, 14)),
+        attendance(tenant, "c5", 5, "planned", at(12, 5)),
+        attendance(tenant, "c6", 2, "open"),
+        attendance(tenant, "c7", 8, "planned", at(11, 28)),
+        attendance(other_tenant, "c1", 4, "planned", at(11, 20)),
+    ]
+
+
 def cohort(tenant: str, other_tenant: str) -> tuple[list[AlertTransition], list[ScoreComputed]]:
     moved = [
         *transitions(tenant, "a1", "not_on_track", "clin-a", "c1", at(11, 2), acknowledged_after=1 * HOUR),
@@ -96,9 +128,16 @@ def cohort(tenant: str, other_tenant: str) -> tuple[list[AlertTransition], list[
         score(tenant, "s-c2-phq-2", "c2", "clin-a", "phq9", at(11, 10), 11, course(True, False, True)),
         score(tenant, "s-c3-srs-1", "c3", "clin-a", "srs", at(10, 20), 30),
         score(tenant, "s-c4-gad-2", "c4", "clin-b", "gad7", at(11, 12), 7, course(False, None, False, True)),
+        score(tenant, "s-c5-phq-1", "c5", "clin-b", "phq9", at(10, 10), 16),
+        score(tenant, "s-c5-gad-1", "c5", "clin-b", "gad7", at(10, 10), 11, course(True, False, False)),
         score(tenant, "s-c5-srs-2", "c5", "clin-b", "srs", at(11, 15), 33),
+        score(tenant, "s-c5-gad-3", "c5", "clin-b", "gad7", at(12, 2), 5, course(True, True, True)),
         score(tenant, "s-c5-phq-3", "c5", "clin-b", "phq9", at(12, 2), 9, course(True, True, True)),
         score(tenant, "s-c6-phq-1", "c6", "clin-b", "phq9", at(11, 16), 14),
+        score(tenant, "s-c7-phq-1", "c7", "clin-b", "phq9", at(10, 5), 5),
+        score(tenant, "s-c7-gad-1", "c7", "clin-b", "gad7", at(10, 5), 4, course(False, None, False)),
+        score(tenant, "s-c7-phq-2", "c7", "clin-b", "phq9", at(10, 30), 11, course(False, None, False, True)),
+        score(tenant, "s-c7-gad-2", "c7", "clin-b", "gad7", at(10, 30), 6, course(False, None, False, True)),
         score(other_tenant, "s-u1", "c1", "clin-a", "phq9", at(11, 20), 4, course(True, True, True)),
     ]
     return moved, scores
@@ -109,6 +148,7 @@ async def seed(sessions: async_sessionmaker[AsyncSession], tenant: str, other_te
     async with sessions() as session, session.begin():
         await keep_transitions(session, moved)
         await keep_scores(session, scores)
+        await keep_attendance(session, endings(tenant, other_tenant))
 
 
 # what the figures come to for November 2026, every clinician
@@ -123,9 +163,13 @@ EXPECTED_NOVEMBER: dict[str, Any] = {
                             "all": (5, 1, 7200.0, 12960.0)},
     "not_on_track": (5, 2, 0.4),
     "ruptures": (3, 1, 1, 1),
-    # c1 recovered and improved, c2 improved without recovering, c4 not a case and deteriorated;
-    # c5's latest is in December, c6 has no GAD-7
-    "talking_therapies": {"episodes": 3, "case_at_start": 2, "recovered": 1, "recovery_rate": 0.5,
-                          "reliable_improvement": 2, "reliable_improvement_rate": 0.6667,
-                          "reliable_deterioration": 1, "reliably_recovered": 1},
+    # ended in November: c1 and c7 planned, c2 and c4 unplanned; c4 had one session, c2 one PHQ-9 only;
+    # c1 and c7 finished a course: c1 a case at the start, recovered and improved, c7 not a case and worse
+    "talking_therapies": {"ended": 4, "planned": 2, "unplanned": 2, "dropout_rate": 0.5,
+                          "fewer_than_two_contacts": 1, "unpaired": 1, "finished": 2, "case_at_start": 1,
+                          "recovered": 1, "recovery_rate": 1.0, "reliable_improvement": 1,
+                          "reliable_improvement_rate": 0.5, "reliable_deterioration": 1, "reliably_recovered": 1,
+                          "reliable_recovery_rate": 1.0},
+    # clinician: (ended, unplanned, fewer than two sessions, finished, recovered)
+    "endings_by_clinician": {"clin-a": (2, 1, 0, 1, 1), "clin-b": (2, 1, 1, 1, 0)},
 }

@@ -112,7 +112,11 @@ async def figures_on(page: Any) -> dict[str, Any]:
         "ruptures": (int(await text("[data-figure=ruptures-raised] strong")),
                      int(await text("[data-figure=ruptures-repaired] strong"))),
         "tt": (int(await text("[data-figure=tt-episodes]")), await text("[data-figure=tt-recovered]"),
-               await text("[data-figure=tt-improved]")),
+               await text("[data-figure=tt-improved]"), await text("[data-figure=tt-ended]"),
+               int(await text("[data-figure=tt-too-few]")), int(await text("[data-figure=tt-unpaired]"))),
+        "endings": dict(await page.locator("[data-testid=endings-by-clinician] tr[data-clinician]").evaluate_all(
+            "rows => rows.map(r => [r.dataset.clinician, [Number(r.dataset.ended), Number(r.dataset.unplanned), "
+            "r.cells[2].textContent.trim()]])")),
     }
 
 
@@ -130,8 +134,13 @@ def figures_of(api: dict[str, Any]) -> dict[str, Any]:
                   for row in [*t["by_clinician"], t["all"]]},
         "not_on_track": f"{n['not_on_track']} of {n['active_episodes']} episodes ({percent(n['share'])})",
         "ruptures": (r["raised"], r["repaired"]),
-        "tt": (tt["episodes"], f"{tt['recovered']} ({percent(tt['recovery_rate'])})",
-               f"{tt['reliable_improvement']} ({percent(tt['reliable_improvement_rate'])})"),
+        "tt": (tt["finished"], f"{tt['recovered']} ({percent(tt['recovery_rate'])})",
+               f"{tt['reliable_improvement']} ({percent(tt['reliable_improvement_rate'])})",
+               f"{tt['ended']} ({tt['planned']} planned, {tt['unplanned']} unplanned)",
+               tt["fewer_than_two_contacts"], tt["unpaired"]),
+        "endings": {row["clinician"]: [row["ended"], row["unplanned"],
+                                       f"{row['unplanned']} ({percent(row['dropout_rate'])})"]
+                    for row in ([*tt["by_clinician"], {**tt, "clinician": "all"}] if tt["ended"] else [])},
     }
 
 
@@ -162,7 +171,9 @@ async def test_a_lead_sees_the_tenants_figures_as_the_api_gives_them_and_follows
         assert shown["times"]["clin-a"] == (4, 9000, 13320)  # 1, 2, 3, 4 hours: median 2.5 h, p90 3.7 h
         assert shown["not_on_track"] == "2 of 5 episodes (40%)"
         basis = await page.locator("[data-testid=talking-therapies] .basis").inner_text()
-        assert "not closed episodes" in basis
+        assert "ended in the period" in basis and "finished course of treatment" in basis
+        assert shown["tt"][:4] == (2, "1 (100%)", "1 (50%)", "4 (2 planned, 2 unplanned)")
+        assert shown["endings"]["clin-a"] == [2, 1, "1 (50%)"]  # dropout by clinician
         await screens.shoot(page, "lead-november")
 
         await page.get_by_label("Clinician").select_option("clin-b")

@@ -1,7 +1,8 @@
 """The clinical lead's figures on SQLite and PostgreSQL, from a read model written by the projection's
 own functions (lead_cohort.py): exact counts, median and 90th percentile of known acknowledgement
 times, the not-on-track share, ruptures raised against repaired, the NHS Talking Therapies figures
-as scoring computed them and labelled for what they are; the alerts behind each figure; and over
+on the episodes that ended in the period (scoring's outcomes, counted only for a finished course) and
+dropout by clinician; the alerts behind each figure; and over
 HTTP, `GET /api/v1/figures` for a lead of this tenant only (another tenant's lead sees theirs, a
 clinician, an admin and an integration 403, no credential 401), each read in the audit trail."""
 
@@ -41,6 +42,8 @@ def summary(shown: dict[str, Any]) -> dict[str, Any]:
         "not_on_track": (n["active_episodes"], n["not_on_track"], n["share"]),
         "ruptures": (r["raised"], r["repaired"], r["unrepaired"], r["not_resolved"]),
         "talking_therapies": {k: tt[k] for k in EXPECTED_NOVEMBER["talking_therapies"]},
+        "endings_by_clinician": {row["clinician"]: (row["ended"], row["unplanned"], row["fewer_than_two_contacts"],
+                                                    row["finished"], row["recovered"]) for row in tt["by_clinician"]},
     }
 
 
@@ -52,8 +55,9 @@ async def test_the_figures_of_november_come_to_the_numbers_worked_out_by_hand(
         found = await figures(session, tenant, NOVEMBER)
     shown = found.as_json()
     assert summary(shown) == EXPECTED_NOVEMBER
-    assert shown["talking_therapies"]["closed_episodes_known"] is False
-    assert "not closed episodes" in shown["talking_therapies"]["basis"]
+    assert shown["talking_therapies"]["closed_episodes_known"] is True
+    assert "ended in the period" in shown["talking_therapies"]["basis"]
+    assert any(source.startswith("R54") for source in shown["talking_therapies"]["sources"])
     assert shown["open_alerts"]["page"] == f"/lead/alerts?since={SINCE}&until={UNTIL}&figure=open"
 
 
@@ -68,10 +72,13 @@ async def test_one_clinicians_figures_and_all_time(sessions: async_sessionmaker[
     assert theirs["time_to_acknowledge"] == {"clin-a": (4, 0, 9000.0, 13320.0), "all": (4, 0, 9000.0, 13320.0)}
     assert theirs["not_on_track"] == (2, 1, 0.5)  # c1 and c2 scored by clin-a; c1 not on track
     assert theirs["ruptures"] == (2, 1, 1, 0)
-    assert theirs["talking_therapies"]["episodes"] == 2
-    # all time: October's open not-on-track alert is open too; c3 (October) is active; c5's December course counts
-    assert (ever["open_alerts"]["total"], ever["not_on_track"]) == (5, (6, 2, 0.3333))
-    assert ever["talking_therapies"]["episodes"] == 4
+    assert (theirs["talking_therapies"]["ended"], theirs["talking_therapies"]["finished"]) == (2, 1)
+    assert theirs["endings_by_clinician"] == {"clin-a": (2, 1, 0, 1, 1)}
+    # all time: October's open not-on-track alert is open too; c3 and c7 (October) are active; c5's
+    # December ending counts, a finished course recovered; c6 is still open
+    assert (ever["open_alerts"]["total"], ever["not_on_track"]) == (5, (7, 2, 0.2857))
+    tt = ever["talking_therapies"]
+    assert (tt["ended"], tt["finished"], tt["case_at_start"], tt["recovered"]) == (5, 3, 2, 2)
 
 
 async def test_the_alerts_behind_each_figure(sessions: async_sessionmaker[AsyncSession], tenant: str) -> None:
@@ -95,7 +102,8 @@ async def test_another_tenant_sees_only_its_own(sessions: async_sessionmaker[Asy
         other = (await figures(session, f"{tenant}x", NOVEMBER)).as_json()
         nobody = (await figures(session, f"{tenant}y", NOVEMBER)).as_json()
     assert other["open_alerts"]["total"] == 1 and other["ruptures"]["raised"] == 1
-    assert other["not_on_track"]["active_episodes"] == 1 and other["talking_therapies"]["episodes"] == 1
+    assert other["not_on_track"]["active_episodes"] == 1
+    assert (other["talking_therapies"]["ended"], other["talking_therapies"]["unpaired"]) == (1, 1)
     assert nobody["open_alerts"]["total"] == 0 and nobody["not_on_track"]["share"] is None
     assert nobody["time_to_acknowledge"]["all"]["median_seconds"] is None
 
