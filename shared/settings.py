@@ -132,6 +132,12 @@ class Settings(BaseSettings):
     notify_retry_seconds: list[float] = Field(
         default=[5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0])
     notify_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    # Where webhooks may go (services/gateway/notifications/egress.py): only public addresses over
+    # https, unless allowed here. Host names, addresses or networks (CIDR), comma-separated, that may
+    # be reached although they are loopback, private or link-local (a receiver inside the clinic's
+    # network: "hooks.clinic.internal,10.20.0.0/16"); and whether plain http is allowed.
+    webhook_allow_hosts: str = ""
+    webhook_allow_http: bool = False
 
     @property
     def inbox_retention(self) -> timedelta:

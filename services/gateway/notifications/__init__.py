@@ -7,6 +7,7 @@ e-mail addresses a tenant's admin or a clinician set up.
 - `handlers`: the consumer of `rapport.*.notify.>`, writing one delivery per matching target in
   the transaction that takes the event (an outbox of deliveries);
 - `sender`: the background task that sends what is due, signs webhooks, records every attempt;
+- `egress`: where a webhook may go (the SSRF guard), checked when a URL is given and on each try;
 - `api`: `/api/v1/webhooks` and `/api/v1/email-subscriptions`;
 - `wiring`: how app.py plugs the four into the gateway.
 """

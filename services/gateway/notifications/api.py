@@ -37,6 +37,7 @@ from rapport.services.gateway.notifications.domain import (
     fingerprint,
     new_secret,
 )
+from rapport.services.gateway.notifications.egress import EgressPolicy, check_url
 from rapport.services.gateway.notifications.models import EmailSubscription, WebhookEndpoint
 from rapport.services.gateway.notifications.repository import (
     AttemptSeen,
@@ -70,8 +71,10 @@ MAX_ATTEMPTS_SHOWN = 1000
 class NewWebhook(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(max_length=2048, description="http:// or https:// (use https: notifications carry clinical "
-                                                   "words); redirects are not followed")
+    url: str = Field(max_length=2048, description="https:// to a public address (plain http and loopback, private "
+                                                   "or link-local addresses only where the operator allows them: "
+                                                   "RAPPORT_WEBHOOK_ALLOW_HOSTS, RAPPORT_WEBHOOK_ALLOW_HTTP); "
+                                                   "redirects are not followed")
     clinician_id: SubjectToken | None = Field(default=None, description="whose notifications; an admin may leave "
                                               "it out for every notification of the tenant, a clinician's is theirs")
     description: str = Field(default="", max_length=200)
@@ -183,9 +186,12 @@ def _request_body(model: type[BaseModel]) -> dict[str, Any]:
 
 def notifications_router(gate: Gate, sessions: async_sessionmaker[AsyncSession], *,
                          clock: Callable[[], datetime], email_configured: bool,
+                         egress: EgressPolicy | None = None,
                          authenticate: Authenticate | None = None, audit: Audit | None = None) -> APIRouter:
     """`authenticate` (default: the bearer token, `gate.principal`) is asked for `manage_webhooks`
-    first and, refused with 403, for `manage_own_webhooks`: the two roles' actions."""
+    first and, refused with 403, for `manage_own_webhooks`: the two roles' actions. `egress` says
+    where a webhook may go (default: public addresses over https only)."""
+    egress = egress or EgressPolicy()
     who = authenticate or gate.principal
     # the bearer token when it is the gate's; another authenticate says on the request (sign-in)
     credential = "bearer" if authenticate is None else None
@@ -278,6 +284,10 @@ def notifications_router(gate: Gate, sessions: async_sessionmaker[AsyncSession],
         if isinstance(asked, Response):
             return asked
         clinician = for_whom(scope, asked.clinician_id)
+        refused = await check_url(egress, asked.url)
+        if refused is not None:  # the SSRF guard (egress.py); every try checks again
+            problem = Problem(field="url", code="address_refused", message=refused)
+            return JSONResponse({"status": "refused", "problems": [problem.model_dump()]}, 422)
         row = WebhookEndpoint(id=str(uuid.uuid4()), tenant=scope.tenant, clinician_id=clinician, url=asked.url,
                               description=asked.description, secret=new_secret(), created_at=clock(),
                               created_by=principal.subject[:255])

@@ -38,6 +38,7 @@ from rapport.services.gateway.notifications.domain import (
     retry_after,
     signed_headers,
 )
+from rapport.services.gateway.notifications.egress import AddressRefused, EgressPolicy, GuardedTransport
 from rapport.services.gateway.notifications.repository import Claimed, claim_due, record_attempt
 from rapport.shared.messaging.consumer import utcnow
 from rapport.shared.metrics import REGISTRY, ByTenant
@@ -102,6 +103,8 @@ class NotificationSender:
         self._sessions = sessions
         self._settings = settings
         self._clock = clock
+        # every try goes through the SSRF guard (egress.py) unless a test hands its own transport
+        self.egress = EgressPolicy.from_setting(settings.webhook_allow_hosts, settings.webhook_allow_http)
         self._transport = transport
         self._concurrency = concurrency
         self._jitter = jitter
@@ -128,7 +131,8 @@ class NotificationSender:
 
     def start(self) -> None:
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(self._timeout), follow_redirects=False,
-                                       transport=self._transport, headers={"user-agent": USER_AGENT})
+                                       transport=self._transport or GuardedTransport(self.egress),
+                                       headers={"user-agent": USER_AGENT})
         self._task = asyncio.create_task(self._run(), name="gateway-notification-sender")
         self._recorder = asyncio.create_task(self._record_tries(), name="gateway-notification-recorder")
 
@@ -242,6 +246,8 @@ class NotificationSender:
                     self._http.stream("POST", delivery.url, content=delivery.payload, headers=headers) as response:
                 return Tried(status_code=response.status_code,
                              retry_after_seconds=retry_after(response.headers.get("retry-after"), self._clock()))
+        except AddressRefused:  # not public, or not https (egress.py): refused, not tried again
+            return Tried(error="address_refused")
         except (TimeoutError, httpx.TimeoutException):
             return Tried(error="timeout")
         except (httpx.UnsupportedProtocol, httpx.InvalidURL):

@@ -48,5 +48,6 @@ def notification_delivery(runtime: ServiceRuntime, settings: Settings, gate: Gat
 
     runtime.add_background(Periodic("gateway-delivery-pruning", 3600, prune))
     router = notifications_router(gate, runtime.sessions, clock=runtime.clock,
-                                  email_configured=sender.email_configured, authenticate=authenticate, audit=audit)
+                                  email_configured=sender.email_configured, egress=sender.egress,
+                                  authenticate=authenticate, audit=audit)
     return NotificationDelivery(router=router, sender=sender)
