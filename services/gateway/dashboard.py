@@ -67,7 +67,7 @@ def dashboard(settings: Settings, sessions: async_sessionmaker[AsyncSession], ga
     start_pages: dict[str, StartPage] = {"lead": lead.render, "admin": partial(admin_start_page, views)}
     routers.append(pages_router(sign_in, audit, views, worklist=worklist, start_pages=start_pages))
     routers += [lead_router(sessions, sign_in, audit, views, lead),
-                admin_router(sessions, sign_in, audit, views, settings)]
+                admin_router(sessions, sign_in, audit, views, settings, clock=clock)]
     routers.append(client_view_router(Records(sessions), sign_in, audit, views))  # /clients/...
     return Dashboard(sign_in, audit, views, routers,
                      [Periodic("gateway-sign-in-pruning", 3600, sign_in.prune)])

@@ -20,12 +20,13 @@ import uvicorn
 from browser_rig import Screens, assert_controls_labelled, chromium, output_dir
 from dashboard_rig import link, signing_key
 from lead_cohort import SINCE, UNTIL, seed
+from sqlalchemy import update
 
 from rapport.embedded_nats import free_port
 from rapport.services.gateway.dashboard import dashboard
 from rapport.services.gateway.http import Gate, create_app
 from rapport.services.gateway.notifications.domain import NewDelivery, new_secret
-from rapport.services.gateway.notifications.models import DeliveryAttempt, WebhookEndpoint
+from rapport.services.gateway.notifications.models import Delivery, DeliveryAttempt, WebhookEndpoint
 from rapport.services.gateway.notifications.repository import add_target, queue
 from rapport.services.gateway.tokens import SigningKeyVerifier, load_signing_key
 from rapport.shared.db.engine import create_engine, session_factory
@@ -37,7 +38,8 @@ NOW = datetime(2026, 11, 10, 12, tzinfo=UTC)
 
 
 async def seed_webhooks(sessions: Any, tenant: str) -> None:
-    """One team endpoint with a delivery tried twice (a 503, then delivered) and one for clin-a never tried."""
+    """One team endpoint with a delivery tried twice (a 503, then delivered) and one that died after a 500,
+    and one for clin-a never tried."""
     async with sessions() as session, session.begin():
         await add_target(session, WebhookEndpoint(
             id="00000000-0000-4000-8000-000000000001", tenant=tenant, clinician_id=None,
@@ -50,6 +52,15 @@ async def seed_webhooks(sessions: Any, tenant: str) -> None:
         await queue(session, [NewDelivery(id="00000000-0000-4000-8000-0000000000d1", tenant=tenant, channel="webhook",
                                           target_id="00000000-0000-4000-8000-000000000001", event_id="ev-b1",
                                           alert_id="b1", payload=b"{}")], NOW)
+        await queue(session, [NewDelivery(id="00000000-0000-4000-8000-0000000000d2", tenant=tenant, channel="webhook",
+                                          target_id="00000000-0000-4000-8000-000000000001", event_id="ev-a3",
+                                          alert_id="a3", payload=b"{}")], NOW - timedelta(hours=1))
+        await session.execute(update(Delivery).where(Delivery.id == "00000000-0000-4000-8000-0000000000d2")
+                              .values(status="dead", attempts=1, next_attempt_at=None, finished_at=NOW))
+        session.add(DeliveryAttempt(
+            delivery_id="00000000-0000-4000-8000-0000000000d2", attempt=1, tenant=tenant,
+            target_id="00000000-0000-4000-8000-000000000001", attempted_at=NOW - timedelta(minutes=30),
+            duration_ms=35, status_code=500, error=None, outcome="dead", next_attempt_at=None))
         for attempt, status, outcome in ((1, 503, "retried"), (2, 200, "delivered")):
             session.add(DeliveryAttempt(
                 delivery_id="00000000-0000-4000-8000-0000000000d1", attempt=attempt, tenant=tenant,
@@ -242,7 +253,7 @@ async def test_an_admin_sees_the_webhook_endpoints_with_their_attempts_and_the_l
         assert "https://hooks.example.test/rapport" in await team.get_by_role("heading").inner_text()
         assert "every clinician of the tenant" in await team.locator(".meta").inner_text()
         outcomes = await team.locator("tr[data-outcome]").evaluate_all("rows => rows.map(r => r.dataset.outcome)")
-        assert outcomes == ["delivered", "retried"]  # newest first
+        assert outcomes == ["delivered", "retried", "dead"]  # newest first
         assert "HTTP 503" in await team.locator("tr[data-outcome=retried]").inner_text()
         assert "whsec_" not in await page.content()  # fingerprints only
         theirs = page.locator("[data-target-id='00000000-0000-4000-8000-000000000002']")
@@ -250,6 +261,23 @@ async def test_an_admin_sees_the_webhook_endpoints_with_their_attempts_and_the_l
         assert "No delivery attempts yet." in await theirs.inner_text()
         await assert_controls_labelled(page)
         await screens.shoot(page, "admin-webhooks")
+
+        # Retry the dead delivery and delete clin-a's endpoint, in place (htmx): no reload
+        await page.evaluate("window.notReloaded = true")
+        assert await team.get_by_role("button", name="Retry").count() == 1  # the dead one only
+        await team.get_by_role("button", name="Retry").click()
+        await team.get_by_role("status").wait_for()
+        assert "Sent again" in await team.get_by_role("status").inner_text()
+        assert "pending" in await team.locator("tr[data-outcome=dead]").inner_text()  # the delivery now
+        assert await team.get_by_role("button", name="Retry").count() == 0
+        page.once("dialog", lambda dialog: dialog.accept())
+        await theirs.get_by_role("button", name="Delete").click()
+        await page.locator("[data-target-id='00000000-0000-4000-8000-000000000002'][data-gone=true]").wait_for()
+        assert await page.evaluate("window.notReloaded") is True
+        await screens.shoot(page, "admin-webhooks-after-retry-and-delete")
+        await page.reload()
+        assert await page.locator("[data-target-id='00000000-0000-4000-8000-000000000002']").count() == 0
+        assert "pending" in await team.locator("tr[data-outcome=dead]").inner_text()
 
         await page.get_by_role("link", name="Instruments").click()
         await page.get_by_role("heading", name="Instruments").wait_for()
@@ -264,3 +292,7 @@ async def test_an_admin_sees_the_webhook_endpoints_with_their_attempts_and_the_l
         done = {(r["action"], r["resource"], r["detail"]) for r in rows["entries"] if r["outcome"] == 200}
         assert ("manage_webhooks", "webhook/00000000-0000-4000-8000-000000000001", "read_attempts") in done
         assert ("read_instruments", "instruments", None) in done
+        commands = {(r["action"], r["outcome"], r["resource"], r["detail"]) for r in rows["entries"]}
+        assert ("manage_webhooks", 202, "webhook/00000000-0000-4000-8000-000000000001/delivery/"
+                "00000000-0000-4000-8000-0000000000d2", "retry") in commands
+        assert ("manage_webhooks", 204, "webhook/00000000-0000-4000-8000-000000000002", "delete") in commands
