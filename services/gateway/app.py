@@ -24,6 +24,7 @@ from rapport.services.gateway.intake import Intake, body_limit
 from rapport.services.gateway.live import AlertCommander, AlertFeed
 from rapport.services.gateway.models import inbox, outbox
 from rapport.services.gateway.notifications.wiring import notification_delivery
+from rapport.services.gateway.questionnaire_mappings import MappingCommander, questionnaire_mappings_router
 from rapport.services.gateway.records import Records
 from rapport.services.gateway.records_api import records_router
 from rapport.services.gateway.repository import StoredAnswers, forget_old_answers
@@ -105,8 +106,11 @@ def build(settings: Settings, broker_url: str, *, verifier: TokenVerifier | None
     notifications = notification_delivery(runtime, settings, gate, audit=pages.audit)  # webhooks, e-mail
     records = records_router(Records(runtime.sessions, runtime.clock), feed, commander, pages.sign_in.principal_of,
                              pages.audit)
+    mappings = questionnaire_mappings_router(
+        MappingCommander(ingress, wait_seconds=settings.gateway_answer_wait_seconds), gate,
+        pages.sign_in.principal_of, pages.audit)
     http = create_app(intake, gate, version=VERSION, wait_seconds=settings.gateway_answer_wait_seconds,
                       routers=[attendance_router(intake, gate, wait_seconds=settings.gateway_answer_wait_seconds),
-                               notifications.router, records, *pages.routers])
+                               notifications.router, records, mappings, *pages.routers])
     service = runtime.asgi(background=[Periodic("gateway-answer-pruning", 3600, prune), *pages.background])
     return runtime, GatewayAsgi(service, http)

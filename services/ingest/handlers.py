@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from rapport.services.ingest.admission import Admission, AttendanceAdmission, admit, admit_attendance, record_id
+from rapport.services.ingest.mapping_commands import carry_out
 from rapport.services.ingest.normalise import (
     AttendanceRejection,
     AttendanceResult,
@@ -16,8 +17,9 @@ from rapport.services.ingest.normalise import (
     normalise,
     normalise_attendance,
 )
-from rapport.services.ingest.unit_of_work import AttendanceUnitOfWork, IngestUnitOfWork
+from rapport.services.ingest.unit_of_work import AttendanceUnitOfWork, IngestUnitOfWork, MappingUnitOfWork
 from rapport.shared.contracts.attendance import Attendance, AttendanceAccepted, AttendanceRejected, EpisodeEnding
+from rapport.shared.contracts.questionnaire_mapping import ANSWER_VERB, QuestionnaireMappingAnswer
 from rapport.shared.contracts.submission import Submission, SubmissionAccepted, SubmissionRejected
 from rapport.shared.db.delivery import Outgoing
 from rapport.shared.instruments import Registry
@@ -31,6 +33,7 @@ from rapport.shared.settings import Settings
 SERVICE = "ingest"
 ANSWER = "submission.answer"  # accepted or rejected: one answer per submission, one id
 ATTENDANCE_ANSWER = "attendance.answer"
+MAPPING_ANSWER = "questionnaire-mapping.answer"
 
 
 @dataclass
@@ -172,4 +175,35 @@ def _attendance_rejected(message: Inbound, part: Part, rejection: AttendanceReje
         entity="attendance", verb="rejected", service=SERVICE, tenant=message.tenant,
         subject=subjects.outbound(message.tenant, "attendance", "rejected"), about=rejection.appointment_id,
         data=data, event_id=message.event_id(ATTENDANCE_ANSWER, part.number),
+    )
+
+
+@dataclass
+class QuestionnaireMappingCommands:
+    """list / store / remove a tenant's own Questionnaires, on rapport.<tenant>.in.questionnaire-mappings (the
+    gateway's admin API): the batch's tenants' mappings read once, each command carried out in order, one
+    answer per command. Ingest is the one writer of the mappings; it reads them with its next batch."""
+
+    registry: Registry
+
+    async def __call__(self, uow: MappingUnitOfWork, messages: Sequence[Inbound]) -> None:
+        if any(not m.tenant for m in messages):
+            raise UnroutableSubmission("the subject does not name a valid tenant")
+        imported = await uow.mappings.imported({m.tenant for m in messages})
+        for message in messages:
+            outcome = carry_out(message.body, imported.get(message.tenant, []), self.registry, uow.now)
+            imported[message.tenant] = outcome.imported
+            if outcome.stored is not None:
+                await uow.mappings.save(message.tenant, outcome.stored, uow.now)
+            if outcome.removed is not None:
+                await uow.mappings.remove(message.tenant, outcome.removed)
+            uow.publish([_mapping_answer(message, outcome.answer)])
+
+
+def _mapping_answer(message: Inbound, answer: QuestionnaireMappingAnswer) -> Outgoing:
+    verb = ANSWER_VERB[answer.outcome]
+    return cloud_event(
+        entity="questionnaire-mapping", verb=verb, service=SERVICE, tenant=message.tenant,
+        subject=subjects.outbound(message.tenant, "questionnaire-mapping", verb), about=answer.command_id,
+        data=answer, event_id=message.event_id(MAPPING_ANSWER),
     )

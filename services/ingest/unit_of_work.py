@@ -11,7 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rapport.services.ingest.admission import Admission, AttendanceAdmission, StoredAppointment
 from rapport.services.ingest.normalise import TenantMapping
-from rapport.services.ingest.repository import Key, SqlAppointments, SqlQuestionnaireMappings, SqlSubmissions
+from rapport.services.ingest.normalise.outcome import QuestionnaireMap
+from rapport.services.ingest.repository import (
+    ImportedQuestionnaire,
+    Key,
+    SqlAppointments,
+    SqlQuestionnaireMappings,
+    SqlSubmissions,
+)
 from rapport.shared.contracts.attendance import Attendance, EpisodeEnding
 from rapport.shared.contracts.submission import Submission
 from rapport.shared.unit_of_work import UnitOfWork
@@ -68,3 +75,23 @@ class AttendanceUnitOfWork(UnitOfWork):
     @classmethod
     def on(cls, session: AsyncSession, now: datetime) -> AttendanceUnitOfWork:
         return cls(SqlAppointments(session), now)
+
+
+class StoredMappings(Protocol):
+    """The tenants' imported Questionnaires as the mapping commands change them (SqlQuestionnaireMappings)."""
+
+    async def imported(self, tenants: Collection[str]) -> dict[str, list[ImportedQuestionnaire]]: ...
+
+    async def save(self, tenant: str, form: QuestionnaireMap, now: datetime) -> bool: ...
+
+    async def remove(self, tenant: str, mapping_id: str) -> bool: ...
+
+
+class MappingUnitOfWork(UnitOfWork):
+    def __init__(self, mappings: StoredMappings, now: datetime) -> None:
+        super().__init__(now)
+        self.mappings = mappings
+
+    @classmethod
+    def on(cls, session: AsyncSession, now: datetime) -> MappingUnitOfWork:
+        return cls(SqlQuestionnaireMappings(session), now)

@@ -18,7 +18,8 @@ INBOUND_STREAM = "RAPPORT_IN"
 EVENT_STREAM = "RAPPORT"
 DEADLETTER_STREAM = "RAPPORT_DLQ"
 # the entities of outbound events, `rapport.<tenant>.<entity>.<verb>`
-EVENT_ENTITIES = ("submission", "score", "alert", "alert-command", "evaluation", "notify", "attendance")
+EVENT_ENTITIES = ("submission", "score", "alert", "alert-command", "evaluation", "notify", "attendance",
+                  "questionnaire-mapping")
 STREAM_SUBJECTS = {
     INBOUND_STREAM: [f"{PREFIX}.*.in.>"],
     EVENT_STREAM: [f"{PREFIX}.*.{entity}.>" for entity in EVENT_ENTITIES],
@@ -28,6 +29,7 @@ STREAM_SUBJECTS = {
 INBOUND_SUBMISSIONS = f"{PREFIX}.*.in.submissions"
 INBOUND_ALERT_COMMANDS = f"{PREFIX}.*.in.alert-commands"
 INBOUND_ATTENDANCE = f"{PREFIX}.*.in.attendance"
+INBOUND_QUESTIONNAIRE_MAPPINGS = f"{PREFIX}.*.in.questionnaire-mappings"
 ATTENDANCE_ACCEPTED = f"{PREFIX}.*.attendance.accepted"
 SUBMISSION_ACCEPTED = f"{PREFIX}.*.submission.accepted"
 SCORE_COMPUTED = f"{PREFIX}.*.score.computed"
@@ -47,6 +49,10 @@ def attendance_in(tenant: str) -> str:
 
 def alert_commands_in(tenant: str) -> str:
     return f"{PREFIX}.{tenant}.in.alert-commands"
+
+
+def questionnaire_mappings_in(tenant: str) -> str:
+    return f"{PREFIX}.{tenant}.in.questionnaire-mappings"
 
 
 def outbound(tenant: str, entity: str, verb: str) -> str:
