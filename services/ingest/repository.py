@@ -175,7 +175,7 @@ class SqlQuestionnaireMappings:
 
 
 def _document(form: QuestionnaireMap) -> dict[str, object]:
-    return {"link_ids": form.link_ids, "weights": form.weights, "source": form.source}
+    return {"link_ids": form.link_ids, "weights": form.weights, "source": form.source, "displays": form.displays}
 
 
 def _form(r: Any) -> QuestionnaireMap:
@@ -183,4 +183,5 @@ def _form(r: Any) -> QuestionnaireMap:
         canonical=r.canonical, version=r.version, instrument=r.instrument,
         link_ids={k: int(v) for k, v in r.document.get("link_ids", {}).items()},
         weights={k: {c: float(w) for c, w in v.items()} for k, v in r.document.get("weights", {}).items()},
-        source=str(r.document.get("source", "")))
+        source=str(r.document.get("source", "")),
+        displays={k: {str(d): str(c) for d, c in v.items()} for k, v in r.document.get("displays", {}).items()})

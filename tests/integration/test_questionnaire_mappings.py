@@ -35,7 +35,7 @@ async def test_mappings_at_their_longest_are_stored_replaced_and_read_per_tenant
     canonical = ("https://forms.clinic.example/fhir/Questionnaire/" + "x" * 1024)[:1024]
     form = QuestionnaireMap(canonical=canonical, version="v" * 64, instrument="phq9",
                             link_ids={"mood-a": 1, "mood-i": 9}, weights={"mood-i": {"daily": 3.0, "never": 0.0}},
-                            source="imported Questionnaire")
+                            source="imported Questionnaire", displays={"mood-i": {"Every day": "daily"}})
     async with sessions() as session, session.begin():
         assert await SqlQuestionnaireMappings(session).save(tenant, form, NOW) is False
     changed = QuestionnaireMap(canonical=canonical, version="v" * 64, instrument="phq9", link_ids={"mood-a": 2})

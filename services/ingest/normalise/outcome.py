@@ -54,6 +54,9 @@ class QuestionnaireMap:
     link_ids: dict[str, int] = field(default_factory=dict)  # linkId -> item number
     weights: dict[str, dict[str, float]] = field(default_factory=dict)  # linkId -> {answer code -> weight}
     source: str = ""  # where it was read: a citation, or the tenant's import
+    # linkId -> {an answer option's display, exactly as the Questionnaire has it -> its code}: how an answer
+    # coding that carries only a display is read (answers.py), for this Questionnaire's items only
+    displays: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def canonical_key(canonical: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 from rapport.services.ingest.normalise.fhir.context import LOINC_CODE, _objects
 from rapport.services.ingest.normalise.outcome import StatedTotal, TenantMapping
-from rapport.services.ingest.normalise.reading import finite_number, shown
+from rapport.services.ingest.normalise.reading import CODE_LIKE, finite_number, shown
 from rapport.shared.contracts.problems import Problem
 from rapport.shared.instruments import Instrument
 
@@ -132,10 +132,12 @@ class _Responses:
     """Walks a QuestionnaireResponse's items into item number -> value, collecting every problem."""
 
     def __init__(self, instrument: Instrument, mapping: TenantMapping,
-                 option_weights: dict[str, dict[str, float]]) -> None:
+                 option_weights: dict[str, dict[str, float]],
+                 displays: dict[str, dict[str, str]] | None = None) -> None:
         self.instrument = instrument
         self.names = ItemNames(instrument, mapping)
         self.option_weights = option_weights
+        self.displays = displays or {}  # linkId -> {display -> code}: the catalogued or imported Questionnaire's
         self.read: list[tuple[str, int]] = []  # (linkId, item number) in the order read, for explanations
         self.unread: list[str] = []  # answered linkIds that are no item of the instrument
         self.responses: dict[int, float | None] = {}
@@ -291,6 +293,31 @@ class _Responses:
         problems.append(Problem(field=path, code="invalid_fhir", message=f"{path} has the wrong type",
                                 expected=expected))
 
+    def _unmatched_display(self, display: str, path: str, link_id: str, number: int,
+                           problems: list[Problem]) -> None:
+        """An answer coding with only a display that none of this Questionnaire's options for the item has.
+        The display is named when it looks like a code, or when it differs from an option's only in case or
+        spaces (then it is a label, not free text); other text is not repeated (it may identify a person)."""
+        options = self.displays.get(link_id, {})
+        near = [d for d in options if d.casefold().split() == display.casefold().split()]
+        received = repr(display) if near else shown(display) if CODE_LIKE.fullmatch(display) else \
+            f"a text of {len(display)} characters that is none of them (not shown)"
+        if options:
+            expected = ("a display exactly as the Questionnaire's answer options have it: "
+                        + ", ".join(repr(d) for d in options) + ", or the coding's code")
+            said = f" (it differs from {near[0]!r} in case or spaces: displays are matched exactly)" if near else ""
+        else:
+            expected = (f"the coding's code (a LOINC answer code of {self.instrument.id} item {number}, or the "
+                        "code a catalogued or imported Questionnaire gives the answer): a display alone is read "
+                        "only against such a Questionnaire's answer options")
+            said = ""
+        problems.append(Problem(
+            field=path, code="unmatched_display",
+            message=f"linkId {shown(link_id)} ({self.instrument.id} item {number}): the answer coding has no code "
+                    f"and its display, {received}, is not one of this Questionnaire's answer options for the "
+                    f"item{said}",
+            expected=expected))
+
     def _coding(self, coding: dict[str, Any], answer: dict[str, Any], path: str, link_id: str, number: int,
                 problems: list[Problem]) -> float | None:
         answer_path = path.removesuffix(".valueCoding")
@@ -299,6 +326,12 @@ class _Responses:
                 return weight if math.isfinite(weight) else self._not_finite(problems, where, "itemWeight")
         answer_codes = self.instrument.coding.weights_for(number)  # the item's own codes, then the common ones
         code = coding.get("code")
+        display = coding.get("display")
+        if code is None and isinstance(display, str) and not NUMERIC.fullmatch(display):
+            code = self.displays.get(link_id, {}).get(display)  # exactly, and only this Questionnaire's options
+            if code is None:
+                self._unmatched_display(display, path, link_id, number, problems)
+                return None
         if isinstance(code, str):
             if code in self.option_weights.get(link_id, {}):
                 weight = self.option_weights[link_id][code]

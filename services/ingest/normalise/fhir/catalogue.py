@@ -60,11 +60,25 @@ class CatalogueEntry(BaseModel):
     source: CatalogueSource
     link_ids: dict[str, int] = Field(min_length=1)
     weights: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # answer code -> the display its answerOptions give it, as published: an answer coding with only a
+    # display is read as the code whose display it is, exactly (never fuzzy), on the linkIds that offer it
+    answer_displays: dict[str, str] = Field(default_factory=dict)
 
-    def form(self) -> QuestionnaireMap:
+    def form(self, registry: Registry | None = None) -> QuestionnaireMap:
+        """The entry as ingest reads it. The answer displays go to the linkIds whose weights name the code,
+        else to every scored item's linkId (an unscored item, such as PHQ-9's difficulty item, offers other
+        answers)."""
+        instrument = (registry or load_registry()).get(self.instrument)
+        displays: dict[str, dict[str, str]] = {}
+        for link_id, number in self.link_ids.items():
+            item = instrument.item(number) if instrument is not None else None
+            offered = self.weights.get(link_id) or (self.answer_displays if item is not None and item.scored else {})
+            shown = {self.answer_displays[c]: c for c in offered if c in self.answer_displays}
+            if shown:
+                displays[link_id] = shown
         return QuestionnaireMap(canonical=self.canonical, version=self.version, instrument=self.instrument,
                                 link_ids=dict(self.link_ids), weights={k: dict(v) for k, v in self.weights.items()},
-                                source=self.source.citation)
+                                source=self.source.citation, displays=displays)
 
 
 def load_entries(directory: Path = CATALOGUE, registry: Registry | None = None) -> list[CatalogueEntry]:
@@ -76,8 +90,10 @@ def load_entries(directory: Path = CATALOGUE, registry: Registry | None = None) 
                 entry = CatalogueEntry.model_validate(tomllib.load(f))
             except ValueError as exc:
                 raise ValueError(f"{path.name}: {exc}") from exc
-        if problems := check_form(entry.form(), registry):
+        if problems := check_form(entry.form(registry), registry):
             raise ValueError(f"{path.name}: " + "; ".join(p.message for p in problems))
+        if len(set(entry.answer_displays.values())) != len(entry.answer_displays):
+            raise ValueError(f"{path.name}: two answer codes share a display, so a display alone names neither")
         entries.append(entry)
     if len({canonical_key(e.canonical) + "|" + (e.version or "") for e in entries}) != len(entries):
         raise ValueError("two catalogue entries share a canonical and version")
@@ -144,6 +160,7 @@ def read_questionnaire(resource: Any, registry: Registry,
         return problems
     link_ids: dict[str, int] = {}
     weights: dict[str, dict[str, float]] = {}
+    displays: dict[str, dict[str, str]] = {}
     names = ItemNames(instrument, TenantMapping())
     seen: dict[int, str] = {}
     for n, item in enumerate(_questionnaire_items(resource.get("item"))):
@@ -169,6 +186,8 @@ def read_questionnaire(resource: Any, registry: Registry,
         item_weights = _option_weights(item, here, instrument, number, problems)
         if item_weights:
             weights[link_id] = item_weights
+        if item_displays := _option_displays(item):
+            displays[link_id] = item_displays
     if missing := [i.number for i in instrument.scored_items if i.number not in seen]:
         problems.append(Problem(field="item", code="missing_item",
                                 message=f"no item of the Questionnaire is {instrument.id} item "
@@ -178,7 +197,7 @@ def read_questionnaire(resource: Any, registry: Registry,
         return problems
     assert isinstance(url, str)
     form = QuestionnaireMap(canonical=url.strip(), version=version, instrument=instrument.id, link_ids=link_ids,
-                            weights=weights, source="imported Questionnaire")
+                            weights=weights, source="imported Questionnaire", displays=displays)
     return check_form(form, registry) or form
 
 
@@ -251,3 +270,14 @@ def _option_weights(item: dict[str, Any], here: str, instrument: Instrument, num
             continue
         weights[code] = weight
     return weights
+
+
+def _option_displays(item: dict[str, Any]) -> dict[str, str]:
+    """display -> code of an item's coded answerOptions. A display two options share names neither, so it
+    is left out (an answer with only that display is refused, saying so)."""
+    found: dict[str, list[str]] = {}
+    for option in _objects(item.get("answerOption")):
+        coding = option.get("valueCoding")
+        if isinstance(coding, dict) and isinstance(coding.get("code"), str) and isinstance(coding.get("display"), str):
+            found.setdefault(coding["display"], []).append(coding["code"])
+    return {display: codes[0] for display, codes in found.items() if len(set(codes)) == 1}

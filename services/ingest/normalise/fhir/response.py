@@ -97,7 +97,7 @@ def _questionnaire_response(resource: dict[str, Any], context: Context, full_url
     reading = None
     if instrument is not None:
         mapping, weights = _with_form(context.mapping, form, _option_weights(definitions))
-        reading = _Responses(instrument, mapping, weights)
+        reading = _Responses(instrument, mapping, weights, form.displays if form is not None else None)
         reading.walk(resource.get("item"), "item", 0)
         problems += reading.problems
         if reading.unread and len(problems) < MAX_PROBLEMS:  # beyond that the rejection is cut anyway
