@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +90,8 @@ class Settings(BaseSettings):
     trajectory_refresh_seconds: float = Field(default=60.0, ge=0)
     # tenants that have enabled licensed instruments (ORS, SRS, ...): "acme:ors,srs;beta:srs"
     licensed_instruments: str = ""
-    # per-tenant attendance policy, overriding the disengagement rule's marked defaults (rules.toml):
-    # "acme:late_cancellation_hours=48,gap_days=21;beta:window_days=7"
+    # Removed: a tenant's attendance thresholds are part of its clinical policy (`rapport policy set`,
+    # signed off and versioned). A value here stops a service at start rather than being silently ignored.
     attendance_policy: str = ""
     # The gateway (HTTP and FHIR). How long a request waits for ingest's answer before it is answered
     # 202; the largest body it takes (it also stays below the broker's max_payload, whatever is set
@@ -183,12 +183,10 @@ class Settings(BaseSettings):
     @field_validator("attendance_policy")
     @classmethod
     def _policy(cls, value: str) -> str:
-        _policies(value)  # refuses a malformed value at start, naming the entry
+        if value.strip():
+            raise ValueError("RAPPORT_ATTENDANCE_POLICY is no longer read: put the attendance thresholds in the "
+                             "tenant's clinical policy ([rules.disengagement] in `rapport policy set --file`)")
         return value
-
-    def attendance_policies(self) -> dict[str, dict[str, float]]:
-        """Per tenant, the disengagement rule's parameters it sets (the alerts service checks the names)."""
-        return _policies(self.attendance_policy)
 
     @field_validator("notify_retry_seconds")
     @classmethod
@@ -219,26 +217,6 @@ class Settings(BaseSettings):
             name, _, instruments = entry.partition(":")
             licences[name.strip()] = frozenset(i.strip() for i in instruments.split(",") if i.strip())
         return licences
-
-
-@lru_cache(maxsize=1)
-def _policies(value: str) -> dict[str, dict[str, float]]:
-    """"acme:late_cancellation_hours=48,gap_days=21;beta:window_days=7" -> per tenant, name -> number."""
-    found: dict[str, dict[str, float]] = {}
-    for n, entry in enumerate(e.strip() for e in value.split(";")):
-        if not entry:
-            continue
-        tenant, _, pairs = entry.partition(":")
-        values: dict[str, float] = {}
-        for pair in pairs.split(","):
-            name, _, number = pair.strip().partition("=")
-            try:
-                values[name.strip()] = float(number)
-            except ValueError:
-                raise ValueError(f"RAPPORT_ATTENDANCE_POLICY entry {n + 1}: expected <tenant>:<name>=<number>,...")\
-                    from None
-        found[tenant.strip()] = values
-    return found
 
 
 def get_settings() -> Settings:

@@ -31,7 +31,7 @@ def build(settings: Settings, broker_url: str) -> tuple[ServiceRuntime, AsgiFast
         unit_of_work=AlertsUnitOfWork.on,
         description="Evaluates each computed score against the alert rules of its episode",
     )
-    attendance = AttendanceAlerting(load_ruleset(), settings.attendance_policies())
+    attendance = AttendanceAlerting(load_ruleset())  # each tenant's clinical policy is read per batch
     runtime.subscribe(
         subjects.ATTENDANCE_ACCEPTED, "alerts-attendance-v1", attendance,
         unit_of_work=AlertsUnitOfWork.on,

@@ -4,7 +4,7 @@ lifecycle, notify."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -13,18 +13,20 @@ from pydantic import ValidationError
 
 from rapport.services.alerts.repository import AppointmentKey, EpisodeKey
 from rapport.services.alerts.rules import (
+    ClinicalPolicy,
     CommandRejected,
     Episode,
     EpisodeAlerts,
     EpisodeState,
     RuleSet,
+    applied,
     apply_command,
     judge_attendance,
     notification_for,
     with_words,
 )
 from rapport.services.alerts.trajectories import TrajectoryFits
-from rapport.services.alerts.unit_of_work import AlertsUnitOfWork
+from rapport.services.alerts.unit_of_work import AlertRecord, AlertsUnitOfWork
 from rapport.shared.contracts.alert import (
     Alert,
     AlertCommand,
@@ -66,11 +68,40 @@ def _key(score: ScoreComputed) -> EpisodeKey:
     return (score.tenant, score.client_id, score.episode_id)
 
 
+class PolicyRules:
+    """The rules under each tenant's clinical policy, built once per policy version: a batch reads its
+    tenants' current policies (one read) and gets the rules each evaluation of the batch runs under."""
+
+    CACHED = 1024  # (tenant, version) pairs kept; past that the cache starts again
+
+    def __init__(self, rules: RuleSet) -> None:
+        self.rules = rules
+        self._built: dict[tuple[str, int], RuleSet] = {}
+
+    def under(self, policy: ClinicalPolicy | None) -> RuleSet:
+        if policy is None:
+            return self.rules
+        key = (policy.tenant, policy.version)
+        if key not in self._built:
+            if len(self._built) >= self.CACHED:
+                self._built.clear()
+            self._built[key] = applied(self.rules, policy)
+        return self._built[key]
+
+    async def for_tenants(self, record: AlertRecord, tenants: Iterable[str]) -> dict[str, RuleSet]:
+        wanted = sorted(set(tenants))
+        policies = await record.clinical_policies(wanted)
+        return {tenant: self.under(policies.get(tenant)) for tenant in wanted}
+
+
 @dataclass
 class Alerting:
     rules: RuleSet
     registry: Registry
     trajectories: TrajectoryFits = field(default_factory=TrajectoryFits)
+
+    def __post_init__(self) -> None:
+        self.policies = PolicyRules(self.rules)
 
     async def __call__(self, uow: AlertsUnitOfWork, messages: Sequence[Inbound]) -> None:
         record, now = uow.record, uow.now
@@ -78,6 +109,8 @@ class Alerting:
         by_episode: dict[EpisodeKey, list[ScoreComputed]] = defaultdict(list)
         for score in scores:
             by_episode[_key(score)].append(score)
+        # each tenant's clinical policy as it stands now: this batch's evaluations run under it
+        rules_of = await self.policies.for_tenants(record, (key[0] for key in by_episode))
         stored = await record.load_episodes(by_episode)
         open_alerts = await record.open_alerts(by_episode)
         fits = await self.trajectories.for_tenants(record, [key[0] for key in by_episode], now)
@@ -95,7 +128,7 @@ class Alerting:
         events: list[Outgoing] = []
         saved: dict[EpisodeKey, tuple[int | None, dict[str, Any], datetime]] = {}
         for key, episode_scores in by_episode.items():
-            episode, trajectories = episodes[key], fits[key[0]]
+            episode, trajectories, rules = episodes[key], fits[key[0]], rules_of[key[0]]
             replayed_here = False
             for score in episode_scores:
                 if replayed_here:
@@ -104,12 +137,12 @@ class Alerting:
                 elif episode.needs_replay([score]):
                     # late, amended or re-placed: evaluate the whole episode again in administration order
                     episode, found = EpisodeAlerts.replay(
-                        histories[key], [*stored_alerts[key], *changes_for(changes, key)], rules=self.rules,
+                        histories[key], [*stored_alerts[key], *changes_for(changes, key)], rules=rules,
                         now=now, trajectories=trajectories, registry=self.registry,
                         attendance=episode.state.attendance if episode.state is not None else None)
                     replayed_here = True
                 else:
-                    found = episode.take(score, rules=self.rules, now=now, trajectories=trajectories,
+                    found = episode.take(score, rules=rules, now=now, trajectories=trajectories,
                                          registry=self.registry).transitions
                 changes += found
                 events += _events(score, found)
@@ -191,17 +224,13 @@ class AttendanceAlerting:
     """Accepted appointment states: placed in an episode (the one they name, else where the appointment
     was placed before, else the client's latest scored episode), kept, and the episode's attendance
     judged against the disengagement rule (rules/attendance.py); accepted endings: kept in the episode's
-    state. Every accepted state or ending gets one attendance.recorded event, the last of its journey."""
+    state. Every accepted state or ending gets one attendance.recorded event, the last of its journey. The
+    rule's thresholds are the tenant's clinical policy's where it sets them (rules/policy.py)."""
 
     rules: RuleSet
-    policies: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # Settings.attendance_policies()
 
     def __post_init__(self) -> None:
-        self._by_tenant = {tenant: self.rules.with_attendance_policy(policy)  # a bad policy refuses to start
-                           for tenant, policy in self.policies.items()}
-
-    def rules_for(self, tenant: str) -> RuleSet:
-        return self._by_tenant.get(tenant, self.rules)
+        self.policies = PolicyRules(self.rules)
 
     async def __call__(self, uow: AlertsUnitOfWork, messages: Sequence[Inbound]) -> None:
         record, now = uow.record, uow.now
@@ -226,6 +255,7 @@ class AttendanceAlerting:
             episode = visit.episode_id or was or latest.get((visit.tenant, visit.client_id))
             placed[appointment] = episode
             keys |= {(visit.tenant, visit.client_id, e) for e in (episode, was) if e is not None}
+        rules_of = await self.policies.for_tenants(record, (key[0] for key in keys))
         stored = await record.load_episodes(keys)  # locked (PostgreSQL) before the appointments change
         await record.remember_appointments([(v, a.revision, placed[(v.tenant, v.appointment_id)]) for a, v in visits])
         open_alerts = await record.open_alerts(keys)
@@ -238,7 +268,7 @@ class AttendanceAlerting:
             version, document = stored.get(episode_key, (None, None))
             state = EpisodeState.model_validate(document) if document is not None else None
             verdict = judge_attendance(state, appointments[episode_key], open_alerts[episode_key],
-                                       episode=Episode(*episode_key), rules=self.rules_for(episode_key[0]),
+                                       episode=Episode(*episode_key), rules=rules_of[episode_key[0]],
                                        now=now, ending=endings.get(episode_key))
             saved[episode_key] = (version, verdict.state.model_dump(mode="json"), verdict.state.latest_at)
             summaries[episode_key] = (verdict.summary, verdict.transitions)

@@ -1,7 +1,8 @@
 """Tables the alerts service owns: alerts and their transitions (the audit trail), the compact
 state of each episode, its own copy of the scores it has seen (for replaying an episode when a
 late or amended score arrives), the expected trajectories fitted from those scores, and the
-appointments it has seen (attendance, for the disengagement rules)."""
+appointments it has seen (attendance, for the disengagement rules), and each tenant's clinical policies
+(every version kept: an alert names the version it ran under)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ class StoredAlert(Base):
     opened_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     version: Mapped[int] = mapped_column(Integer)
+    # the tenant's clinical policy version the rules last moved it under (0: none set); null before policies
+    policy_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     document: Mapped[dict[str, Any]] = mapped_column(Document)
 
 
@@ -98,6 +101,19 @@ class SeenAppointment(Base):
     revision: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
     start: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    document: Mapped[dict[str, Any]] = mapped_column(Document)
+
+
+class StoredClinicalPolicy(Base):
+    """One version of a tenant's clinical policy (a PolicyValues document), never changed once written: a new
+    policy is the next version, and the highest is the one the rules run under."""
+
+    __tablename__ = "alerts_policies"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    signed_off_by: Mapped[str] = mapped_column(String(128))
+    signed_off_at: Mapped[datetime] = mapped_column(UtcDateTime)
     document: Mapped[dict[str, Any]] = mapped_column(Document)
 
 

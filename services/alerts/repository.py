@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequen
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, tuple_, update
+from sqlalchemy import Table, bindparam, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rapport.services.alerts.models import (
@@ -20,9 +20,11 @@ from rapport.services.alerts.models import (
     SeenAppointment,
     SeenScore,
     StoredAlert,
+    StoredClinicalPolicy,
     StoredTrajectoryFit,
     StoredTransition,
 )
+from rapport.services.alerts.rules.policy import ClinicalPolicy, PolicyValues
 from rapport.services.alerts.rules.state import NO_SCORE_YET
 from rapport.services.alerts.rules.trajectory import TrajectoryFit
 from rapport.shared.contracts.alert import Alert, AlertTransition
@@ -41,6 +43,7 @@ transitions = cast(Table, StoredTransition.__table__)
 seen = cast(Table, SeenScore.__table__)
 fits = cast(Table, StoredTrajectoryFit.__table__)
 appointments = cast(Table, SeenAppointment.__table__)
+policies = cast(Table, StoredClinicalPolicy.__table__)
 
 
 def _alert_row(alert: Alert) -> dict[str, Any]:
@@ -49,7 +52,7 @@ def _alert_row(alert: Alert) -> dict[str, Any]:
         "episode_id": alert.episode_id, "clinician_id": alert.clinician_id, "kind": alert.kind,
         "instrument": alert.instrument, "subscale": alert.subscale, "severity": alert.severity,
         "status": alert.status, "opened_at": alert.opened_at, "updated_at": alert.updated_at,
-        "version": alert.version, "document": alert.model_dump(mode="json"),
+        "version": alert.version, "policy_version": alert.policy_version, "document": alert.model_dump(mode="json"),
     }
 
 
@@ -86,6 +89,39 @@ async def trajectory_fits(session: AsyncSession, tenants: Iterable[str]) -> dict
             fit = TrajectoryFit.model_validate(document)
             found[fit.tenant][fit.instrument] = fit
     return found
+
+
+async def clinical_policies(session: AsyncSession, tenants: Iterable[str] | None = None
+                            ) -> dict[str, ClinicalPolicy]:
+    """Each tenant's current clinical policy (its highest version), for the tenants named (all when None);
+    a tenant without one is absent. One query."""
+    latest = select(policies.c.tenant, func.max(policies.c.version).label("version")).group_by(policies.c.tenant)
+    if tenants is not None:
+        wanted = sorted(set(tenants))
+        if not wanted:
+            return {}
+        latest = latest.where(policies.c.tenant.in_(wanted))
+    current = latest.subquery()
+    query = select(policies).join(current, (policies.c.tenant == current.c.tenant)
+                                  & (policies.c.version == current.c.version))
+    return {row.tenant: _policy(row) for row in await session.execute(query)}
+
+
+async def policy_history(session: AsyncSession, tenant: str) -> list[ClinicalPolicy]:
+    rows = await session.execute(select(policies).where(policies.c.tenant == tenant).order_by(policies.c.version))
+    return [_policy(row) for row in rows]
+
+
+async def add_policy(session: AsyncSession, policy: ClinicalPolicy) -> None:
+    """Insert a new version; a version someone else wrote meanwhile fails on the primary key (never replaced)."""
+    await session.execute(policies.insert().values(
+        tenant=policy.tenant, version=policy.version, signed_off_by=policy.signed_off_by,
+        signed_off_at=policy.signed_off_at, document=policy.values.model_dump(mode="json")))
+
+
+def _policy(row: Any) -> ClinicalPolicy:
+    return ClinicalPolicy(tenant=row.tenant, version=row.version, signed_off_by=row.signed_off_by,
+                          signed_off_at=row.signed_off_at, values=PolicyValues.model_validate(row.document))
 
 
 class SqlAlertRecord:
@@ -211,6 +247,9 @@ class SqlAlertRecord:
 
     async def trajectory_fits(self, tenants: Iterable[str]) -> dict[str, dict[str, TrajectoryFit]]:
         return await trajectory_fits(self._session, tenants)
+
+    async def clinical_policies(self, tenants: Iterable[str]) -> dict[str, ClinicalPolicy]:
+        return await clinical_policies(self._session, tenants)
 
     async def placed_appointments(self, keys: Iterable[AppointmentKey]) -> dict[AppointmentKey, tuple[int, str | None]]:
         """Revision and episode of the appointments already seen (an amended state stays where it was placed

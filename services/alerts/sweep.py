@@ -1,6 +1,6 @@
 """The disengagement rule on a clock: a client who stops coming sends no event, so once an hour the
 alerts service judges again the episodes whose last attended session is `gap_days` old (the shortest any
-tenant's policy sets; each episode is then judged by its tenant's) while sessions
+tenant's clinical policy sets; each episode is then judged by its tenant's current policy) while sessions
 are still expected (an appointment after it: booked, missed or cancelled). The same pure rule as the
 attendance handler (rules/attendance.py), through the same unit of work; its events go to the outbox
 and the relay publishes them. Idempotent: an episode already alerted for the same gap finds nothing
@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rapport.services.alerts.handlers import AttendanceAlerting, _notification_event, _transition_event
 from rapport.services.alerts.models import SeenAppointment
-from rapport.services.alerts.repository import EpisodeKey
-from rapport.services.alerts.rules import Episode, EpisodeState, judge_attendance
+from rapport.services.alerts.repository import EpisodeKey, clinical_policies
+from rapport.services.alerts.rules import Episode, EpisodeState, RuleSet, judge_attendance
 from rapport.services.alerts.unit_of_work import AlertsUnitOfWork
 from rapport.shared.contracts.alert import AlertTransition
 from rapport.shared.db.delivery import Outgoing, add_to_outbox
@@ -50,7 +50,7 @@ async def silent_episodes(session: AsyncSession, now: datetime, gap: timedelta, 
 
 @dataclass
 class AttendanceSweep:
-    """`rules`: the attendance handler, whose rules (with each tenant's policy) the sweep judges by."""
+    """`rules`: the attendance handler, whose rules (under each tenant's clinical policy) the sweep judges by."""
 
     rules: AttendanceAlerting
     sessions: async_sessionmaker[AsyncSession]
@@ -59,14 +59,16 @@ class AttendanceSweep:
 
     async def once(self) -> list[AlertTransition]:
         now = self.clock()
-        tenants = [self.rules.rules, *(self.rules.rules_for(t) for t in self.rules.policies)]
-        gap = timedelta(days=min(r.disengagement.parameters.gap_days.value for r in tenants))
         async with self.sessions() as session, session.begin():
+            policies = await clinical_policies(session)  # every tenant's current one: one read per pass
+            under = {tenant: self.rules.policies.under(policy) for tenant, policy in policies.items()}
+            gap = timedelta(days=min(r.disengagement.parameters.gap_days.value
+                                     for r in [self.rules.rules, *under.values()]))
             keys = await silent_episodes(session, now, gap, SWEEP_BATCH)
             if not keys:
                 return []
             uow = AlertsUnitOfWork.on(session, now)
-            changes, events = await judge_silent(uow, keys, self.rules)
+            changes, events = await judge_silent(uow, keys, lambda tenant: under.get(tenant, self.rules.rules))
             await add_to_outbox(session, self.outbox, events, now, timedelta(0))
         for change in changes:
             alert_transitions.labels(change.alert.tenant, change.alert.kind, change.transition).inc()
@@ -74,7 +76,7 @@ class AttendanceSweep:
 
 
 async def judge_silent(uow: AlertsUnitOfWork, keys: list[EpisodeKey],
-                       rules: AttendanceAlerting) -> tuple[list[AlertTransition], list[Outgoing]]:
+                       rules_for: Callable[[str], RuleSet]) -> tuple[list[AlertTransition], list[Outgoing]]:
     record, now = uow.record, uow.now
     stored = await record.load_episodes(keys)
     open_alerts = await record.open_alerts(keys)
@@ -86,7 +88,7 @@ async def judge_silent(uow: AlertsUnitOfWork, keys: list[EpisodeKey],
         version, document = stored.get(key, (None, None))
         state = EpisodeState.model_validate(document) if document is not None else None
         verdict = judge_attendance(state, appointments_of[key], open_alerts[key], episode=Episode(*key),
-                                   rules=rules.rules_for(key[0]), now=now)
+                                   rules=rules_for(key[0]), now=now)
         saved[key] = (version, verdict.state.model_dump(mode="json"), verdict.state.latest_at)
         changes += verdict.transitions
         for change in verdict.transitions:

@@ -1,5 +1,5 @@
 """The alerts service's unit of work: the episodes, alerts, seen scores and seen appointments a batch
-reads and writes, in its transaction."""
+reads and writes, and the tenants' clinical policies it reads, in its transaction."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rapport.services.alerts.repository import AppointmentKey, ClientKey, EpisodeKey, SqlAlertRecord
+from rapport.services.alerts.rules.policy import ClinicalPolicy
 from rapport.services.alerts.rules.trajectory import TrajectoryFit
 from rapport.shared.contracts.alert import Alert, AlertTransition
 from rapport.shared.contracts.attendance import Attendance
@@ -38,6 +39,10 @@ class AlertRecord(Protocol):
     async def record_transitions(self, changes: Sequence[AlertTransition], event_ids: Sequence[str]) -> None: ...
 
     async def trajectory_fits(self, tenants: Iterable[str]) -> dict[str, dict[str, TrajectoryFit]]: ...
+
+    async def clinical_policies(self, tenants: Iterable[str]) -> dict[str, ClinicalPolicy]:
+        """Each tenant's current clinical policy; a tenant without one is absent."""
+        ...
 
     async def placed_appointments(self, keys: Iterable[AppointmentKey]) -> dict[AppointmentKey, tuple[int, str | None]]:
         ...

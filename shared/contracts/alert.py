@@ -31,6 +31,9 @@ class Evidence(BaseModel):
     score: float
     values: dict[str, Any] = Field(default_factory=dict, description="threshold, baseline, previous, z, ...")
     sources: list[str] = Field(default_factory=list)
+    policy_version: int | None = Field(default=None, ge=0, description=(
+        "the version of the tenant's clinical policy the rule ran under (0: none set, the sourced defaults); "
+        "absent on evidence from before clinical policies"))
 
 
 class Alert(BaseModel):
@@ -57,6 +60,10 @@ class Alert(BaseModel):
     resolution: Resolution | None = None
     resolved_reason: str | None = None
     version: int = Field(ge=1)
+    policy_version: int | None = Field(default=None, ge=0, description=(
+        "the version of the tenant's clinical policy the rules ran under when they last moved this alert (0: none "
+        "set, the sourced defaults); a later policy never rewrites it. Absent on alerts from before clinical "
+        "policies"))
 
 
 class AlertTransition(BaseModel):

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from rapport.services.alerts.repository import EpisodeKey
+from rapport.services.alerts.rules.policy import ClinicalPolicy
 from rapport.services.alerts.rules.trajectory import TrajectoryFit
 from rapport.services.alerts.unit_of_work import AlertsUnitOfWork
 from rapport.services.ingest.admission import Admission, AttendanceAdmission, StoredAppointment, record_id
@@ -126,6 +127,7 @@ class InMemoryAlertRecord:
         self.seen: dict[tuple[str, str], ScoreComputed] = {}
         self.fits: dict[str, dict[str, TrajectoryFit]] = {}
         self.appointments: dict[tuple[str, str], tuple[Attendance, int, str | None]] = {}
+        self.policies: dict[str, list[ClinicalPolicy]] = {}  # tenant -> versions, oldest first
         self.reads: list[str] = []
 
     async def load_episodes(self, keys: Iterable[EpisodeKey]) -> dict[EpisodeKey, tuple[int, dict[str, Any]]]:
@@ -173,6 +175,10 @@ class InMemoryAlertRecord:
 
     async def trajectory_fits(self, tenants: Iterable[str]) -> dict[str, dict[str, TrajectoryFit]]:
         return {t: self.fits.get(t, {}) for t in tenants}
+
+    async def clinical_policies(self, tenants: Iterable[str]) -> dict[str, ClinicalPolicy]:
+        self.reads.append("policies")
+        return {t: self.policies[t][-1] for t in tenants if self.policies.get(t)}
 
 
     async def placed_appointments(self, keys: Iterable[tuple[str, str]]

@@ -45,7 +45,8 @@ async def test_missed_sessions_after_a_rupture_escalate_it_and_each_state_is_rec
     [rupture] = record.alerts.values()
     uow = alerts_unit_of_work(T0 + timedelta(days=36), record)
     await ATTENDANCE(uow, [accepted(tenant, 4, "no_show"), accepted(tenant, 5, "no_show")])
-    assert record.reads == ["placed", "latest_episodes", "appointments"]
+    # one read of the tenants' clinical policies per batch (the scores' and the attendance's), one of each table
+    assert record.reads == ["policies", "placed", "latest_episodes", "policies", "appointments"]
     assert kinds(uow.events).count("attendance.recorded") == 2
     assert kinds(uow.events).count("alert.updated") == 1 and "notify.clin-07" in kinds(uow.events)
     [after] = record.alerts.values()

@@ -10,11 +10,22 @@ from typing import Any
 
 import pytest
 
-from rapport.services.alerts.rules import AlertKey, EpisodeAlerts, EpisodeState, load_ruleset, summarise
+from rapport.services.alerts.rules import (
+    AlertKey,
+    ClinicalPolicy,
+    EpisodeAlerts,
+    EpisodeState,
+    PolicyValues,
+    applied,
+    check,
+    load_ruleset,
+    summarise,
+)
 from rapport.services.alerts.rules.attendance import Episode, judge_attendance
 from rapport.shared.contracts.alert import Alert, AlertTransition
 from rapport.shared.contracts.attendance import Attendance
 from rapport.shared.contracts.score import ScoreComputed, Scored
+from rapport.shared.instruments import load_registry
 from rapport.shared.settings import Settings
 
 RULES = load_ruleset()
@@ -279,11 +290,18 @@ def test_a_late_score_replaying_the_episode_keeps_the_attendance_evidence_and_th
     assert [e.rule_id for e in after.evidence].count("disengagement") == 1
 
 
+def attendance_policy(**values: float) -> ClinicalPolicy:
+    """Clinic A's clinical policy v1 with its own attendance thresholds, signed off by its lead."""
+    return ClinicalPolicy(tenant="clinic-a", version=1, signed_off_by="Dr Lead (synthetic)", signed_off_at=T0,
+                          values=PolicyValues(rules={"disengagement": dict(values)}))
+
+
 def test_a_tenants_own_lateness_threshold_replaces_the_24_hour_default() -> None:
     cancelled = appointment("lou", 2, "cancelled", cancelled_at=week(2, -30), cancelled_by="client")
     assert summarise([cancelled], week(3), RULE).late_cancellations == 0  # 30 h ahead: not late by default
-    strict = RULES.with_attendance_policy({"late_cancellation_hours": 48, "consecutive_missed": 1})
-    assert strict.disengagement.parameters.late_cancellation_hours.note.startswith("the tenant's own policy")
+    strict = applied(RULES, attendance_policy(late_cancellation_hours=48, consecutive_missed=1))
+    assert strict.disengagement.parameters.late_cancellation_hours.note.startswith("the tenant's own value")
+    assert strict.disengagement.parameters.late_cancellation_hours.confidence == "tenant"
     lou = Clinic("lou")
     lou.attends(1)
     lou.appointments[cancelled.appointment_id] = cancelled
@@ -291,21 +309,22 @@ def test_a_tenants_own_lateness_threshold_replaces_the_24_hour_default() -> None
                                episode=Episode("clinic-a", "lou", "lou-ep1"), rules=strict, now=week(3))
     [raised] = verdict.transitions
     assert raised.alert.evidence[0].values["late_cancellation_hours"] == 48
+    assert raised.alert.policy_version == 1 and raised.alert.evidence[0].policy_version == 1
     assert RULES.disengagement.parameters.late_cancellation_hours.value == 24  # the defaults are untouched
 
 
 def test_a_policy_naming_an_unknown_value_or_a_bad_number_is_refused() -> None:
-    for policy in ({"late_hours": 48.0}, {"gap_days": 0.0}, {"consecutive_missed": 1.5}):
-        with pytest.raises(ValueError, match="attendance policy"):
-            RULES.with_attendance_policy(policy)
+    for values, where in (({"late_hours": 48.0}, "rules.disengagement.late_hours"),
+                          ({"gap_days": 0.0}, "rules.disengagement.gap_days"),
+                          ({"consecutive_missed": 1.5}, "rules.disengagement.consecutive_missed")):
+        [problem] = check(PolicyValues(rules={"disengagement": values}), load_registry())
+        assert problem.where == where
 
 
-def test_the_policy_setting_is_read_per_tenant() -> None:
-    settings = Settings(attendance_policy="acme:late_cancellation_hours=48,gap_days=21; beta:window_days=7")
-    assert settings.attendance_policies() == {"acme": {"late_cancellation_hours": 48, "gap_days": 21},
-                                              "beta": {"window_days": 7}}
-    with pytest.raises(ValueError, match="RAPPORT_ATTENDANCE_POLICY entry 1"):
-        Settings(attendance_policy="acme:late_cancellation_hours=two days")
+def test_the_old_attendance_setting_stops_the_service_rather_than_being_ignored() -> None:
+    with pytest.raises(ValueError, match="RAPPORT_ATTENDANCE_POLICY is no longer read"):
+        Settings(attendance_policy="acme:late_cancellation_hours=48")
+    assert Settings(attendance_policy="").attendance_policy == ""
 
 
 def test_the_therapist_reads_the_missed_sessions_and_the_prompt_not_a_score() -> None:

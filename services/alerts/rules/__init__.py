@@ -6,6 +6,8 @@
     EpisodeAlerts(state, open): take(score) -> Evaluation, needs_replay(scores),
                                 EpisodeAlerts.replay(history, alerts) -> (episode, transitions)
     reconcile(stored_alerts, replayed.alerts, now=) -> [AlertTransition]
+    check(PolicyValues, registry) -> [PolicyProblem]; applied(rules, ClinicalPolicy) -> the rules under a
+    tenant's clinical policy (rules/policy.py)
     apply_command(alert, command, now) -> AlertTransition | CommandRejected
     notification_for(transition) -> Notification | None; with_words(transition): headline and evidence set
 """
@@ -23,6 +25,7 @@ from rapport.services.alerts.rules.engine import (
 )
 from rapport.services.alerts.rules.lifecycle import ENGINE, CommandRejected, alert_id, apply_command
 from rapport.services.alerts.rules.notify import notification_for, with_words
+from rapport.services.alerts.rules.policy import ClinicalPolicy, PolicyProblem, PolicyValues, applied, check
 from rapport.services.alerts.rules.ruleset import RuleSet, load_ruleset
 from rapport.services.alerts.rules.state import AlertKey, EpisodeState
 
@@ -33,6 +36,7 @@ __all__ = [
     "AttendanceVerdict",
     "Check",
     "Clearing",
+    "ClinicalPolicy",
     "CommandRejected",
     "Context",
     "Episode",
@@ -40,11 +44,15 @@ __all__ = [
     "EpisodeState",
     "Evaluation",
     "Finding",
+    "PolicyProblem",
+    "PolicyValues",
     "Replayed",
     "RuleSet",
     "Verdict",
     "alert_id",
+    "applied",
     "apply_command",
+    "check",
     "evaluate",
     "judge_attendance",
     "load_ruleset",

@@ -28,7 +28,6 @@ from rapport.services.alerts.rules.conditions import (
     Finding,
     Verdict,
     evidence,
-    number,
     points,
     worst,
 )
@@ -80,6 +79,8 @@ def level_to_regain(series: Series, cutoff: float | None, floor: float) -> float
 
 
 class AllianceRuptures:
+    rule = "alliance_rupture"
+
     def judge(self, score: ScoreComputed, before: EpisodeState, context: Context) -> Verdict:
         if score.score.kind != "alliance":
             return Verdict()
@@ -87,7 +88,7 @@ class AllianceRuptures:
         p = rule.parameters
         instrument = score.score.instrument
         name = context.rules.name(instrument)
-        cutoff = number(score.parameters.get("concern_cutoff"))
+        cutoff = context.concern_cutoff(score)  # the tenant's own, else the registry's
         weakest = weakest_part(score, before, rule)
         findings: list[Finding] = []
         clearings: list[Clearing] = []

@@ -134,11 +134,12 @@ def judge_attendance(state: EpisodeState | None, appointments: Sequence[Attendan
     # an episode whose ending the clinic recorded is no longer followed
     found: list[Finding] = [] if summary.ending_recorded else _findings(summary, drop_at, rule)
     clinician = next((a.clinician_id for a in sorted(appointments, key=_latest_first) if a.clinician_id), None)
-    changes = Changes(now)
+    changes = Changes(now, rules.policy.version)
     ruptures = dict(before.ruptures)
     engaged = open_now.get(KEY)
     if found:
-        evidence = _evidence(summary, found, drop_at, rule, now)
+        evidence = _evidence(summary, found, drop_at, rule, now).model_copy(
+            update={"policy_version": rules.policy.version})
         if rupture is not None and rupture_key is not None:
             _escalate(rupture, evidence, rule, changes)
             if engaged is not None:

@@ -49,6 +49,25 @@ class Context:
         return score.change.reliable_change_value is not None or number(score.parameters.get("reliable_change")) \
             is not None
 
+    def caseness_cutoff(self, score: ScoreComputed) -> float | None:
+        """The caseness cutoff the rules read: the tenant's own (its clinical policy), else the registry's that
+        scoring applied (ScoreComputed.parameters['caseness_cutoff'])."""
+        own = self.rules.policy.caseness.get(score.score.instrument)
+        return own if own is not None else number(score.parameters.get("caseness_cutoff"))
+
+    def in_clinical_range(self, score: ScoreComputed) -> bool | None:
+        """Caseness under the tenant's cutoff (at or above it where lower is better, below it where higher is
+        better: model.py); scoring's own decision where the tenant set none."""
+        own = self.rules.policy.caseness.get(score.score.instrument)
+        if own is None:
+            return score.score.caseness
+        return score.score.total >= own if score.score.better == "lower" else score.score.total < own
+
+    def concern_cutoff(self, score: ScoreComputed) -> float | None:
+        """The alliance concern cutoff: the tenant's own, else the registry's that scoring sent."""
+        own = self.rules.policy.concern_cutoff.get(score.score.instrument)
+        return own if own is not None else number(score.parameters.get("concern_cutoff"))
+
     def runs_trajectory_rule(self, score: ScoreComputed) -> bool:
         instrument = self.instrument(score.score.instrument)
         return instrument is None or instrument.runs_trajectory_rule
@@ -82,7 +101,10 @@ class Verdict:
 
 
 class Check(Protocol):
-    """One alert rule over one score and the episode's state before it."""
+    """One alert rule over one score and the episode's state before it. `rule`: its id in rules.toml, which
+    the tenant's clinical policy turns off by."""
+
+    rule: str
 
     def judge(self, score: ScoreComputed, before: EpisodeState, context: Context) -> Verdict: ...
 
@@ -98,7 +120,8 @@ def evidence(context: Context, rule: Rule, score: ScoreComputed, summary: str,
         found["risk_checked"] = False
     return Evidence(rule_id=rule.id, rule_version=rule.version, summary=summary, submission_id=score.submission_id,
                     administered_at=score.administered_at, instrument=score.score.instrument,
-                    score=score.score.total, values=found, sources=list(rule.source))
+                    score=score.score.total, values=found, sources=list(rule.source),
+                    policy_version=context.rules.policy.version)
 
 
 def number(value: object) -> float | None:

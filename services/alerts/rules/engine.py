@@ -87,11 +87,14 @@ def evaluate(state: EpisodeState | None, score: ScoreComputed, open_alerts: Mapp
     sessions = before.sessions + (1 if new_session else 0)
     context = Context(rules, score.session_number if score.session_number is not None else sessions, trajectories,
                       registry or load_registry())
-    verdicts = [check.judge(score, before, context) for check in checks]
+    # the tenant's policy may turn a rule off for this instrument or for the tenant: it then says nothing,
+    # and an alert it opened earlier stays as it stands (a later policy never rewrites it)
+    verdicts = [check.judge(score, before, context) for check in checks
+                if rules.runs(check.rule, score.score.instrument)]
     findings = _by_key(f for v in verdicts for f in v.findings)
     clearings: dict[AlertKey, Clearing] = {c.key: c for v in verdicts for c in v.clearings if c.key not in findings}
 
-    changes = Changes(now)
+    changes = Changes(now, rules.policy.version)
     ruptures = dict(before.ruptures)
     losses = dict(before.sudden_losses)
     for key, found in findings.items():
@@ -245,6 +248,8 @@ def falling_alliance(state: EpisodeState, rules: RuleSet) -> list[str]:
 
 
 def _prioritise(state: EpisodeState, open_now: dict[AlertKey, Alert], changes: Changes, rules: RuleSet) -> None:
+    if not rules.runs(rules.priority.id):
+        return
     ruptured = sorted({rules.name(k.instrument) for k in open_now if k.kind == "alliance_rupture"})
     below_mean = falling_alliance(state, rules)
     off_track = any(k.kind == "not_on_track" for k in open_now)
@@ -409,7 +414,7 @@ def reconcile(stored: Sequence[Alert], replayed: Mapping[str, Alert], *, now: da
             "evidence": sorted([*new.evidence, *attended], key=lambda e: e.administered_at)[-EVIDENCE_KEPT:],
             "repair_prompt": old.repair_prompt if attended else new.repair_prompt,
             "escalated": new.escalated or bool(attended), "priority_raised": new.priority_raised,
-            "clinician_id": new.clinician_id or old.clinician_id,
+            "clinician_id": new.clinician_id or old.clinician_id, "policy_version": new.policy_version,
             "status": "open" if new.escalated and not old.escalated else old.status,
         })
         if merged == old:

@@ -72,8 +72,9 @@ class _Change:
 class Changes:
     """The alerts one evaluation moves, each once: its strongest transition, version + 1."""
 
-    def __init__(self, now: datetime) -> None:
+    def __init__(self, now: datetime, policy_version: int = 0) -> None:
         self.now = now
+        self.policy_version = policy_version  # the tenant's clinical policy the rules ran under
         self._changes: dict[str, _Change] = {}
 
     def latest(self, alert: Alert) -> Alert:
@@ -103,7 +104,8 @@ class Changes:
         out = []
         for change in self._changes.values():
             version = change.before.version + 1 if change.before else 1
-            alert = change.alert.model_copy(update={"version": version, "updated_at": self.now})
+            alert = change.alert.model_copy(update={"version": version, "updated_at": self.now,
+                                                    "policy_version": self.policy_version})
             out.append(AlertTransition(transition=change.transition, alert=alert, by=ENGINE, at=self.now,
                                        reason="; ".join(change.reasons) or None, notify=change.notify))
         return out

@@ -24,6 +24,8 @@ class ReliableDeteriorations:
     Runs only where change can be reliable (`Context.runs_change_rules`): not on an instrument without a
     reliable-change value, nor on a screener."""
 
+    rule = "reliable_deterioration"
+
     def judge(self, score: ScoreComputed, before: EpisodeState, context: Context) -> Verdict:
         change = score.change
         if score.score.kind != "outcome" or change is None or not context.runs_change_rules(score):
@@ -80,11 +82,17 @@ class NotOnTrackCheckpoints:
 
     Only where improvement can be reliable (`Context.runs_change_rules`): without a reliable-change
     value (K10) no improvement ever counts, so the rule would fire on every client still in the
-    clinical range, however far they had come (45 -> 21). It says nothing there, nor on a screener."""
+    clinical range, however far they had come (45 -> 21). It says nothing there, nor on a screener.
+
+    The clinical range is read with the tenant's caseness cutoff where its clinical policy sets one (GAD-7 10
+    outside NHS Talking Therapies), else with the registry's that scoring applied."""
+
+    rule = "not_on_track"
 
     def judge(self, score: ScoreComputed, before: EpisodeState, context: Context) -> Verdict:
         change = score.change
-        if score.score.kind != "outcome" or change is None or score.score.caseness is None \
+        caseness = context.in_clinical_range(score)
+        if score.score.kind != "outcome" or change is None or caseness is None \
                 or not context.runs_change_rules(score):
             return Verdict()
         rule = context.rules.not_on_track
@@ -94,7 +102,7 @@ class NotOnTrackCheckpoints:
         if change.reliable == "improved":
             return Verdict(clearings=[Clearing(key, "back_on_track", f"{name} {points(score.score.total)}, "
                                                                      "reliably improved from baseline")])
-        if score.score.caseness is False:
+        if caseness is False:
             return Verdict(clearings=[Clearing(key, "back_on_track", f"{name} {points(score.score.total)}, "
                                                                      "out of the clinical range")])
         at_risk, stalled = rule.parameters.at_risk_session.value, rule.parameters.stalled_session.value
@@ -107,6 +115,7 @@ class NotOnTrackCheckpoints:
                    f"range, no reliable improvement from baseline {points(change.baseline_total)}")
         values = {"session": session, "checkpoint": stalled if is_stalled else at_risk,
                   "baseline": change.baseline_total, "status": "stalled" if is_stalled else "at risk",
-                  "caseness_cutoff": number(score.parameters.get("caseness_cutoff"))}
+                  "caseness_cutoff": context.caseness_cutoff(score), "at_risk_session": at_risk,
+                  "stalled_session": stalled}
         severity = rule.severity.stalled if is_stalled else rule.severity.at_risk
         return Verdict(findings=[Finding(key, severity, evidence(context, rule, score, summary, values), rule.prompt)])

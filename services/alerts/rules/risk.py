@@ -22,6 +22,8 @@ def registry_item(score: ScoreComputed, finding: CriticalItemFinding, context: C
 
 
 class CriticalItems:
+    rule = "critical_item"
+
     def judge(self, score: ScoreComputed, before: EpisodeState, context: Context) -> Verdict:
         rule = context.rules.critical_item
         found = score.score.critical_items

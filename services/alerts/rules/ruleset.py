@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Generic, Literal, TypeVar
@@ -13,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rapport.shared.contracts.alert import Severity
 
 RULES_FILE = Path(__file__).with_name("rules.toml")
-Confidence = Literal["verified", "secondary", "unverified", "proposal"]
+Confidence = Literal["verified", "secondary", "unverified", "proposal", "tenant"]  # tenant: its own policy
 T = TypeVar("T")
 
 
@@ -183,25 +182,20 @@ class Disengagement(Rule):
     combined_prompt: str
     parameters: DisengagementParameters
 
-    def with_policy(self, policy: Mapping[str, float]) -> Disengagement:
-        """The rule with a tenant's own policy values (RAPPORT_ATTENDANCE_POLICY) in place of the defaults."""
-        if not policy:
-            return self
-        changed: dict[str, Parameter[float] | Parameter[int]] = {}
-        for name, value in policy.items():
-            if name not in POLICY_VALUES:
-                raise ValueError(f"attendance policy: {name!r} is not one of {', '.join(POLICY_VALUES)}")
-            if value <= 0 or (name == "consecutive_missed" and value != int(value)):
-                raise ValueError(f"attendance policy: {name} must be a positive "
-                                 f"{'whole number' if name == 'consecutive_missed' else 'number'}")
-            current: Parameter[float] | Parameter[int] = getattr(self.parameters, name)
-            changed[name] = current.model_copy(update={
-                "value": int(value) if name == "consecutive_missed" else float(value), "source": [],
-                "confidence": "proposal", "note": "the tenant's own policy (RAPPORT_ATTENDANCE_POLICY)"})
-        return self.model_copy(update={"parameters": self.parameters.model_copy(update=changed)})
 
+class AppliedPolicy(BaseModel):
+    """What the rules consult of a tenant's policy beyond their own parameters (RuleSet.policy)."""
 
-POLICY_VALUES = ("late_cancellation_hours", "window_days", "gap_days", "consecutive_missed", "unplanned_after_days")
+    model_config = ConfigDict(frozen=True)
+
+    version: int = Field(default=0, description="0: no policy set, the sourced defaults")
+    off: frozenset[tuple[str, str]] = Field(default_factory=frozenset,
+                                            description="(rule, instrument) turned off; instrument '*': the tenant")
+    caseness: dict[str, float] = Field(default_factory=dict, description="instrument -> the tenant's cutoff")
+    concern_cutoff: dict[str, float] = Field(default_factory=dict, description="instrument -> the tenant's cutoff")
+
+    def runs(self, rule: str, instrument: str | None = None) -> bool:
+        return (rule, "*") not in self.off and (instrument is None or (rule, instrument) not in self.off)
 
 
 class RuleSet(BaseModel):
@@ -217,9 +211,12 @@ class RuleSet(BaseModel):
     expected_trajectory: ExpectedTrajectoryRule
     priority: Rule
     disengagement: Disengagement
+    policy: AppliedPolicy = Field(default_factory=lambda: AppliedPolicy(),
+                                  description="the tenant's clinical policy these rules run under (rules/policy.py)")
 
-    def with_attendance_policy(self, policy: Mapping[str, float]) -> RuleSet:
-        return self if not policy else self.model_copy(update={"disengagement": self.disengagement.with_policy(policy)})
+    def runs(self, rule: str, instrument: str | None = None) -> bool:
+        """Whether `rule` runs (on `instrument`) under the tenant's policy."""
+        return self.policy.runs(rule, instrument)
 
     def name(self, instrument: str) -> str:
         """An instrument as a therapist knows it: 'PHQ-9', not 'phq9'."""

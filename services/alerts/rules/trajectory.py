@@ -135,6 +135,8 @@ def _rank(bands: Sequence[IntakeBand], label: str) -> int:
 class ExpectedTrajectory:
     """The expected-trajectory not_on_track rule; says nothing for an instrument without a fit."""
 
+    rule = "expected_trajectory"
+
     def judge(self, score: ScoreComputed, before: EpisodeState, context: Context) -> Verdict:
         change = score.change
         trajectory = context.trajectories.get(score.score.instrument)

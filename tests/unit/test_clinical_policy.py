@@ -1,0 +1,271 @@
+"""Each tenant's clinical policy (issue 13), told as clinic stories with synthetic people, through the alerts
+service's handler and its fake unit of work: the same client's sessions under an NHS Talking Therapies
+service's policy and a US clinic's, a policy changed between two sessions, rules turned off for an instrument,
+and the validation that refuses what a rule cannot use."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fakes import InMemoryAlertRecord, alerts_unit_of_work
+
+from rapport.policy import PolicyError, read_file
+from rapport.services.alerts.handlers import Alerting
+from rapport.services.alerts.rules import ClinicalPolicy, PolicyValues, applied, check, load_ruleset
+from rapport.services.alerts.rules.policy import effective
+from rapport.shared.contracts.score import ChangeFromBaseline, ScoreComputed, Scored
+from rapport.shared.instruments import load_registry
+from rapport.shared.messaging.consumer import Inbound
+from rapport.shared.messaging.publish import cloud_event
+
+T0 = datetime(2026, 2, 2, 9, tzinfo=UTC)
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+REGISTRY = load_registry()
+RULES = load_ruleset()
+SIGNED = datetime(2026, 1, 15, 12, tzinfo=UTC)
+# Robin (a synthetic client) starts GAD-7 at 12 and settles at 9: three points better, less than the
+# reliable change of 4 (NHS Talking Therapies), and between the two caseness cutoffs (8 and 10).
+ROBIN = [12, 11, 10, 9, 9, 9, 9, 9]
+
+
+def gad7(tenant: str, session: int, total: int, *, baseline: int = ROBIN[0], client: str = "client-robin") -> Inbound:
+    """Robin's GAD-7 at `session` as scoring sends it: the registry's caseness 8 and reliable change 4."""
+    scored = Scored(instrument="gad7", instrument_version="1", kind="outcome", better="lower", total=total,
+                    total_min=0, total_max=21, caseness=total >= 8, risk_checked=True)
+    change = None if session == 1 else ChangeFromBaseline(
+        baseline_total=baseline, baseline_at=T0, change_from_baseline=total - baseline, reliable_change_value=4,
+        reliable="improved" if baseline - total >= 4 else "deteriorated" if total - baseline >= 4 else "none")
+    score = ScoreComputed(
+        tenant=tenant, submission_id=f"{client}-gad7-{session}", revision=1, client_id=client,
+        episode_id=f"{client}-ep1", clinician_id="clin-07", administered_at=T0 + timedelta(days=7 * (session - 1)),
+        session_number=session, score=scored, change=change,
+        responses=dict(enumerate([min(3, max(0, total - 3 * n)) for n in range(7)], start=1)),
+        parameters={"caseness_cutoff": 8, "reliable_change": 4},
+    )
+    event = cloud_event(entity="score", verb="computed", service="scoring", tenant=tenant,
+                        subject=f"rapport.{tenant}.score.computed", about=score.submission_id, data=score)
+    return Inbound(f"m-{client}-{session}", event.subject, tenant, event.body, 1)
+
+
+def policy(tenant: str, version: int, values: dict[str, object]) -> ClinicalPolicy:
+    return ClinicalPolicy(tenant=tenant, version=version, signed_off_by="Dr Priya Lead (synthetic)",
+                          signed_off_at=SIGNED + timedelta(days=version), values=PolicyValues.model_validate(values))
+
+
+US_CASENESS = {"note": "US clinic: the developers' cutoff", "instruments": {"gad7": {"not_on_track": {"caseness": 10}}}}
+NHS_CASENESS = {"note": "NHS Talking Therapies: the IAPT manual's", "instruments": {"gad7": {"not_on_track":
+                                                                                            {"caseness": 8}}}}
+
+
+async def sessions_of(alerting: Alerting, record: InMemoryAlertRecord, tenant: str, totals: list[int]) -> None:
+    for n, total in enumerate(totals, start=1):
+        await alerting(alerts_unit_of_work(NOW, record), [gad7(tenant, n, total)])
+
+
+async def test_robin_is_not_on_track_at_the_nhs_service_and_out_of_the_clinical_range_at_the_us_clinic() -> None:
+    """The NHS Talking Therapies service keeps the sourced caseness 8 (no policy of its own); the US clinic's
+    policy counts GAD-7 caseness from 10. Robin's 9 at session 6 is still a case at the first and not at the
+    second."""
+    record, alerting = InMemoryAlertRecord(), Alerting(RULES, REGISTRY)
+    record.policies["us-clinic"] = [policy("us-clinic", 1, US_CASENESS)]
+    await sessions_of(alerting, record, "nhs-service", ROBIN[:5])
+    await sessions_of(alerting, record, "us-clinic", ROBIN[:5])
+    assert record.alerts == {}, "nothing before the session-6 checkpoint"
+    uow, reads = alerts_unit_of_work(NOW, record), len(record.reads)
+    await alerting(uow, [gad7("nhs-service", 6, 9), gad7("us-clinic", 6, 9)])
+    assert record.reads[reads:] == ["policies"], "one read of the tenants' policies per batch, both tenants at once"
+    [alert] = record.alerts.values()
+    assert (alert.tenant, alert.kind, alert.instrument) == ("nhs-service", "not_on_track", "gad7")
+    assert alert.policy_version == 0, "no policy set: the sourced defaults, version 0"
+    assert alert.evidence[0].values["caseness_cutoff"] == 8 and alert.evidence[0].policy_version == 0
+    completed = [json.loads(e.body)["data"] for e in uow.events if e.subject.endswith("evaluation.completed")]
+    assert [c["transitions"] for c in completed] == [["raised"], []]
+
+
+async def test_a_policy_changed_between_two_sessions_applies_to_the_next_evaluation_never_to_the_old_alert() -> None:
+    """The service signs off v1 (caseness 8), Robin's session 6 raises not_on_track under it; the service then
+    moves to caseness 10 (v2). The alert raised under v1 still says v1 and 8; session 7 runs under v2, where
+    Robin's 9 is out of the clinical range, and resolves it saying so."""
+    tenant, record, alerting = "clinic-story", InMemoryAlertRecord(), Alerting(RULES, REGISTRY)
+    record.policies[tenant] = [policy(tenant, 1, NHS_CASENESS)]
+    await sessions_of(alerting, record, tenant, ROBIN[:5])
+    uow = alerts_unit_of_work(NOW, record)
+    await alerting(uow, [gad7(tenant, 6, 9)])
+    [raised] = record.alerts.values()
+    assert (raised.kind, raised.status, raised.policy_version) == ("not_on_track", "open", 1)
+    [event] = [json.loads(e.body) for e in uow.events if e.subject.endswith("alert.raised")]
+    assert event["type"] == "rapport.alert.raised.v1", "an optional field: the event keeps its type"
+    alert = event["data"]["alert"]
+    assert alert["policy_version"] == 1 and alert["evidence"][0]["policy_version"] == 1
+    record.policies[tenant].append(policy(tenant, 2, US_CASENESS))
+    stored = record.alerts[raised.alert_id]
+    assert stored == raised, "setting a policy rewrites no alert"
+    assert (stored.policy_version, stored.evidence[0].policy_version) == (1, 1)
+    assert stored.evidence[0].values["caseness_cutoff"] == 8
+    uow = alerts_unit_of_work(NOW, record)
+    await alerting(uow, [gad7(tenant, 7, 9)])
+    [moved] = [json.loads(e.body)["data"] for e in uow.events if e.subject.endswith("alert.resolved")]
+    assert moved["alert"]["alert_id"] == raised.alert_id
+    assert moved["alert"]["resolution"] == "back_on_track" and "out of the clinical range" in moved["reason"]
+    assert moved["alert"]["policy_version"] == 2, "the evaluation ran under v2"
+    first, second = [t for _, t in record.transitions if t.alert.alert_id == raised.alert_id]
+    assert (first.transition, first.alert.policy_version) == ("raised", 1), "the raise still says v1"
+    assert first.alert.evidence[0].values["caseness_cutoff"] == 8
+    assert (second.transition, second.alert.policy_version) == ("resolved", 2)
+
+
+async def test_robin_at_the_us_clinic_is_still_caught_when_the_score_stays_above_its_cutoff() -> None:
+    """Caseness 10 is not an off switch: a client who stays at 11 is not on track at the US clinic too."""
+    record, alerting = InMemoryAlertRecord(), Alerting(RULES, REGISTRY)
+    record.policies["us-clinic"] = [policy("us-clinic", 1, US_CASENESS)]
+    await sessions_of(alerting, record, "us-clinic", [13, 12, 12, 11, 11, 11])
+    [alert] = record.alerts.values()
+    assert (alert.kind, alert.policy_version, alert.evidence[0].values["caseness_cutoff"]) == ("not_on_track", 1, 10)
+
+
+async def test_a_rule_turned_off_for_an_instrument_stays_silent_there_and_runs_elsewhere() -> None:
+    """A clinic that reviews GAD-7 progress at its own case reviews turns the checkpoint off for GAD-7 only:
+    Robin's stalled GAD-7 raises nothing there, while a reliable deterioration on it still alerts."""
+    tenant, record, alerting = "reviews-clinic", InMemoryAlertRecord(), Alerting(RULES, REGISTRY)
+    record.policies[tenant] = [policy(tenant, 1, {"instruments": {"gad7": {"not_on_track": {"enabled": False}}}})]
+    await sessions_of(alerting, record, tenant, ROBIN[:7])
+    assert record.alerts == {}
+    uow = alerts_unit_of_work(NOW, record)
+    await alerting(uow, [gad7(tenant, 8, 17)])  # five points worse than intake: reliably worse
+    [alert] = record.alerts.values()
+    assert (alert.kind, alert.policy_version) == ("reliable_deterioration", 1)
+
+
+async def test_a_rule_turned_off_for_the_tenant_leaves_an_alert_it_raised_before_as_it_stands() -> None:
+    tenant, record, alerting = "no-checkpoint", InMemoryAlertRecord(), Alerting(RULES, REGISTRY)
+    await sessions_of(alerting, record, tenant, ROBIN[:6])
+    [raised] = record.alerts.values()
+    record.policies[tenant] = [policy(tenant, 1, {"rules": {"not_on_track": {"enabled": False}}})]
+    await sessions_of_from(alerting, record, tenant, 7, [4])  # Robin recovers: the rule that would clear it is off
+    assert record.alerts[raised.alert_id] == raised, "a rule turned off rewrites and resolves nothing"
+
+
+async def sessions_of_from(alerting: Alerting, record: InMemoryAlertRecord, tenant: str, first: int,
+                           totals: list[int]) -> None:
+    for n, total in enumerate(totals, start=first):
+        await alerting(alerts_unit_of_work(NOW, record), [gad7(tenant, n, total)])
+
+
+async def test_the_tenants_checkpoints_move_the_not_on_track_alert_to_its_own_session() -> None:
+    """A service with longer courses checks at session 8 rather than 6."""
+    tenant, record, alerting = "long-courses", InMemoryAlertRecord(), Alerting(RULES, REGISTRY)
+    record.policies[tenant] = [policy(tenant, 1, {"rules": {"not_on_track": {"at_risk_session": 8,
+                                                                             "stalled_session": 12}}})]
+    await sessions_of(alerting, record, tenant, ROBIN[:7])
+    assert record.alerts == {}, "session 7 is before this service's checkpoint"
+    await sessions_of_from(alerting, record, tenant, 8, [9])
+    [alert] = record.alerts.values()
+    values = alert.evidence[0].values
+    assert (values["checkpoint"], values["at_risk_session"], values["stalled_session"]) == (8, 8, 12)
+    assert RULES.not_on_track.parameters.at_risk_session.value == 6, "the shared rules are untouched"
+
+
+# --- what a policy may say --------------------------------------------------------------------------
+
+
+def problems(values: dict[str, object]) -> list[str]:
+    return [str(p) for p in check(PolicyValues.model_validate(values), REGISTRY)]
+
+
+def test_a_threshold_outside_the_instruments_range_is_refused_naming_the_field_and_the_range() -> None:
+    assert problems({"instruments": {"gad7": {"not_on_track": {"caseness": 22}}}}) == [
+        "instruments.gad7.not_on_track.caseness: 22 is outside the allowed range: a number from 0 to 21 "
+        "(gad7 caseness cutoff: the clinical range at or above it)"]
+    assert problems({"instruments": {"gad7": {"not_on_track": {"caseness": 21}}}}) == []
+    assert problems({"instruments": {"gad7": {"not_on_track": {"caseness": 0}}}}) == []
+    assert problems({"instruments": {"gad7": {"not_on_track": {"caseness": -1}}}})[0].startswith(
+        "instruments.gad7.not_on_track.caseness: -1 is outside")
+    [srs] = problems({"instruments": {"srs": {"alliance_rupture": {"concern_cutoff": 40.5}}}})
+    assert srs.startswith("instruments.srs.alliance_rupture.concern_cutoff") and "from 0 to 40" in srs
+    [drop] = problems({"instruments": {"srs": {"alliance_rupture": {"drop_points": 0}}}})
+    assert "a number above 0 up to 40" in drop
+
+
+def test_a_rule_on_an_instrument_it_cannot_use_is_refused_saying_why() -> None:
+    assert problems({"instruments": {"k10": {"not_on_track": {"enabled": True}}}}) == [
+        "instruments.k10.not_on_track: not_on_track cannot run on k10: k10 has no reliable-change value in the "
+        "registry"]
+    assert problems({"instruments": {"phq2": {"reliable_deterioration": {"enabled": True}}}}) == [
+        "instruments.phq2.reliable_deterioration: reliable_deterioration cannot run on phq2: phq2 is a screener"]
+    assert problems({"instruments": {"phq9": {"alliance_rupture": {"drop_points": 2}}}}) == [
+        "instruments.phq9.alliance_rupture: alliance_rupture cannot run on phq9: phq9 is not an alliance measure"]
+    assert problems({"instruments": {"srs": {"not_on_track": {"caseness": 30}}}}) == [
+        "instruments.srs.not_on_track: not_on_track cannot run on srs: srs is not an outcome measure"]
+    [waisr] = problems({"instruments": {"waisr": {"alliance_rupture": {"concern_cutoff": 30}}}})
+    assert waisr == "instruments.waisr.alliance_rupture.concern_cutoff: waisr has no concern_cutoff to set"
+
+
+def test_the_risk_rule_cannot_be_turned_off_and_unknown_names_are_named() -> None:
+    [risk] = problems({"rules": {"critical_item": {"enabled": False}}})
+    assert risk.startswith("rules.critical_item.enabled: critical_item cannot be turned off")
+    assert problems({"instruments": {"phq9": {"critical_item": {"enabled": False}}}})[0].startswith(
+        "instruments.phq9.critical_item.enabled: critical_item cannot be turned off")
+    assert problems({"rules": {"critical_item": {"enabled": True}}}) == []
+    assert problems({"rules": {"sudden_gain": {"enabled": True}}})[0].startswith("rules.sudden_gain: no such rule")
+    assert problems({"instruments": {"bdi": {"not_on_track": {"caseness": 14}}}})[0].startswith(
+        "instruments.bdi: no such instrument")
+    assert problems({"rules": {"not_on_track": {"caseness": 10}}})[0].startswith(
+        "rules.not_on_track.caseness: not_on_track has no caseness to set here")
+
+
+def test_rule_thresholds_are_refused_outside_their_range_and_against_each_other() -> None:
+    assert problems({"rules": {"not_on_track": {"at_risk_session": 1}}})[0].startswith(
+        "rules.not_on_track.at_risk_session: 1 is outside the allowed range: a whole number from 2 to 52")
+    assert problems({"rules": {"not_on_track": {"at_risk_session": 6.5}}})[0].endswith(
+        "(the session by which no reliable improvement is 'at risk')")
+    assert problems({"rules": {"not_on_track": {"at_risk_session": 10}}}) == [
+        "rules.not_on_track.at_risk_session: at_risk_session 10 is above stalled_session 9: the 'at risk' "
+        "checkpoint comes before 'stalled'"]
+    assert problems({"rules": {"not_on_track": {"at_risk_session": 9}}}) == []
+    assert problems({"rules": {"alliance_rupture": {"z_major": -0.8}}})[0].startswith(
+        "rules.alliance_rupture.z_major: -0.8 is outside")
+    assert problems({"rules": {"disengagement": {"enabled": False}}})[0].startswith(
+        "rules.disengagement.enabled: disengagement cannot be turned off")
+    assert problems({"rules": {"priority": {"enabled": "no"}}})[0].startswith(
+        "rules.priority.enabled: 'no' is outside the allowed range: true or false")
+
+
+def test_show_says_where_each_value_comes_from() -> None:
+    shown = effective("us-clinic", policy("us-clinic", 3, US_CASENESS), RULES, REGISTRY)
+    by_field = {(v.rule, v.instrument, v.field): v for v in shown.values}
+    own = by_field[("not_on_track", "gad7", "caseness")]
+    assert (own.value, own.origin, own.confidence) == (10, "tenant", "tenant")
+    phq9 = by_field[("not_on_track", "phq9", "caseness")]
+    assert (phq9.value, phq9.origin) == (10, "default") and phq9.sources and phq9.confidence == "verified"
+    checkpoint = by_field[("not_on_track", None, "at_risk_session")]
+    assert (checkpoint.value, checkpoint.origin, checkpoint.sources) == (6, "default", ["R33"])
+    assert (shown.version, shown.signed_off_by) == (3, "Dr Priya Lead (synthetic)")
+    assert "not_on_track" not in shown.runs["k10"] and "reliable-change" in shown.not_run["k10"]["not_on_track"]
+    none = effective("new-clinic", None, RULES, REGISTRY)
+    assert none.version == 0 and all(v.origin == "default" for v in none.values)
+    gad7_default = {(v.rule, v.instrument, v.field): v for v in none.values}[("not_on_track", "gad7", "caseness")]
+    assert gad7_default.value == 8 and gad7_default.confidence == "secondary"
+
+
+def test_a_tenants_value_is_marked_as_its_own_in_the_rules_it_runs_under() -> None:
+    under = applied(RULES, policy("a-clinic", 2, {"rules": {"disengagement": {"gap_days": 21}}}))
+    gap = under.disengagement.parameters.gap_days
+    assert (gap.value, gap.source, gap.confidence) == (21.0, [], "tenant")
+    assert "clinical policy v2" in gap.note and under.policy.version == 2
+    assert applied(RULES, None) is RULES
+
+
+def test_a_policy_file_is_read_from_toml_or_json_and_a_stray_key_is_named(tmp_path: Path) -> None:
+    toml = tmp_path / "policy.toml"
+    toml.write_text('[instruments.gad7.not_on_track]\ncaseness = 10\n')
+    as_json = tmp_path / "policy.json"
+    as_json.write_text(json.dumps(US_CASENESS))
+    assert read_file(toml).instruments == read_file(as_json).instruments == {"gad7": {"not_on_track": {"caseness": 10}}}
+    stray = tmp_path / "stray.toml"
+    stray.write_text('[rule.not_on_track]\nenabled = false\n')
+    with pytest.raises(PolicyError) as refused:
+        read_file(stray)
+    assert [p.where for p in refused.value.problems] == ["rule"]
