@@ -27,6 +27,9 @@ app.add_typer(broker_app, name="broker")
 questionnaires_app = typer.Typer(help="Published Questionnaires Rapport knows, and each tenant's own.",
                                  no_args_is_help=True)
 app.add_typer(questionnaires_app, name="questionnaires")
+policy_app = typer.Typer(help="Each tenant's clinical policy: which alert rules run for which instruments, and "
+                              "their thresholds.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
 
 SERVICE_NAMES = ("ingest", "scoring", "alerts", "gateway")
 
@@ -533,6 +536,71 @@ def questionnaires_remove(
     except QuestionnaireError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
+
+
+PolicyFile = Annotated[Path, typer.Option("--file", help="the policy, TOML (.toml) or JSON", exists=True,
+                                         dir_okay=False)]
+
+
+def _refused(error: Exception) -> typer.Exit:
+    from rapport.policy import PolicyError
+
+    typer.echo(str(error), err=True)
+    for problem in error.problems if isinstance(error, PolicyError) else []:
+        typer.echo(f"  {problem}", err=True)
+    return typer.Exit(1)
+
+
+@policy_app.command("show")
+def policy_show(
+    tenant: Annotated[str, typer.Option(help="the tenant whose policy the alert rules run under")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON only on stdout")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """The tenant's effective policy: every value the rules read, each with its source (the sourced default,
+    or the tenant's own with the version that set it), and which rules run on which instruments."""
+    from rapport.policy import describe, show
+
+    effective = asyncio.run(show(_settings(data_dir).resolved_database_url(), tenant))
+    typer.echo(effective.model_dump_json(indent=2) if as_json else describe(effective))
+
+
+@policy_app.command("set")
+def policy_set(
+    tenant: Annotated[str, typer.Option(help="the tenant the policy is for")],
+    file: PolicyFile,
+    signed_off_by: Annotated[str, typer.Option("--signed-off-by", help="who signed the policy off (required)")],
+    data_dir: DataDir = None,
+) -> None:
+    """Store the file as the tenant's next policy version (refused as `validate` refuses it); new evaluations
+    run under it, alerts already raised keep the version they ran under."""
+    from datetime import UTC, datetime
+
+    from rapport.policy import PolicyError, read_file, set_policy
+
+    try:
+        policy = asyncio.run(set_policy(_settings(data_dir).resolved_database_url(), tenant, read_file(file),
+                                        signed_off_by, datetime.now(UTC)))
+    except PolicyError as error:
+        raise _refused(error) from None
+    typer.echo(f"{tenant}: clinical policy version {policy.version}, signed off by {policy.signed_off_by} on "
+               f"{policy.signed_off_at:%Y-%m-%d %H:%M} UTC; new evaluations run under it")
+
+
+@policy_app.command("validate")
+def policy_validate(file: PolicyFile) -> None:
+    """Check a policy file without storing it: each problem names the rule, instrument and field and what is
+    allowed (a threshold within the instrument's range; a rule only on an instrument it can use)."""
+    from rapport.policy import PolicyError, read_file, validate
+
+    try:
+        problems = validate(read_file(file))
+    except PolicyError as error:
+        raise _refused(error) from None
+    if problems:
+        raise _refused(PolicyError(f"{file}: refused ({len(problems)} problem{'s' if len(problems) > 1 else ''})",
+                                   problems))
+    typer.echo(f"{file}: a valid clinical policy")
 
 
 @app.command()
