@@ -227,3 +227,27 @@ def test_the_smtp_url_names_the_relay_tls_and_credentials() -> None:
         "mail.clinic.example", 465, True, "user@clinic", "p:ss")
     with pytest.raises(ValueError):
         SmtpRelay.from_url("http://mail.example")
+
+
+def test_during_a_changeover_a_receiver_holding_either_secret_verifies_and_after_it_only_the_new() -> None:
+    """A rotation's two signatures, the new secret's first, space-separated (Standard Webhooks allows
+    several); the replaced secret signs while the changeover lasts and not a moment after."""
+    from rapport.services.gateway.notifications.domain import SECRET_ROTATION_GRACE, still_signing
+
+    old, new, body = new_secret(), new_secret(), payload(event(), "https://rapport.example")
+    timestamp = int(datetime.now(UTC).timestamp())
+    headers = signed_headers(new, "msg-1", timestamp, body, previous=old)
+    assert headers["webhook-signature"].split(" ") == [signature(new, "msg-1", timestamp, body),
+                                                       signature(old, "msg-1", timestamp, body)]
+    assert Webhook(old).verify(body, headers) == Webhook(new).verify(body, headers) == json.loads(body)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new_secret()).verify(body, headers)
+    assert timedelta(hours=24) == SECRET_ROTATION_GRACE
+    until = NOW + SECRET_ROTATION_GRACE
+    assert still_signing(old, until, NOW) == old
+    assert still_signing(old, until, until - timedelta(seconds=1)) == old
+    assert still_signing(old, until, until) is None
+    assert still_signing(None, None, NOW) is None
+    alone = signed_headers(new, "msg-1", timestamp, body, previous=still_signing(old, until, until))
+    with pytest.raises(WebhookVerificationError):
+        Webhook(old).verify(body, alone)

@@ -4,6 +4,7 @@
     GET    /webhooks                    the caller's endpoints
     GET    /webhooks/{id}
     DELETE /webhooks/{id}               with its deliveries (none is sent after)
+    POST   /webhooks/{id}/rotate-secret a new secret, shown once; the replaced one signs too for a day
     GET    /webhooks/{id}/attempts      every delivery attempt: when, status code or kind of failure,
                                         attempt number, what it came to, when the next is due
     POST   /webhooks/{id}/deliveries/{webhook-id}/retry
@@ -32,10 +33,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from rapport.services.gateway.http import NATIVE_TYPES, Gate, Refused
 from rapport.services.gateway.notifications.domain import (
     EMAIL_ADDRESS,
+    SECRET_ROTATION_GRACE,
     Channel,
     Scope,
     fingerprint,
     new_secret,
+    still_signing,
 )
 from rapport.services.gateway.notifications.egress import EgressPolicy, check_url
 from rapport.services.gateway.notifications.models import EmailSubscription, WebhookEndpoint
@@ -44,6 +47,7 @@ from rapport.services.gateway.notifications.repository import (
     add_target,
     attempts_for,
     remove_target,
+    rotate_secret,
     target_in_scope,
     targets_in_scope,
     try_again,
@@ -109,11 +113,21 @@ class WebhookShown(BaseModel):
     description: str
     created_at: datetime
     created_by: str
-    secret_fingerprint: str = Field(description="tells secrets apart; the secret itself is shown only on creation")
+    secret_fingerprint: str = Field(description="tells secrets apart; the secret itself is shown only on creation "
+                                                "and rotation")
+    previous_secret_fingerprint: str | None = Field(
+        default=None, description="after a rotation, the replaced secret's, while tries are signed with it too")
+    previous_secret_until: datetime | None = Field(
+        default=None, description="until when tries carry the replaced secret's signature beside the new one's")
 
 
 class WebhookCreated(WebhookShown):
     secret: str = Field(description="whsec_ + base64: verify webhook-signature with it. Shown this once")
+
+
+class SecretRotated(WebhookShown):
+    secret: str = Field(description="the new whsec_ secret, shown this once: tries are signed with it from now on, "
+                                    "and with the replaced one too until previous_secret_until")
 
 
 class EmailSubscriptionShown(BaseModel):
@@ -157,10 +171,13 @@ class Attempts(BaseModel):
     attempts: list[AttemptShown]
 
 
-def _webhook(row: WebhookEndpoint) -> WebhookShown:
+def _webhook(row: WebhookEndpoint, now: datetime) -> WebhookShown:
+    previous = still_signing(row.previous_secret, row.previous_secret_until, now)
     return WebhookShown(id=row.id, url=row.url, clinician_id=row.clinician_id, description=row.description,
                         created_at=row.created_at, created_by=row.created_by,
-                        secret_fingerprint=fingerprint(row.secret))
+                        secret_fingerprint=fingerprint(row.secret),
+                        previous_secret_fingerprint=fingerprint(previous) if previous else None,
+                        previous_secret_until=row.previous_secret_until if previous else None)
 
 
 def _subscription(row: EmailSubscription) -> EmailSubscriptionShown:
@@ -294,25 +311,41 @@ def notifications_router(gate: Gate, sessions: async_sessionmaker[AsyncSession],
         async with sessions() as session, session.begin():
             await add_target(session, row)
             await audited(request, principal, scope, "create", f"webhook/{row.id}", 201, session)
-        return WebhookCreated(**_webhook(row).model_dump(), secret=row.secret)
+        return WebhookCreated(**_webhook(row, clock()).model_dump(), secret=row.secret)
 
     @router.get("/webhooks", response_model=Webhooks, responses=not_found, summary="The caller's webhook endpoints")
     async def list_webhooks(request: Request) -> Webhooks:
         _principal, scope = await scope_of(request)
         async with sessions() as session:
             rows = await targets_in_scope(session, "webhook", scope)
-        return Webhooks(webhooks=[_webhook(r) for r in rows if isinstance(r, WebhookEndpoint)])
+        now = clock()
+        return Webhooks(webhooks=[_webhook(r, now) for r in rows if isinstance(r, WebhookEndpoint)])
 
     @router.get("/webhooks/{target_id}", response_model=WebhookShown, responses=not_found,
                 summary="One webhook endpoint (without its secret)")
     async def get_webhook(request: Request, target_id: str) -> WebhookShown:
         _principal, scope = await scope_of(request)
-        return _webhook(await found(scope, "webhook", target_id))
+        return _webhook(await found(scope, "webhook", target_id), clock())
 
     @router.delete("/webhooks/{target_id}", status_code=204, responses=not_found,
                    summary="Delete a webhook endpoint and its deliveries")
     async def delete_webhook(request: Request, target_id: str) -> Response:
         return await removed(request, "webhook", target_id)
+
+    @router.post("/webhooks/{target_id}/rotate-secret", response_model=SecretRotated, responses=not_found,
+                 summary="A new secret for the endpoint (shown once); the replaced one signs too for 24 hours")
+    async def rotate_webhook_secret(request: Request, target_id: str) -> SecretRotated:
+        principal, scope = await scope_of(request)
+        now = clock()
+        async with sessions() as session, session.begin():
+            row = await rotate_secret(session, scope, target_id, new_secret(), now, SECRET_ROTATION_GRACE)
+            await audited(request, principal, scope, "rotate_secret", f"webhook/{target_id}",
+                          404 if row is None else 200, session)
+            if row is not None:
+                rotated = SecretRotated(**_webhook(row, now).model_dump(), secret=row.secret)
+        if row is None:
+            raise _not_found("webhook")
+        return rotated
 
     @router.get("/webhooks/{target_id}/attempts", response_model=Attempts, responses=not_found,
                 summary="Every delivery attempt to the endpoint, newest first")

@@ -6,6 +6,9 @@ Webhooks follow the Standard Webhooks specification (standardwebhooks.com, spec 
   per endpoint;
 - the signed content is `{webhook-id}.{webhook-timestamp}.{body}`, HMAC-SHA256 with the secret's
   decoded bytes, sent as `webhook-signature: v1,<base64>`;
+- a secret is rotated with a changeover: for `SECRET_ROTATION_GRACE` after a rotation each try
+  carries two signatures, the new secret's first, space-separated in `webhook-signature` (the spec
+  allows several, so a receiver verifies with whichever secret it holds), then the new one's only;
 - `webhook-id` is the same on every retry of one event to one endpoint (the receiver's idempotency
   key), `webhook-timestamp` is the attempt's (integer seconds), so a receiver refuses replays by age;
 - 2xx is delivered; a timeout, a connection failure, 5xx, 408 and 429 are tried again after a
@@ -34,6 +37,9 @@ from rapport.shared.contracts.envelope import derived_event_id
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
+# after a rotation, how long tries are signed with the replaced secret too: a day for the clinic's IT
+# to put the new secret where the receiver reads it (a Rapport default, not from the spec)
+SECRET_ROTATION_GRACE = timedelta(hours=24)
 Channel = Literal["webhook", "email"]
 CHANNELS: tuple[Channel, ...] = ("webhook", "email")
 # what a delivery is: waiting for its next try, or done one way or another
@@ -70,10 +76,17 @@ def signature(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def signed_headers(secret: str, webhook_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+def signed_headers(secret: str, webhook_id: str, timestamp: int, body: bytes, *,
+                   previous: str | None = None) -> dict[str, str]:
+    """`previous`: the replaced secret during a changeover, whose signature follows the new one's."""
+    signatures = [signature(s, webhook_id, timestamp, body) for s in (secret, previous) if s is not None]
     return {"webhook-id": webhook_id, "webhook-timestamp": str(timestamp),
-            "webhook-signature": signature(secret, webhook_id, timestamp, body),
-            "content-type": "application/json"}
+            "webhook-signature": " ".join(signatures), "content-type": "application/json"}
+
+
+def still_signing(previous: str | None, until: datetime | None, now: datetime) -> str | None:
+    """The replaced secret while its changeover lasts, else None."""
+    return previous if previous is not None and until is not None and now < until else None
 
 
 def fingerprint(secret: str) -> str:

@@ -3,7 +3,8 @@
 - `gateway_webhook_endpoints`, `gateway_email_subscriptions`: the targets, per tenant, each for one
   clinician or (`clinician_id` NULL) for every notification of the tenant. A webhook's secret is
   stored as given to its creator, since signing needs it (see README, Notifications: not encrypted
-  at rest yet); the API shows it once.
+  at rest yet); the API shows it once. After a rotation (migration 0014) the replaced secret is
+  kept in `previous_secret` until `previous_secret_until`, signing beside the new one.
 - `gateway_deliveries`: one row per notification per target, written with the inbox row of the
   notify event (an outbox of deliveries). Its id is the `webhook-id`, derived from the event and the
   target; the payload is stored once, so every retry sends the same bytes.
@@ -32,6 +33,8 @@ class WebhookEndpoint(Base):
     secret: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     created_by: Mapped[str] = mapped_column(String(255))
+    previous_secret: Mapped[str | None] = mapped_column(String(100), default=None)
+    previous_secret_until: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
 
     __table_args__ = (Index("ix_gateway_webhook_endpoints_tenant", "tenant", "clinician_id"),)
 

@@ -12,7 +12,15 @@ from typing import cast
 from sqlalchemy import case, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rapport.services.gateway.notifications.domain import Channel, NewDelivery, Next, Scope, Target, Tried
+from rapport.services.gateway.notifications.domain import (
+    Channel,
+    NewDelivery,
+    Next,
+    Scope,
+    Target,
+    Tried,
+    still_signing,
+)
 from rapport.services.gateway.notifications.models import (
     Delivery,
     DeliveryAttempt,
@@ -58,6 +66,20 @@ async def remove_target(session: AsyncSession, channel: Channel, scope: Scope, t
     return True
 
 
+async def rotate_secret(session: AsyncSession, scope: Scope, target_id: str, secret: str, now: datetime,
+                        grace: timedelta) -> WebhookEndpoint | None:
+    """The endpoint signs with `secret` from now on, and with the secret it replaces until `now +
+    grace` (a second rotation within that time drops the oldest: two secrets at most). None when the
+    endpoint is not in the caller's scope."""
+    row = await session.get(WebhookEndpoint, target_id, with_for_update=True)
+    if row is None or not scope.sees(row.tenant, row.clinician_id):
+        return None
+    row.previous_secret, row.previous_secret_until = row.secret, now + grace
+    row.secret = secret
+    await session.flush()
+    return row
+
+
 async def targets_of(session: AsyncSession, tenants: Iterable[str], channels: Iterable[Channel]) -> list[Target]:
     """Every target of these tenants, on the channels that can send (one read per table)."""
     wanted = sorted(set(tenants))
@@ -95,6 +117,7 @@ class Claimed:
     payload: bytes
     url: str | None = None
     secret: str | None = None
+    previous_secret: str | None = None  # during a changeover after a rotation: signs too
     address: str | None = None
 
 
@@ -138,6 +161,8 @@ async def claim_due(session: AsyncSession, now: datetime, limit: int, lease: tim
         claimed.append(Claimed(
             id=row.id, tenant=row.tenant, channel=channel, target_id=row.target_id, attempt=row.attempts,
             payload=row.payload, url=endpoint.url if endpoint else None, secret=endpoint.secret if endpoint else None,
+            previous_secret=still_signing(endpoint.previous_secret, endpoint.previous_secret_until, now)
+            if endpoint else None,
             address=subscription.address if subscription else None))
     return claimed
 

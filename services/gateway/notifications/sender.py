@@ -239,7 +239,8 @@ class NotificationSender:
     async def _post(self, delivery: Claimed, started: datetime) -> Tried:
         if self._http is None or delivery.url is None or delivery.secret is None:
             return Tried(error="target_gone")
-        headers = signed_headers(delivery.secret, delivery.id, int(started.timestamp()), delivery.payload)
+        headers = signed_headers(delivery.secret, delivery.id, int(started.timestamp()), delivery.payload,
+                                 previous=delivery.previous_secret)
         try:
             # httpx's timeout bounds each phase; this bounds the whole try (a receiver that trickles)
             async with asyncio.timeout(self._timeout), \
