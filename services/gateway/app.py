@@ -110,7 +110,9 @@ def build(settings: Settings, broker_url: str, *, verifier: TokenVerifier | None
         MappingCommander(ingress, wait_seconds=settings.gateway_answer_wait_seconds), gate,
         pages.sign_in.principal_of, pages.audit)
     http = create_app(intake, gate, version=VERSION, wait_seconds=settings.gateway_answer_wait_seconds,
-                      routers=[attendance_router(intake, gate, wait_seconds=settings.gateway_answer_wait_seconds),
+                      audit=pages.audit,  # every submitting request's answer is audited
+                      routers=[attendance_router(intake, gate, wait_seconds=settings.gateway_answer_wait_seconds,
+                                                 audit=pages.audit),
                                notifications.router, records, mappings, *pages.routers])
     service = runtime.asgi(background=[Periodic("gateway-answer-pruning", 3600, prune), *pages.background])
     return runtime, GatewayAsgi(service, http)

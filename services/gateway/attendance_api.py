@@ -14,7 +14,8 @@ integration) -> content type (415) -> size (413) -> JSON (400) -> this endpoint'
 an Idempotency-Key reused with another body (422) -> the message recorded (503) -> the broker (503)
 -> ingest's answer (201 / 422, or 202 when none came within the wait, with a Location to poll). The
 answers are kept like submissions' (gateway_answers), so a resend or a poll is answered as the first
-request was.
+request was. Each answer and refusal is in the audit trail as `record_attendance` (http.py's
+`Submitting`): `appointment/<id>` or `ending/<episode id>`, never the body.
 """
 
 from __future__ import annotations
@@ -32,8 +33,12 @@ from rapport.services.gateway.http import (
     _RESPONSES,
     FHIR_TYPES,
     NATIVE_TYPES,
+    RECORD_ATTENDANCE,
+    Audit,
     Gate,
     Refused,
+    Submitted,
+    Submitting,
     _submit,
     fhir_answer,
     native_answer,
@@ -47,10 +52,14 @@ SUMMARIES = {
 }
 
 
-def attendance_router(intake: Intake, gate: Gate, *, wait_seconds: float) -> APIRouter:
+def attendance_router(intake: Intake, gate: Gate, *, wait_seconds: float, audit: Audit | None = None) -> APIRouter:
     router = APIRouter()
+    submitting = Submitting(audit)
 
     async def resource(request: Request, resource_type: str) -> Response:
+        return await submitting(request, RECORD_ATTENDANCE, lambda: resource_work(request, resource_type))
+
+    async def resource_work(request: Request, resource_type: str) -> Submitted:
         principal = await gate.principal(request, "submit")
         body, document = await gate.body(request, FHIR_TYPES)
         found = document.get("resourceType")
@@ -61,7 +70,7 @@ def attendance_router(intake: Intake, gate: Gate, *, wait_seconds: float) -> API
                           f"this endpoint takes a {resource_type}" + (f"; {where}" if known else ""),
                           field="resourceType")
         received = await _submit(intake, principal, body, request, resource_type, channel=ATTENDANCE)
-        return fhir_answer(received, resource_type, wait_seconds)
+        return Submitted(principal, received, fhir_answer(received, resource_type, wait_seconds), RECORD_ATTENDANCE)
 
     def creating(resource_type: str) -> Callable[[Request], Awaitable[Response]]:
         async def create(request: Request) -> Response:
@@ -78,11 +87,14 @@ def attendance_router(intake: Intake, gate: Gate, *, wait_seconds: float) -> API
                  openapi_extra={"requestBody": _NATIVE_DOC, "parameters": _HEADERS_DOC},
                  summary="A native attendance JSON (an appointment's state, or an episode's ending; README)")
     async def native(request: Request) -> Response:
+        return await submitting(request, RECORD_ATTENDANCE, lambda: native_work(request))
+
+    async def native_work(request: Request) -> Submitted:
         principal = await gate.principal(request, "submit")
         body, document = await gate.body(request, NATIVE_TYPES)
         if "resourceType" in document:
             raise Refused(400, "wrong_format", "a FHIR resource: POST it under /fhir", field="resourceType")
-        return native_answer(await _submit(intake, principal, body, request, "native", channel=ATTENDANCE),
-                             wait_seconds)
+        received = await _submit(intake, principal, body, request, "native", channel=ATTENDANCE)
+        return Submitted(principal, received, native_answer(received, wait_seconds), RECORD_ATTENDANCE)
 
     return router

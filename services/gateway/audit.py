@@ -10,13 +10,19 @@ refused sign-in whose link could not be trusted has no tenant or subject, becaus
 believed. The migration adds triggers on both databases that refuse UPDATE and DELETE of a row.
 
 Routes write rows with `await audit.record(...)`: given the open session of the transaction that
-did the work, the row commits (or rolls back) with it; without one, the trail opens its own. Rows are
+did the work, the row commits (or rolls back) with it; without one, the trail opens its own. The
+submitting routes, whose work has no transaction of the gateway's to join (the message's record is
+written before ingest answers; the answer's row by the answers' consumer), use `record_each`: their
+rows are committed together with those of the other requests waiting at the same moment (a group
+commit: one transaction for many requests, each answered only once its rows are on disk), so the
+trail costs the HTTP door a shared write rather than one per request. Rows are
 never pruned here: how long a clinic keeps them is its policy (HIPAA asks six years of the
 documentation), not a setting Rapport guesses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import Callable, Sequence
@@ -112,6 +118,47 @@ class AuditTrail:
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._sessions = sessions
         self._clock = clock
+        # the group commit of record_each: rows waiting for the next transaction, and the task writing
+        self._waiting: list[tuple[list[AuditRow], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def record_each(self, *, action: str, outcome: int, principal: Principal | None, request: Request,
+                          credential: str, parts: Sequence[tuple[str | None, str | None]]) -> None:
+        """One row per (resource, detail), committed with whatever other requests are waiting; returns
+        once they are on disk (raises what the database raised when they are not)."""
+        credential = credential_of(request) or credential
+        rows = [self._row(action=action, outcome=outcome, principal=principal, resource=resource, request=request,
+                          credential=credential, detail=detail) for resource, detail in parts]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((rows, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_waiting(), name="gateway-audit-group-commit")
+        await asyncio.shield(done)  # a request that goes away leaves its rows to be written
+
+    async def _write_waiting(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                async with self._sessions() as session, session.begin():
+                    session.add_all([row for rows, _ in batch for row in rows])
+            except Exception as error:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(error)
+            else:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+    def _row(self, *, action: str, outcome: int, principal: Principal | None, resource: str | None,
+             request: Request | None, credential: str | None, detail: str | None) -> AuditRow:
+        return AuditRow(
+            at=self._clock(), tenant=principal.tenant if principal else None,
+            subject=_clip(principal.subject, 255) if principal else None,
+            role=principal.role if principal else None, clinician=principal.clinician if principal else None,
+            action=action[:64], resource=_clip(resource, 300), client_address=client_address(request),
+            credential=credential, outcome=outcome, detail=_clip(detail, 64),
+        )
 
     async def record(self, *, action: str, outcome: int, principal: Principal | None = None,
                      resource: str | None = None, request: Request | None = None, credential: str | None = None,
@@ -120,13 +167,8 @@ class AuditTrail:
         With `session`, the row is part of that session's open transaction; without, it commits alone."""
         if credential is None and request is not None:
             credential = credential_of(request)
-        row = AuditRow(
-            at=self._clock(), tenant=principal.tenant if principal else None,
-            subject=_clip(principal.subject, 255) if principal else None,
-            role=principal.role if principal else None, clinician=principal.clinician if principal else None,
-            action=action[:64], resource=_clip(resource, 300), client_address=client_address(request),
-            credential=credential, outcome=outcome, detail=_clip(detail, 64),
-        )
+        row = self._row(action=action, outcome=outcome, principal=principal, resource=resource, request=request,
+                        credential=credential, detail=detail)
         if session is not None:
             session.add(row)
             return

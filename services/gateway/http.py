@@ -9,6 +9,12 @@ none came in time, with a `Location` to poll: GET /api/v1/messages/{id}, or its 
 GET /fhir/_messages/{id}).
 Refusals under /fhir are OperationOutcomes, under /api/v1 the native `problems` list. Nothing from
 the body is repeated in a refusal or a log line; ingest's problems name fields, codes and items.
+
+Every answer of a submitting route, refusals included, is in the audit trail (`Submitting`): who
+(the token's subject and role; nobody for a 401), the action (`submit`, `record_attendance`), what
+as ids (`submission/<id>`, one row per answered part; `message/<id>` while pending), the status
+answered and, for anything not accepted, a short code. The rows are on disk before the answer goes
+out.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import jwt
@@ -63,7 +70,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
                             "use_dashboard"}),
     "lead": frozenset({"read_alerts", "act_on_alerts", "read_records", "watch_events", "read_figures",
                        "use_dashboard"}),
-    "admin": frozenset({"manage_webhooks", "read_audit", "read_instruments", "use_dashboard",
+    "admin": frozenset({"manage_webhooks", "read_audit", "read_instruments", "use_dashboard", "manage_sessions",
                        "manage_questionnaire_mappings"}),
 }
 
@@ -181,6 +188,7 @@ class Gate:
             log.warning("the identity provider's keys could not be fetched")
             raise Refused(503, "identity_provider_unavailable", "tokens cannot be checked now; try again later",
                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+        request.state.principal = principal  # who was refused, for the audit trail of a refusal
         if not may(principal, action):
             raise Refused(403, "forbidden", f"the role {principal.role or '(none)'} may not {action}")
         return principal
@@ -237,6 +245,72 @@ async def _submit(intake: Intake, principal: Principal, body: bytes, request: Re
         log.warning("broker did not take a submission (%s)", error, extra={"message_id": message_id})
         raise Refused(503, "broker_unavailable", "the broker is not available; resend the same request later",
                       headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+
+
+# the audit trail of submitting routes
+
+SUBMIT = "submit"
+RECORD_ATTENDANCE = "record_attendance"
+
+
+class Audit(Protocol):
+    """The audit trail's face for the submitting routes (audit.py, `AuditTrail.record_each`): one row
+    per (resource, detail), written together, committed when it returns."""
+
+    async def record_each(self, *, action: str, outcome: int, principal: Principal | None, request: Request,
+                          credential: str, parts: Sequence[tuple[str | None, str | None]]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Submitted:
+    principal: Principal
+    received: Received
+    response: Response
+    action: str
+
+
+def audited_parts(received: Received) -> list[tuple[str | None, str | None]]:
+    """(resource, detail) per answered part: the stored record's id (never a payload) and `accepted`,
+    or a rejection's first problem code; one `message/<id>` row, `pending`, before ingest answered."""
+    if received.answers is None:
+        return [(f"message/{received.message_id}", "pending")]
+    return [(f"{a.record}/{a.submission_id}" if a.submission_id else f"message/{received.message_id}",
+             "accepted" if a.outcome == "accepted" else (a.problems[0].code if a.problems else "rejected"))
+            for a in received.answers]
+
+
+class Submitting:
+    """Runs a submitting route's work and writes its audit rows: the answer's, or the refusal's (with
+    its code, and whoever the token named when it was valid). An answer whose rows cannot be written
+    is not given: 503, and a resend of the same request (recognised, never stored twice) gets it."""
+
+    def __init__(self, audit: Audit | None) -> None:
+        self.audit = audit
+
+    async def __call__(self, request: Request, action: str, work: Callable[[], Awaitable[Submitted]]) -> Response:
+        if self.audit is None:
+            return (await work()).response
+        try:
+            done = await work()
+        except Refused as refused:
+            try:
+                await self.audit.record_each(action=action, outcome=refused.status, request=request,
+                                             credential="bearer", principal=getattr(request.state, "principal", None),
+                                             parts=[(None, refused.code)])
+            except Exception as error:  # the refusal stands; its row is what is lost
+                log.warning("a refused submission's audit row could not be written (%s)", type(error).__name__)
+            raise
+        try:
+            await self.audit.record_each(action=done.action, outcome=done.response.status_code,
+                                         principal=done.principal, request=request, credential="bearer",
+                                         parts=audited_parts(done.received))
+        except Exception as error:
+            log.warning("a submission's audit rows could not be written (%s)", type(error).__name__,
+                        extra={"message_id": done.received.message_id})
+            raise Refused(503, "audit_unavailable", "the answer cannot be recorded in the audit trail now: resend "
+                          "the same request later (it is recognised, and answered as this one would have been)",
+                          headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+        return done.response
 
 
 # answers
@@ -356,9 +430,11 @@ _STATUS_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def create_app(intake: Intake, gate: Gate, *, version: str, wait_seconds: float,
                clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-               routers: Sequence[APIRouter] = ()) -> FastAPI:
+               routers: Sequence[APIRouter] = (), audit: Audit | None = None) -> FastAPI:
     """The submission routes here; every other area (records, notifications, sign-in, pages) is a
-    router of its own module, included as given."""
+    router of its own module, included as given. With `audit`, every submitting request's answer is
+    in the audit trail."""
+    submitting = Submitting(audit)
     app = FastAPI(title="Rapport gateway", version=version, openapi_url="/api/v1/openapi.json",
                   docs_url=None, redoc_url=None,
                   description="FHIR R4 REST at /fhir (CapabilityStatement at /fhir/metadata) and the native "
@@ -392,17 +468,19 @@ def create_app(intake: Intake, gate: Gate, *, version: str, wait_seconds: float,
                                                     wait_seconds=wait_seconds))
 
     async def resource(request: Request, resource_type: str) -> Response:
-        principal = await gate.principal(request, "submit")
-        body, document = await gate.body(request, FHIR_TYPES)
-        found = document.get("resourceType")
-        if found != resource_type:
-            where = "POST a Bundle to /fhir" if found == "Bundle" else f"POST a {found} to /fhir/{found}"
-            raise Refused(400, "wrong_resource_type",
-                          f"this endpoint takes a {resource_type}" + (f"; {where}" if found in (
-                              "Bundle", *fhir.SUBMISSION_TYPES, *fhir.ATTENDANCE_TYPES) else ""),
-                          field="resourceType")
-        return fhir_answer(await _submit(intake, principal, body, request, resource_type), resource_type,
-                           wait_seconds)
+        async def work() -> Submitted:
+            principal = await gate.principal(request, "submit")
+            body, document = await gate.body(request, FHIR_TYPES)
+            found = document.get("resourceType")
+            if found != resource_type:
+                where = "POST a Bundle to /fhir" if found == "Bundle" else f"POST a {found} to /fhir/{found}"
+                raise Refused(400, "wrong_resource_type",
+                              f"this endpoint takes a {resource_type}" + (f"; {where}" if found in (
+                                  "Bundle", *fhir.SUBMISSION_TYPES, *fhir.ATTENDANCE_TYPES) else ""),
+                              field="resourceType")
+            received = await _submit(intake, principal, body, request, resource_type)
+            return Submitted(principal, received, fhir_answer(received, resource_type, wait_seconds), SUBMIT)
+        return await submitting(request, SUBMIT, work)
 
     @app.post("/fhir/QuestionnaireResponse", tags=["fhir"], status_code=201, responses=_RESPONSES,
               openapi_extra={"requestBody": _BODY_DOC, "parameters": _HEADERS_DOC},
@@ -420,6 +498,9 @@ def create_app(intake: Intake, gate: Gate, *, version: str, wait_seconds: float,
               openapi_extra={"requestBody": _BODY_DOC, "parameters": _HEADERS_DOC},
               summary="A Bundle of type batch or collection (transaction: refused, send a batch)")
     async def bundle(request: Request) -> Response:
+        return await submitting(request, SUBMIT, lambda: bundle_work(request))
+
+    async def bundle_work(request: Request) -> Submitted:
         principal = await gate.principal(request, "submit")
         body, document = await gate.body(request, FHIR_TYPES)
         if document.get("resourceType") != "Bundle":
@@ -437,19 +518,24 @@ def create_app(intake: Intake, gate: Gate, *, version: str, wait_seconds: float,
             raise Refused(422, "mixed_bundle", "a Bundle is either submissions (QuestionnaireResponse, Observation) "
                           "or attendance (Appointment, Encounter, EpisodeOfCare): send the Appointments in a "
                           "Bundle of their own", field="entry")
-        return fhir_answer(await _submit(intake, principal, body, request, "Bundle",
-                                         channel=ATTENDANCE if channel == "attendance" else SUBMISSIONS),
-                           "Bundle", wait_seconds)
+        attendance = channel == "attendance"
+        received = await _submit(intake, principal, body, request, "Bundle",
+                                 channel=ATTENDANCE if attendance else SUBMISSIONS)
+        return Submitted(principal, received, fhir_answer(received, "Bundle", wait_seconds),
+                         RECORD_ATTENDANCE if attendance else SUBMIT)
 
     @app.post("/api/v1/submissions", tags=["native"], status_code=201, responses=_RESPONSES,
               openapi_extra={"requestBody": _NATIVE_DOC, "parameters": _HEADERS_DOC},
               summary="A native JSON submission (the format in the README)")
     async def native(request: Request) -> Response:
-        principal = await gate.principal(request, "submit")
-        body, document = await gate.body(request, NATIVE_TYPES)
-        if "resourceType" in document:
-            raise Refused(400, "wrong_format", "a FHIR resource: POST it under /fhir", field="resourceType")
-        return native_answer(await _submit(intake, principal, body, request, "native"), wait_seconds)
+        async def work() -> Submitted:
+            principal = await gate.principal(request, "submit")
+            body, document = await gate.body(request, NATIVE_TYPES)
+            if "resourceType" in document:
+                raise Refused(400, "wrong_format", "a FHIR resource: POST it under /fhir", field="resourceType")
+            received = await _submit(intake, principal, body, request, "native")
+            return Submitted(principal, received, native_answer(received, wait_seconds), SUBMIT)
+        return await submitting(request, SUBMIT, work)
 
     async def message_status(request: Request, message_id: str) -> tuple[Received, str]:
         """What the gateway knows of a message this tenant sent through it; 404 for any other id
