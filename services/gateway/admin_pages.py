@@ -8,6 +8,10 @@
                              one more try of a dead or refused delivery (channel `webhook` or `email`)
     POST /admin/webhooks/{channel}/{id}/delete
                              the endpoint or subscription, with its deliveries
+    GET /admin/sessions      the tenant's live dashboard sessions: who, role, since when, until when,
+                             how they signed in (`manage_sessions`, audited `read_sessions`)
+    POST /admin/sessions/{handle}/end
+                             ends one of them at once (audited `end_session`); another tenant's is 404
     GET /admin/instruments   the instrument registry as this tenant may use it: free and public-domain
                              measures, and the licensed ones `RAPPORT_LICENSED_INSTRUMENTS` lists for
                              the tenant (`read_instruments`)
@@ -26,10 +30,15 @@ the outcome the API answers: 202, 204, or 404 for another tenant's or no such ta
 transaction of the change. Without scripts the answer is a 303 back to the page; with htmx the
 target's section is swapped in place and says what happened. Creating a target stays with the API
 (its secret is shown once, which a page would have to keep on screen).
+
+Sessions are named on the page by their `handle` (signin.py), never by the session id or its hash.
+The last time a session was used is not stored (it would be a write on every request), so the page
+shows when it started and when it expires.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +49,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rapport.services.gateway.audit import AuditTrail
+from rapport.services.gateway.http import Refused
 from rapport.services.gateway.notifications.domain import Channel, Scope, fingerprint
 from rapport.services.gateway.notifications.models import EmailSubscription, WebhookEndpoint
 from rapport.services.gateway.notifications.repository import (
@@ -58,6 +68,7 @@ from rapport.shared.instruments import Registry, load_registry
 from rapport.shared.settings import Settings
 
 ATTEMPTS_SHOWN = 20
+HANDLE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 # the deliveries a Retry button is offered for: done and not delivered (the API also retries a delivered one)
 RETRYABLE = ("dead", "rejected")
 LICENCE_WORDS = {"public_domain": "public domain", "free": "free to use", "licensed": "licensed"}
@@ -224,6 +235,37 @@ def admin_router(sessions: async_sessionmaker[AsyncSession], sign_in: SignIn, au
                                    resource=f"{RESOURCE[target.channel]}/{target.id}", detail="read_attempts",
                                    session=session)
         return views.render(request, "admin_webhooks.html", targets=targets, shown_attempts=ATTEMPTS_SHOWN)
+
+    @router.get("/admin/sessions")
+    async def sessions_page(request: Request) -> Response:
+        principal = await page_principal(sign_in, request, "manage_sessions")
+        if isinstance(principal, Response):
+            return principal
+        live = await sign_in.live_sessions(principal.tenant)
+        await audit.record(action="read_sessions", outcome=200, principal=principal, request=request,
+                           resource="sessions")
+        mine = getattr(await sign_in.signed_in(request), "handle", None)
+        return views.render(request, "admin_sessions.html", live=live, mine=mine)
+
+    @router.post("/admin/sessions/{handle}/end")
+    async def end_session(request: Request, handle: str) -> Response:
+        await sign_in.signed_in(request)
+        try:
+            principal = await sign_in.principal_of(request, "manage_sessions", audited_as="end_session")
+        except Refused as refused:
+            return views.message(request, refused.status, "Not for your role" if refused.status == 403
+                                 else "Sign in", refused.message)
+        ended = await sign_in.end_session(request, principal, handle) if HANDLE.fullmatch(handle) else None
+        if ended is None:
+            if not HANDLE.fullmatch(handle):
+                await audit.record(action="end_session", outcome=404, principal=principal, request=request,
+                                   resource="session", detail="not_a_handle")
+            return views.message(request, 404, "No such session",
+                                 "There is no live session with this name for your tenant (it may have ended).")
+        if request.headers.get("hx-request") != "true":
+            return RedirectResponse("/admin/sessions", status_code=303)
+        return views.render(request, "admin_session_gone.html", handle=ended.handle,
+                            said=f"Ended: {ended.subject} ({ended.role}) is signed out.")
 
     @router.get("/admin/instruments")
     async def instruments_page(request: Request) -> Response:

@@ -70,7 +70,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
                             "use_dashboard"}),
     "lead": frozenset({"read_alerts", "act_on_alerts", "read_records", "watch_events", "read_figures",
                        "use_dashboard"}),
-    "admin": frozenset({"manage_webhooks", "read_audit", "read_instruments", "use_dashboard",
+    "admin": frozenset({"manage_webhooks", "read_audit", "read_instruments", "use_dashboard", "manage_sessions",
                        "manage_questionnaire_mappings"}),
 }
 

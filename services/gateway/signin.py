@@ -8,10 +8,13 @@ checks it, writes the `jti` to `gateway_sign_in_links` (its primary key: a secon
 fails on it, also across gateway replicas), starts a session and redirects to `/`.
 
 Sessions are rows in `gateway_sessions`, not signed cookies: the cookie holds an opaque random id
-(32 bytes), the table its SHA-256 (a copy of the table opens no session) with the principal and the
-expiry. Why a table: signing out, or an admin ending a session, ends it at once on every replica,
-the expiry is the server's and not the browser's, and the cookie carries nothing to read. The
-cookie is HttpOnly, SameSite=Lax, and Secure when the request came over TLS.
+(32 bytes), the table its SHA-256 (a copy of the table opens no session) with the principal, the
+expiry, how it was opened (`credential`: `link` or `oidc`) and a `handle`: another random value,
+unrelated to the id, by which an admin's page names the session to end it (never the id or its
+hash, which would let a copy of the page stand for the session). Why a table: signing out, or an
+admin ending a session, ends it at once on every replica, the expiry is the server's and not the
+browser's, and the cookie carries nothing to read. The cookie is HttpOnly, SameSite=Lax, and Secure
+when the request came over TLS.
 
 CSRF: each session has a token, an HMAC of its id (so nothing more is stored), put in a hidden field
 of every form and in the `X-CSRF-Token` header htmx sends (`hx-headers` on the body). A request that
@@ -124,8 +127,25 @@ class DashboardSession(Base):
     clinician: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    handle: Mapped[str] = mapped_column(String(32))  # the admin page's name for it, unrelated to the id
+    credential: Mapped[str] = mapped_column(String(16))  # how it was opened: link, oidc
 
-    __table_args__ = (Index("ix_gateway_sessions_expires_at", "expires_at"),)
+    __table_args__ = (Index("ix_gateway_sessions_expires_at", "expires_at"),
+                      Index("ix_gateway_sessions_handle", "handle", unique=True),
+                      Index("ix_gateway_sessions_tenant", "tenant", "expires_at"))
+
+
+@dataclass(frozen=True)
+class LiveSession:
+    """A live session as an admin's page lists it: who, how and since when, and its handle."""
+
+    handle: str
+    subject: str
+    role: str
+    clinician: str | None
+    credential: str
+    created_at: datetime
+    expires_at: datetime
 
 
 def mint_link(key: Ed25519PrivateKey, *, tenant: str, role: str, audience: str, now: datetime,
@@ -201,6 +221,7 @@ class SignedIn:
     principal: Principal
     csrf_token: str
     expires_at: datetime
+    handle: str = ""
 
 
 def _session_key(session_id: str) -> str:
@@ -238,7 +259,7 @@ class SignIn:
         if row is None:
             return None
         principal = Principal(tenant=row.tenant, role=row.role, subject=row.subject, clinician=row.clinician)
-        found = SignedIn(principal, csrf_token_for(session_id), row.expires_at)
+        found = SignedIn(principal, csrf_token_for(session_id), row.expires_at, row.handle)
         request.state.signed_in = found
         return found
 
@@ -313,7 +334,7 @@ class SignIn:
             session.add(DashboardSession(
                 session_key=_session_key(session_id), tenant=principal.tenant, role=principal.role,
                 subject=principal.subject[:255], clinician=principal.clinician, created_at=now,
-                expires_at=now + self.session_ttl))
+                expires_at=now + self.session_ttl, handle=secrets.token_urlsafe(16), credential=credential[:16]))
             await self.audit.record(action="sign_in", outcome=303, principal=principal, request=request,
                                     credential=credential, session=session)
         response = RedirectResponse("/", status_code=303)
@@ -345,6 +366,33 @@ class SignIn:
         response = RedirectResponse("/signed-out", status_code=303)
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="lax", secure=request.url.scheme == "https")
         return response
+
+    async def live_sessions(self, tenant: str) -> list[LiveSession]:
+        """The tenant's sessions that have not expired, the newest first."""
+        async with self._sessions() as session:
+            rows = (await session.execute(select(DashboardSession).where(
+                DashboardSession.tenant == tenant, DashboardSession.expires_at > self.clock())
+                .order_by(DashboardSession.created_at.desc(), DashboardSession.handle))).scalars().all()
+        return [LiveSession(r.handle, r.subject, r.role, r.clinician, r.credential, r.created_at, r.expires_at)
+                for r in rows]
+
+    async def end_session(self, request: Request, principal: Principal, handle: str) -> LiveSession | None:
+        """Ends the live session of `principal`'s tenant named by `handle` at once (its next request
+        is signed out, on every replica), audited `end_session` in the same transaction; None, and
+        a 404 row, when the tenant has no such live session (another tenant's is not found)."""
+        async with self._sessions() as session, session.begin():
+            row = (await session.execute(select(DashboardSession).where(
+                DashboardSession.tenant == principal.tenant, DashboardSession.handle == handle[:32],
+                DashboardSession.expires_at > self.clock()).with_for_update())).scalar_one_or_none()
+            ended = None if row is None else LiveSession(row.handle, row.subject, row.role, row.clinician,
+                                                         row.credential, row.created_at, row.expires_at)
+            if row is not None:
+                await session.execute(delete(DashboardSession).where(DashboardSession.session_key == row.session_key))
+            await self.audit.record(action="end_session", outcome=404 if ended is None else 200, principal=principal,
+                                    request=request, resource=f"session/{handle[:32]}",
+                                    detail=None if ended is None else f"{ended.role} {ended.subject}",
+                                    session=session)
+        return ended
 
     async def prune(self) -> None:
         """Expired sessions, and used links past their expiry (which refuses them anyway)."""

@@ -279,6 +279,25 @@ async def test_an_admin_sees_the_webhook_endpoints_with_their_attempts_and_the_l
         assert await page.locator("[data-target-id='00000000-0000-4000-8000-000000000002']").count() == 0
         assert "pending" in await team.locator("tr[data-outcome=dead]").inner_text()
 
+        # the tenant's live sessions: a lead signed in elsewhere, ended in place; the admin's own is theirs to sign out
+        lead_context = await browser.new_context()  # type: ignore[attr-defined]
+        lead_page = await lead_context.new_page()
+        await lead_page.goto(link(base, key, tenant, "lead"))
+        await lead_page.get_by_role("heading", name="Clinical lead dashboard").wait_for()
+        await page.get_by_role("link", name="Sessions").first.click()
+        await page.get_by_role("heading", name="Signed-in sessions").wait_for()
+        roles = await page.locator("tr[data-session]").evaluate_all("rows => rows.map(r => r.dataset.role)")
+        assert sorted(roles) == ["admin", "lead"]
+        mine = page.locator("tr[data-role=admin]")
+        assert "(you)" in await mine.inner_text() and await mine.get_by_role("button").count() == 0
+        await assert_controls_labelled(page)
+        await screens.shoot(page, "admin-sessions")
+        await page.locator("tr[data-role=lead]").get_by_role("button", name="End session").click()
+        await page.locator("tr[data-gone=true]").wait_for()
+        assert "is signed out" in await page.locator("tr[data-gone=true]").inner_text()
+        assert (await lead_page.goto(f"{base}/")).status == 401  # signed out at once
+        await lead_context.close()
+
         await page.get_by_role("link", name="Instruments").click()
         await page.get_by_role("heading", name="Instruments").wait_for()
         usable = dict(await page.locator("tr[data-instrument]").evaluate_all(
