@@ -14,7 +14,7 @@ from fakes import InMemoryAlertRecord, alerts_unit_of_work
 
 from rapport.policy import PolicyError, read_file
 from rapport.services.alerts.handlers import Alerting
-from rapport.services.alerts.rules import ClinicalPolicy, PolicyValues, applied, check, load_ruleset
+from rapport.services.alerts.rules import ClinicalPolicy, Context, PolicyValues, applied, check, load_ruleset
 from rapport.services.alerts.rules.policy import effective
 from rapport.shared.contracts.score import ChangeFromBaseline, ScoreComputed, Scored
 from rapport.shared.instruments import load_registry
@@ -117,11 +117,46 @@ async def test_a_policy_changed_between_two_sessions_applies_to_the_next_evaluat
     assert (second.transition, second.alert.policy_version) == ("resolved", 2)
 
 
-async def test_robin_at_the_us_clinic_is_still_caught_when_the_score_stays_above_its_cutoff() -> None:
-    """Caseness 10 is not an off switch: a client who stays at 11 is not on track at the US clinic too."""
+async def test_a_late_score_after_a_policy_change_re_evaluates_under_the_new_one_and_keeps_what_the_old_found() -> None:
+    """Robin's session 3 reaches the service late, after it moved from caseness 8 (v1) to 10 (v2). The episode
+    is evaluated again under v2, where Robin's 9 is no longer a case: the alert resolves, saying v2, and keeps
+    the v1 evidence that raised it (8) as it was."""
+    tenant, record, alerting = "late-clinic", InMemoryAlertRecord(), Alerting(RULES, REGISTRY)
+    record.policies[tenant] = [policy(tenant, 1, NHS_CASENESS)]
+    for n in (1, 2, 4, 5, 6):
+        await alerting(alerts_unit_of_work(NOW, record), [gad7(tenant, n, ROBIN[n - 1])])
+    [raised] = record.alerts.values()
+    assert (raised.kind, raised.policy_version) == ("not_on_track", 1)
+    record.policies[tenant].append(policy(tenant, 2, US_CASENESS))
+    await alerting(alerts_unit_of_work(NOW, record), [gad7(tenant, 3, ROBIN[2])])
+    after = record.alerts[raised.alert_id]
+    assert (after.status, after.resolution, after.policy_version) == ("resolved", "superseded", 2)
+    assert [(e.policy_version, e.values["caseness_cutoff"]) for e in after.evidence] == [(1, 8)]
+
+
+async def test_a_late_score_keeps_the_old_policys_evidence_beside_what_the_new_one_finds() -> None:
+    """The service keeps caseness 8 but moves 'stalled' to session 7 (v2); Robin's late session 3 replays the
+    episode under v2, which still finds Robin not on track at session 6: the open alert is updated under v2
+    and carries both findings, v1's and v2's."""
+    tenant, record, alerting = "late-update", InMemoryAlertRecord(), Alerting(RULES, REGISTRY)
+    record.policies[tenant] = [policy(tenant, 1, NHS_CASENESS)]
+    for n in (1, 2, 4, 5, 6):
+        await alerting(alerts_unit_of_work(NOW, record), [gad7(tenant, n, ROBIN[n - 1])])
+    [raised] = record.alerts.values()
+    record.policies[tenant].append(policy(tenant, 2, {**NHS_CASENESS, "rules": {"not_on_track": {
+        "stalled_session": 7}}}))
+    await alerting(alerts_unit_of_work(NOW, record), [gad7(tenant, 3, ROBIN[2])])
+    after = record.alerts[raised.alert_id]
+    assert (after.status, after.policy_version) == ("open", 2)
+    assert [(e.policy_version, e.values["stalled_session"]) for e in after.evidence] == [(1, 9), (2, 7)]
+
+
+async def test_robin_at_the_us_clinic_is_still_caught_when_the_score_stays_at_its_cutoff() -> None:
+    """Caseness 10 is not an off switch: a client who stays at 10, the cutoff itself, is still a case and not on
+    track at the US clinic too."""
     record, alerting = InMemoryAlertRecord(), Alerting(RULES, REGISTRY)
     record.policies["us-clinic"] = [policy("us-clinic", 1, US_CASENESS)]
-    await sessions_of(alerting, record, "us-clinic", [13, 12, 12, 11, 11, 11])
+    await sessions_of(alerting, record, "us-clinic", [13, 12, 12, 11, 10, 10])
     [alert] = record.alerts.values()
     assert (alert.kind, alert.policy_version, alert.evidence[0].values["caseness_cutoff"]) == ("not_on_track", 1, 10)
 
@@ -269,3 +304,20 @@ def test_a_policy_file_is_read_from_toml_or_json_and_a_stray_key_is_named(tmp_pa
     with pytest.raises(PolicyError) as refused:
         read_file(stray)
     assert [p.where for p in refused.value.problems] == ["rule"]
+
+
+def test_on_a_measure_where_higher_is_better_the_clinical_range_is_below_the_tenants_cutoff() -> None:
+    """ORS: a clinic that counts clients below 28 (rather than the registry's 25) as still in the clinical range."""
+    under = applied(RULES, policy("ors-clinic", 1, {"instruments": {"ors": {"not_on_track": {"caseness": 28}}}}))
+    context = Context(under, 6, instruments=REGISTRY)
+
+    def ors(total: float) -> ScoreComputed:
+        scored = Scored(instrument="ors", instrument_version="1", kind="outcome", better="higher", total=total,
+                        total_min=0, total_max=40, caseness=total < 25, risk_checked=True)
+        return ScoreComputed(tenant="ors-clinic", submission_id="s", revision=1, client_id="client-sky",
+                             episode_id="ep", administered_at=T0, score=scored, parameters={"caseness_cutoff": 25})
+
+    assert [context.in_clinical_range(ors(t)) for t in (27.9, 28.0)] == [True, False]
+    assert context.caseness_cutoff(ors(27.9)) == 28
+    default = Context(RULES, 6, instruments=REGISTRY)
+    assert [default.in_clinical_range(ors(t)) for t in (24.9, 27.9)] == [True, False], "scoring's, unchanged"

@@ -359,13 +359,14 @@ class EpisodeAlerts:
         replayed = replay(history, rules=rules, now=now, trajectories=trajectories, registry=registry,
                           attendance=attendance)
         latest = {a.alert_id: a for a in alerts}
-        found = reconcile(list(latest.values()), replayed.alerts, now=now, history=replayed.transitions)
+        found = reconcile(list(latest.values()), replayed.alerts, now=now, history=replayed.transitions,
+                          policy_version=rules.policy.version)
         latest |= {c.alert.alert_id: c.alert for c in found}
         return cls.of(replayed.state, (a for a in latest.values() if a.status != "resolved")), found
 
 
 def reconcile(stored: Sequence[Alert], replayed: Mapping[str, Alert], *, now: datetime,
-              history: Sequence[AlertTransition] = ()) -> list[AlertTransition]:
+              history: Sequence[AlertTransition] = (), policy_version: int = 0) -> list[AlertTransition]:
     """The transitions that turn the stored alerts into what a replay found, key by key.
 
     Alerts are matched by key (kind, instrument, subscale), not by id, because a late score can
@@ -384,7 +385,11 @@ def reconcile(stored: Sequence[Alert], replayed: Mapping[str, Alert], *, now: da
       its transitions from the replay (`history`) are emitted as they were, without notifying
       anyone (it is over), so the record holds what in-order evaluation would have left. With
       several replicas a repair can be evaluated before the rupture it repairs.
-    History comes first, then resolutions, updates and raises, so one key never has two open alerts."""
+    History comes first, then resolutions, updates and raises, so one key never has two open alerts.
+
+    `policy_version`: the tenant's clinical policy the replay ran under. Every transition says it, and the
+    evidence a stored alert gathered under another version is kept beside the replay's: a new policy never
+    rewrites what an earlier one found (evidence from before policies counts as version 0, the defaults)."""
     known = {a.alert_id for a in stored}
     over = {a.alert_id for a in replayed.values() if a.status == "resolved" and a.alert_id not in known}
     past = [t.model_copy(update={"notify": False}) for t in history if t.alert.alert_id in over]
@@ -405,13 +410,17 @@ def reconcile(stored: Sequence[Alert], replayed: Mapping[str, Alert], *, now: da
                 closed = resolved(old, last.resolution, last.resolved_reason or "re-evaluated")
             else:
                 closed = resolved(old, "superseded", "its evidence changed (late or amended submission)")
-            resolutions.append(_moved(old, closed, "resolved", now, closed.resolved_reason))
+            resolutions.append(_moved(old, closed, "resolved", now, closed.resolved_reason, policy_version))
             continue
         # attendance evidence (rules/attendance.py) is not the scores' to remove: a replay keeps it
         attended = [e for e in old.evidence if e.rule_id == ATTENDANCE_RULE]
+        # what an earlier clinical policy found is not this one's to remove either
+        earlier = [e for e in old.evidence
+                   if e.rule_id != ATTENDANCE_RULE and (e.policy_version or 0) != policy_version]
         merged = old.model_copy(update={
             "severity": worst(new.severity, old.severity) if attended else new.severity,
-            "evidence": sorted([*new.evidence, *attended], key=lambda e: e.administered_at)[-EVIDENCE_KEPT:],
+            "evidence": sorted([*earlier, *new.evidence, *attended],
+                               key=lambda e: e.administered_at)[-EVIDENCE_KEPT:],
             "repair_prompt": old.repair_prompt if attended else new.repair_prompt,
             "escalated": new.escalated or bool(attended), "priority_raised": new.priority_raised,
             "clinician_id": new.clinician_id or old.clinician_id, "policy_version": new.policy_version,
@@ -422,7 +431,7 @@ def reconcile(stored: Sequence[Alert], replayed: Mapping[str, Alert], *, now: da
         escalated = new.escalated and not old.escalated
         notify = escalated or more_severe(merged, old) or (new.priority_raised and not old.priority_raised)
         updates.append(_moved(old, merged, "escalated" if escalated else "updated", now,
-                              "re-evaluated after a late or amended submission", notify=notify))
+                              "re-evaluated after a late or amended submission", policy_version, notify=notify))
     for key, new in sorted(replay_open.items(), key=_order):
         if key in stored_open or new.alert_id in known:
             continue
@@ -437,7 +446,7 @@ def _order(item: tuple[AlertKey, Alert]) -> tuple[str, str, str]:
     return key.kind, key.instrument, key.subscale or ""
 
 
-def _moved(old: Alert, new: Alert, transition: TransitionName, now: datetime, reason: str | None, *,
-           notify: bool = False) -> AlertTransition:
-    alert = new.model_copy(update={"version": old.version + 1, "updated_at": now})
+def _moved(old: Alert, new: Alert, transition: TransitionName, now: datetime, reason: str | None,
+           policy_version: int, *, notify: bool = False) -> AlertTransition:
+    alert = new.model_copy(update={"version": old.version + 1, "updated_at": now, "policy_version": policy_version})
     return AlertTransition(transition=transition, alert=alert, by=ENGINE, at=now, reason=reason, notify=notify)
