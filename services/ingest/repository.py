@@ -175,7 +175,8 @@ class SqlQuestionnaireMappings:
 
 
 def _document(form: QuestionnaireMap) -> dict[str, object]:
-    return {"link_ids": form.link_ids, "weights": form.weights, "source": form.source, "displays": form.displays}
+    return {"link_ids": form.link_ids, "weights": form.weights, "source": form.source, "displays": form.displays,
+            "total_link_ids": list(form.total_link_ids)}
 
 
 def _form(r: Any) -> QuestionnaireMap:
@@ -184,4 +185,5 @@ def _form(r: Any) -> QuestionnaireMap:
         link_ids={k: int(v) for k, v in r.document.get("link_ids", {}).items()},
         weights={k: {c: float(w) for c, w in v.items()} for k, v in r.document.get("weights", {}).items()},
         source=str(r.document.get("source", "")),
-        displays={k: {str(d): str(c) for d, c in v.items()} for k, v in r.document.get("displays", {}).items()})
+        displays={k: {str(d): str(c) for d, c in v.items()} for k, v in r.document.get("displays", {}).items()},
+        total_link_ids=tuple(str(t) for t in r.document.get("total_link_ids", ())))

@@ -37,7 +37,10 @@ def run(payload: dict[str, Any], mapping: TenantMapping | None = None) -> Submis
 def display_only(response: dict[str, Any]) -> dict[str, Any]:
     """The same response with every answer coding's system and code taken away: only the display is left."""
     stripped = copy.deepcopy(response)
-    for item in stripped["item"]:
+    items = list(stripped["item"])
+    while items:
+        item = items.pop()
+        items += item.get("item", [])  # the SDC example nests its questions in a group
         for answer in item.get("answer", []):
             if "valueCoding" in answer:
                 answer["valueCoding"] = {"display": answer["valueCoding"]["display"]}
@@ -46,7 +49,8 @@ def display_only(response: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("fixture", "total"), [
     ("published-phr-phq9-response", 3), ("published-phr-gad7-response", 3),
-    ("published-mii-pro-phq9-response-phq-d", 27), ("published-mii-pro-gad7-response", 13)])
+    ("published-mii-pro-phq9-response-phq-d", 27), ("published-mii-pro-gad7-response", 13),
+    ("published-us-core-phq9-response", 12), ("published-sdc-phq9-response", 10)])
 def test_a_published_response_sent_with_displays_only_scores_as_with_its_codes(fixture: str, total: int) -> None:
     coded, shown = run(document(fixture)), run(display_only(document(fixture)))
     assert isinstance(coded, Submission) and isinstance(shown, Submission), getattr(shown, "problems", None)

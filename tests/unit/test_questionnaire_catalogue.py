@@ -80,6 +80,13 @@ def test_an_entry_weighing_an_answer_outside_the_items_range_stops_the_load(tmp_
     # HL7 PHR format IG, PHQ-9 and GAD-7 Scored Assessment (linkIds are LOINC item codes, LOINC answer codes)
     ("published-phr-phq9-response", "phq9", 3, []),
     ("published-phr-gad7-response", "gad7", 3, []),
+    # HL7 US Core's PHQ-9 example (linkIds /44250-9 ..., ordinalValue 0-3), stated total 12 agrees; its
+    # difficulty answer LA6573-5 has no ordinalValue
+    ("published-us-core-phq9-response", "phq9", 12, ["unscored_item_ignored"]),
+    # HL7 SDC's PHQ-9 example: H1/T1/Q1..Q9 answered with the SDC CodeSystem's own codes (Not-at-all, ...),
+    # whose weights only the Questionnaire's contained ValueSet gives; the stated total H1/TS says 13 where the
+    # answers sum to 10, so the score is 10 with the warning
+    ("published-sdc-phq9-response", "phq9", 10, ["total_mismatch"]),
 ])
 def test_a_published_response_to_a_catalogued_questionnaire_scores_without_tenant_configuration(
         name: str, instrument: str, total: float, warnings: list[str]) -> None:
@@ -87,6 +94,27 @@ def test_a_published_response_to_a_catalogued_questionnaire_scores_without_tenan
     assert isinstance(submission, Submission), submission
     assert submission.instrument == instrument and scored_total(submission) == total
     assert [w.code for w in submission.warnings] == warnings  # no instrument_inferred: the canonical says it
+
+
+def test_the_sdc_examples_stated_total_is_compared_not_taken_and_item_9_is_read_for_the_risk_check() -> None:
+    submission = run(document("published-sdc-phq9-response"))
+    assert isinstance(submission, Submission)
+    [mismatch] = submission.warnings
+    assert "13" in mismatch.message and "10" in mismatch.message
+    assert submission.responses[9] == 1.0
+
+
+def test_a_tenants_questionnaire_whose_total_is_coded_44261_6_reads_that_linkid_as_the_stated_total() -> None:
+    questionnaire = document("questionnaire-tenant-phq9-local-codes")
+    questionnaire["item"].append({"linkId": "mood-box", "type": "integer",
+                                  "code": [{"system": "http://loinc.org", "code": "44261-6"}]})
+    form = read_questionnaire(questionnaire, SHIPPED)
+    assert isinstance(form, QuestionnaireMap) and form.total_link_ids == ("mood-box",)
+    response = document("qr-tenant-questionnaire-local-codes")
+    response["item"].append({"linkId": "mood-box", "answer": [{"valueInteger": 20}]})
+    submission = run(response, mapping=TenantMapping.of_forms([form]))
+    assert isinstance(submission, Submission)
+    assert [w.code for w in submission.warnings] == ["total_mismatch"]  # 20 stated, 12 scored
 
 
 def test_the_mii_phq_d_response_answering_nearly_every_day_reaches_the_risk_item() -> None:

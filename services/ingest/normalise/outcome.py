@@ -57,6 +57,9 @@ class QuestionnaireMap:
     # linkId -> {an answer option's display, exactly as the Questionnaire has it -> its code}: how an answer
     # coding that carries only a display is read (answers.py), for this Questionnaire's items only
     displays: dict[str, dict[str, str]] = field(default_factory=dict)
+    # linkIds of the Questionnaire's stated total (read as a stated total, compared and never scored), where
+    # no convention names them (the SDC example's `H1/TS`)
+    total_link_ids: tuple[str, ...] = ()
 
 
 def canonical_key(canonical: str) -> str:
@@ -80,6 +83,8 @@ class TenantMapping:
     link_ids: dict[str, dict[str, int]] = field(default_factory=dict)  # instrument -> {linkId: item number}
     # This tenant's imported Questionnaires, by canonical_key; read before the published catalogue.
     forms: dict[str, list[QuestionnaireMap]] = field(default_factory=dict)
+    # instrument -> linkIds that are the stated total, from the response's Questionnaire (QuestionnaireMap)
+    total_link_ids: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def of_forms(cls, forms: list[QuestionnaireMap]) -> TenantMapping:

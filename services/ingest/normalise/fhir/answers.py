@@ -93,8 +93,11 @@ class ItemNames:
         self.by_loinc = {i.loinc: i.number for i in instrument.items if i.loinc}
         self.by_alias = {a.casefold(): i.number for i in instrument.items for a in i.aliases}
         self.total_code = instrument.coding.loinc_total
+        self.total_link_ids = frozenset(mapping.total_link_ids.get(instrument.id, ()))
 
     def is_total(self, link_id: str, item: dict[str, Any]) -> bool:
+        if link_id in self.total_link_ids:
+            return True
         if self.total_code and self.total_code in (_last_segment(link_id), _last_segment(item.get("definition"))):
             return True
         return bool(TOTAL_NAME.search(link_id))

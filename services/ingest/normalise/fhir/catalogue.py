@@ -63,6 +63,8 @@ class CatalogueEntry(BaseModel):
     # answer code -> the display its answerOptions give it, as published: an answer coding with only a
     # display is read as the code whose display it is, exactly (never fuzzy), on the linkIds that offer it
     answer_displays: dict[str, str] = Field(default_factory=dict)
+    # linkIds of the Questionnaire's calculated total that no convention recognises (read as a stated total)
+    total_link_ids: list[str] = Field(default_factory=list)
 
     def form(self, registry: Registry | None = None) -> QuestionnaireMap:
         """The entry as ingest reads it. The answer displays go to the linkIds whose weights name the code,
@@ -78,7 +80,8 @@ class CatalogueEntry(BaseModel):
                 displays[link_id] = shown
         return QuestionnaireMap(canonical=self.canonical, version=self.version, instrument=self.instrument,
                                 link_ids=dict(self.link_ids), weights={k: dict(v) for k, v in self.weights.items()},
-                                source=self.source.citation, displays=displays)
+                                source=self.source.citation, displays=displays,
+                                total_link_ids=tuple(self.total_link_ids))
 
 
 def load_entries(directory: Path = CATALOGUE, registry: Registry | None = None) -> list[CatalogueEntry]:
@@ -92,6 +95,8 @@ def load_entries(directory: Path = CATALOGUE, registry: Registry | None = None) 
                 raise ValueError(f"{path.name}: {exc}") from exc
         if problems := check_form(entry.form(registry), registry):
             raise ValueError(f"{path.name}: " + "; ".join(p.message for p in problems))
+        if overlap := set(entry.total_link_ids) & set(entry.link_ids):
+            raise ValueError(f"{path.name}: {sorted(overlap)} are both items and the total")
         if len(set(entry.answer_displays.values())) != len(entry.answer_displays):
             raise ValueError(f"{path.name}: two answer codes share a display, so a display alone names neither")
         entries.append(entry)
@@ -161,11 +166,15 @@ def read_questionnaire(resource: Any, registry: Registry,
     link_ids: dict[str, int] = {}
     weights: dict[str, dict[str, float]] = {}
     displays: dict[str, dict[str, str]] = {}
+    totals: list[str] = []
     names = ItemNames(instrument, TenantMapping())
     seen: dict[int, str] = {}
     for n, item in enumerate(_questionnaire_items(resource.get("item"))):
         link_id, kind = item.get("linkId"), item.get("type")
         here = f"item[{n}]" + (f" (linkId {shown(link_id)})" if isinstance(link_id, str) else "")
+        if isinstance(link_id, str) and kind in QUESTION_TYPES and _coded_as_total(item, instrument):
+            totals.append(link_id)  # the calculated total, by its LOINC code: read as a stated total
+            continue
         if kind not in QUESTION_TYPES or not isinstance(link_id, str) or names.is_total(link_id, item):
             continue  # groups, display text, the calculated total: not items to score
         number = _item_number(item, link_id, instrument, names)
@@ -197,7 +206,8 @@ def read_questionnaire(resource: Any, registry: Registry,
         return problems
     assert isinstance(url, str)
     form = QuestionnaireMap(canonical=url.strip(), version=version, instrument=instrument.id, link_ids=link_ids,
-                            weights=weights, source="imported Questionnaire", displays=displays)
+                            weights=weights, source="imported Questionnaire", displays=displays,
+                            total_link_ids=tuple(totals))
     return check_form(form, registry) or form
 
 
@@ -281,3 +291,8 @@ def _option_displays(item: dict[str, Any]) -> dict[str, str]:
         if isinstance(coding, dict) and isinstance(coding.get("code"), str) and isinstance(coding.get("display"), str):
             found.setdefault(coding["display"], []).append(coding["code"])
     return {display: codes[0] for display, codes in found.items() if len(set(codes)) == 1}
+
+
+def _coded_as_total(item: dict[str, Any], instrument: Instrument) -> bool:
+    total = instrument.coding.loinc_total
+    return bool(total) and any(c.get("code") == total for c in _objects(item.get("code")))

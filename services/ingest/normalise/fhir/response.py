@@ -124,7 +124,8 @@ def _with_form(mapping: TenantMapping, form: QuestionnaireMap | None,
     if form is None:
         return mapping, weights
     link_ids = {**mapping.link_ids, form.instrument: {**mapping.link_ids.get(form.instrument, {}), **form.link_ids}}
-    return TenantMapping(mapping.questionnaires, link_ids, mapping.forms), {**form.weights, **weights}
+    totals = {**mapping.total_link_ids, form.instrument: form.total_link_ids}
+    return TenantMapping(mapping.questionnaires, link_ids, mapping.forms, totals), {**form.weights, **weights}
 
 
 def _instrument(resource: dict[str, Any], context: Context, problems: list[Problem],
