@@ -1,11 +1,19 @@
 """What happens to a tenant's alerts as it happens: the feed behind `/api/v1/events` (Server-Sent
 Events) and behind the answers to clinicians' commands.
 
-`AlertFeed` listens to a tenant's `alert.*` and `alert-command.rejected` (a plain subscription, so
-every gateway replica sees every event, unlike the projection's shared durable consumer) from the
+`AlertFeed` follows a tenant's `alert.*` (an ordered ephemeral consumer from the next event on, so
+every gateway replica sees every event, unlike the projection's shared durable consumer, and each
+comes with its position in the RAPPORT stream) and listens to its `alert-command.rejected` from the
 first request for that tenant on, and hands each event to the commands waiting for it and to the
 open event streams. `AlertCommander` sends acknowledge / resolve to the alerts service (the one
 writer of alerts) over the broker and waits, bounded, for what it did.
+
+Resuming (`missed`): an event stream's ids are the events' stream sequences, so a caller that
+reconnects with `Last-Event-ID` is given what the stream holds for its tenant after that position
+(read from the broker, not the read model: the read model keeps each alert as it is now, not every
+event in the order it was sent, and the ids of the live events are the stream's), filtered as the
+live events are, at most `RESUME_LIMIT` events and only while the stream keeps them
+(`RAPPORT_EVENT_RETENTION_DAYS`); beyond that the caller is told it cannot resume.
 """
 
 from __future__ import annotations
@@ -27,12 +35,14 @@ from rapport.shared.contracts.alert import AlertCommand, AlertTransition
 from rapport.shared.contracts.envelope import CloudEvent
 from rapport.shared.contracts.tenancy import ID_PATTERN
 from rapport.shared.messaging import subjects
-from rapport.shared.messaging.ingress import Ingress
+from rapport.shared.messaging.ingress import Ingress, NotReplayable
 
 log = logging.getLogger("rapport.gateway")
 
 # an open stream that falls this far behind is closed: the browser reconnects and reloads
 STREAM_BACKLOG = 1000
+# the most of a tenant's alert events a reconnecting stream is given (before the caller's filter)
+RESUME_LIMIT = 1000
 COMMAND_PREFIX = "http-command-"
 
 
@@ -42,11 +52,29 @@ class LiveTransition:
     verb: str  # raised | updated | resolved
     transition: AlertTransition
     cause: str | None  # the command id a clinician's transition answers
+    sequence: int | None = None  # where the event is in the RAPPORT stream: the event stream's id
 
 
 @dataclass(frozen=True)
 class CommandRefused:
     reason: str
+
+
+@dataclass(frozen=True)
+class Missed:
+    """What a reconnecting viewer missed, oldest first, and up to where the stream was read (live
+    events at or before `through` are among these, or were not the viewer's)."""
+
+    transitions: list[LiveTransition]
+    through: int
+
+
+class CannotResume(Exception):
+    """A Last-Event-ID the stream cannot resume from: `too_old` or `unknown`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(eq=False)
@@ -71,7 +99,7 @@ class AlertFeed:
             return
         async with self._subscribing.setdefault(tenant, asyncio.Lock()):
             if tenant not in self._listening:
-                await self._ingress.listen(subjects.outbound(tenant, "alert", "*"), self._on_event)
+                await self._ingress.follow(subjects.outbound(tenant, "alert", "*"), self._on_event)
                 await self._ingress.listen(subjects.outbound(tenant, "alert-command", "rejected"), self._on_event)
                 self._listening.add(tenant)
 
@@ -90,6 +118,21 @@ class AlertFeed:
         self._streams.setdefault(viewer.tenant, set()).add(stream)
         return stream
 
+    async def missed(self, viewer: Viewer, last_event_id: str) -> Missed:
+        """The viewer's transitions stored after `last_event_id` (a stream sequence this feed gave).
+        Raises CannotResume when it is not one, or when the stream cannot give all that came since;
+        BrokerUnavailable when the broker cannot be read."""
+        if not last_event_id.isdigit() or len(last_event_id) > 19:
+            raise CannotResume("unknown")
+        try:
+            replayed = await self._ingress.replay(subjects.outbound(viewer.tenant, "alert", "*"), int(last_event_id),
+                                                  limit=RESUME_LIMIT)
+        except NotReplayable as refused:
+            raise CannotResume(refused.reason) from None
+        found = [self._read(viewer.tenant, m.subject, m.body, m.sequence) for m in replayed.messages]
+        return Missed([t for t in found if isinstance(t, LiveTransition)
+                       and viewer.sees(t.transition.alert.clinician_id)], replayed.through)
+
     def close(self, stream: LiveStream) -> None:
         self._streams.get(stream.viewer.tenant, set()).discard(stream)
 
@@ -97,23 +140,31 @@ class AlertFeed:
     def open_streams(self) -> int:
         return sum(len(s) for s in self._streams.values())
 
-    def _on_event(self, subject: str, body: bytes) -> None:
-        tenant = subjects.tenant_of(subject)
-        if tenant is None:
-            return
+    def _read(self, tenant: str, subject: str, body: bytes,
+              sequence: int | None) -> LiveTransition | tuple[str, CommandRefused] | None:
+        """An event of `tenant` (the subject's, and the envelope's and the alert's too), or None."""
         try:
             envelope = CloudEvent.model_validate_json(body)
             if envelope.tenant != tenant:
-                return
+                return None
             if subject.endswith(".alert-command.rejected"):
-                self._answer(tenant, str(envelope.data.get("command_id")), CommandRefused(str(envelope.data["reason"])))
-                return
+                return str(envelope.data.get("command_id")), CommandRefused(str(envelope.data["reason"]))
             live = LiveTransition(envelope.id, subject.rsplit(".", 1)[-1],
-                                  AlertTransition.model_validate(envelope.data), envelope.subject)
+                                  AlertTransition.model_validate(envelope.data), envelope.subject, sequence)
         except (ValidationError, KeyError, ValueError):
             log.warning("an alert event could not be read", extra={"subject": subject})
+            return None
+        return live if live.transition.alert.tenant == tenant else None
+
+    def _on_event(self, subject: str, body: bytes, sequence: int | None = None) -> None:
+        tenant = subjects.tenant_of(subject)
+        if tenant is None:
             return
-        if live.transition.alert.tenant != tenant:
+        live = self._read(tenant, subject, body, sequence)
+        if isinstance(live, tuple):
+            self._answer(tenant, *live)
+            return
+        if live is None:
             return
         if live.cause is not None:
             self._answer(tenant, live.cause, live)

@@ -7,7 +7,9 @@
                                       when the alerts service did not answer within the wait
     GET  /clients/{client}/episodes
     GET  /clients/{client}/episodes/{episode}/scores
-    GET  /events                      Server-Sent Events: the caller's alert transitions, live
+    GET  /events                      Server-Sent Events: the caller's alert transitions, live; each
+                                      event's id is its place in the broker's stream, so a caller that
+                                      reconnects with Last-Event-ID is first given what it missed
 
 A clinician sees only the alerts and episodes that name them; another clinician's or another
 tenant's are answered 404 like ones that do not exist. Reads come from the gateway's read model.
@@ -28,7 +30,15 @@ from pydantic import BaseModel, Field
 
 from rapport.services.gateway.audit import AuditTrail
 from rapport.services.gateway.http import Refused
-from rapport.services.gateway.live import AlertCommander, AlertFeed, CommandRefused, shown
+from rapport.services.gateway.live import (
+    RESUME_LIMIT,
+    AlertCommander,
+    AlertFeed,
+    CannotResume,
+    CommandRefused,
+    LiveTransition,
+    shown,
+)
 from rapport.services.gateway.records import (
     MAX_PAGE,
     AlertFilters,
@@ -164,23 +174,54 @@ def records_router(records: Records, feed: AlertFeed, commander: AlertCommander,
     @router.get("/events", summary="Server-Sent Events: the caller's alert transitions as they happen",
                 response_class=StreamingResponse,
                 responses={200: {"content": {"text/event-stream": {}}, "description":
-                                 "`event: alert.raised|alert.updated|alert.resolved`, `data:` the alert as "
-                                 "GET /alerts/{id} shows it (without transitions); a comment line as heartbeat"}})
+                                 "`event: alert.raised|alert.updated|alert.resolved`, `id:` its place in the "
+                                 "broker's stream, `data:` the alert as GET /alerts/{id} shows it (without "
+                                 "transitions); a comment line as heartbeat. With `Last-Event-ID` (a browser's "
+                                 "EventSource sends it when it reconnects), the events missed since come first "
+                                 f"(at most {RESUME_LIMIT} of the tenant's, while the broker keeps them); when "
+                                 "that cannot be done, `event: reset` says why (`too_old`, `unknown`) and the "
+                                 "live events follow: read GET /alerts again"}})
     async def events(request: Request) -> StreamingResponse:
         principal = await authenticate(request, "watch_events")
+        last_event_id = request.headers.get("last-event-id")
         await audit.record(action="watch_events", outcome=200, principal=principal, request=request,
-                           resource="events")
-        return StreamingResponse(_sse(feed, Viewer.of(principal), request, heartbeat_seconds),
+                           resource="events", detail="resume" if last_event_id else None)
+        return StreamingResponse(_sse(feed, Viewer.of(principal), request, heartbeat_seconds, last_event_id),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     return router
 
 
-async def _sse(feed: AlertFeed, viewer: Viewer, request: Request, heartbeat_seconds: float) -> AsyncIterator[str]:
-    stream = await feed.open(viewer)
+def _event(item: LiveTransition) -> str:
+    data = json.dumps(shown(item).model_dump(mode="json"))
+    position = item.sequence if item.sequence is not None else item.event_id
+    return f"id: {position}\nevent: alert.{item.verb}\ndata: {data}\n\n"
+
+
+async def _sse(feed: AlertFeed, viewer: Viewer, request: Request, heartbeat_seconds: float,
+               last_event_id: str | None = None) -> AsyncIterator[str]:
+    """Live from the moment the stream is open; with `last_event_id`, first what the broker's stream
+    holds since it (the live events already among them are not sent twice)."""
+    stream = await feed.open(viewer)  # before the replay: nothing stored meanwhile falls between the two
+    through = 0
     try:
         yield ": connected\n\n"
+        if last_event_id is not None:
+            try:
+                missed = await feed.missed(viewer, last_event_id.strip())
+            except CannotResume as refused:
+                reset = {"reason": refused.reason, "message": "the events since this id cannot be given: read "
+                         "GET /api/v1/alerts again; live events follow"}
+                yield f"event: reset\ndata: {json.dumps(reset)}\n\n"
+            except BrokerUnavailable:
+                reset = {"reason": "unavailable", "message": "the broker cannot be read now: read GET "
+                         "/api/v1/alerts again; live events follow"}
+                yield f"event: reset\ndata: {json.dumps(reset)}\n\n"
+            else:
+                through = missed.through
+                for earlier in missed.transitions:
+                    yield _event(earlier)
         while not await request.is_disconnected():
             try:
                 item = await asyncio.wait_for(stream.queue.get(), heartbeat_seconds)
@@ -190,7 +231,8 @@ async def _sse(feed: AlertFeed, viewer: Viewer, request: Request, heartbeat_seco
             if item is None:
                 yield "event: overflow\ndata: {}\n\n"
                 return
-            data = json.dumps(shown(item).model_dump(mode="json"))
-            yield f"id: {item.event_id}\nevent: alert.{item.verb}\ndata: {data}\n\n"
+            if item.sequence is not None and item.sequence <= through:
+                continue  # given already, from the replay
+            yield _event(item)
     finally:
         feed.close(stream)
