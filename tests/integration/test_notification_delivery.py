@@ -61,7 +61,7 @@ def token(key_file: Path, tenant: str, role: str, clinician: str | None = None) 
 
 def delivery_settings(database_url: str, key_file: Path, **overrides: Any) -> Settings:
     """The receivers here listen on loopback over plain http: allowed explicitly (the SSRF guard
-    refuses both by default; tests/integration/test_webhook_egress.py)."""
+    refuses both by default; tests/integration/test_webhook_address_guard.py)."""
     return settings_for(database_url, **{
         "webhook_allow_hosts": "127.0.0.1", "webhook_allow_http": True,
         "token_key_file": key_file, "gateway_answer_wait_seconds": 15.0, "gateway_public_url": PUBLIC_URL,
