@@ -138,6 +138,11 @@ class Settings(BaseSettings):
     # network: "hooks.clinic.internal,10.20.0.0/16"); and whether plain http is allowed.
     webhook_allow_hosts: str = ""
     webhook_allow_http: bool = False
+    # The key webhook secrets are sealed with at rest (services/gateway/notifications/sealing.py):
+    # a file holding 32 random bytes in base64; it must exist (a new key opens nothing). Unset: the
+    # embedded stack (no token key file named, no issuer) makes <data_dir>/webhook-secrets.key at
+    # the gateway's first start; any other gateway stores the secrets unsealed and says so at start.
+    secrets_key_file: Path | None = None
 
     @property
     def inbox_retention(self) -> timedelta:

@@ -99,14 +99,15 @@ async def test_an_endpoint_whose_address_is_refused_at_the_try_is_never_connecte
         endpoints = {"by address": receiver.url("/by-address"),
                      "by name": f"http://localhost:{receiver.base.rsplit(':', 1)[1]}/by-name"}
         ids = {}
-        async with sessions() as session, session.begin():
-            for name, url in endpoints.items():
-                ids[name] = str(uuid.uuid4())
-                await add_target(session, WebhookEndpoint(
-                    id=ids[name], tenant=tenant, clinician_id=None, url=url, description=name, secret=new_secret(),
-                    created_at=datetime.now(UTC), created_by=f"admin@{tenant}"))
         async with serving(settings, fresh_stream) as gateway, \
                 httpx.AsyncClient(base_url=gateway.base, timeout=30) as http:
+            # stored directly once the gateway runs (its secrets are sealed with the gateway's key)
+            async with sessions() as session, session.begin():
+                for name, url in endpoints.items():
+                    ids[name] = str(uuid.uuid4())
+                    await add_target(session, WebhookEndpoint(
+                        id=ids[name], tenant=tenant, clinician_id=None, url=url, description=name,
+                        secret=new_secret(), created_at=datetime.now(UTC), created_by=f"admin@{tenant}"))
             event_id, subject, body = notify_event(tenant, "clinician-03")
             await publish(fresh_stream, subject, body, event_id)
             recorded = await gateway.attempts(2)

@@ -154,7 +154,9 @@ class AttemptShown(BaseModel):
     attempted_at: datetime
     duration_ms: int
     status_code: int | None = Field(description="the receiver's HTTP status (SMTP reply code for e-mail)")
-    error: str | None = Field(description="no answer: timeout, connection, invalid_url, not_configured")
+    error: str | None = Field(description="no answer: timeout, connection, invalid_url, not_configured, "
+                                           "address_refused (the SSRF guard), secret_unreadable (sealed with "
+                                           "another key)")
     outcome: str = Field(description="delivered, retried, rejected (not tried again) or dead (the last try failed)")
     next_attempt_at: datetime | None
     delivery_status: str = Field(description="the delivery now: pending, delivered, rejected or dead")
@@ -172,10 +174,11 @@ class Attempts(BaseModel):
 
 
 def _webhook(row: WebhookEndpoint, now: datetime) -> WebhookShown:
-    previous = still_signing(row.previous_secret, row.previous_secret_until, now)
+    previous = still_signing(row.previous_secret or None, row.previous_secret_until, now)
     return WebhookShown(id=row.id, url=row.url, clinician_id=row.clinician_id, description=row.description,
                         created_at=row.created_at, created_by=row.created_by,
-                        secret_fingerprint=fingerprint(row.secret),
+                        # "" (sealing.UNREADABLE): sealed with a key this gateway does not hold
+                        secret_fingerprint=fingerprint(row.secret) if row.secret else "unreadable",
                         previous_secret_fingerprint=fingerprint(previous) if previous else None,
                         previous_secret_until=row.previous_secret_until if previous else None)
 

@@ -2,9 +2,10 @@
 
 - `gateway_webhook_endpoints`, `gateway_email_subscriptions`: the targets, per tenant, each for one
   clinician or (`clinician_id` NULL) for every notification of the tenant. A webhook's secret is
-  stored as given to its creator, since signing needs it (see README, Notifications: not encrypted
-  at rest yet); the API shows it once. After a rotation (migration 0014) the replaced secret is
-  kept in `previous_secret` until `previous_secret_until`, signing beside the new one.
+  needed to sign, so it is stored, sealed with a key kept outside the database (sealing.py,
+  `SealedSecret`: the column holds `sealed1:…`, Python reads `whsec_…`); the API shows it once.
+  After a rotation (migration 0014) the replaced secret is kept in `previous_secret` until
+  `previous_secret_until`, signing beside the new one.
 - `gateway_deliveries`: one row per notification per target, written with the inbox row of the
   notify event (an outbox of deliveries). Its id is the `webhook-id`, derived from the event and the
   target; the payload is stored once, so every retry sends the same bytes.
@@ -19,6 +20,7 @@ from datetime import datetime
 from sqlalchemy import Index, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from rapport.services.gateway.notifications.sealing import SealedSecret
 from rapport.shared.db.base import Base, UtcDateTime
 
 
@@ -30,10 +32,10 @@ class WebhookEndpoint(Base):
     clinician_id: Mapped[str | None] = mapped_column(String(128))
     url: Mapped[str] = mapped_column(String(2048))
     description: Mapped[str] = mapped_column(String(200))
-    secret: Mapped[str] = mapped_column(String(100))
+    secret: Mapped[str] = mapped_column(SealedSecret())
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     created_by: Mapped[str] = mapped_column(String(255))
-    previous_secret: Mapped[str | None] = mapped_column(String(100), default=None)
+    previous_secret: Mapped[str | None] = mapped_column(SealedSecret(), default=None)
     previous_secret_until: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
 
     __table_args__ = (Index("ix_gateway_webhook_endpoints_tenant", "tenant", "clinician_id"),)

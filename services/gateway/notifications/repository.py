@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import case, delete, select, update
+from sqlalchemy import String, case, delete, select, update
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rapport.services.gateway.notifications.domain import (
@@ -27,6 +28,7 @@ from rapport.services.gateway.notifications.models import (
     EmailSubscription,
     WebhookEndpoint,
 )
+from rapport.services.gateway.notifications.sealing import is_sealed, opens
 from rapport.shared.db.upsert import insert_ignoring_conflicts
 
 TargetRow = WebhookEndpoint | EmailSubscription
@@ -74,10 +76,29 @@ async def rotate_secret(session: AsyncSession, scope: Scope, target_id: str, sec
     row = await session.get(WebhookEndpoint, target_id, with_for_update=True)
     if row is None or not scope.sees(row.tenant, row.clinician_id):
         return None
-    row.previous_secret, row.previous_secret_until = row.secret, now + grace
+    # a secret the key cannot open (sealing.UNREADABLE) signs nothing: it is not kept for the changeover
+    row.previous_secret, row.previous_secret_until = row.secret or None, now + grace
     row.secret = secret
     await session.flush()
     return row
+
+
+async def seal_stored_secrets(session: AsyncSession) -> tuple[int, list[str]]:
+    """Secrets stored in the clear (before sealing) sealed now: how many endpoints, and the ids of
+    those whose sealed secret the process's key cannot open (another key, or the key was lost)."""
+    raw = String(100)  # the column's stored text, past SealedSecret
+    rows = (await session.execute(select(WebhookEndpoint.id, sql_cast(WebhookEndpoint.secret, raw),
+                                         sql_cast(WebhookEndpoint.previous_secret, raw)))).all()
+    sealed, unreadable = 0, []
+    for endpoint_id, secret, previous in rows:
+        clear = {name: value for name, value in (("secret", secret), ("previous_secret", previous))
+                 if value and not is_sealed(value)}
+        if clear:
+            await session.execute(update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id).values(**clear))
+            sealed += 1
+        if is_sealed(secret) and not opens(secret):
+            unreadable.append(endpoint_id)
+    return sealed, unreadable
 
 
 async def targets_of(session: AsyncSession, tenants: Iterable[str], channels: Iterable[Channel]) -> list[Target]:
@@ -161,7 +182,7 @@ async def claim_due(session: AsyncSession, now: datetime, limit: int, lease: tim
         claimed.append(Claimed(
             id=row.id, tenant=row.tenant, channel=channel, target_id=row.target_id, attempt=row.attempts,
             payload=row.payload, url=endpoint.url if endpoint else None, secret=endpoint.secret if endpoint else None,
-            previous_secret=still_signing(endpoint.previous_secret, endpoint.previous_secret_until, now)
+            previous_secret=still_signing(endpoint.previous_secret or None, endpoint.previous_secret_until, now)
             if endpoint else None,
             address=subscription.address if subscription else None))
     return claimed

@@ -39,7 +39,13 @@ from rapport.services.gateway.notifications.domain import (
     signed_headers,
 )
 from rapport.services.gateway.notifications.egress import AddressRefused, EgressPolicy, GuardedTransport
-from rapport.services.gateway.notifications.repository import Claimed, claim_due, record_attempt
+from rapport.services.gateway.notifications.repository import (
+    Claimed,
+    claim_due,
+    record_attempt,
+    seal_stored_secrets,
+)
+from rapport.services.gateway.notifications.sealing import UNREADABLE, sealing
 from rapport.shared.messaging.consumer import utcnow
 from rapport.shared.metrics import REGISTRY, ByTenant
 from rapport.shared.service import VERSION
@@ -155,7 +161,25 @@ class NotificationSender:
         if self._http is not None:
             await self._http.aclose()
 
+    async def _seal_stored(self) -> None:
+        """Once at start: the secrets stored before sealing are sealed; those the key cannot open said."""
+        if not sealing():
+            return
+        try:
+            async with self._sessions() as session, session.begin():
+                sealed, unreadable = await seal_stored_secrets(session)
+        except Exception:  # the database away: the next start tries again; new secrets are sealed anyway
+            log.warning("could not seal the webhook secrets stored before sealing", exc_info=True)
+            return
+        if sealed:
+            log.info("sealed %d webhook endpoints' secrets stored in the clear", sealed)
+        if unreadable:
+            log.error("%d webhook endpoints' secrets cannot be opened with this key (another key, or it was lost): "
+                      "their tries fail as secret_unreadable until the key is restored or each secret is rotated",
+                      len(unreadable), extra={"target_ids": unreadable})
+
     async def _run(self) -> None:
+        await self._seal_stored()
         waited_out, failures = True, 0
         while True:
             self._wake.clear()
@@ -239,6 +263,8 @@ class NotificationSender:
     async def _post(self, delivery: Claimed, started: datetime) -> Tried:
         if self._http is None or delivery.url is None or delivery.secret is None:
             return Tried(error="target_gone")
+        if delivery.secret == UNREADABLE:  # sealed with another key: nothing it signed would verify
+            return Tried(error="secret_unreadable")
         headers = signed_headers(delivery.secret, delivery.id, int(started.timestamp()), delivery.payload,
                                  previous=delivery.previous_secret)
         try:

@@ -13,6 +13,7 @@ from rapport.services.gateway.notifications.api import Audit, Authenticate, noti
 from rapport.services.gateway.notifications.domain import Channel
 from rapport.services.gateway.notifications.handlers import QueueDeliveries
 from rapport.services.gateway.notifications.repository import forget_finished
+from rapport.services.gateway.notifications.sealing import key_for, use_key
 from rapport.services.gateway.notifications.sender import NotificationSender
 from rapport.shared.messaging import subjects
 from rapport.shared.periodic import Periodic
@@ -31,6 +32,8 @@ class NotificationDelivery:
 
 def notification_delivery(runtime: ServiceRuntime, settings: Settings, gate: Gate, *,
                           authenticate: Authenticate | None = None, audit: Audit | None = None) -> NotificationDelivery:
+    # webhook secrets are sealed at rest with a key outside the database (sealing.py)
+    use_key(key_for(settings))
     sender = NotificationSender(runtime.sessions, settings, clock=runtime.clock)
     # without an SMTP relay no e-mail delivery is queued (and no subscription can be made)
     channels: tuple[Channel, ...] = ("webhook", "email") if sender.email_configured else ("webhook",)
