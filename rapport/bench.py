@@ -33,6 +33,7 @@ from rapport.shared.db.engine import create_engine
 from rapport.shared.messaging.broker import connect_client
 from rapport.shared.settings import Settings
 from rapport.stack import Stack, read_endpoints
+from rapport.tenants import client_settings
 
 T = TypeVar("T")
 
@@ -137,10 +138,10 @@ def _latency_summary(latencies: list[float]) -> dict[str, float | None]:
     }
 
 
-async def _drive(broker_url: str, tenant: str, count: int, rate: float, history: int, episodes: int,
-                 pids: dict[str, int]) -> dict[str, Any]:
+async def _drive(broker_url: str, signed_in: Settings, tenant: str, count: int, rate: float, history: int,
+                 episodes: int, pids: dict[str, int]) -> dict[str, Any]:
     run = f"{int(time.time()) % 10**6}"  # fresh clients each run: a rerun is not a late submission
-    journeys = await Journeys.connect(broker_url, tenant)
+    journeys = await Journeys.connect(broker_url, tenant, signed_in)
     try:
         episodes = min(episodes, count)
         # one session a day, the last one yesterday: ingest refuses administrations in the future
@@ -188,10 +189,12 @@ async def _drive(broker_url: str, tenant: str, count: int, rate: float, history:
         await journeys.close()
 
 
-async def _drive_baseline(broker_url: str, database_url: str, count: int, rate: float) -> dict[str, Any]:
-    """The same load through the bare three-hop pipeline (rapport/baseline.py), on the same broker and database."""
+async def _drive_baseline(broker_url: str, services: Settings, database_url: str, count: int,
+                          rate: float) -> dict[str, Any]:
+    """The same load through the bare three-hop pipeline (rapport/baseline.py), on the same broker and
+    database, signed in as the services are."""
     run = f"b{int(time.time()) % 10**6}"
-    connection = await connect_client(Settings(), broker_url, name="rapport-bench-baseline")
+    connection = await connect_client(services, broker_url, name="rapport-bench-baseline")
     engine = create_engine(database_url)
     processes: list[asyncio.subprocess.Process] = []
     try:
@@ -199,6 +202,8 @@ async def _drive_baseline(broker_url: str, database_url: str, count: int, rate: 
         await baseline.prepare(js, engine)
         env = {**os.environ, "RAPPORT_BROKER_URL": broker_url, "RAPPORT_DATABASE_URL": database_url,
                "RAPPORT_LOG_LEVEL": "WARNING"}
+        if services.broker_nkey_seed_file:  # the embedded stack's services' user
+            env["RAPPORT_BROKER_NKEY_SEED_FILE"] = str(services.broker_nkey_seed_file)
         for hop in range(1, baseline.HOPS + 1):
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "rapport.baseline", str(hop), run, env=env,
@@ -363,19 +368,22 @@ def run_bench(settings: Settings, *, count: int, rate: float, tenant: str, histo
     if embedded:
         with Stack(settings, quiet=True) as stack:
             pids = {s.name: s.process.pid for s in stack.services if s.process}
-            result = asyncio.run(_drive(stack.broker_url, tenant, count, rate, history, episodes, pids))
+            result = asyncio.run(_drive(stack.broker_url, stack.client_settings(tenant), tenant, count, rate, history,
+                                        episodes, pids))
             if http:
                 gateway = next(s.url for s in stack.services if s.name == "gateway")
                 result["http"] = asyncio.run(_drive_http(gateway, integration_token(settings, tenant), count, rate,
                                                          episodes, pids))
             if compare_baseline:
-                result["baseline"] = asyncio.run(_drive_baseline(stack.broker_url, stack.database_url, count, rate))
+                result["baseline"] = asyncio.run(_drive_baseline(stack.broker_url, stack.client_settings(),
+                                                                 stack.database_url, count, rate))
     else:
         assert broker_url is not None
         endpoints = read_endpoints(settings.data_dir) or {}
         services = cast(dict[str, dict[str, Any]], endpoints.get("services", {}))
         pids = {name: int(info["pid"]) for name, info in services.items() if info.get("pid")}
-        result = asyncio.run(_drive(broker_url, tenant, count, rate, history, episodes, pids))
+        result = asyncio.run(_drive(broker_url, client_settings(settings, tenant), tenant, count, rate, history,
+                                    episodes, pids))
         if http:
             gateway_url = endpoints.get("gateway")
             if not isinstance(gateway_url, str):
@@ -383,8 +391,8 @@ def run_bench(settings: Settings, *, count: int, rate: float, tenant: str, histo
             result["http"] = asyncio.run(_drive_http(gateway_url, integration_token(settings, tenant), count, rate,
                                                      episodes, pids))
         if compare_baseline:
-            result["baseline"] = asyncio.run(_drive_baseline(broker_url, settings.resolved_database_url(), count,
-                                                             rate))
+            result["baseline"] = asyncio.run(_drive_baseline(broker_url, client_settings(settings),
+                                                             settings.resolved_database_url(), count, rate))
     lat = result["latency_ms"]
     result["text"] = (
         f"{result['completed']}/{result['count']} submissions ({result['rate_requested']}/s requested, "

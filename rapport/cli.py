@@ -24,6 +24,9 @@ deadletter_app = typer.Typer(help="Dead letters: list them, look at one, send th
 app.add_typer(deadletter_app, name="deadletter")
 broker_app = typer.Typer(help="The broker's streams: check them, or create and fix them.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
+tenants_app = typer.Typer(help="The tenant registry: each tenant's broker user for its clinic systems.",
+                          no_args_is_help=True)
+app.add_typer(tenants_app, name="tenants")
 questionnaires_app = typer.Typer(help="Published Questionnaires Rapport knows, and each tenant's own.",
                                  no_args_is_help=True)
 app.add_typer(questionnaires_app, name="questionnaires")
@@ -52,6 +55,15 @@ def _broker_url(settings: Settings) -> str:
         )
         raise typer.Exit(2)
     return str(endpoints["broker_url"])
+
+
+def _broker(settings: Settings, tenant: str | None = None) -> tuple[str, Settings]:
+    """The broker's URL and how to sign in there: on the embedded stack as `tenant` (registered on first
+    use) or as the services (rapport/tenants.py); on an external broker as configured."""
+    from rapport.tenants import client_settings
+
+    url = _broker_url(settings)
+    return url, client_settings(settings, tenant)
 
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="default: RAPPORT_DATA_DIR or ./.rapport")]
@@ -234,7 +246,8 @@ def submit(
 
         ok = asyncio.run(submit_files_http(_gateway_url(settings), integration_token(settings, tenant), files, timeout))
     else:
-        ok = asyncio.run(submit_files(_broker_url(settings), tenant, files, timeout))
+        url, signed_in = _broker(settings, tenant)
+        ok = asyncio.run(submit_files(url, tenant, files, timeout, signed_in))
     raise typer.Exit(0 if ok else 1)
 
 
@@ -339,7 +352,7 @@ def deadletter_list(
     from rapport.deadletter import list_command
 
     filters = _filters(service, tenant, reason, since, until)
-    typer.echo(asyncio.run(list_command(_broker_url(_settings(data_dir)), filters, limit, as_json)))
+    typer.echo(asyncio.run(list_command(*_broker(_settings(data_dir)), filters, limit, as_json)))
 
 
 @deadletter_app.command("show")
@@ -351,7 +364,7 @@ def deadletter_show(
     """One dead letter's headers: reason, detail, original subject and message id, deliveries, size."""
     from rapport.deadletter import show_command
 
-    code, text = asyncio.run(show_command(_broker_url(_settings(data_dir)), sequence, save))
+    code, text = asyncio.run(show_command(*_broker(_settings(data_dir)), sequence, save))
     typer.echo(text, err=code != 0)
     raise typer.Exit(code)
 
@@ -371,7 +384,7 @@ def deadletter_redrive(
         typer.echo("give dead-letter sequence numbers, or --all with filters", err=True)
         raise typer.Exit(2)
     filters = _filters(service, tenant, reason, since, until) if every else None
-    code, text = asyncio.run(redrive_command(_broker_url(_settings(data_dir)), sequences or [], filters))
+    code, text = asyncio.run(redrive_command(*_broker(_settings(data_dir)), sequences or [], filters))
     typer.echo(text)
     raise typer.Exit(code)
 
@@ -382,8 +395,8 @@ def broker_check(data_dir: DataDir = None) -> None:
     and whether it is as Rapport expects. Exits 1 when something is off."""
     from rapport.broker_admin import check_command
 
-    settings = _settings(data_dir)
-    code, text = asyncio.run(check_command(settings, _broker_url(settings)))
+    url, settings = _broker(_settings(data_dir))
+    code, text = asyncio.run(check_command(settings, url))
     typer.echo(text)
     raise typer.Exit(code)
 
@@ -394,27 +407,51 @@ def broker_init(data_dir: DataDir = None) -> None:
     RAPPORT_STREAM_REPLICAS (for services running without permission to manage streams)."""
     from rapport.broker_admin import init_command
 
-    settings = _settings(data_dir)
-    code, text = asyncio.run(init_command(settings, _broker_url(settings)))
+    url, settings = _broker(_settings(data_dir))
+    code, text = asyncio.run(init_command(settings, url))
     typer.echo(text)
     raise typer.Exit(code)
 
 
-@broker_app.command("tenant-user")
-def broker_tenant_user(
-    tenant: Annotated[str, typer.Argument(help="the tenant whose clinic systems sign in with it")],
-    seed_dir: Annotated[Path | None, typer.Option(help="where the seed goes (default <data dir>/tenants)")] = None,
+@tenants_app.command("add")
+def tenants_add(
+    tenant: Annotated[str, typer.Argument(help="the tenant id ([a-z0-9_-], at most 64 characters)")],
     data_dir: DataDir = None,
 ) -> None:
-    """A broker user (NKey) for one tenant's clinic systems: its seed in a 0600 file, and the server
-    config entry allowing only rapport.<tenant>.in.> to publish and rapport.<tenant>.> to read."""
-    from rapport.broker_tenants import tenant_user_command
+    """Register a tenant: a broker user (NKey) for its clinic systems, its seed in <data dir>/tenants/T.nk
+    (0600), allowed only rapport.<tenant>.in.> to publish and rapport.<tenant>.> to read. The running
+    embedded broker lets it in at once; for an external broker, prints the entry to install."""
+    from rapport.tenants import BrokerReloadFailed, add_command
 
     try:
-        typer.echo(tenant_user_command(tenant, seed_dir or _settings(data_dir).data_dir / "tenants"))
+        typer.echo(add_command(tenant, _settings(data_dir).data_dir.resolve()))
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
+    except BrokerReloadFailed as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+@tenants_app.command("entries")
+def tenants_entries(data_dir: DataDir = None) -> None:
+    """Each registered tenant's entry for a broker's `authorization { users = [...] }`, one a line
+    (what deploy/make-secrets puts beside the services' user)."""
+    from rapport.tenants import TenantRegistry
+
+    for user in TenantRegistry.of(_settings(data_dir).data_dir.resolve()).users():
+        typer.echo(user.config_entry())
+
+
+@tenants_app.command("list")
+def tenants_list(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """The registered tenants and their broker users' public keys (never the seeds)."""
+    from rapport.tenants import list_command as list_tenants
+
+    typer.echo(list_tenants(_settings(data_dir).data_dir.resolve(), as_json))
 
 
 @app.command()

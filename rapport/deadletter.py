@@ -40,8 +40,8 @@ def line(record: DeadLetterRecord) -> str:
 HEADER = f"{'seq':>8}  {'dead-lettered (UTC)':<19}  {'tenant':<20} {'service':<8} {'tries':>3}  reason"
 
 
-async def list_command(url: str, filters: Filters, limit: int, as_json: bool) -> str:
-    connection = await connect_client(Settings(), url, name="rapport-deadletter")
+async def list_command(url: str, settings: Settings, filters: Filters, limit: int, as_json: bool) -> str:
+    connection = await connect_client(settings, url, name="rapport-deadletter")
     try:
         records = await list_dead_letters(connection.jetstream(), filters, limit)
     finally:
@@ -53,8 +53,8 @@ async def list_command(url: str, filters: Filters, limit: int, as_json: bool) ->
     return "\n".join([HEADER, *map(line, records), f"{len(records)} dead letter(s)"])
 
 
-async def show_command(url: str, sequence: int, save: Path | None) -> tuple[int, str]:
-    connection = await connect_client(Settings(), url, name="rapport-deadletter")
+async def show_command(url: str, settings: Settings, sequence: int, save: Path | None) -> tuple[int, str]:
+    connection = await connect_client(settings, url, name="rapport-deadletter")
     try:
         found = await get_dead_letter(connection.jetstream(), sequence)
     finally:
@@ -71,8 +71,9 @@ async def show_command(url: str, sequence: int, save: Path | None) -> tuple[int,
     return 0, "\n".join(lines)
 
 
-async def redrive_command(url: str, sequences: list[int], filters: Filters | None) -> tuple[int, str]:
-    connection = await connect_client(Settings(), url, name="rapport-deadletter")
+async def redrive_command(url: str, settings: Settings, sequences: list[int],
+                          filters: Filters | None) -> tuple[int, str]:
+    connection = await connect_client(settings, url, name="rapport-deadletter")
     try:
         js = connection.jetstream()
         if filters is not None:

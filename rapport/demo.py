@@ -40,7 +40,7 @@ def run_demo(settings: Settings | None, *, clients: int, sessions: int, seed: in
         cohort = build_cohort(TENANT, clients, sessions, seed)
         started = time.perf_counter()
         with Stack(settings) as stack:
-            report = asyncio.run(_drive(stack.broker_url, cohort))
+            report = asyncio.run(_drive(stack.broker_url, stack.client_settings(TENANT), cohort))
             report["seconds"] = round(time.perf_counter() - started, 1)
             print(_summary(report), flush=True)
             if serve and report["complete"]:
@@ -82,8 +82,8 @@ def _sign_in_lines(stack: Stack, journeys: Journeys) -> list[str]:
     return lines
 
 
-async def _drive(broker_url: str, cohort: Cohort) -> dict[str, object]:
-    journeys = await Journeys.connect(broker_url, TENANT)
+async def _drive(broker_url: str, signed_in: Settings, cohort: Cohort) -> dict[str, object]:
+    journeys = await Journeys.connect(broker_url, TENANT, signed_in)
     try:
         sent = [await journeys.submit(a.body) for a in cohort.administrations]
         sent += [await journeys.submit(json.dumps(f).encode()) for f in FAULTY]

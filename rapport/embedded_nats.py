@@ -5,7 +5,8 @@ It starts from a config file it writes into the data dir (mode 0600) on each sta
 when JetStream syncs its store to disk (`sync_interval`, from RAPPORT_BROKER_SYNC): `always` syncs
 each write before the broker acknowledges it, which is what a single node needs for an
 acknowledged submission to survive a power failure. The HTTP monitoring port (loopback only) is
-on, so the effective setting can be read back from `/varz` rather than assumed."""
+on, so the effective setting can be read back from `/varz` rather than assumed. Under `rapport up`
+it includes the users file the tenant registry writes (rapport/tenants.py): authorization on."""
 
 from __future__ import annotations
 
@@ -103,7 +104,10 @@ def _quoted(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def server_config(*, port: int, monitor_port: int, store: Path, log: Path, sync: str) -> str:
+def server_config(*, port: int, monitor_port: int, store: Path, log: Path, sync: str,
+                  users: str | None = None) -> str:
+    """`users`: the file (beside this one) holding the `authorization` block (rapport/tenants.py), or None
+    for a broker anyone on loopback may use (the tests' own brokers)."""
     # a duration must be quoted: unquoted, `2m` reads as the number 2,000,000 (a size suffix)
     sync_value = "always" if sync == "always" else _quoted(sync)
     return "\n".join([
@@ -119,6 +123,7 @@ def server_config(*, port: int, monitor_port: int, store: Path, log: Path, sync:
         f"  store_dir: {_quoted(str(store))}",
         f"  sync_interval: {sync_value}",
         "}",
+        *([f"include {_quoted(users)}"] if users else []),
         "",
     ])
 
@@ -138,7 +143,8 @@ class BrokerSyncMismatch(RuntimeError):
 
 
 class EmbeddedNats:
-    def __init__(self, data_dir: Path, port: int | None = None, sync: str = "always") -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, sync: str = "always",
+                 users: str | None = None) -> None:
         if not SYNC_PATTERN.match(sync):
             raise ValueError(f"broker sync {sync!r}: expected `always` or an interval like 10s, 2m")
         self.store = data_dir / "nats"
@@ -146,6 +152,7 @@ class EmbeddedNats:
         self.port = port or free_port(4223)
         self.monitor_port = 0
         self.sync = sync
+        self.users = users
         self.log = data_dir / "nats-server.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -161,7 +168,8 @@ class EmbeddedNats:
         self.store.mkdir(parents=True, exist_ok=True)
         self.monitor_port = free_port()
         write_private(self.config_file, server_config(
-            port=self.port, monitor_port=self.monitor_port, store=self.store, log=self.log, sync=self.sync))
+            port=self.port, monitor_port=self.monitor_port, store=self.store, log=self.log, sync=self.sync,
+            users=self.users))
         self.process = subprocess.Popen(
             [nats_server_binary(), "-c", str(self.config_file)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

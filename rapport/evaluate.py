@@ -100,14 +100,15 @@ def run_evaluation(settings: Settings | None, *, clients: int, sessions: int, se
         cohort = build_cohort(tenant, clients, sessions, seed)
         started = time.perf_counter()
         with Stack(settings, banner=sys.stderr) as stack:  # stdout carries the report alone (--json: for jq)
-            report = asyncio.run(_evaluate(stack.broker_url, stack.database_url, tenant, history, cohort))
+            report = asyncio.run(_evaluate(stack.broker_url, stack.client_settings(tenant), stack.database_url, tenant,
+                                           history, cohort))
         report["seconds"] = round(time.perf_counter() - started, 1)
     return report
 
 
-async def _evaluate(broker_url: str, database_url: str, tenant: str, history: Cohort,
+async def _evaluate(broker_url: str, signed_in: Settings, database_url: str, tenant: str, history: Cohort,
                     cohort: Cohort) -> dict[str, Any]:
-    journeys = await Journeys.connect(broker_url, tenant)
+    journeys = await Journeys.connect(broker_url, tenant, signed_in)
     try:
         await _all_done([await journeys.submit(a.body) for a in history.administrations])
         fits = await fit_stored(database_url, [tenant])

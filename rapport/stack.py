@@ -33,12 +33,24 @@ from rapport.embedded_nats import EmbeddedNats, free_port
 from rapport.services.gateway.tokens import create_signing_key
 from rapport.shared.db.engine import create_engine
 from rapport.shared.durability import broker_policy, database_policy
+from rapport.shared.messaging.broker import without_credentials
 from rapport.shared.settings import Settings
+from rapport.tenants import (
+    EMBEDDED_BROKER,
+    SERVICES_SEED,
+    USERS_CONFIG,
+    TenantRegistry,
+    client_settings,
+    reload_embedded_broker,
+    services_seed,
+    write_users_config,
+)
 
 SERVICES = ("ingest", "scoring", "alerts", "gateway")
 ENDPOINTS_FILE = "endpoints.json"
 # what `rapport up` keeps in the data dir (SQLite file with -wal/-shm, logs, broker config and store)
-OWN_FILES = ("rapport.db*", "*.log", ENDPOINTS_FILE, "nats-server.conf", "nats", "token-signing-key.pem")
+OWN_FILES = ("rapport.db*", "*.log", ENDPOINTS_FILE, "nats-server.conf", "nats", "token-signing-key.pem",
+             USERS_CONFIG, SERVICES_SEED, "tenants")
 
 
 @dataclass
@@ -148,6 +160,7 @@ class Stack:
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     clock: Callable[[], float] = time.monotonic
     durability: str = ""
+    _tenants_at_start: list[str] = field(default_factory=list, init=False)
     banner: TextIO | None = None  # where the startup lines go: stdout unless given (`rapport evaluate`: stderr)
 
     @property
@@ -163,8 +176,13 @@ class Stack:
         if self.settings.broker_url:
             self.broker_url = self.settings.broker_url
         else:
-            self.nats = EmbeddedNats(self.data_dir, sync=self.settings.broker_sync)
-            self.nats.start()
+            # authorization on: the services' user and each registered tenant's (rapport/tenants.py)
+            registry = TenantRegistry.of(self.data_dir)
+            with registry.locked():
+                write_users_config(self.data_dir)
+                self._tenants_at_start = [user.tenant for user in registry.users()]
+                self.nats = EmbeddedNats(self.data_dir, sync=self.settings.broker_sync, users=USERS_CONFIG)
+                self.nats.start()
             self.broker_url = self.nats.url
             try:
                 self.nats.verify_sync()
@@ -187,7 +205,9 @@ class Stack:
         for service in self.services:
             self._wait_ready(service)
         self._write_endpoints()
-        self.say(f"broker    {self.broker_url}" + ("  (embedded)" if self.nats else ""))
+        self._install_tenants_added_meanwhile()
+        self.say(f"broker    {without_credentials(self.broker_url)}" +
+                 ("  (embedded, sign-in per tenant: rapport tenants list)" if self.nats else ""))
         self.say(f"database  {redact(self.database_url)}")
         self.say(self.durability)
         for service in self.services:
@@ -196,8 +216,28 @@ class Stack:
             self.say(f"{service.name:<9} {service.url}  {routes}")
         self.say(f"endpoints {self.data_dir / ENDPOINTS_FILE}")
 
+    def client_settings(self, tenant: str | None = None) -> Settings:
+        """How this process's own clients (demo, evaluate, bench) sign in: as `tenant`, or as the services."""
+        return client_settings(self.settings.model_copy(update={"broker_url": None if self.nats else self.broker_url}),
+                               tenant)
+
+    def _install_tenants_added_meanwhile(self) -> None:
+        """A tenant added between the broker's start and endpoints.json (where `rapport tenants add`
+        finds the broker to reload) is installed now."""
+        if self.nats is None or self.nats.process is None:
+            return
+        registry = TenantRegistry.of(self.data_dir)
+        with registry.locked():
+            if [user.tenant for user in registry.users()] != self._tenants_at_start:
+                write_users_config(self.data_dir)
+                reload_embedded_broker({"pid": self.nats.process.pid, "monitor": self.nats.monitor_url})
+
     def _environment(self) -> dict[str, str]:
         env = os.environ.copy()
+        if self.nats is not None:  # the embedded broker's services' user, and no other way of signing in
+            for name in ("USER", "PASSWORD", "PASSWORD_FILE", "CREDS", "INBOX_PREFIX"):
+                env.pop(f"RAPPORT_BROKER_{name}", None)
+            env["RAPPORT_BROKER_NKEY_SEED_FILE"] = str(services_seed(self.data_dir))
         env["RAPPORT_BROKER_URL"] = self.broker_url
         env["RAPPORT_DATABASE_URL"] = self.database_url
         env["RAPPORT_DATA_DIR"] = str(self.data_dir)
@@ -229,12 +269,14 @@ class Stack:
         raise TimeoutError(f"{service.name} not ready after {timeout:.0f}s")
 
     def _write_endpoints(self) -> None:
-        endpoints = {
-            "broker_url": self.broker_url,
+        endpoints: dict[str, object] = {
+            "broker_url": without_credentials(self.broker_url),
             "database": redact(self.database_url),
             "services": {s.name: {"url": s.url, "pid": s.process.pid if s.process else None} for s in self.services},
             "gateway": next((s.url for s in self.services if s.name == "gateway"), None),
         }
+        if self.nats is not None and self.nats.process is not None:  # where `rapport tenants add` installs a tenant
+            endpoints[EMBEDDED_BROKER] = {"pid": self.nats.process.pid, "monitor": self.nats.monitor_url}
         # replaced whole, so a reader never sees half a file (it is rewritten when a service restarts)
         path = self.data_dir / ENDPOINTS_FILE
         partial = path.with_name(f".{ENDPOINTS_FILE}.{os.getpid()}")

@@ -14,10 +14,12 @@ import httpx
 
 from rapport.journeys import Journey, Journeys
 from rapport.shared.messaging.resend import StoreUnknown
+from rapport.shared.settings import Settings
 
 
-async def submit_files(broker_url: str, tenant: str, files: list[Path], wait_seconds: float) -> bool:
-    journeys = await Journeys.connect(broker_url, tenant)
+async def submit_files(broker_url: str, tenant: str, files: list[Path], wait_seconds: float,
+                       settings: Settings | None = None) -> bool:
+    journeys = await Journeys.connect(broker_url, tenant, settings)
     all_ok = True
     try:
         for path in files:

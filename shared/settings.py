@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".rapport"), description="where the embedded stack keeps its files")
     broker_url: str | None = Field(default=None, description="nats://host:port; unset: the embedded broker")
     database_url: str | None = Field(default=None, description="unset: SQLite under data_dir")
-    # Signing in to an external broker (unset: none; the embedded broker needs none). At most one
+    # Signing in to an external broker (unset: none; on the embedded stack, the users of the tenant
+    # registry, rapport/tenants.py, which `rapport up` and the commands set themselves). At most one
     # way: a user and password, a NATS .creds file (user JWT and NKey seed), or an NKey seed file.
     # TLS: the CA that signed the broker's certificate, and a client certificate and key for a
     # broker that asks for one (`verify: true`). Every connection Rapport makes uses them
@@ -44,7 +45,7 @@ class Settings(BaseSettings):
     broker_tls_ca: Path | None = None
     broker_tls_cert: Path | None = None
     broker_tls_key: Path | None = None
-    # a clinic system's connection signed in as a tenant user (`rapport broker tenant-user`) may
+    # a clinic system's connection signed in as a tenant user (`rapport tenants add`) may
     # subscribe only to its own inboxes (where JetStream acks arrive): _INBOX_<tenant>
     broker_inbox_prefix: str | None = Field(default=None, pattern=r"^_INBOX_[a-z0-9_-]{1,64}$")
     log_level: str = "INFO"

@@ -130,7 +130,7 @@ def broker_security(settings: Settings) -> NatsSecurity | None:
 
 def connect_options(settings: Settings) -> dict[str, Any]:
     """The same sign-in and TLS as keyword arguments of nats.connect (for clients outside FastStream),
-    and a tenant user's own inbox prefix (rapport/broker_tenants.py)."""
+    and a tenant user's own inbox prefix (rapport/tenants.py)."""
     options = {key: value for key, value in parse_security(broker_security(settings)).items()
                if value is not None and value is not False}
     if settings.broker_inbox_prefix:

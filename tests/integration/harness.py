@@ -1,12 +1,18 @@
 """Helpers for integration tests: settings for a test, services running in this process, a
-client following submissions through the pipeline."""
+client following submissions through the pipeline, and `rapport up` as a user runs it."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,3 +90,24 @@ async def until(check: Callable[[], Awaitable[Any]], seconds: float = 30.0) -> A
         if found or loop.time() > deadline:
             return found
         await asyncio.sleep(0.05)
+
+
+@contextmanager
+def rapport_up(data_dir: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, object]]]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAPPORT_BROKER_URL", "RAPPORT_DATABASE_URL")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rapport.cli", "up", "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # the stack says when it is up
+            if "Rapport is up" in line:
+                break
+        else:
+            pytest.fail(f"rapport up exited with {process.wait()} before it was up")
+        yield process, json.loads((data_dir / "endpoints.json").read_text())
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)

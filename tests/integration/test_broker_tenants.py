@@ -1,5 +1,5 @@
 """A tenant's broker user (issue 16 item 2, first part), on a real nats-server configured with what
-`rapport broker tenant-user` prints: tenant A's clinic system can submit for A and hear A's answers,
+`rapport tenants add` prints for an external broker: tenant A's clinic system can submit for A and hear A's answers,
 and can neither publish to nor read tenant B's subjects, nor the services' inboxes, nor the
 JetStream API. The services keep their own user."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,11 @@ from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
 from rapport.broker_admin import init_command
-from rapport.broker_tenants import create_tenant_user, inbox_prefix, tenant_user_command
 from rapport.journeys import Journeys
 from rapport.shared.messaging.broker import connect_client
-from rapport.shared.messaging.subjects import INBOUND_STREAM, submissions_in
+from rapport.shared.messaging.subjects import INBOUND_STREAM, questionnaire_mappings_in, submissions_in
 from rapport.shared.settings import Settings
+from rapport.tenants import TenantRegistry, inbox_prefix
 
 pytestmark = pytest.mark.nats
 PASSWORD = "services-password-0b7e"
@@ -37,7 +36,7 @@ def seeds(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def server(tmp_path: Path, seeds: Path) -> Iterator[GuardedNats]:
-    entries = "\n".join(f"    {create_tenant_user(t, seeds).config_entry()}" for t in ("acme", "beta"))
+    entries = "\n".join(f"    {TenantRegistry(seeds).add(t).config_entry()}" for t in ("acme", "beta"))
     rules = (f'authorization {{\n  users = [\n    {{ user: "rapport", password: "{PASSWORD}" }}\n'
              f"{entries}\n  ]\n}}\n")
     broker = GuardedNats(tmp_path / "nats", rules).start()
@@ -64,18 +63,6 @@ def phq9(sid: str) -> bytes:
         "clinician_id": "clinician-01", "administered_at": "2026-03-02T10:00:00+00:00",
         "responses": {str(n + 1): 1 for n in range(9)},
     }).encode()
-
-
-def test_the_seed_is_private_kept_and_the_printed_block_names_only_the_tenants_subjects(seeds: Path) -> None:
-    text = tenant_user_command("acme", seeds)
-    seed = seeds / "acme.nk"
-    assert stat.S_IMODE(seed.stat().st_mode) == 0o600
-    assert seed.read_text().strip() not in text, "the seed is the secret: never printed"
-    assert '"rapport.acme.in.>"' in text and '"rapport.acme.>", "_INBOX_acme.>"' in text
-    assert create_tenant_user("acme", seeds).public_key in text
-    assert tenant_user_command("acme", seeds) == text, "a second run keeps the seed"
-    with pytest.raises(ValueError, match="not a tenant id"):
-        create_tenant_user("Acme.>", seeds)
 
 
 async def test_a_tenant_submits_and_hears_its_answers_through_its_own_user(
@@ -106,6 +93,11 @@ async def test_tenant_a_can_neither_publish_to_nor_read_tenant_b(server: Guarded
         # its own inbound subject: stored and acknowledged
         ack = await acme_js.publish(submissions_in("acme"), phq9("own"), headers={"Nats-Msg-Id": "own"})
         assert ack.stream == INBOUND_STREAM
+        # its own tenant's questionnaire-mapping commands are an admin's, through the gateway: refused
+        with pytest.raises(Exception):  # noqa: B017
+            await acme_js.publish(questionnaire_mappings_in("acme"), b"{}", headers={"Nats-Msg-Id": "mapping"})
+        with pytest.raises(NotFoundError):
+            await rapport_js.get_last_msg(INBOUND_STREAM, questionnaire_mappings_in("acme"))
 
         # reading: beta's events and the services' inboxes never reach acme; acme's own do
         seen: dict[str, list[str]] = {"beta": [], "inboxes": [], "acme": []}

@@ -11,12 +11,15 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import nats
 import pytest
+from harness import rapport_up
+
+from rapport.shared.messaging.broker import connect_client
+from rapport.shared.settings import Settings
+from rapport.tenants import client_settings
 
 pytestmark = [pytest.mark.nats, pytest.mark.e2e]
 
@@ -25,27 +28,6 @@ PHQ9 = {
     "clinician_id": "clinician-07", "administered_at": "2026-03-02T10:00:00+00:00",
     "responses": {"1": 3, "2": 3, "3": 2, "4": 2, "5": 1, "6": 2, "7": 1, "8": 1, "9": 2},
 }
-
-
-@contextmanager
-def rapport_up(data_dir: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, object]]]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAPPORT_BROKER_URL", "RAPPORT_DATABASE_URL")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rapport.cli", "up", "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:  # the stack says when it is up
-            if "Rapport is up" in line:
-                break
-        else:
-            pytest.fail(f"rapport up exited with {process.wait()} before it was up")
-        yield process, json.loads((data_dir / "endpoints.json").read_text())
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(60)
 
 
 def alive(pid: int) -> bool:
@@ -111,8 +93,9 @@ def test_a_service_killed_under_the_stack_is_restarted(tmp_path: Path) -> None:
     assert not alive(new_pid)
 
 
-async def _publish(url: str, tenant: str, count: int) -> None:
-    client = await nats.connect(url)
+async def _publish(url: str, data_dir: Path, tenant: str, count: int) -> None:
+    """As the tenant's clinic system would: signed in as its user (registered here, on first use)."""
+    client = await connect_client(client_settings(Settings(data_dir=data_dir), tenant), url, name="clinic-b")
     js = client.jetstream()
     for n in range(count):
         body = dict(PHQ9, submission_id=f"restart-{n:04d}", client_id=f"client-{n % 20:04d}",
@@ -123,9 +106,10 @@ async def _publish(url: str, tenant: str, count: int) -> None:
     await client.close()
 
 
-async def _evaluated(url: str, tenant: str, count: int) -> set[str]:
-    """Every evaluation.completed in the stream, replayed from its start, until `count` are seen."""
-    client = await nats.connect(url)
+async def _evaluated(url: str, data_dir: Path, tenant: str, count: int) -> set[str]:
+    """Every evaluation.completed in the stream, replayed from its start (the JetStream API: as the
+    services' user, which an operator has), until `count` are seen."""
+    client = await connect_client(client_settings(Settings(data_dir=data_dir)), url, name="operator")
     seen: set[str] = set()
     done = asyncio.Event()
 
@@ -145,11 +129,11 @@ async def _evaluated(url: str, tenant: str, count: int) -> set[str]:
 def test_submissions_in_flight_at_sigterm_are_all_evaluated_after_a_restart(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with rapport_up(data) as (process, endpoints):
-        asyncio.run(_publish(str(endpoints["broker_url"]), "clinic-b", 300))
+        asyncio.run(_publish(str(endpoints["broker_url"]), data, "clinic-b", 300))
         process.send_signal(signal.SIGTERM)  # while the services are still working through them
         assert process.wait(60) == 0
     with rapport_up(data) as (_process, endpoints):
-        seen = asyncio.run(_evaluated(str(endpoints["broker_url"]), "clinic-b", 300))
+        seen = asyncio.run(_evaluated(str(endpoints["broker_url"]), data, "clinic-b", 300))
     assert seen == {f"restart-{n:04d}" for n in range(300)}
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -294,6 +295,8 @@ def test_every_nats_node_mounts_the_users_file_its_config_includes(compose: dict
         (tmp_path / conf).write_text((DEPLOY / "nats" / conf).read_text())
         (tmp_path / "auth.conf").write_text('authorization {\n  users = [\n    { user: rapport, password: "x" }\n'
                                             "  ]\n}\n")
+        (tmp_path / "routes.conf").write_text('authorization { user: route, password: "x" }\n'
+                                              'routes = [ "nats://route:x@127.0.0.1:6222" ]\n')
         subprocess.run([nats_server_binary(), "-t", "-c", str(tmp_path / conf)], check=True, capture_output=True,
                        timeout=30)
 
@@ -472,6 +475,46 @@ def test_make_secrets_writes_the_signing_key_once_and_the_broker_password_the_no
     assert f'{{ user: rapport, password: "{password}" }}' in (secrets / "nats-auth.conf").read_text()
     subprocess.run([str(DEPLOY / "make-secrets")], env=env, check=True, capture_output=True, timeout=60)
     assert (secrets / "token_signing_key").read_bytes() == first, "replacing it would end every session"
+
+
+def test_the_cluster_nodes_route_to_each_other_signed_in_and_keep_monitoring_inside(compose: dict[str, Any]) -> None:
+    for node in ("nats-1", "nats-2", "nats-3"):
+        assert {"source": "nats_routes", "target": "/etc/nats/routes.conf"} in compose["services"][node]["secrets"]
+        assert "--routes" not in compose["services"][node]["command"], "routes with credentials come from the secret"
+    assert re.search(r'cluster \{[^}]*include "routes\.conf"', (DEPLOY / "nats" / "cluster.conf").read_text())
+    for conf in ("single.conf", "cluster.conf"):
+        # NATS has no sign-in on its monitoring port: only the container's own healthcheck reaches it
+        assert settings_of(DEPLOY / "nats" / conf)["http"] == "127.0.0.1:8222", conf
+
+
+def test_make_secrets_gives_each_registered_tenant_its_user_and_the_routes_their_password(tmp_path: Path) -> None:
+    import shutil
+
+    from rapport.tenants import TenantRegistry
+
+    if shutil.which("openssl") is None:
+        pytest.skip("deploy/make-secrets needs openssl for the gateway's signing key")
+    secrets = tmp_path / "secrets"
+    acme = TenantRegistry(secrets / "tenants").add("acme")  # as `rapport tenants add acme --data-dir ...`
+    rapport_bin = str(Path(sys.executable).parent)
+    env = {"PATH": f"{rapport_bin}:/usr/bin:/bin", "RAPPORT_SECRETS_DIR": str(secrets)}
+    subprocess.run([str(DEPLOY / "make-secrets")], env=env, check=True, capture_output=True, timeout=120)
+    users = (secrets / "nats-auth.conf").read_text()
+    assert acme.public_key in users and '"rapport.acme.in.submissions"' in users
+    assert acme.seed_file.read_text().strip() not in users, "the seed stays with the clinic system"
+    route = (secrets / "nats_route_password").read_text().strip()
+    routes = (secrets / "nats-routes.conf").read_text()
+    assert f'password: "{route}"' in routes and f"nats://route:{route}@nats-3:6222" in routes
+    # the bundled server accepts the users and the routes as written, in the cluster node's config
+    (tmp_path / "cluster.conf").write_text((DEPLOY / "nats" / "cluster.conf").read_text())
+    shutil.copy(secrets / "nats-auth.conf", tmp_path / "auth.conf")
+    shutil.copy(secrets / "nats-routes.conf", tmp_path / "routes.conf")
+    subprocess.run([nats_server_binary(), "-t", "-c", str(tmp_path / "cluster.conf")], check=True,
+                   capture_output=True, timeout=30)
+    # without rapport on PATH, registered tenants are not silently left out
+    bare = {"PATH": "/usr/bin:/bin", "RAPPORT_SECRETS_DIR": str(secrets)}
+    refused = subprocess.run([str(DEPLOY / "make-secrets")], env=bare, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "put rapport on PATH" in refused.stderr
 
 
 def test_the_gateway_on_kubernetes_reads_its_signing_key_from_the_secret(kubernetes: list[dict[str, Any]]) -> None:

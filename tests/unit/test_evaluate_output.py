@@ -35,6 +35,9 @@ class FakeStack:
         print("broker    nats://test  (embedded)", file=self.banner or sys.stdout)
         return self
 
+    def client_settings(self, tenant: str | None = None) -> Settings:
+        return Settings()
+
     def __exit__(self, *exc: object) -> None:
         print("stopped", file=self.banner or sys.stdout)
 
