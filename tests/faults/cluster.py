@@ -27,12 +27,16 @@ class Node:
     monitor_port: int
     directory: Path
     process: subprocess.Popen[bytes] | None = None
+    # a production-like cluster: the clients' `authorization` block, and the routes' own user
+    authorization: str = ""
+    route_password: str | None = None
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self, routes: list[int], timeout: float = 20.0) -> None:
+        route_user = f"route:{self.route_password}@" if self.route_password else ""
         self.directory.mkdir(parents=True, exist_ok=True)
         config = self.directory / "nats-server.conf"
         write_private(config, "\n".join([
@@ -48,8 +52,10 @@ class Node:
             "cluster {",
             "  name: rapport-faults",
             f"  listen: 127.0.0.1:{self.route_port}",
-            "  routes: [" + ", ".join(f"nats-route://127.0.0.1:{p}" for p in routes) + "]",
+            *([f'  authorization {{ user: route, password: "{self.route_password}" }}'] if self.route_password else []),
+            "  routes: [" + ", ".join(f"nats-route://{route_user}127.0.0.1:{p}" for p in routes) + "]",
             "}",
+            self.authorization,
             "",
         ]))
         self.process = subprocess.Popen([nats_server_binary(), "-c", str(config)],
@@ -85,10 +91,13 @@ class Node:
 @dataclass
 class NatsCluster:
     directory: Path
+    authorization: str = ""
+    route_password: str | None = None
     nodes: list[Node] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.nodes = [Node(f"n{i + 1}", free_port(), free_port(), free_port(), self.directory / f"n{i + 1}")
+        self.nodes = [Node(f"n{i + 1}", free_port(), free_port(), free_port(), self.directory / f"n{i + 1}",
+                           authorization=self.authorization, route_password=self.route_password)
                       for i in range(3)]
 
     @property
