@@ -18,7 +18,7 @@ from rapport.services.gateway.client_view import client_view_router
 from rapport.services.gateway.http import Gate
 from rapport.services.gateway.lead_pages import LeadPage, lead_router
 from rapport.services.gateway.oidc import OidcVerifier
-from rapport.services.gateway.oidc_sign_in import CodeFlow
+from rapport.services.gateway.oidc_sign_in import CodeFlow, origin_of
 from rapport.services.gateway.pages import StartPage, pages_router
 from rapport.services.gateway.records import Records
 from rapport.services.gateway.signin import SignIn
@@ -60,6 +60,9 @@ def dashboard(settings: Settings, sessions: async_sessionmaker[AsyncSession], ga
         flow = CodeFlow(gate.verifier, sign_in, client_id=settings.oidc_client_id,
                         client_secret=settings.oidc_client_secret, public_url=settings.resolved_public_url())
         routers.append(flow.router())
+        # Sign out of a session the provider opened ends the provider's too, where it says how
+        sign_in.provider_sign_out = flow.end_session_url
+        views.allow_form_redirects_to(origin_of(settings.oidc_issuer or ""))
     worklist = WorklistPage(alerts, audit, views) if alerts is not None else None
     if worklist is not None:
         routers.append(worklist_router(worklist, sign_in))

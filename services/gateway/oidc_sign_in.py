@@ -7,8 +7,16 @@ over TLS, ten minutes) and sends the browser to the provider's authorization end
 verifier's S256 challenge. `GET /sign-in/callback` checks the `state` against the cookie, exchanges
 the code (with the verifier, so a code stolen on the way back is useless elsewhere) at the token
 endpoint, verifies the ID token (this client's audience, the `nonce`) and the access token (Rapport's
-audience, the same claims as a bearer token), and opens a session as a login link does. Every way it
-can fail is one page that says to sign in again, and a row in the audit trail.
+audience, the same claims as a bearer token), and opens a session as a login link does, keeping the
+ID token with it. Every way it can fail is one page that says to sign in again, and a row in the
+audit trail.
+
+Sign out (OpenID Connect RP-Initiated Logout 1.0): when the issuer's discovery document names an
+`end_session_endpoint` on the issuer's own origin, Sign out of a session this flow opened ends
+Rapport's session and then sends the browser there with the session's ID token as `id_token_hint`,
+`client_id`, and `post_logout_redirect_uri` `<RAPPORT_GATEWAY_PUBLIC_URL>/signed-out` (register it
+with the provider). Without the endpoint, with it on another origin (the pages' CSP lets a form
+redirect only to the issuer's origin), or with the provider unreachable, Rapport's session ends alone.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 from fastapi import APIRouter, Request
@@ -37,6 +45,12 @@ log = logging.getLogger("rapport.gateway")
 FLOW_COOKIE = "rapport_oidc_flow"
 FLOW_SECONDS = 600
 CALLBACK = "/sign-in/callback"
+SIGNED_OUT = "/signed-out"
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def code_challenge(verifier: str) -> str:
@@ -76,7 +90,20 @@ class CodeFlow:
         self.verifier, self.sign_in = verifier, sign_in
         self.client_id, self.client_secret = client_id, client_secret
         self.redirect_uri = public_url.rstrip("/") + CALLBACK
+        self.signed_out_uri = public_url.rstrip("/") + SIGNED_OUT
         self.scopes = scopes
+
+    async def end_session_url(self, id_token: str) -> str | None:
+        """Where the browser ends its session at the provider, or None (see the module's words)."""
+        try:
+            endpoint = (await self.verifier.discovery()).get("end_session_endpoint")
+        except IssuerUnavailable:
+            return None
+        if not isinstance(endpoint, str) or origin_of(endpoint) != origin_of(self.verifier.issuer):
+            return None
+        query = urlencode({"id_token_hint": id_token, "post_logout_redirect_uri": self.signed_out_uri,
+                           "client_id": self.client_id})
+        return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
 
     async def start(self, request: Request) -> Response:
         try:
@@ -96,7 +123,7 @@ class CodeFlow:
 
     async def callback(self, request: Request) -> Response:
         try:
-            principal = await self._principal(request)
+            principal, id_token = await self._principal(request)
         except SignInRefused as refused:
             log.info("sign-in with the identity provider refused (%s)", refused.code)
             await self.sign_in.audit.record(action="sign_in", outcome=401, principal=refused.principal,
@@ -107,11 +134,12 @@ class CodeFlow:
                 "clinic's sign-in service refused it). Sign in again.")
             refusal.delete_cookie(FLOW_COOKIE, path="/sign-in")
             return refusal
-        response = await self.sign_in.open_session(request, principal, credential="oidc")
+        response = await self.sign_in.open_session(request, principal, credential="oidc", id_token=id_token)
         response.delete_cookie(FLOW_COOKIE, path="/sign-in")
         return response
 
-    async def _principal(self, request: Request) -> Principal:
+    async def _principal(self, request: Request) -> tuple[Principal, str]:
+        """The principal the provider signed in, and its ID token (for the sign-out's hint)."""
         params = request.query_params
         if "error" in params:
             raise SignInRefused("provider_refused")
@@ -126,8 +154,9 @@ class CodeFlow:
         if not code:
             raise SignInRefused("no_code")
         tokens = await self._exchange(code, flow.verifier)
+        id_token = str(tokens.get("id_token", ""))
         try:
-            identity = await self.verifier.claims(str(tokens.get("id_token", "")), self.client_id)
+            identity = await self.verifier.claims(id_token, self.client_id)
             if not hmac.compare_digest(str(identity.get("nonce", "")).encode(), flow.nonce.encode()):
                 raise SignInRefused("nonce_mismatch")
             principal = await self.verifier.verify(str(tokens.get("access_token", "")))
@@ -137,7 +166,7 @@ class CodeFlow:
             raise SignInRefused("subject_mismatch", principal)
         if not may(principal, "use_dashboard"):
             raise SignInRefused("role_not_allowed", principal)
-        return principal
+        return principal, id_token
 
     async def _exchange(self, code: str, code_verifier: str) -> dict[str, object]:
         try:

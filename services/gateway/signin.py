@@ -34,6 +34,7 @@ import hmac
 import logging
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,7 +44,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import Index, String, delete, select
+from sqlalchemy import Index, String, Text, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
@@ -129,6 +130,8 @@ class DashboardSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     handle: Mapped[str] = mapped_column(String(32))  # the admin page's name for it, unrelated to the id
     credential: Mapped[str] = mapped_column(String(16))  # how it was opened: link, oidc
+    # the provider's ID token of a session opened by the code flow: the id_token_hint of its sign-out
+    id_token: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("ix_gateway_sessions_expires_at", "expires_at"),
                       Index("ix_gateway_sessions_handle", "handle", unique=True),
@@ -241,6 +244,9 @@ class SignIn:
                  clock: Any = lambda: datetime.now(UTC), session_ttl: timedelta = SESSION_TTL) -> None:
         self.gate, self._sessions, self.audit, self.views = gate, sessions, audit, views
         self.link_key, self.audience, self.clock, self.session_ttl = link_key, audience, clock, session_ttl
+        # where Sign out sends a browser whose session the provider opened (oidc_sign_in.CodeFlow's
+        # end_session_url, given the session's ID token): None to end Rapport's session only
+        self.provider_sign_out: Callable[[str], Awaitable[str | None]] | None = None
 
     # who is calling
 
@@ -317,9 +323,10 @@ class SignIn:
             return await self._refuse(request, LinkRefused("link_used", link.principal))
 
     async def open_session(self, request: Request, principal: Principal, *, credential: str,
-                           proof: Base | None = None) -> Response:
+                           proof: Base | None = None, id_token: str | None = None) -> Response:
         """A new session for `principal`, its cookie and the redirect to `/`. `proof` (a used link)
-        is written first in the same transaction: a second use fails there (IntegrityError)."""
+        is written first in the same transaction: a second use fails there (IntegrityError).
+        `id_token`: the provider's, kept for the sign-out's id_token_hint."""
         now = self.clock()
         session_id = secrets.token_urlsafe(32)
         async with self._sessions() as session, session.begin():
@@ -334,7 +341,8 @@ class SignIn:
             session.add(DashboardSession(
                 session_key=_session_key(session_id), tenant=principal.tenant, role=principal.role,
                 subject=principal.subject[:255], clinician=principal.clinician, created_at=now,
-                expires_at=now + self.session_ttl, handle=secrets.token_urlsafe(16), credential=credential[:16]))
+                expires_at=now + self.session_ttl, handle=secrets.token_urlsafe(16), credential=credential[:16],
+                id_token=id_token))
             await self.audit.record(action="sign_in", outcome=303, principal=principal, request=request,
                                     credential=credential, session=session)
         response = RedirectResponse("/", status_code=303)
@@ -358,12 +366,18 @@ class SignIn:
         if signed_in is None:
             return RedirectResponse("/", status_code=303)
         principal = await self.principal_of(request, "use_dashboard", audited_as="sign_out")  # the CSRF check
+        key = _session_key(request.cookies[COOKIE])
+        async with self._sessions() as session:
+            id_token = (await session.execute(select(DashboardSession.id_token).where(
+                DashboardSession.session_key == key))).scalar_one_or_none()
+        # where the provider ends its own session (None: it names no end_session_endpoint, or cannot be
+        # reached, and Rapport's session ends alone); asked before the transaction, which holds no wait
+        provider = await self.provider_sign_out(id_token) if id_token and self.provider_sign_out else None
         async with self._sessions() as session, session.begin():
-            await session.execute(delete(DashboardSession).where(
-                DashboardSession.session_key == _session_key(request.cookies[COOKIE])))
+            await session.execute(delete(DashboardSession).where(DashboardSession.session_key == key))
             await self.audit.record(action="sign_out", outcome=303, principal=principal, request=request,
-                                    session=session)
-        response = RedirectResponse("/signed-out", status_code=303)
+                                    detail="at_provider" if provider else None, session=session)
+        response = RedirectResponse(provider or "/signed-out", status_code=303)
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="lax", secure=request.url.scheme == "https")
         return response
 

@@ -40,6 +40,13 @@ class Views:
     def __init__(self, templates: Path = TEMPLATES) -> None:
         self.environment = Environment(loader=FileSystemLoader(templates), autoescape=select_autoescape(
             default=True, default_for_string=True), undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+        self.headers = SECURITY_HEADERS
+
+    def allow_form_redirects_to(self, origin: str) -> None:
+        """Lets a form's answer redirect to `origin` (the identity provider's, for Sign out to end its
+        session too): browsers hold a form's redirects to the page's CSP `form-action`."""
+        policy = self.headers["Content-Security-Policy"].replace("form-action 'self'", f"form-action 'self' {origin}")
+        self.headers = {**self.headers, "Content-Security-Policy": policy}
 
     def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         context.setdefault("signed_in", getattr(request.state, "signed_in", None))
@@ -47,7 +54,7 @@ class Views:
         for name in ("said", "problem", "problem_for"):  # what a worklist card may carry
             context.setdefault(name, None)
         html = self.environment.get_template(template).render(request_path=request.url.path, **context)
-        return HTMLResponse(html, status, headers=SECURITY_HEADERS)
+        return HTMLResponse(html, status, headers=self.headers)
 
     def message(self, request: Request, status: int, title: str, words: str) -> HTMLResponse:
         return self.render(request, "message.html", status, title=title, words=words, code=status)

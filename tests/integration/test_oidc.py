@@ -2,7 +2,8 @@
 authorization and token endpoints over HTTP, keys made here), Keycloak-, Entra- and Okta-shaped
 claims, every way a token can be wrong, a key rotation, a flood of unknown key ids, the provider
 down; the gateway configured with RAPPORT_OIDC_ISSUER answering the alert API by those tokens; and
-the dashboard's sign-in by the authorization code flow with PKCE, with each way it can be abused."""
+the dashboard's sign-in by the authorization code flow with PKCE, with each way it can be abused;
+and Sign out ending the session at the provider too (RP-Initiated Logout) where it names how."""
 
 from __future__ import annotations
 
@@ -56,6 +57,10 @@ class Issuer:
     user: dict[str, Any] = field(default_factory=dict)
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     wrong_nonce: bool = False
+    # with end_session, discovery names the end_session_endpoint; every ID token given, every sign-out asked
+    end_session: bool = False
+    id_tokens: list[str] = field(default_factory=list)
+    sign_outs: list[dict[str, str]] = field(default_factory=list)
 
     def add_key(self, kind: str = "rsa") -> str:
         kid = f"{kind}-{uuid.uuid4().hex[:8]}"
@@ -89,9 +94,17 @@ async def issuing() -> AsyncIterator[Issuer]:
     async def discovery(request: Request) -> Response:
         if issuer.down:
             return Response(status_code=503)
+        ending = {"end_session_endpoint": f"{issuer.url}/protocol/openid-connect/logout"} if issuer.end_session else {}
         return JSONResponse({"issuer": issuer.url, "jwks_uri": f"{issuer.url}/protocol/openid-connect/certs",
                              "authorization_endpoint": f"{issuer.url}/protocol/openid-connect/auth",
-                             "token_endpoint": f"{issuer.url}/protocol/openid-connect/token"})
+                             "token_endpoint": f"{issuer.url}/protocol/openid-connect/token", **ending})
+
+    async def logout(request: Request) -> Response:
+        asked = dict(request.query_params)
+        issuer.sign_outs.append(asked)
+        if asked.get("id_token_hint") not in issuer.id_tokens:
+            return Response("unknown id_token_hint", status_code=400)
+        return Response(status_code=302, headers={"Location": asked["post_logout_redirect_uri"]})
 
     async def authorize(request: Request) -> Response:
         asked = request.query_params
@@ -118,6 +131,7 @@ async def issuing() -> AsyncIterator[Issuer]:
         access = issuer.sign({**given["user"], "sub": subject})
         identity = issuer.sign({"sub": subject, "aud": CLIENT_ID,
                                 "nonce": "another" if issuer.wrong_nonce else given["nonce"]})
+        issuer.id_tokens.append(identity)
         return JSONResponse({"access_token": access, "id_token": identity, "token_type": "Bearer"})
 
     async def certs(request: Request) -> Response:
@@ -129,7 +143,8 @@ async def issuing() -> AsyncIterator[Issuer]:
     app = Starlette(routes=[Route("/realms/clinic/.well-known/openid-configuration", discovery),
                             Route("/realms/clinic/protocol/openid-connect/certs", certs),
                             Route("/realms/clinic/protocol/openid-connect/auth", authorize),
-                            Route("/realms/clinic/protocol/openid-connect/token", exchange, methods=["POST"])])
+                            Route("/realms/clinic/protocol/openid-connect/token", exchange, methods=["POST"]),
+                            Route("/realms/clinic/protocol/openid-connect/logout", logout)])
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None,
                                            access_log=False, lifespan="off"))
     task = asyncio.create_task(server.serve())
@@ -339,3 +354,53 @@ async def test_the_dashboard_signs_in_by_the_code_flow_with_pkce_and_refuses_eac
             await engine.dispose()
         assert {"state_mismatch", "no_flow", "nonce_mismatch", "provider_refused", "exchange_refused:400"} <= set(
             untrusted), "refusals where nobody could be trusted are kept too, under no tenant"
+
+
+async def _sign_out(http: httpx.AsyncClient, base: str) -> httpx.Response:
+    """Sign out as the page's button does: the form's POST with the session's CSRF token."""
+    page = await http.get(f"{base}/")
+    assert page.status_code == 200
+    csrf = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    return await http.post(f"{base}/sign-out", data={"csrf_token": csrf})
+
+
+@pytest.mark.nats
+@pytest.mark.parametrize("names_end_session", [True, False], ids=["provider-ends-it-too", "provider-names-no-way"])
+async def test_sign_out_ends_the_session_at_the_provider_where_it_names_an_end_session_endpoint(
+    sqlite_databases: Any, nats_url: str, tenant: str, key_file: Path, names_end_session: bool  # noqa: F811
+) -> None:
+    database_url = await sqlite_databases.sqlite()
+    async with issuing() as issuer:
+        issuer.user = {"tenant": tenant, "realm_access": {"roles": ["lead"]}}
+        issuer.end_session = names_end_session
+        settings = gateway_settings(database_url, key_file, oidc_issuer=issuer.url, oidc_audience=AUDIENCE,
+                                    oidc_role_claim="realm_access.roles", oidc_client_id=CLIENT_ID,
+                                    gateway_public_url=PUBLIC_URL)
+        async with serving(settings, nats_url) as base:
+            async with httpx.AsyncClient(timeout=10) as browser:
+                assert (await _walk(browser, base)).status_code == 303
+                page = await browser.get(f"{base}/")
+                origin = issuer.url.removesuffix("/realms/clinic")
+                # the page's forms may redirect to the provider (browsers hold a form's redirects to form-action)
+                assert f"form-action 'self' {origin};" in page.headers["content-security-policy"]
+                out = await _sign_out(browser, base)
+                assert out.status_code == 303
+                assert (await browser.get(f"{base}/api/v1/alerts")).status_code == 401, "Rapport's session is gone"
+                if not names_end_session:
+                    assert out.headers["location"] == "/signed-out" and issuer.sign_outs == []
+                else:
+                    ending = urlsplit(out.headers["location"])
+                    assert f"{ending.scheme}://{ending.netloc}{ending.path}" == \
+                        f"{issuer.url}/protocol/openid-connect/logout"
+                    asked = {k: v[0] for k, v in parse_qs(ending.query).items()}
+                    assert asked == {"id_token_hint": issuer.id_tokens[-1], "client_id": CLIENT_ID,
+                                     "post_logout_redirect_uri": f"{PUBLIC_URL}/signed-out"}
+                    back = await browser.get(out.headers["location"])  # the provider ends its own, and sends back
+                    assert (back.status_code, back.headers["location"]) == (302, f"{PUBLIC_URL}/signed-out")
+                    assert issuer.sign_outs == [asked]
+
+            admin_token = issuer.sign({"tenant": tenant, "realm_access": {"roles": ["admin"]}})
+            async with client(base, admin_token) as admin:
+                trail = (await admin.get("/api/v1/audit", params={"action": "sign_out"})).json()["entries"]
+            assert [(e["outcome"], e["detail"]) for e in trail] == [
+                (303, "at_provider" if names_end_session else None)]
