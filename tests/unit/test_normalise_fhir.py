@@ -931,6 +931,23 @@ def test_a_phq9_panel_with_item_members_is_one_item_level_submission_with_its_ri
         ("unscored_item_ignored", "entry[10].resource"), ("total_as_string", "entry[11].resource.valueString")]
 
 
+def test_the_published_us_core_phq9_panel_with_its_item_observations_scores_as_its_stated_total() -> None:
+    """US Core's own PHQ-9 export (PUBLISHED.md): the panel, nine item Observations referenced as
+    `Observation/<id>`, the difficulty item and the total as the string "12", each a resource of its own."""
+    [submission] = run(body("published-us-core-phq9-panel-members"), registry=SHIPPED, mapping=None)
+    assert isinstance(submission, Submission), submission
+    assert (submission.instrument, submission.item_level) == ("phq9", True)
+    # LOINC 44250-9, 44255-8, 44259-0, 44254-1, 44251-7, 44258-2, 44252-5, 44253-3, 44260-8 are items 1-9
+    assert submission.responses == {1: 2.0, 2: 2.0, 3: 2.0, 4: 2.0, 5: 1.0, 6: 1.0, 7: 2.0, 8: 0.0, 9: 0.0}
+    assert sum(submission.responses.values()) == 12.0  # and the stated "12" agrees: no total_mismatch below
+    assert (submission.client_id, submission.clinician_id) == ("client-0110", "practitioner-1")
+    assert [w.code for w in submission.warnings] == ["total_as_string", "unscored_item_ignored"]
+    restated = document("published-us-core-phq9-panel-members")
+    restated["entry"][10]["resource"]["valueString"] = "13"  # the stated total is compared, so a wrong one shows
+    [differs] = run(restated, registry=SHIPPED, mapping=None)
+    assert isinstance(differs, Submission) and "total_mismatch" in [w.code for w in differs.warnings]
+
+
 def test_a_panels_stated_total_is_compared_not_scored() -> None:
     bundle = document("bundle-observation-panel")
     bundle["entry"][11]["resource"]["valueString"] = "9"
