@@ -51,6 +51,9 @@ class Views:
     def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         context.setdefault("signed_in", getattr(request.state, "signed_in", None))
         context.setdefault("csrf_token", getattr(context["signed_in"], "csrf_token", ""))
+        # who the page is for: the session's person, or a bearer token's (which has no session)
+        context.setdefault("principal", context["signed_in"].principal if context["signed_in"] is not None
+                           else getattr(request.state, "principal", None))
         for name in ("said", "problem", "problem_for"):  # what a worklist card may carry
             context.setdefault(name, None)
         html = self.environment.get_template(template).render(request_path=request.url.path, **context)
