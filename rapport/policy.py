@@ -109,6 +109,8 @@ def _origin(value: EffectiveValue, version: int) -> str:
 
 
 def _shown(value: object) -> str:
+    if value is None:
+        return "none"
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, float):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from rapport.services.alerts.rules import AlertKey, EpisodeAlerts, EpisodeState, Evaluation, evaluate, load_ruleset
-from rapport.services.alerts.rules.ruleset import Parameter
+from rapport.services.alerts.rules.ruleset import Parameter, ReliableDrop, RuleSet
+from rapport.services.alerts.rules.state import Rupture
 from rapport.services.alerts.rules.trajectory import IntakeBand, TrajectoryFit, fit
 from rapport.services.scoring.domain import change
 from rapport.services.scoring.domain import score as score_of
@@ -208,27 +210,169 @@ def test_the_repair_is_counted_before_the_escalation() -> None:
     assert only(episode.give(srs(38, 4))).alert.resolution == "repaired"
 
 
-def test_a_wai_sr_bond_drop_names_the_bond_and_asks_about_the_relationship() -> None:
-    episode = Episode()
-    episode.give(waisr(16, 16, 16, 1))
-    evaluation = episode.give(waisr(16, 16, 11, 2))
-    by_part = {t.alert.subscale: t for t in evaluation.transitions}
-    bond = by_part["bond"]
-    assert bond.transition == "raised" and bond.alert.repair_prompt == PROMPTS.bond
-    assert bond.alert.evidence[-1].summary.startswith("Alliance drop (bond): WAI-SR bond 11, down from 16")
-    assert "goal" not in by_part and "task" not in by_part
-    total = by_part[None]  # the total fell too: it names its weakest part, with that part's prompt
-    assert total.alert.evidence[-1].values["weakest_part"] == "bond" and total.alert.repair_prompt == PROMPTS.bond
+def ruptures(evaluation: Evaluation) -> list[AlertTransition]:
+    return [t for t in evaluation.transitions if t.alert.kind == "alliance_rupture"]
 
 
-@pytest.mark.parametrize(("part", "prompt"), [("goal", PROMPTS.goal), ("task", PROMPTS.task)])
-def test_a_goal_or_task_drop_gets_its_own_prompt(part: str, prompt: str) -> None:
+STEADY = [waisr(16, 16, 16, 1), waisr(16, 16, 16, 2), waisr(16, 16, 16, 3)]  # 48 of 60, every part 16 of 20
+
+
+def test_sams_bond_item_one_step_lower_raises_nothing() -> None:
+    """Sam (synthetic) rates the WAI-SR 48 of 60 for three sessions, every part 16. At session 4 one bond item
+    is one step lower: bond 15, total 47. That is the smallest change the measure can show, not a rupture:
+    v2 raised two alerts here (total and bond, each "down 1 point"). Nor does the same step at session 2,
+    before the client's own level is known: no drop figure is published for WAI-SR, so none is applied."""
     episode = Episode()
-    episode.give(waisr(16, 16, 16, 1))
-    scores = {"goal": 16.0, "task": 16.0, "bond": 16.0} | {part: 12.0}
-    evaluation = episode.give(waisr(scores["goal"], scores["task"], scores["bond"], 2))
-    alert = next(t.alert for t in evaluation.transitions if t.alert.subscale == part)
-    assert alert.repair_prompt == prompt
+    episode.give_all([*STEADY, waisr(16, 16, 15, 4)])
+    assert episode.log == [] and episode.open == {}
+    assert episode.state is not None and episode.state.series["waisr:bond"].count == 4  # every session was read
+    early = Episode()
+    early.give_all([waisr(16, 16, 16, 1), waisr(16, 16, 15, 2)])
+    assert early.log == []
+
+
+def test_sams_bond_collapse_raises_one_alert_that_names_the_bond() -> None:
+    """Sam's bond falls from 16 to 10 at session 4 while goals and tasks hold (total 48 -> 42): one alert, on
+    WAI-SR as a whole, naming the bond and asking about the relationship; not one for the total and one for
+    the bond."""
+    episode = Episode()
+    episode.give_all(STEADY)
+    evaluation = episode.give(waisr(16, 16, 10, 4))
+    raised = only(evaluation)
+    alert = raised.alert
+    assert raised.transition == "raised" and (alert.kind, alert.instrument, alert.subscale) == (
+        "alliance_rupture", "waisr", None)
+    values = alert.evidence[-1].values
+    assert list(values["parts"]) == ["bond"] and values["parts"]["bond"]["z"] == -3.0
+    assert alert.severity == "high" and alert.repair_prompt == PROMPTS.bond
+    assert alert.evidence[-1].summary.startswith("Alliance drop (bond): WAI-SR 42, 3.0 SD below the client's own "
+                                                 "mean 48 (major); bond 10, 3.0 SD below")
+    assert note(evaluation).prompt == PROMPTS.bond
+    repaired = only(episode.give(waisr(16, 16, 15, 5)))  # bond back above its pre-rupture level 14
+    assert repaired.transition == "resolved" and repaired.alert.resolution == "repaired"
+    assert episode.open == {} and episode.state is not None and episode.state.ruptures == {}
+
+
+def test_alexs_total_and_goal_falling_together_raise_one_alert_that_names_the_goal() -> None:
+    """Alex (synthetic): WAI-SR 48 for three sessions, then goals 12 (total 44): the total and the goal part both
+    fall 2 SD below Alex's own level. One alert names the goal and carries the goal prompt; task and bond held
+    and are not named."""
+    episode = Episode()
+    episode.give_all(STEADY)
+    raised = only(episode.give(waisr(12, 16, 16, 4)))
+    values = raised.alert.evidence[-1].values
+    assert list(values["parts"]) == ["goal"] and values["z"] == -2.0 and "weakest_part" not in values
+    assert raised.alert.repair_prompt == PROMPTS.goal and raised.alert.severity == "high"
+    assert raised.alert.evidence[-1].summary.startswith("Alliance drop (goal): WAI-SR 44")
+
+
+def test_two_parts_falling_are_one_alert_naming_both_with_both_prompts() -> None:
+    episode = Episode()
+    episode.give_all(STEADY)
+    raised = only(episode.give(waisr(16, 12, 12, 4)))
+    assert list(raised.alert.evidence[-1].values["parts"]) == ["bond", "task"]
+    assert raised.alert.repair_prompt == f"{PROMPTS.bond} {PROMPTS.task}"
+    assert raised.alert.evidence[-1].summary.startswith("Alliance drop (bond, task): WAI-SR 40")
+
+
+@pytest.mark.parametrize(("goal", "task", "repaired"), [(16, 14, True), (16, 13, False)])
+def test_a_wai_sr_rupture_is_repaired_only_when_every_part_that_dropped_is_back(goal: float, task: float,
+                                                                                 repaired: bool) -> None:
+    """Robin (synthetic): task falls 16 -> 10 at session 4 (its pre-rupture level: own mean 16 less the floor
+    2 = 14). At session 5 goals rise to 18, so the total is back (48 >= 46); the task at exactly 14 is
+    repaired, at 13 it is not."""
+    episode = Episode()
+    episode.give_all(STEADY)
+    episode.give(waisr(16, 10, 16, 4))
+    rupture = episode.state.ruptures["waisr"] if episode.state else None
+    assert rupture is not None and rupture.level_to_regain == 46 and rupture.parts_to_regain == {"task": 14}
+    after = ruptures(episode.give(waisr(goal + 2, task, 16 + (16 - goal), 5)))
+    assert [t.alert.resolution for t in after if t.transition == "resolved"] == (["repaired"] if repaired else [])
+
+
+@pytest.mark.parametrize(("bond", "repaired"), [(16, True), (15, False)])
+def test_a_wai_sr_rupture_is_repaired_only_when_the_total_is_back_too(bond: float, repaired: bool) -> None:
+    """Robin again: task 16 -> 10 at session 4. At session 5 the task is 14 (its level) and goals 16: the total
+    is 46 with bond 16 (exactly the total's level 46: repaired) or 45 with bond 15 (not yet)."""
+    episode = Episode()
+    episode.give_all(STEADY)
+    episode.give(waisr(16, 10, 16, 4))
+    after = ruptures(episode.give(waisr(16, 14, bond, 5)))
+    assert [t.alert.resolution for t in after if t.transition == "resolved"] == (["repaired"] if repaired else [])
+
+
+@pytest.mark.parametrize(("bond", "severity"), [(15, None), (14, "medium"), (13, "medium"), (12, "high"),
+                                                (11, "high")])
+def test_a_wai_sr_part_is_read_against_its_floor_of_two_points(bond: float, severity: str | None) -> None:
+    """On a steady WAI-SR (every part 16) the z is read with the part's floor of 2 points (sd_floor_series):
+    bond 15 is z -0.5 (nothing), 14 is exactly -1 (minor), 13 is -1.5, 12 is exactly -2 (major), 11 -2.5."""
+    assert RULES.alliance_rupture.sd_floor("waisr:bond") == 2.0 == RULES.alliance_rupture.sd_floor("waisr")
+    episode = Episode()
+    episode.give_all([*STEADY, waisr(16, 16, bond, 4)])
+    found = [t.alert.severity for t in episode.log]
+    assert found == ([severity] if severity else [])
+
+
+def test_the_wai_sr_z_waits_for_three_earlier_sessions() -> None:
+    two = Episode()
+    two.give_all([waisr(16, 16, 16, 1), waisr(16, 16, 16, 2), waisr(16, 16, 10, 3)])
+    assert two.log == []  # two earlier sessions: no own level yet, and no drop figure for WAI-SR
+    three = Episode()
+    three.give_all([*STEADY, waisr(16, 16, 10, 4)])
+    assert len(three.log) == 1
+
+
+def _with_rupture(**parameters: object) -> RuleSet:
+    rupture = RULES.alliance_rupture
+    changed = {name: getattr(rupture.parameters, name).model_copy(update={"value": value})
+               for name, value in parameters.items()}
+    return RULES.model_copy(update={"alliance_rupture": rupture.model_copy(
+        update={"parameters": rupture.parameters.model_copy(update=changed)})})
+
+
+@pytest.mark.parametrize(("second", "raised"), [(12.28, True), (12.29, False)])
+def test_a_sourced_sd_and_reliability_give_the_jacobson_truax_drop(second: float, raised: bool) -> None:
+    """Were a bond SD of 3 and a reliability of .80 sourced, the reliable drop would be 1.96 x 3 x sqrt(0.4) =
+    3.72 points: 16 -> 12.28 is a drop from session 1 to 2, 16 -> 12.29 is not."""
+    spec = ReliableDrop(sd=3.0, reliability=0.8)
+    assert spec.points() == pytest.approx(1.96 * 3.0 * math.sqrt(2 * (1 - 0.8)))
+    rules = _with_rupture(reliable_drop={"waisr:bond": spec})
+    assert rules.alliance_rupture.drop_points("waisr:bond") == 3.72
+    assert rules.alliance_rupture.drop_points("waisr") is None and RULES.alliance_rupture.drop_points("waisr") is None
+    state = evaluate(None, waisr(16, 16, 16, 1), {}, rules=rules, now=NOW).state
+    found = evaluate(state, waisr(16, 16, second, 2), {}, rules=rules, now=NOW).transitions
+    assert len(found) == (1 if raised else 0)
+    if raised:
+        assert found[0].alert.evidence[-1].values["parts"]["bond"]["drop_points"] == 3.72
+
+
+def test_a_sourced_between_person_sd_is_taken_when_it_is_the_stricter() -> None:
+    """Gumz et al.: the z is read with the larger of the client's own SD and the between-person SD. With a
+    between-person bond SD of 4, Sam's bond 16 -> 12 is z -1 (minor), not -2 (major) as with the floor of 2."""
+    rules = _with_rupture(between_person_sd={"waisr:bond": 4.0})
+    rupture = rules.alliance_rupture
+    assert rupture.sd_for("waisr:bond", 1.0) == 4.0 and rupture.sd_for("waisr:bond", 5.0) == 5.0
+    state = None
+    for score in STEADY:
+        state = evaluate(state, score, {}, rules=rules, now=NOW).state
+    [raised] = evaluate(state, waisr(16, 16, 12, 4), {}, rules=rules, now=NOW).transitions
+    assert raised.alert.evidence[-1].values["parts"]["bond"]["z"] == -1.0 and raised.alert.severity == "high"
+
+
+def test_a_bond_alert_raised_per_part_before_v3_is_still_followed_to_its_repair() -> None:
+    """An episode that v2 left with a bond alert of its own (beside the total's) keeps it followed: it
+    resolves as repaired once the bond is back, and no second bond alert is raised."""
+    episode = Episode()
+    episode.give_all(STEADY)
+    legacy = Rupture(opened_by="wai-3", level_to_regain=14.0)
+    assert episode.state is not None
+    episode.state = episode.state.model_copy(update={"ruptures": {"waisr:bond": legacy}})
+    old = Alert(alert_id="legacy-bond", tenant="clinic-a", kind="alliance_rupture", severity="medium", status="open",
+                client_id="client-002", episode_id="ep-002", instrument="waisr", subscale="bond", opened_at=NOW,
+                updated_at=NOW, evidence=[], version=1)
+    episode.open = {AlertKey.of(old): old}
+    [repaired] = episode.give(waisr(16, 16, 15, 4)).transitions
+    assert repaired.alert.alert_id == "legacy-bond" and repaired.alert.resolution == "repaired"
 
 
 def test_a_drop_against_the_clients_own_level_is_found_without_a_cutoff_or_a_big_step() -> None:
@@ -584,7 +728,9 @@ def test_every_rule_and_parameter_carries_sources_and_a_confidence() -> None:
     p = RULES.alliance_rupture.parameters
     assert p.repair_within_sessions.confidence == "proposal" and p.drop_points.value == {"srs": 1.0}
     assert RULES.not_on_track.parameters.at_risk_session.confidence == "proposal"
-    assert RULES.alliance_rupture.drop_points("waisr:bond") == p.drop_points_default.value
+    assert RULES.alliance_rupture.drop_points("srs") == 1.0 and RULES.alliance_rupture.drop_points("sai") is None
+    assert p.reliable_drop.value == {} and p.between_person_sd.value == {}  # none sourced: none invented
+    assert p.sd_floor_series.confidence == "proposal"
 
 
 # --- change-based rules only where change can be reliable; screeners drive no outcome alerts --------

@@ -11,6 +11,7 @@ from fakes import InMemoryAlertRecord, alerts_unit_of_work
 
 from rapport.services.alerts.handlers import AlertCommands, Alerting
 from rapport.services.alerts.rules import load_ruleset
+from rapport.services.scoring.domain import score as score_of
 from rapport.shared.contracts.score import ScoreComputed, Scored
 from rapport.shared.instruments import load_registry
 from rapport.shared.messaging.consumer import Inbound
@@ -81,3 +82,48 @@ async def test_a_command_acts_on_its_own_tenants_alert_and_another_tenants_id_ch
     assert json.loads(rejected.body)["data"]["reason"] == "no such alert for this tenant"
     assert acknowledged.subject == "rapport.clinic-a.alert.updated"
     assert record.alerts[rupture.alert_id].status == "acknowledged"
+
+
+WAISR = load_registry().get("waisr")
+PARTS = {"goal": (4, 6, 8, 11), "task": (1, 2, 10, 12), "bond": (3, 5, 7, 9)}  # the registry's item map
+
+
+def waisr(tenant: str, session: int, goal: int, task: int, bond: int) -> Inbound:
+    """Sam's WAI-SR (a synthetic client) after session `session`, scored from its items by the scoring domain:
+    each part's points spread over its four items (1-5)."""
+    assert WAISR is not None
+    responses: dict[int, float | None] = {}
+    for part, total in {"goal": goal, "task": task, "bond": bond}.items():
+        for n, item in enumerate(PARTS[part]):
+            responses[item] = float(total // 4 + (1 if n < total % 4 else 0))
+    score = ScoreComputed(
+        tenant=tenant, submission_id=f"wai-{session}", revision=1, client_id="client-sam", episode_id="ep-sam",
+        clinician_id="clin-07", administered_at=T0 + timedelta(days=7 * session), session_number=session,
+        score=score_of(WAISR, responses), responses=responses)
+    event = cloud_event(entity="score", verb="computed", service="scoring", tenant=tenant,
+                        subject=f"rapport.{tenant}.score.computed", about=score.submission_id, data=score)
+    return Inbound(f"m-wai-{session}", event.subject, tenant, event.body, 1)
+
+
+async def test_sams_bond_wobble_is_quiet_and_the_collapse_a_week_later_is_one_alert_naming_the_bond() -> None:
+    """Sam rates the WAI-SR 48 of 60 (every part 16) for three sessions; at session 4 one bond item is a step
+    lower (47): nothing is raised, nobody is told. At session 5 the bond falls to 10 (total 42): one
+    alliance_rupture alert on WAI-SR, published once as rapport.alert.raised.v1, naming the bond in its evidence
+    and headline, with the bond prompt in the notification; not a total alert and a bond alert."""
+    tenant, record = "handler-waisr", InMemoryAlertRecord()
+    for session in (1, 2, 3):
+        await ALERTING(alerts_unit_of_work(NOW, record), [waisr(tenant, session, 16, 16, 16)])
+    wobble = alerts_unit_of_work(NOW, record)
+    await ALERTING(wobble, [waisr(tenant, 4, 16, 16, 15)])
+    assert record.alerts == {} and not any(e.subject.split(".", 2)[2].startswith(("alert.", "notify.")) for e in
+                                           wobble.events)
+    collapse = alerts_unit_of_work(NOW, record)
+    await ALERTING(collapse, [waisr(tenant, 5, 16, 16, 10)])
+    [alert] = record.alerts.values()
+    assert (alert.kind, alert.instrument, alert.subscale) == ("alliance_rupture", "waisr", None)
+    assert list(alert.evidence[-1].values["parts"]) == ["bond"]
+    raised = [json.loads(e.body) for e in collapse.events if e.subject.endswith("alert.raised")]
+    assert len(raised) == 1 and raised[0]["type"] == "rapport.alert.raised.v1"
+    assert raised[0]["data"]["headline"].startswith("Alliance drop (bond): WAI-SR 42")
+    [told] = [json.loads(e.body)["data"] for e in collapse.events if e.subject.endswith("notify.clin-07")]
+    assert "relationship" in told["prompt"]

@@ -293,6 +293,26 @@ def test_a_tenants_value_is_marked_as_its_own_in_the_rules_it_runs_under() -> No
     assert applied(RULES, None) is RULES
 
 
+def test_wai_sr_has_no_drop_until_a_clinic_signs_one_off_and_show_says_why() -> None:
+    """WAI-SR has no published session-to-session drop and no sourced SD to derive one: show says there is none
+    (the person-relative z still reads drops). A clinic that signs off 3 points gets them on the total and on
+    every part; 0 and more than the range (48) are refused, 48 is allowed."""
+    shown = {(v.rule, v.instrument, v.field): v for v in effective("a-clinic", None, RULES, REGISTRY).values}
+    none = shown[("alliance_rupture", "waisr", "drop_points")]
+    assert none.value is None and none.origin == "default" and "no session-to-session drop" in (none.note or "")
+    assert shown[("alliance_rupture", "srs", "drop_points")].value == 1.0
+    own = {"instruments": {"waisr": {"alliance_rupture": {"drop_points": 3}}}}
+    assert problems(own) == [] and problems({"instruments": {"waisr": {"alliance_rupture": {"drop_points": 48}}}}) \
+        == []
+    assert "a number above 0 up to 48" in problems({"instruments": {"waisr": {"alliance_rupture": {
+        "drop_points": 0}}}})[0]
+    assert problems({"instruments": {"waisr": {"alliance_rupture": {"drop_points": 48.5}}}})[0].startswith(
+        "instruments.waisr.alliance_rupture.drop_points: 48.5 is outside")
+    under = applied(RULES, policy("a-clinic", 1, own)).alliance_rupture
+    assert under.drop_points("waisr") == 3 == under.drop_points("waisr:bond")
+    assert RULES.alliance_rupture.drop_points("waisr:bond") is None, "the shared rules are untouched"
+
+
 def test_a_policy_file_is_read_from_toml_or_json_and_a_stray_key_is_named(tmp_path: Path) -> None:
     toml = tmp_path / "policy.toml"
     toml.write_text('[instruments.gad7.not_on_track]\ncaseness = 10\n')

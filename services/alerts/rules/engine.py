@@ -205,7 +205,9 @@ def _unrepaired(score: ScoreComputed, key: AlertKey, alert: Alert, rupture: Rupt
     """The evidence of an escalation: this session's score against the pre-rupture level."""
     value = score.score.total if key.subscale is None else score.score.subscales[key.subscale]
     opening = alert.evidence[0].values if alert.evidence else {}
-    named = key.subscale or opening.get("weakest_part")
+    dropped = opening.get("parts")
+    named = key.subscale or (", ".join(dropped) if isinstance(dropped, dict) and dropped else None) \
+        or opening.get("weakest_part")
     name = context.rules.name(key.instrument) + (f" {key.subscale}" if key.subscale else "")
     summary = (f"Rupture not repaired{f' ({named})' if named else ''}: {name} {points(value)} after "
                f"{rupture.sessions_since} further sessions, pre-rupture level {points(rupture.level_to_regain)}")

@@ -324,7 +324,7 @@ class EffectiveValue(BaseModel):
     rule: str
     instrument: str | None = None
     field: str
-    value: Value | dict[str, float]
+    value: Value | dict[str, float] | None = Field(description="None: the rule reads no such value here")
     origin: Literal["tenant", "default"]
     sources: list[str] = Field(default_factory=list)
     confidence: str
@@ -405,9 +405,16 @@ def _instrument_values(rule_id: str, instrument: Instrument, own: Mapping[str, V
                 note=None if origin == "tenant" else cutoff.note))
         elif name == "drop_points":
             parameter = under.alliance_rupture.parameters.drop_points
-            default = under.alliance_rupture.parameters.drop_points_default
+            reliable = under.alliance_rupture.parameters.reliable_drop
             value = under.alliance_rupture.drop_points(instrument.id)
-            used = parameter if instrument.id in parameter.value or origin == "tenant" else default
+            used = parameter if instrument.id in parameter.value or origin == "tenant" else reliable
+            if value is None:  # no published drop and no sourced SD and reliability: the z alone reads drops
+                found.append(EffectiveValue(rule=rule_id, instrument=instrument.id, field=name, value=None,
+                                            origin=origin, sources=list(reliable.source), confidence="unverified",
+                                            note=f"no session-to-session drop for {instrument.id}: none published, "
+                                                 "and no sourced SD and reliability to derive one (the "
+                                                 "person-relative z still runs). " + reliable.note))
+                continue
             found.append(EffectiveValue(rule=rule_id, instrument=instrument.id, field=name, value=value,
                                         origin=origin, sources=list(used.source), confidence=used.confidence,
                                         note=used.note))

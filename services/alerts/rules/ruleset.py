@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from functools import lru_cache
 from pathlib import Path
@@ -74,15 +75,30 @@ class RepairPrompts(BaseModel):
         return {"goal": self.goal, "task": self.task, "bond": self.bond}.get(part or "", self.total)
 
 
+class ReliableDrop(BaseModel):
+    """A series' SD and reliability, from which Jacobson & Truax give the drop that is beyond its error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sd: float = Field(gt=0)
+    reliability: float = Field(gt=0, lt=1)
+
+    def points(self) -> float:
+        """1.96 * SD * sqrt(2 * (1 - r)): the smallest drop that is reliable at 95% (R80)."""
+        return 1.96 * self.sd * math.sqrt(2 * (1 - self.reliability))
+
+
 class RuptureParameters(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     drop_points: Parameter[dict[str, float]]
-    drop_points_default: Parameter[float]
+    reliable_drop: Parameter[dict[str, ReliableDrop]]
     min_earlier_sessions: Parameter[int]
     z_minor: Parameter[float]
     z_major: Parameter[float]
+    between_person_sd: Parameter[dict[str, float]]
     sd_floor_points: Parameter[float]
+    sd_floor_series: Parameter[dict[str, float]]
     repair_within_sessions: Parameter[int]
     item_parts: Parameter[dict[str, dict[str, str]]]
 
@@ -92,11 +108,27 @@ class AllianceRupture(Rule):
     prompts: RepairPrompts
     parameters: RuptureParameters
 
-    def drop_points(self, series: str) -> float:
-        """The drop that counts for a series ('srs', 'waisr:bond'): its own, its instrument's, or the default."""
+    def drop_points(self, series: str) -> float | None:
+        """The drop that counts for a series ('srs', 'waisr:bond'): a published (or the tenant's) figure for the
+        series or its instrument, else the Jacobson & Truax drop from the series' sourced SD and reliability;
+        None when neither is known (no drop is invented)."""
         own = self.parameters.drop_points.value
         instrument = series.split(":", 1)[0]
-        return own.get(series, own.get(instrument, self.parameters.drop_points_default.value))
+        if series in own or instrument in own:
+            return own.get(series, own.get(instrument))
+        reliable = self.parameters.reliable_drop.value.get(series)
+        return round(reliable.points(), 2) if reliable is not None else None
+
+    def sd_floor(self, series: str) -> float:
+        """The smallest SD a series' z is read with: its own floor, its instrument's, else the general one."""
+        own = self.parameters.sd_floor_series.value
+        return own.get(series, own.get(series.split(":", 1)[0], self.parameters.sd_floor_points.value))
+
+    def sd_for(self, series: str, own_sd: float | None) -> float:
+        """The SD a person-relative z is read with: the stricter (larger) of the client's own and the series'
+        sourced between-person SD (Gumz et al. 2012, R83), never below the series' floor."""
+        between = self.parameters.between_person_sd.value.get(series, 0.0)
+        return max(own_sd or 0.0, between, self.sd_floor(series))
 
     def item_parts(self, instrument: str) -> dict[int, str]:
         return {int(item): part for item, part in self.parameters.item_parts.value.get(instrument, {}).items()}

@@ -79,6 +79,8 @@ class Rupture(BaseModel):
 
     opened_by: str = Field(description="the submission that opened the rupture")
     level_to_regain: float
+    # the parts (WAI-SR goal, task, bond) that dropped with it and the level each must regain (rule v3)
+    parts_to_regain: dict[str, float] = Field(default_factory=dict)
     sessions_since: int = 0
     escalated: bool = False
     # the alliance was back (a score cleared the rupture) while the client had missed sessions since last
