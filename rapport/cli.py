@@ -282,11 +282,45 @@ def evaluate(
     sessions: int = 10, seed: int = 7,
     history_clients: Annotated[int, typer.Option(help="earlier clients the trajectories are fitted on")] = 240,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    cohort: Annotated[Path | None, typer.Option(
+        "--cohort", help="a labelled cohort (JSON Lines, rapport-labelled-cohort/1, README) to score the rules on")
+    ] = None,
+    curves: Annotated[bool, typer.Option(
+        "--curves", help="score the rules on a cohort drawn from published recovery curves (seeded, --clients)")
+    ] = False,
+    write: Annotated[Path | None, typer.Option(
+        "--write", help="with --curves: write the cohort to this file (rapport-labelled-cohort/1) and run nothing")
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Each alert rule's precision, recall and lead time against a seeded cohort with planted truth."""
-    from rapport.evaluate import describe, run_evaluation
+    """Each alert rule's precision, recall and lead time against a seeded cohort with planted truth,
+    a clinic's labelled cohort (--cohort FILE) or a cohort from recovery curves (--curves)."""
+    from rapport.evaluate import describe, describe_cohort, run_evaluation
 
+    if cohort is not None or curves:
+        from rapport.evaluate import curve_cohorts, read_cohort_file, run_cohort
+        from rapport.labelled_cohort import CohortError
+
+        if cohort is not None and curves:
+            typer.echo("--cohort and --curves: one or the other", err=True)
+            raise typer.Exit(2)
+        if cohort is not None:
+            try:
+                labelled = read_cohort_file(cohort)
+            except (CohortError, OSError) as exc:
+                typer.echo(f"{cohort}: {exc}", err=True)
+                raise typer.Exit(2) from None
+            report = run_cohort(_settings(data_dir) if data_dir else None, labelled, source=str(cohort))
+        else:
+            labelled, history, made = curve_cohorts(clients, history_clients, seed)
+            if write is not None:
+                write.write_text("\n".join(labelled.lines()) + "\n", encoding="utf-8")
+                typer.echo(f"wrote {write}: {len(labelled.submissions)} submissions, {len(labelled.labels)} labels")
+                return
+            report = run_cohort(_settings(data_dir) if data_dir else None, labelled, history=history,
+                                source=f"recovery curves, seed {seed}", extra=made)
+        typer.echo(json.dumps(report, indent=2) if as_json else describe_cohort(report))
+        return
     report = run_evaluation(_settings(data_dir) if data_dir else None, clients=clients, sessions=sessions, seed=seed,
                             history_clients=history_clients)
     typer.echo(json.dumps(report, indent=2) if as_json else describe(report))

@@ -30,6 +30,8 @@ from typing import Any
 from rapport.bench import percentile
 from rapport.cohort import Cohort, build_cohort
 from rapport.journeys import Journey, Journeys
+from rapport.labelled_cohort import LabelledCohort, alerts_per_100_sessions
+from rapport.labelled_cohort import score_rules as score_labelled
 from rapport.shared.settings import Settings
 from rapport.stack import Stack
 from rapport.trajectories import fit_stored
@@ -163,3 +165,105 @@ def describe(report: dict[str, Any]) -> str:
     lines.append("  The cohort plants what the rules look for: these figures check the rules do what they say,"
                  " not how they do on real clients.")
     return "\n".join(lines)
+
+
+def run_cohort(settings: Settings | None, cohort: LabelledCohort, *, history: LabelledCohort | None = None,
+               source: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A labelled cohort (`--cohort FILE`, or the recovery-curve cohort of `--curves`) through the embedded
+    stack session by session, after an optional history cohort the expected trajectories are fitted on;
+    each rule scored against the cohort's labels (rapport.labelled_cohort)."""
+    tenant = f"evaluate-{uuid.uuid4().hex[:8]}"
+    os.environ["RAPPORT_LICENSED_INSTRUMENTS"] = f"{tenant}:srs,ors,waisr,sai"  # the clinic brings its own
+    os.environ["RAPPORT_TRAJECTORY_REFRESH_SECONDS"] = "0"
+    with tempfile.TemporaryDirectory(prefix="rapport-evaluate-") as scratch:
+        settings = settings or Settings(data_dir=Path(scratch))
+        started = time.perf_counter()
+        with Stack(settings, banner=sys.stderr) as stack:
+            report = asyncio.run(_run_cohort(stack.broker_url, stack.client_settings(tenant), stack.database_url,
+                                             tenant, cohort, history))
+        report["seconds"] = round(time.perf_counter() - started, 1)
+    return {"source": source, **(extra or {}), **report}
+
+
+async def _run_cohort(broker_url: str, signed_in: Settings, database_url: str, tenant: str, cohort: LabelledCohort,
+                      history: LabelledCohort | None) -> dict[str, Any]:
+    journeys = await Journeys.connect(broker_url, tenant, signed_in)
+    fits = []
+    rejected: list[int] = []
+    try:
+        if history is not None:
+            for wave in history.waves():
+                await _all_done([await journeys.submit(s.body) for s in wave])
+            fits = await fit_stored(database_url, [tenant])
+            journeys.alert_events.clear()
+        for wave in cohort.waves():
+            sent = [(s, await journeys.submit(s.body)) for s in wave]
+            await _all_done([j for _, j in sent])
+            rejected += [s.line for s, j in sent
+                         if any(a["kind"] == "rapport.submission.rejected.v1" for a in j.answers)]
+    finally:
+        await journeys.close()
+    return {
+        "tenant": tenant, "description": cohort.description,
+        "history_clients": len({(s.client_id, s.episode_id) for s in history.submissions}) if history else 0,
+        "episodes": len({(s.client_id, s.episode_id) for s in cohort.submissions}),
+        "submissions": len(cohort.submissions), "sessions": cohort.sessions, "labels": len(cohort.labels),
+        "rejected_lines": rejected,
+        "fits": [{"instrument": f.instrument, "episodes": f.episodes, "cells": len(f.cells)} for f in fits],
+        "rules": {rule: asdict(s) for rule, s in score_labelled(cohort, journeys.alert_events).items()},
+        "all_alerts_per_100_sessions": alerts_per_100_sessions(cohort, journeys.alert_events),
+    }
+
+
+def describe_cohort(report: dict[str, Any]) -> str:
+    lines = [f"Rapport evaluate ({report['source']}): {report['episodes']} episodes, {report['sessions']} sessions, "
+             f"{report['labels']} labels, after {report['history_clients']} history clients, in {report['seconds']}s"]
+    if report["rejected_lines"]:
+        lines.append(f"  rejected by ingest: {len(report['rejected_lines'])} submissions (lines "
+                     f"{', '.join(map(str, report['rejected_lines'][:10]))})")
+    for f in report["fits"]:
+        lines.append(f"  expected trajectories: {f['instrument']} fitted on {f['episodes']} episodes, "
+                     f"{f['cells']} cells")
+    if not report["fits"]:
+        lines.append("  expected trajectories: no fit (no history cohort), so that rule cannot speak")
+    lines.append(f"  {'rule':<24} {'alert kind':<24} {'labelled':>8} {'flagged':>7} {'precision':>9} {'recall':>6} "
+                 f"{'lead (sessions)':>15} {'alerts/100 sessions':>19}")
+    for f in report["rules"].values():
+        lead = "-" if f["median_lead_sessions"] is None else f"{f['median_lead_sessions']:+g}"
+        if f["median_lead_days"] is not None:
+            lead += f" ({f['median_lead_days']:+g} d)"
+        precision = "-" if f["precision"] is None else f"{f['precision']:.2f}"
+        recall = "-" if f["recall"] is None else f"{f['recall']:.2f}"
+        lines.append(f"  {f['rule']:<24} {f['kind']:<24} {f['labelled']:>8} {f['flagged']:>7} {precision:>9} "
+                     f"{recall:>6} {lead:>15} {f['alerts_per_100_sessions']:>19g}")
+    for f in report["rules"].values():
+        if f["unlabelled_by_finding"]:
+            said = ", ".join(f"{title} {n}" for title, n in f["unlabelled_by_finding"].items())
+            lines.append(f"  {f['rule']} flagged {sum(f['unlabelled_by_finding'].values())} episodes with no label: "
+                         f"{said}")
+    lines.append(f"  every alert, any rule: {report['all_alerts_per_100_sessions']:g} per 100 sessions")
+    lines.append("  lead: labelled session minus the rule's first evidence (positive: before the labelled point)")
+    return "\n".join(lines)
+
+
+def read_cohort_file(path: Path) -> LabelledCohort:
+    """The clinic's file, every line checked (CohortError names each line and field) before anything runs."""
+    from datetime import UTC, datetime
+
+    from rapport.labelled_cohort import read_cohort
+
+    with path.open(encoding="utf-8") as lines:
+        return read_cohort(lines, now=datetime.now(UTC))
+
+
+def curve_cohorts(clients: int, history_clients: int, seed: int
+                  ) -> tuple[LabelledCohort, LabelledCohort, dict[str, Any]]:
+    """The recovery-curve cohort, its history cohort (other clients, other seed) and what the report says
+    about how they were made."""
+    from rapport.recovery_curves import build_curve_cohort, parameters_table
+
+    cohort, courses = build_curve_cohort(clients, seed)
+    history, _ = build_curve_cohort(history_clients, seed + 1, first=clients + 1)
+    truth = {"clients": clients, "deteriorating": sum(c.deteriorates for c in courses),
+             "ending_without_reliable_improvement_in_clinical_range": sum(c.failed for c in courses)}
+    return cohort, history, {"seed": seed, "truth": truth, "parameters": parameters_table()}
