@@ -314,6 +314,7 @@ class AttendanceAlerting:
 def _attendance_recorded(message: Inbound, accepted: AttendanceAccepted, episode: str | None,
                          found: tuple[AttendanceSummary, list[AlertTransition]] | None) -> Outgoing:
     summary, transitions = found if found is not None else (None, [])
+    clinician: str | None = None
     if accepted.ending is not None:
         ending = accepted.ending
         tenant, client, about = ending.tenant, ending.client_id, ending_id(ending.client_id, ending.episode_id)
@@ -322,9 +323,11 @@ def _attendance_recorded(message: Inbound, accepted: AttendanceAccepted, episode
         assert accepted.attendance is not None
         visit = accepted.attendance
         tenant, client, about, status = visit.tenant, visit.client_id, visit.appointment_id, visit.status
+        clinician = visit.clinician_id
     data = AttendanceRecorded(
         tenant=tenant, appointment_id=about, revision=accepted.revision, client_id=client, episode_id=episode,
-        status=status, summary=summary, alert_ids=sorted({t.alert.alert_id for t in transitions}),
+        clinician_id=clinician, status=status, summary=summary,
+        alert_ids=sorted({t.alert.alert_id for t in transitions}),
         transitions=[t.transition for t in transitions],
     )
     return cloud_event(

@@ -124,6 +124,8 @@ class AttendanceView(Base):
     episode_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     as_of: Mapped[datetime] = mapped_column(UtcDateTime)
     summary: Mapped[dict[str, Any]] = mapped_column(Document)
+    # the clinician the latest appointment naming one named: who may see an episode with no score yet
+    clinician_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 inbox = inbox_table("gateway")

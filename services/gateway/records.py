@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, Select, Table, false, func, select, true
+from sqlalchemy import ColumnElement, CompoundSelect, Table, false, func, select, true, union
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rapport.services.gateway.models import AlertTransitionView, AlertView, AttendanceView, ScoreView
@@ -181,8 +181,8 @@ class EpisodeShown(BaseModel):
     client_id: str
     episode_id: str
     clinician_id: str | None
-    first_administered_at: datetime
-    last_administered_at: datetime
+    first_administered_at: datetime | None = Field(description="none for an episode with appointments and no score yet")
+    last_administered_at: datetime | None
     scores: int
     instruments: list[str]
     open_alerts: int
@@ -255,21 +255,23 @@ async def keep_scores(session: AsyncSession, scores: Sequence[ScoreComputed]) ->
 
 
 async def keep_attendance(session: AsyncSession, recorded: Sequence[AttendanceRecorded]) -> None:
-    """Each episode's newest summary; an appointment placed in no episode, or a state that changed
-    nothing (published without a summary), leaves the record as it is."""
-    latest: dict[tuple[str, str, str], AttendanceSummary] = {}
+    """Each episode's newest summary, and the clinician of its latest appointment that named one (an
+    ending names none, and keeps the one there); an appointment placed in no episode, or a state that
+    changed nothing (published without a summary), leaves the record as it is."""
+    latest: dict[tuple[str, str, str], tuple[AttendanceSummary, str | None]] = {}
     for r in recorded:
         if r.episode_id is None or r.summary is None:
             continue
         key = (r.tenant, r.client_id, r.episode_id)
-        if key not in latest or r.summary.as_of >= latest[key].as_of:
-            latest[key] = r.summary
+        if key not in latest or r.summary.as_of >= latest[key][0].as_of:
+            latest[key] = (r.summary, r.clinician_id or (latest[key][1] if key in latest else None))
     if not latest:
         return
     rows = [{"tenant": tenant, "client_id": client, "episode_id": episode, "as_of": summary.as_of,
-             "summary": summary.model_dump(mode="json")} for (tenant, client, episode), summary in latest.items()]
+             "summary": summary.model_dump(mode="json"), "clinician_id": clinician}
+            for (tenant, client, episode), (summary, clinician) in latest.items()]
     statement = upsert(session, attendance_table, ["tenant", "client_id", "episode_id"],
-                       only_if=lambda new: new.as_of >= attendance_table.c.as_of)
+                       only_if=lambda new: new.as_of >= attendance_table.c.as_of, kept_if_null=["clinician_id"])
     await session.execute(statement, rows)
 
 
@@ -329,8 +331,6 @@ class Records:
                 .where(scores_table.c.tenant == viewer.tenant, scores_table.c.client_id == client_id,
                        scores_table.c.episode_id.in_(visible))
                 .group_by(scores_table.c.episode_id))).all()
-            if not rows:
-                return None
             instruments = (await session.execute(
                 select(scores_table.c.episode_id, scores_table.c.instrument).distinct()
                 .where(scores_table.c.tenant == viewer.tenant, scores_table.c.client_id == client_id,
@@ -341,6 +341,13 @@ class Records:
                        alerts_table.c.status != "resolved", alerts_table.c.episode_id.in_(visible))
                 .group_by(alerts_table.c.episode_id))).all()}
             attendance = await self._attendance(session, viewer.tenant, client_id, visible)
+            booked_only = (await session.execute(
+                select(attendance_table.c.episode_id, attendance_table.c.clinician_id, attendance_table.c.as_of)
+                .where(attendance_table.c.tenant == viewer.tenant, attendance_table.c.client_id == client_id,
+                       attendance_table.c.episode_id.in_(visible),
+                       attendance_table.c.episode_id.not_in({r[0] for r in rows})))).all()
+        if not rows and not booked_only:
+            return None
         by_episode: dict[str, list[str]] = {}
         for episode, instrument in instruments:
             by_episode.setdefault(episode, []).append(instrument)
@@ -349,7 +356,12 @@ class Records:
                               instruments=sorted(by_episode.get(episode, [])), open_alerts=open_counts.get(episode, 0),
                               attendance=attendance.get(episode))
                  for episode, clinician, first, last, count, _ in rows]
-        return sorted(shown, key=lambda e: e.last_administered_at, reverse=True)
+        latest = {e.episode_id: e.last_administered_at for e in shown} | {e: as_of for e, _c, as_of in booked_only}
+        shown += [EpisodeShown(client_id=client_id, episode_id=episode, clinician_id=clinician,
+                               first_administered_at=None, last_administered_at=None, scores=0, instruments=[],
+                               open_alerts=open_counts.get(episode, 0), attendance=attendance.get(episode))
+                  for episode, clinician, _as_of in booked_only]
+        return sorted(shown, key=lambda e: latest[e.episode_id] or datetime.min.replace(tzinfo=UTC), reverse=True)
 
     async def episode(self, viewer: Viewer, client_id: str, episode_id: str) -> EpisodeRecord | None:
         """Every score of the episode in administration order, and every alert on it."""
@@ -358,7 +370,10 @@ class Records:
                      scores_table.c.episode_id == episode_id)
             seen = (await session.execute(select(func.count()).select_from(scores_table).where(
                 *where, viewer.scope(scores_table.c.clinician_id)))).scalar_one()
-            if not seen:
+            if not seen and not (await session.execute(select(func.count()).select_from(attendance_table).where(
+                    attendance_table.c.tenant == viewer.tenant, attendance_table.c.client_id == client_id,
+                    attendance_table.c.episode_id == episode_id,
+                    viewer.scope(attendance_table.c.clinician_id)))).scalar_one():
                 return None
             rows = (await session.execute(select(scores_table).where(*where).order_by(
                 scores_table.c.administered_at, scores_table.c.submission_id))).all()
@@ -377,20 +392,27 @@ class Records:
                              attendance=attendance.get(episode_id))
 
     async def _attendance(self, session: AsyncSession, tenant: str, client_id: str,
-                          episodes: Select[tuple[str]] | Sequence[str]) -> dict[str, AttendanceShown]:
+                          episodes: CompoundSelect[tuple[str]] | Sequence[str]) -> dict[str, AttendanceShown]:
         """The attendance of the given episodes, which the caller has already found the viewer may see."""
+        among = episodes if isinstance(episodes, CompoundSelect) else list(episodes)
         rows = (await session.execute(select(attendance_table.c.episode_id, attendance_table.c.summary).where(
             attendance_table.c.tenant == tenant, attendance_table.c.client_id == client_id,
-            attendance_table.c.episode_id.in_(episodes if isinstance(episodes, Select) else list(episodes))))).all()
+            attendance_table.c.episode_id.in_(among)))).all()
         now = self._clock()
         return {episode: AttendanceShown.of(AttendanceSummary.model_validate(summary), now)
                 for episode, summary in rows}
 
 
-def _visible_episodes(viewer: Viewer, client_id: str) -> Select[tuple[str]]:
-    return select(scores_table.c.episode_id).where(
+def _visible_episodes(viewer: Viewer, client_id: str) -> CompoundSelect[tuple[str]]:
+    """The client's episodes the viewer may see: by their scores' clinician, or, for an episode with
+    appointments, by the clinician the appointments name."""
+    scored = select(scores_table.c.episode_id).where(
         scores_table.c.tenant == viewer.tenant, scores_table.c.client_id == client_id,
         viewer.scope(scores_table.c.clinician_id))
+    booked = select(attendance_table.c.episode_id).where(
+        attendance_table.c.tenant == viewer.tenant, attendance_table.c.client_id == client_id,
+        viewer.scope(attendance_table.c.clinician_id))
+    return union(scored, booked)
 
 
 async def _transitions(session: AsyncSession, tenant: str,

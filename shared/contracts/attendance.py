@@ -159,6 +159,8 @@ class AttendanceRecorded(BaseModel):
     revision: int = Field(ge=1)
     client_id: PseudonymousId
     episode_id: PseudonymousId | None = None
+    clinician_id: SubjectToken | None = Field(
+        default=None, description="the appointment's clinician, where the clinic's system named one (not on endings)")
     status: AttendanceStatus | Literal["ending"]
     summary: AttendanceSummary | None = None
     alert_ids: list[str] = Field(default_factory=list)

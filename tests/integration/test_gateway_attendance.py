@@ -433,6 +433,40 @@ async def test_the_attendance_on_a_record_is_seen_by_its_clinician_and_lead_and_
                 assert [(await http.get(p)).status_code for p in paths] == [status, status], who
 
 
+async def test_an_episode_with_appointments_and_no_score_yet_is_listed_for_the_clinician_they_name(
+    database_url: str, fresh_stream: str, tenant: str, key_file: Path  # noqa: F811
+) -> None:
+    """Dara's first two sessions are booked and attended before any measure is sent: her clinician
+    (named on the appointments) finds the episode with its attendance and no score; another clinician
+    does not; the lead does."""
+    settings = gateway_settings(database_url, key_file, licensed_instruments=f"{tenant}:srs")
+    async with running(SERVICES, settings, fresh_stream), serving(settings, fresh_stream) as base, \
+            client(base, token(key_file, tenant)) as ehr, \
+            client(base, token(key_file, tenant, "clinician", clinician="clinician-07")) as own:
+        dara = Clinic(ehr, "client-dara", "clinician-07")
+        await dara.session(1, "fulfilled")
+        await dara.session(2, "fulfilled")
+        listed = "/api/v1/clients/client-dara/episodes"
+
+        async def both_attended() -> list[dict[str, Any]]:
+            answer = await own.get(listed)
+            episodes = answer.json() if answer.status_code == 200 else []
+            return episodes if episodes and (episodes[0].get("attendance") or {}).get("attended") == 2 else []
+        [episode] = await until(both_attended)
+        assert (episode["episode_id"], episode["clinician_id"], episode["scores"]) == (dara.episode, "clinician-07", 0)
+        assert episode["first_administered_at"] is None and episode["instruments"] == []
+        record = await own.get(f"{listed}/{dara.episode}/scores")
+        assert record.status_code == 200 and record.json()["scores"] == []
+        assert record.json()["attendance"]["attended"] == 2
+        page = await own.get("/clients/client-dara")
+        assert page.status_code == 200 and "No score yet" in page.text
+        async with client(base, token(key_file, tenant, "clinician", clinician="clinician-99")) as other:
+            assert (await other.get(listed)).status_code == 404
+            assert (await other.get(f"{listed}/{dara.episode}/scores")).status_code == 404
+        async with client(base, token(key_file, tenant, "lead")) as lead:
+            assert [e["episode_id"] for e in (await lead.get(listed)).json()] == [dara.episode]
+
+
 async def test_the_newest_summary_of_an_episode_stands_whatever_order_the_events_come_in(
     sessions: Any,
 ) -> None:
@@ -440,22 +474,27 @@ async def test_the_newest_summary_of_an_episode_stands_whatever_order_the_events
     from rapport.shared.contracts.attendance import AttendanceRecorded, AttendanceSummary
 
     def recorded(appointment: str, attended: int, *, hours: int, episode: str | None = EPISODE,
-                 summary: bool = True) -> AttendanceRecorded:
+                 summary: bool = True, clinician: str | None = None) -> AttendanceRecorded:
         as_of = NOW + timedelta(hours=hours)
         return AttendanceRecorded(
             tenant="clinic-a", appointment_id=appointment, revision=1, client_id=CLIENT, episode_id=episode,
+            clinician_id=clinician,
             status="attended", summary=AttendanceSummary(as_of=as_of, attended=attended,
                                                          last_attended_at=NOW - timedelta(days=3),
                                                          days_since_attended=3.0) if summary else None)
 
     async with sessions() as session, session.begin():
-        await keep_attendance(session, [recorded("a-2", 2, hours=2), recorded("a-1", 1, hours=1)])
+        await keep_attendance(session, [recorded("a-2", 2, hours=2, clinician=CLINICIAN),
+                                        recorded("a-1", 1, hours=1)])
     async with sessions() as session, session.begin():  # late, and ones that change nothing
         await keep_attendance(session, [recorded("a-1", 1, hours=1), recorded("a-3", 9, hours=3, episode=None),
                                         recorded("a-4", 9, hours=4, summary=False)])
+    async with sessions() as session, session.begin():  # newer, naming no clinician (as an ending): keeps it
+        await keep_attendance(session, [recorded("a-5", 2, hours=5)])
     async with sessions() as session:
         [row] = (await session.execute(select(attendance_table))).all()
-    assert (row.episode_id, row.summary["attended"]) == (EPISODE, 2)
+    assert (row.episode_id, row.summary["attended"], row.clinician_id) == (EPISODE, 2, CLINICIAN)
+    assert row.as_of == NOW + timedelta(hours=5)
     shown = AttendanceShown.of(AttendanceSummary.model_validate(row.summary), NOW + timedelta(days=1))
     assert shown.days_since_attended == 4.0, "counted to now while the episode is open"
     ended = AttendanceSummary.model_validate(row.summary | {"ending": "planned", "ending_recorded": True})
