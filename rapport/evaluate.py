@@ -30,19 +30,10 @@ from typing import Any
 from rapport.bench import percentile
 from rapport.cohort import Cohort, build_cohort
 from rapport.journeys import Journey, Journeys
-from rapport.labelled_cohort import LabelledCohort, alerts_per_100_sessions
-from rapport.labelled_cohort import score_rules as score_labelled
+from rapport.labelled_cohort import RULE_KINDS, LabelledCohort, alerts_per_100_sessions, score_against_labels
 from rapport.shared.settings import Settings
 from rapport.stack import Stack
 from rapport.trajectories import fit_stored
-
-RULE_KINDS = {
-    "critical_item": "critical_item",
-    "alliance_rupture": "alliance_rupture",
-    "reliable_deterioration": "reliable_deterioration",
-    "not_on_track": "not_on_track",  # the checkpoint rule
-    "expected_trajectory": "not_on_track",
-}
 
 
 @dataclass(frozen=True)
@@ -210,7 +201,7 @@ async def _run_cohort(broker_url: str, signed_in: Settings, database_url: str, t
         "submissions": len(cohort.submissions), "sessions": cohort.sessions, "labels": len(cohort.labels),
         "rejected_lines": rejected,
         "fits": [{"instrument": f.instrument, "episodes": f.episodes, "cells": len(f.cells)} for f in fits],
-        "rules": {rule: asdict(s) for rule, s in score_labelled(cohort, journeys.alert_events).items()},
+        "rules": {rule: asdict(s) for rule, s in score_against_labels(cohort, journeys.alert_events).items()},
         "all_alerts_per_100_sessions": alerts_per_100_sessions(cohort, journeys.alert_events),
     }
 

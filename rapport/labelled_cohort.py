@@ -304,7 +304,7 @@ class RuleScore:
     unlabelled_by_finding: dict[str, int] = field(default_factory=dict)
 
 
-def score_rules(cohort: LabelledCohort, alert_events: Iterable[Mapping[str, Any]]) -> dict[str, RuleScore]:
+def score_against_labels(cohort: LabelledCohort, alert_events: Iterable[Mapping[str, Any]]) -> dict[str, RuleScore]:
     """Each rule against the cohort's labels, from the alert events the run produced (pure)."""
     where = {s.submission_id: s for s in cohort.submissions}
     episodes = {(s.client_id, s.episode_id) for s in cohort.submissions}

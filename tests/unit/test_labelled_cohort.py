@@ -16,7 +16,7 @@ from rapport.labelled_cohort import (
     LabelledCohort,
     alerts_per_100_sessions,
     read_cohort,
-    score_rules,
+    score_against_labels,
 )
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -117,7 +117,7 @@ def test_a_rule_is_scored_against_the_clinicians_labels() -> None:
               event("kim", "a1", [("expected_trajectory", 4), ("not_on_track", 6)], "updated"),
               event("max", "a2", [("not_on_track", 6)]),
               event("someone-else", "a3", [("not_on_track", 6)])]  # not in the cohort: ignored
-    scores = score_rules(cohort, events)
+    scores = score_against_labels(cohort, events)
     checkpoint, trajectory = scores["not_on_track"], scores["expected_trajectory"]
     assert (checkpoint.labelled, checkpoint.flagged, checkpoint.true_positives) == (2, 2, 1)
     assert (checkpoint.precision, checkpoint.recall, checkpoint.median_lead_sessions) == (0.5, 0.5, 0)
@@ -135,7 +135,8 @@ def test_a_label_given_by_time_has_its_lead_in_days() -> None:
     """Ana's review was on the evening of session 5's day: the rule spoke that morning, 0.4 days before."""
     cohort = cohort_of([*(submission("ana", s) for s in range(1, 7)),
                         label("ana", "reliable_deterioration", at=(START + timedelta(days=28, hours=9)).isoformat())])
-    scores = score_rules(cohort, [event("ana", "a1", [("reliable_deterioration", 5)], title="Reliable deterioration")])
+    scores = score_against_labels(cohort, [event("ana", "a1", [("reliable_deterioration", 5)],
+                                                 title="Reliable deterioration")])
     figures = scores["reliable_deterioration"]
     assert (figures.recall, figures.median_lead_sessions, figures.median_lead_days) == (1.0, None, 0.4)
 
@@ -146,7 +147,7 @@ def test_false_alarms_are_told_apart_by_what_they_said() -> None:
     events = [event("cai", "a1", [("reliable_deterioration", 3)], title="Possible sudden loss"),
               event("dan", "a2", [("reliable_deterioration", 4)], title="Possible sudden loss"),
               event("eve", "a3", [("reliable_deterioration", 2)], title="Reliable deterioration")]
-    figures = score_rules(cohort, events)["reliable_deterioration"]
+    figures = score_against_labels(cohort, events)["reliable_deterioration"]
     assert (figures.precision, figures.recall) == (0.0, None)
     assert figures.unlabelled_by_finding == {"Possible sudden loss": 2, "Reliable deterioration": 1}
 
@@ -154,5 +155,5 @@ def test_false_alarms_are_told_apart_by_what_they_said() -> None:
 def test_the_earliest_of_two_labels_on_one_episode_counts() -> None:
     cohort = cohort_of([*(submission("bea", s) for s in range(1, 9)),
                         label("bea", "not_on_track", session=8), label("bea", "not_on_track", session=6)])
-    figures = score_rules(cohort, [event("bea", "a1", [("not_on_track", 6)])])["not_on_track"]
+    figures = score_against_labels(cohort, [event("bea", "a1", [("not_on_track", 6)])])["not_on_track"]
     assert (figures.labelled, figures.median_lead_sessions) == (1, 0)
