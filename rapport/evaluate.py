@@ -11,7 +11,9 @@ whose ground truth is planted, and the time from a triggering submission to its 
    (positive: earlier than planted).
 
 The cohort plants exactly what the rules were written for, so 1.00 says the rules do what they say,
-not that they are right about real clients."""
+not that they are right about real clients. `run_cohort` scores them on data they were not written
+for instead: a clinic's labelled cohort (`--cohort FILE`, rapport.labelled_cohort) or one drawn from
+published recovery curves (`--curves`, rapport.recovery_curves), through the same stack."""
 
 from __future__ import annotations
 
