@@ -217,7 +217,9 @@ def capability_statement(*, now: datetime, version: str, max_body_bytes: int, wa
                 f"(submissions), of Appointment, Encounter and EpisodeOfCare (attendance), and Bundles of type "
                 f"batch or collection posted to the base. No read, search, update or history yet. Bodies up to "
                 f"{max_body_bytes} bytes (413 beyond). Header Idempotency-Key (1-255 visible ASCII characters) "
-                f"makes a resend recognised; without it, the same body is."),
+                f"makes a resend recognised; without it, the same body is. Subscription notifications (rest-hook, "
+                f"Subscriptions R5 Backport IG, payload full-resource) at POST [base]/subscription-hook/<subscription "
+                f"id>: the resources they carry are answered as a batch of them; handshake and heartbeat with 200."),
             "security": {
                 "cors": False,
                 "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",

@@ -51,6 +51,7 @@ from rapport.services.gateway.intake import (
     message_id_for,
 )
 from rapport.services.gateway.oidc import IssuerUnavailable
+from rapport.services.gateway.subscription_hook import NotificationRefused, read_notification
 from rapport.services.gateway.tokens import InvalidToken, Principal, TokenVerifier
 from rapport.shared.contracts.problems import Problem
 from rapport.shared.messaging.ingress import BrokerUnavailable
@@ -267,6 +268,8 @@ class Submitted:
     received: Received
     response: Response
     action: str
+    # the audit rows when they are not the answered parts (a notification that carried nothing)
+    parts: list[tuple[str | None, str | None]] | None = None
 
 
 def audited_parts(received: Received) -> list[tuple[str | None, str | None]]:
@@ -303,7 +306,7 @@ class Submitting:
         try:
             await self.audit.record_each(action=done.action, outcome=done.response.status_code,
                                          principal=done.principal, request=request, credential="bearer",
-                                         parts=audited_parts(done.received))
+                                         parts=done.parts if done.parts is not None else audited_parts(done.received))
         except Exception as error:
             log.warning("a submission's audit rows could not be written (%s)", type(error).__name__,
                         extra={"message_id": done.received.message_id})
@@ -506,6 +509,32 @@ def create_app(intake: Intake, gate: Gate, *, version: str, wait_seconds: float,
         if document.get("resourceType") != "Bundle":
             raise Refused(400, "wrong_resource_type", "POST [base] takes a Bundle; POST a resource to "
                           "/fhir/QuestionnaireResponse or /fhir/Observation", field="resourceType")
+        return await batch_work(request, principal, body, document)
+
+    @app.post("/fhir/subscription-hook/{subscription_id}", tags=["fhir"],
+              responses={200: {"description": "batch-response, or an OperationOutcome for a notification that "
+                                              "carries nothing"}, **_RESPONSES},
+              summary="A FHIR Subscription rest-hook notification (Subscriptions R5 Backport IG, full-resource)")
+    async def subscription_hook(request: Request, subscription_id: str) -> Response:
+        return await submitting(request, SUBMIT, lambda: hook_work(request, subscription_id))
+
+    async def hook_work(request: Request, subscription_id: str) -> Submitted:
+        principal = await gate.principal(request, "submit")
+        _body, document = await gate.body(request, FHIR_TYPES)
+        try:
+            notification = read_notification(document, subscription_id)
+        except NotificationRefused as refused:
+            raise Refused(422, refused.code, f"{refused.message} (at Bundle.{refused.field})",
+                          field=refused.field) from None
+        if not notification.entries:
+            said = fhir.operation_outcome([fhir.issue("information", "informational",
+                                                      f"{notification.kind} received: nothing to store")])
+            return Submitted(principal, Received("", []), _fhir(200, said), SUBMIT,
+                             parts=[(f"subscription/{subscription_id}", notification.kind)])
+        batch = {"resourceType": "Bundle", "type": "batch", "entry": notification.entries}
+        return await batch_work(request, principal, json.dumps(batch, separators=(",", ":")).encode(), batch)
+
+    async def batch_work(request: Request, principal: Principal, body: bytes, document: dict[str, Any]) -> Submitted:
         kind = document.get("type")
         if kind == "transaction":
             raise Refused(422, "transaction_not_supported",
