@@ -675,11 +675,11 @@ def policy_validate(file: PolicyFile) -> None:
 
 
 @app.command()
-def docs(out: Path = Path("docs/asyncapi")) -> None:
-    """Write the AsyncAPI documents of the three services (one JSON file each)."""
-    from rapport.asyncapi import write_asyncapi
+def docs(out: Path = Path("docs/asyncapi"), openapi_out: Path = Path("docs/openapi")) -> None:
+    """Write the AsyncAPI documents of the three services (one JSON file each) and the gateway's OpenAPI document."""
+    from rapport.asyncapi import write_asyncapi, write_openapi
 
-    for path in write_asyncapi(out):
+    for path in [*write_asyncapi(out), write_openapi(openapi_out)]:
         typer.echo(f"wrote {path}")
 
 
