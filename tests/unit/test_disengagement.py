@@ -390,3 +390,46 @@ def test_without_a_recorded_ending_a_client_who_stopped_coming_has_ended_unplann
     assert oli.state.attendance is not None
     assert (oli.state.attendance.ending, oli.state.attendance.ending_recorded, oli.state.attendance.ended_at) == \
         ("unplanned", False, week(1))
+
+
+# --- every attendance threshold on each side (issue 13, tests that pin the thresholds) ---------------
+
+
+@pytest.mark.parametrize(("hours_ahead", "late"), [(24, False), (23.99, True), (24.01, False)])
+def test_a_cancellation_is_late_only_when_less_than_24_hours_before_the_start(hours_ahead: float,
+                                                                               late: bool) -> None:
+    """Mo (synthetic) cancels session 2: exactly 24 hours ahead is not late (the rule says less than), 23.99
+    hours ahead is, 24.01 is not."""
+    cancelled = appointment("mo", 2, "cancelled", cancelled_at=week(2, -hours_ahead), cancelled_by="client")
+    assert summarise([cancelled], week(3), RULE).late_cancellations == (1 if late else 0)
+
+
+@pytest.mark.parametrize(("days", "ending"), [(56, "unplanned"), (55.99, "open")])
+def test_an_episode_counts_as_ended_unplanned_from_exactly_56_days_without_attendance(days: float,
+                                                                                     ending: str) -> None:
+    """Oli (synthetic) attended session 1, missed session 2 and has nothing booked: 56 days after the last
+    attended session the episode counts as ended unplanned; 55.99 days after, it is still open."""
+    oli = Clinic("oli")
+    oli.attends(1)
+    oli.attends(2, "no_show")
+    oli.judge(week(1) + timedelta(days=days))
+    assert oli.state is not None and oli.state.attendance is not None and oli.state.attendance.ending == ending
+
+
+@pytest.mark.parametrize(("after_drop", "combined"), [(timedelta(days=14), True),
+                                                      (timedelta(days=14, minutes=1), False)])
+def test_a_missed_session_is_the_combined_signal_up_to_exactly_14_days_after_the_drop(after_drop: timedelta,
+                                                                                     combined: bool) -> None:
+    """Gus (synthetic) dips below his own mean at session 4 (SRS 38.4, not a rupture). A no-show exactly 14 days
+    after that session is the combined signal (high); a minute later it is a single missed session and, alone,
+    raises nothing."""
+    gus = Clinic("gus")
+    for session, total in ((1, 39), (2, 38), (3, 39), (4, 38.4)):
+        gus.attends(session)
+        gus.scores(total, session)
+    missed = Attendance(tenant="clinic-a", appointment_id="gus-appt-x", client_id="gus", episode_id="gus-ep1",
+                        clinician_id="clin-07", status="no_show", start=week(4, 0.9) + after_drop,
+                        recorded_at=week(4, 0.9) + after_drop + timedelta(hours=1))
+    gus.appointments[missed.appointment_id] = missed
+    found = gus.judge(week(4, 0.9) + after_drop + timedelta(hours=2))
+    assert [(t.alert.kind, t.alert.severity) for t in found] == ([("disengagement", "high")] if combined else [])
