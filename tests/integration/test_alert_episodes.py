@@ -58,3 +58,55 @@ async def test_a_batch_with_a_late_score_and_a_newer_one_counts_each_score_once(
     phq9 = state["series"]["phq9"]
     assert (state["sessions"], phq9["count"], phq9["running"]["n"], phq9["baseline"], phq9["previous"]) == (
         3, 3, 3, 16.0, 12.0)
+
+
+WAISR_PARTS = {"goal": (4, 6, 8, 11), "task": (1, 2, 10, 12), "bond": (3, 5, 7, 9)}  # the registry's item map
+
+
+def waisr(session: int, goal: int, task: int, bond: int) -> Inbound:
+    """Sam's WAI-SR (a synthetic client), scored from its items by the scoring domain."""
+    from rapport.services.scoring.domain import score as score_of
+
+    instrument = load_registry().get("waisr")
+    assert instrument is not None
+    responses: dict[int, float | None] = {}
+    for part, total in {"goal": goal, "task": task, "bond": bond}.items():
+        for n, item in enumerate(WAISR_PARTS[part]):
+            responses[item] = float(total // 4 + (1 if n < total % 4 else 0))
+    score = ScoreComputed(tenant="clinic-a", submission_id=f"wai-{session}", revision=1, client_id="client-sam",
+                          episode_id="episode-sam", clinician_id="clin-07", session_number=session,
+                          administered_at=T0 + timedelta(days=7 * (session - 1)),
+                          score=score_of(instrument, responses), responses=responses)
+    event = cloud_event(entity="score", verb="computed", service="scoring", tenant="clinic-a",
+                        subject="rapport.clinic-a.score.computed", about=score.submission_id, data=score)
+    return Inbound(f"m-wai-{session}", event.subject, "clinic-a", event.body, 1)
+
+
+async def test_sams_bond_collapse_is_one_rupture_alert_on_disk_and_a_late_session_keeps_it_one(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Sam's WAI-SR: 48 (every part 16) at sessions 1, 2 and 4, bond 15 at session 5 (one item one step:
+    nothing), then bond 10 at session 6: one alliance_rupture alert naming the bond, its parts' levels kept in
+    the stored episode state. Session 3 (48) arrives late and the episode is evaluated again from the stored
+    scores: still one open rupture alert, the same one, naming the bond."""
+    from rapport.services.alerts.models import StoredAlert
+
+    alerting = Alerting(load_ruleset(), load_registry())
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    for batch in ([waisr(1, 16, 16, 16), waisr(2, 16, 16, 16), waisr(4, 16, 16, 16)], [waisr(5, 16, 16, 15)],
+                  [waisr(6, 16, 16, 10)], [waisr(3, 16, 16, 16)]):
+        async with sessions() as session, session.begin():
+            uow = AlertsUnitOfWork.on(session, now)
+            await alerting(uow, batch)
+            if batch[0].message_id == "m-wai-5":
+                assert not any(".alert." in e.subject for e in uow.events), "a one-step wobble raises nothing"
+    async with sessions() as session:
+        rows = (await session.execute(select(StoredAlert.__table__))).mappings().all()
+        [state] = (await session.execute(select(EpisodeRecord.__table__.c.state))).scalars().all()
+    open_ruptures = [r for r in rows if r["kind"] == "alliance_rupture" and r["status"] != "resolved"]
+    assert len(rows) == 1, "one alert in all: the replay kept the one it found, it did not supersede and raise again"
+    assert len(open_ruptures) == 1 and open_ruptures[0]["subscale"] is None
+    assert list(open_ruptures[0]["document"]["evidence"][-1]["values"]["parts"]) == ["bond"]
+    # the bond's pre-rupture level from all five sessions before it, the late one included: 15.8 less the floor 2
+    assert state["ruptures"]["waisr"]["parts_to_regain"] == {"bond": 13.8}
+    assert state["series"]["waisr:bond"]["count"] == 6
