@@ -290,6 +290,21 @@ def test_a_wai_sr_rupture_is_repaired_only_when_every_part_that_dropped_is_back(
     assert [t.alert.resolution for t in after if t.transition == "resolved"] == (["repaired"] if repaired else [])
 
 
+def test_a_part_that_drops_while_the_rupture_is_open_joins_it_and_must_be_back_too() -> None:
+    """Robin's bond falls 16 -> 10 at session 4; at session 5 the bond is back (16) but the task falls to 10: the
+    same alert, now naming the task, and the task joins what must be regained. At session 6 the task is 13,
+    below its level 14 (and the total 45 below 46): not repaired two sessions on, so escalated; at session 7 all
+    is back at 16: repaired."""
+    episode = Episode()
+    episode.give_all(STEADY)
+    opened = only(episode.give(waisr(16, 16, 10, 4))).alert
+    updated = only(episode.give(waisr(16, 10, 16, 5)))
+    assert updated.alert.alert_id == opened.alert_id and list(updated.alert.evidence[-1].values["parts"]) == ["task"]
+    assert episode.state is not None and episode.state.ruptures["waisr"].parts_to_regain == {"bond": 14, "task": 14}
+    assert [t.transition for t in ruptures(episode.give(waisr(16, 13, 16, 6)))] == ["escalated"]  # k = 2
+    assert [t.alert.resolution for t in ruptures(episode.give(waisr(16, 16, 16, 7)))] == ["repaired"]
+
+
 @pytest.mark.parametrize(("bond", "repaired"), [(16, True), (15, False)])
 def test_a_wai_sr_rupture_is_repaired_only_when_the_total_is_back_too(bond: float, repaired: bool) -> None:
     """Robin again: task 16 -> 10 at session 4. At session 5 the task is 14 (its level) and goals 16: the total

@@ -115,8 +115,12 @@ def evaluate(state: EpisodeState | None, score: ScoreComputed, open_alerts: Mapp
         rupture = next((f.rupture for f in found if f.rupture), None)
         if key.kind == "alliance_rupture" and rupture is not None and key.series not in ruptures:
             ruptures[key.series] = rupture
-        elif key.kind == "alliance_rupture" and key.series in ruptures and ruptures[key.series].repair_held:
-            ruptures[key.series] = ruptures[key.series].model_copy(update={"repair_held": False})  # dropped again
+        elif key.kind == "alliance_rupture" and key.series in ruptures:
+            held = ruptures[key.series]
+            # a part that drops while the rupture is open joins it: it too must be back before it is repaired
+            joined = {**(rupture.parts_to_regain if rupture is not None else {}), **held.parts_to_regain}
+            if held.repair_held or joined != held.parts_to_regain:  # dropped again, or a further part
+                ruptures[key.series] = held.model_copy(update={"repair_held": False, "parts_to_regain": joined})
         loss = next((f.sudden_loss for f in found if f.sudden_loss), None)
         if key.kind == "reliable_deterioration" and loss is not None and key.instrument not in losses:
             losses[key.instrument] = loss
