@@ -38,8 +38,10 @@ from rapport.tenants import client_settings
 T = TypeVar("T")
 
 CONCURRENCY = 256
-# HTTP requests in flight flat out: each holds a connection to the gateway until its answer
-HTTP_CONCURRENCY = 64
+# HTTP requests in flight flat out: each holds a connection to the gateway until its answer. As many
+# as the broker path keeps in flight, so the two doors get the same load (with 64, the HTTP path was
+# bound by its latency, 64 / p50, not by what the gateway can take)
+HTTP_CONCURRENCY = CONCURRENCY
 IDLE_SECONDS = 2.0
 
 

@@ -110,6 +110,7 @@ class Intake:
     stored: Messages
     wait_seconds: float
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    _recording: set[asyncio.Future[bool]] = field(default_factory=set, init=False, repr=False)
 
     async def submit(self, tenant: str, body: bytes, message_id: str, form: str, *,
                      channel: Channel = SUBMISSIONS) -> Received:
@@ -122,7 +123,9 @@ class Intake:
         key only the one recorded is ever published. A message whose id is its body's digest can
         have no other body: its record is written while it is published and answered (on SQLite
         the insert waits for the other services' writers, and it would add that wait to every
-        request), and is in before the request is answered, so every 202 can be polled."""
+        request). It is in before a 202 is answered, so every 202 can be polled; an answer that came
+        in time does not wait for it (a resend is answered from the stored answers, and the record's
+        wait was the largest part of the HTTP path's slowest answers)."""
         digest = body_digest(body)
         seen = await self._guarded(self.stored.seen(tenant, message_id, digest), message_id)
         if seen.reused:
@@ -139,6 +142,7 @@ class Intake:
                                                       message_id)).reused:
                     raise IdempotencyKeyReused  # another request recorded the key with its body a moment ago
         pending = await self.waiter.expect(tenant, message_id, channel.entity)
+        answers: list[Answer] | None = None
         try:
             try:
                 duplicate = await self.ingress.publish(channel.inbound(tenant), body, message_id=message_id)
@@ -150,10 +154,25 @@ class Intake:
                                              look_up_after=0.5 if seen.recorded else LATE_LOOK_UP_SECONDS)
             finally:
                 if recording is not None:
-                    await recording
+                    if answers is None:  # a 202, or nothing published: the record is what a poll or resend reads
+                        await recording
+                    else:
+                        self._finish_later(recording)
         finally:
             self.waiter.release(pending)
         return Received(message_id, answers, duplicate=duplicate)
+
+    def _finish_later(self, recording: asyncio.Future[bool]) -> None:
+        """Keeps the record's write going after its request was answered (a failure was logged by
+        _guarded; nothing waits for it)."""
+        self._recording.add(recording)
+
+        def done(future: asyncio.Future[bool]) -> None:
+            self._recording.discard(future)
+            if not future.cancelled():
+                future.exception()  # retrieved: the failure was said where it happened
+
+        recording.add_done_callback(done)
 
     async def _guarded(self, step: Awaitable[T], message_id: str) -> T:
         try:
