@@ -11,20 +11,15 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest_asyncio
-from dashboard_rig import bearer, link, signing_key
+from dashboard_rig import bearer, dashboard_app, link, signing_key
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from rapport.services.gateway.dashboard import dashboard
-from rapport.services.gateway.http import Gate, create_app
 from rapport.services.gateway.signin import COOKIE
-from rapport.services.gateway.tokens import SigningKeyVerifier, load_signing_key
-from rapport.shared.settings import Settings
 
 
 class Browser:
@@ -59,10 +54,7 @@ class Browser:
 async def gateway(sessions: async_sessionmaker[AsyncSession], tmp_path: Path,
                   database_url: str) -> AsyncIterator[tuple[httpx.ASGITransport, Path]]:
     key = signing_key(tmp_path)
-    gate = Gate(SigningKeyVerifier(load_signing_key(key).public_key(), audience="rapport"), lambda: 1 << 20)
-    pages = dashboard(Settings(token_key_file=key, database_url=database_url), sessions, gate,
-                      clock=lambda: datetime.now(UTC))
-    app = create_app(None, gate, version="test", wait_seconds=1.0, routers=pages.routers)  # type: ignore[arg-type]
+    app = dashboard_app(sessions, key, database_url)
     yield httpx.ASGITransport(app=app), key
 
 

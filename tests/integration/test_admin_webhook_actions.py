@@ -14,12 +14,10 @@ from typing import Any
 
 import httpx
 import pytest_asyncio
-from dashboard_rig import bearer, link, signing_key
+from dashboard_rig import bearer, dashboard_app, link, signing_key
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from rapport.services.gateway.dashboard import dashboard
-from rapport.services.gateway.http import Gate, create_app
 from rapport.services.gateway.notifications.domain import NewDelivery, new_secret
 from rapport.services.gateway.notifications.models import (
     Delivery,
@@ -28,8 +26,6 @@ from rapport.services.gateway.notifications.models import (
     WebhookEndpoint,
 )
 from rapport.services.gateway.notifications.repository import add_target, queue
-from rapport.services.gateway.tokens import SigningKeyVerifier, load_signing_key
-from rapport.shared.settings import Settings
 
 NOW = datetime(2026, 11, 10, 12, tzinfo=UTC)
 TEAM = "00000000-0000-4000-8000-000000000001"
@@ -73,10 +69,7 @@ async def seed(sessions: async_sessionmaker[AsyncSession], tenant: str, other: s
 async def gateway(sessions: async_sessionmaker[AsyncSession], tmp_path: Path,
                   database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
     key = signing_key(tmp_path)
-    gate = Gate(SigningKeyVerifier(load_signing_key(key).public_key(), audience="rapport"), lambda: 1 << 20)
-    pages = dashboard(Settings(token_key_file=key, database_url=database_url), sessions, gate,
-                      clock=lambda: datetime.now(UTC))
-    app = create_app(None, gate, version="test", wait_seconds=1.0, routers=pages.routers)  # type: ignore[arg-type]
+    app = dashboard_app(sessions, key, database_url)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway",
                                  follow_redirects=False) as http:
         yield http, key

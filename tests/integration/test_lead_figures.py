@@ -9,22 +9,18 @@ clinician, an admin and an integration 403, no credential 401), each read in the
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
-from dashboard_rig import bearer, signing_key
+from dashboard_rig import bearer, dashboard_app, signing_key
 from lead_cohort import EXPECTED_NOVEMBER, SINCE, UNTIL, seed
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from rapport.services.gateway.dashboard import dashboard
-from rapport.services.gateway.http import Gate, create_app
 from rapport.services.gateway.lead_figures import Behind, FigureFilters, alerts_behind, figures
-from rapport.services.gateway.tokens import SigningKeyVerifier, load_signing_key
-from rapport.shared.settings import Settings
 
 NOVEMBER = FigureFilters(since=date(2026, 11, 1), until=date(2026, 11, 30))
 
@@ -112,10 +108,7 @@ async def test_another_tenant_sees_only_its_own(sessions: async_sessionmaker[Asy
 async def gateway(sessions: async_sessionmaker[AsyncSession], tmp_path: Path,
                   database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
     key = signing_key(tmp_path)
-    gate = Gate(SigningKeyVerifier(load_signing_key(key).public_key(), audience="rapport"), lambda: 1 << 20)
-    pages = dashboard(Settings(token_key_file=key, database_url=database_url), sessions, gate,
-                      clock=lambda: datetime.now(UTC))
-    app = create_app(None, gate, version="test", wait_seconds=1.0, routers=pages.routers)  # type: ignore[arg-type]
+    app = dashboard_app(sessions, key, database_url)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as http:
         yield http, key
 

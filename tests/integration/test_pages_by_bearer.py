@@ -6,19 +6,13 @@ token. Each role's pages with its own token are 200 and name the token's tenant;
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 import pytest_asyncio
-from dashboard_rig import bearer, signing_key
+from dashboard_rig import bearer, dashboard_app, signing_key
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from rapport.services.gateway.dashboard import dashboard
-from rapport.services.gateway.http import Gate, create_app
-from rapport.services.gateway.tokens import SigningKeyVerifier, load_signing_key
-from rapport.shared.settings import Settings
 
 PAGES = {
     "lead": ["/", "/lead"],
@@ -31,10 +25,7 @@ PAGES = {
 async def gateway(sessions: async_sessionmaker[AsyncSession], tmp_path: Path,
                   database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
     key = signing_key(tmp_path)
-    gate = Gate(SigningKeyVerifier(load_signing_key(key).public_key(), audience="rapport"), lambda: 1 << 20)
-    pages = dashboard(Settings(token_key_file=key, database_url=database_url), sessions, gate,
-                      clock=lambda: datetime.now(UTC))
-    app = create_app(None, gate, version="test", wait_seconds=1.0, routers=pages.routers)  # type: ignore[arg-type]
+    app = dashboard_app(sessions, key, database_url)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as http:
         yield http, key
 
