@@ -720,6 +720,26 @@ def test_priority_needs_three_earlier_alliance_scores_and_the_latest_below_their
     assert not_on_track.priority_raised is raised
 
 
+def test_the_rupture_names_the_part_that_fell_most_not_the_lowest_one() -> None:
+    """Jo (synthetic): SRS items (relationship, goals, approach, overall) 10, 6, 10, 10 then 9, 6, 8, 10: the
+    total falls from 36 to 33. Goals stayed the lowest (6) but did not move; the relationship fell 1 and the
+    approach 2: the alert names the task (the approach), the part that fell most."""
+    episode = Episode()
+    assert episode.give(srs(36, 1, items=(10, 6, 10, 10))).transitions == []
+    raised = only(episode.give(srs(33, 2, items=(9, 6, 8, 10))))
+    assert raised.alert.evidence[-1].values["weakest_part"] == "task"
+    assert raised.alert.repair_prompt == PROMPTS.task
+
+
+def test_a_clinics_floor_below_one_point_sets_the_level_to_regain_after_one_session() -> None:
+    """A clinic that signs off an SD floor of 0.5: after one earlier SRS (38) the level to regain is 38 less
+    0.5, not less 1."""
+    rules = _with_rupture(sd_floor_points=0.5)
+    state = evaluate(None, srs(38, 1), {}, rules=rules, now=NOW).state
+    [raised] = evaluate(state, srs(31, 2), {}, rules=rules, now=NOW).transitions
+    assert raised.alert.evidence[-1].values["level_to_regain"] == 37.5
+
+
 def test_when_no_part_fell_the_rupture_names_the_lowest_part() -> None:
     """Dana (synthetic): SRS items (relationship, goals, approach, overall) 8, 6, 8, 8 then 8, 7, 9, 5: the
     total falls from 30 to 29 through the overall item, which maps to no part. The bond held, goals and
