@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import nats
 import pytest
@@ -11,6 +12,7 @@ import pytest_asyncio
 from nats.js.errors import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from rapport.services.gateway.tokens import create_signing_key
 from rapport.shared.db.engine import create_engine, session_factory
 from rapport.shared.messaging.subjects import STREAM_SUBJECTS
 
@@ -38,3 +40,11 @@ async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncS
         yield session_factory(engine)
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    """The gateway's token signing key, the test's own."""
+    path = tmp_path / "token-signing-key.pem"
+    assert create_signing_key(path)
+    return path

@@ -26,7 +26,6 @@ from lead_cohort import transitions
 from test_gateway import gateway_settings, token
 
 import rapport.services.gateway.live as live
-from rapport.services.gateway.tokens import create_signing_key
 from rapport.shared.messaging import subjects
 from rapport.shared.messaging.publish import cloud_event
 
@@ -34,12 +33,6 @@ pytestmark = pytest.mark.nats
 
 T0 = datetime.now(UTC) - timedelta(hours=2)
 
-
-@pytest.fixture
-def key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "token-signing-key.pem"
-    assert create_signing_key(path)
-    return path
 
 
 @dataclass(frozen=True)

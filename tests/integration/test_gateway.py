@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 
 from rapport.embedded_nats import EmbeddedNats
 from rapport.services.gateway import fhir
-from rapport.services.gateway.tokens import create_signing_key, load_signing_key, mint
+from rapport.services.gateway.tokens import load_signing_key, mint
 from rapport.services.ingest.models import StoredSubmission
 from rapport.shared.db.engine import create_engine, session_factory
 from rapport.shared.settings import Settings
@@ -39,12 +39,6 @@ NOW = datetime.now(UTC)
 def fixture(kind: str, name: str) -> bytes:
     return (FIXTURES / kind / f"{name}.json").read_bytes()
 
-
-@pytest.fixture
-def key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "token-signing-key.pem"
-    assert create_signing_key(path)
-    return path
 
 
 def token(key_file: Path, tenant: str, role: str = "integration", **overrides: Any) -> str:

@@ -19,7 +19,7 @@ import pytest_asyncio
 from harness import running, until
 from nats.aio.msg import Msg
 from sqlalchemy import select
-from test_gateway import client, codes, fhir_json, gateway_settings, key_file, serving, token  # noqa: F401
+from test_gateway import client, codes, fhir_json, gateway_settings, serving, token
 from test_gateway_messages import poll_until_answered
 
 from rapport.services.ingest.models import StoredAttendance
@@ -80,7 +80,7 @@ async def stored_appointments(database_url: str, tenant: str) -> dict[str, int]:
 
 
 async def test_an_appointment_its_later_states_an_encounter_and_an_ending_are_created_over_fhir(
-    database_url: str, fresh_stream: str, tenant: str, key_file: Path  # noqa: F811
+    database_url: str, fresh_stream: str, tenant: str, key_file: Path
 ) -> None:
     settings = gateway_settings(database_url, key_file)
     async with running(["ingest"], settings, fresh_stream), serving(settings, fresh_stream) as base, \
@@ -123,7 +123,7 @@ async def test_an_appointment_its_later_states_an_encounter_and_an_ending_are_cr
 
 
 async def test_a_bad_appointment_is_answered_422_with_every_problem_as_fhirpath(
-    database_url: str, fresh_stream: str, tenant: str, key_file: Path  # noqa: F811
+    database_url: str, fresh_stream: str, tenant: str, key_file: Path
 ) -> None:
     settings = gateway_settings(database_url, key_file)
     async with running(["ingest"], settings, fresh_stream), serving(settings, fresh_stream) as base, \
@@ -154,7 +154,7 @@ async def test_a_bad_appointment_is_answered_422_with_every_problem_as_fhirpath(
 
 
 async def test_native_attendance_and_endings_are_answered_in_the_native_format(
-    database_url: str, fresh_stream: str, tenant: str, key_file: Path  # noqa: F811
+    database_url: str, fresh_stream: str, tenant: str, key_file: Path
 ) -> None:
     settings = gateway_settings(database_url, key_file)
     async with running(["ingest"], settings, fresh_stream), serving(settings, fresh_stream) as base, \
@@ -187,7 +187,7 @@ async def test_native_attendance_and_endings_are_answered_in_the_native_format(
 
 
 async def test_a_bundle_of_attendance_is_answered_entry_by_entry_and_a_mixed_one_is_refused(
-    database_url: str, fresh_stream: str, tenant: str, key_file: Path  # noqa: F811
+    database_url: str, fresh_stream: str, tenant: str, key_file: Path
 ) -> None:
     settings = gateway_settings(database_url, key_file)
     appointments = [json.loads(appointment(f"appt-0601-2{n}", "fulfilled", version=1, days_ago=n)) for n in (1, 2)]
@@ -241,7 +241,7 @@ async def published(fresh_stream: str) -> AsyncIterator[list[str]]:
 
 
 async def test_a_resend_is_answered_once_a_202_is_answered_on_resend_and_refusals_publish_nothing(
-    database_url: str, fresh_stream: str, tenant: str, key_file: Path, published: list[str]  # noqa: F811
+    database_url: str, fresh_stream: str, tenant: str, key_file: Path, published: list[str]
 ) -> None:
     body = appointment("appt-0601-31", "fulfilled", version=1)
     key = fhir_json({"Idempotency-Key": "ehr-export-31"})
@@ -341,7 +341,7 @@ class Clinic:
 
 
 async def test_a_client_whose_srs_falls_and_who_then_misses_two_sessions_over_http_has_one_escalated_alert(
-    database_url: str, fresh_stream: str, tenant: str, key_file: Path  # noqa: F811
+    database_url: str, fresh_stream: str, tenant: str, key_file: Path
 ) -> None:
     settings = gateway_settings(database_url, key_file, licensed_instruments=f"{tenant}:srs")
     clinician = token(key_file, tenant, "clinician", clinician="clinician-07")
@@ -393,7 +393,7 @@ async def test_a_client_whose_srs_falls_and_who_then_misses_two_sessions_over_ht
 
 
 async def test_the_attendance_on_a_record_is_seen_by_its_clinician_and_lead_and_by_no_one_else(
-    database_url: str, fresh_stream: str, tenant: str, key_file: Path  # noqa: F811
+    database_url: str, fresh_stream: str, tenant: str, key_file: Path
 ) -> None:
     settings = gateway_settings(database_url, key_file, licensed_instruments=f"{tenant}:srs")
     tokens = {
@@ -434,7 +434,7 @@ async def test_the_attendance_on_a_record_is_seen_by_its_clinician_and_lead_and_
 
 
 async def test_an_episode_with_appointments_and_no_score_yet_is_listed_for_the_clinician_they_name(
-    database_url: str, fresh_stream: str, tenant: str, key_file: Path  # noqa: F811
+    database_url: str, fresh_stream: str, tenant: str, key_file: Path
 ) -> None:
     """Dara's first two sessions are booked and attended before any measure is sent: her clinician
     (named on the appointments) finds the episode with its attendance and no score; another clinician

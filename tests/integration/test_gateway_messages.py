@@ -15,12 +15,11 @@ import pytest
 import pytest_asyncio
 from harness import running
 from nats.aio.msg import Msg
-from test_gateway import (  # noqa: F401  (key_file is a fixture)
+from test_gateway import (
     client,
     fhir_json,
     fixture,
     gateway_settings,
-    key_file,
     serving,
     stored_submissions,
     token,
@@ -57,7 +56,7 @@ async def poll_until_answered(http: httpx.AsyncClient, location: str, seconds: f
 
 
 async def test_a_202_names_a_location_that_answers_pending_then_the_answer_the_request_would_have_got(
-    database_url: str, fresh_stream: str, tenant: str, key_file: Path  # noqa: F811
+    database_url: str, fresh_stream: str, tenant: str, key_file: Path
 ) -> None:
     native_body = fixture("native", "phq9-complete")
     fhir_body = fixture("fhir", "qr-linkid-q")
@@ -139,7 +138,7 @@ async def test_a_202_names_a_location_that_answers_pending_then_the_answer_the_r
 
 
 async def test_an_idempotency_key_sent_again_with_another_body_is_refused_and_nothing_is_published(
-    database_url: str, fresh_stream: str, tenant: str, key_file: Path,  # noqa: F811
+    database_url: str, fresh_stream: str, tenant: str, key_file: Path,
     inbound: list[tuple[str, bytes]],
 ) -> None:
     settings = gateway_settings(database_url, key_file)

@@ -12,11 +12,10 @@ from typing import Any
 
 import pytest
 from harness import running, until, watching
-from test_gateway import (  # noqa: F401 (key_file, own_broker: fixtures)
+from test_gateway import (  # noqa: F401 (own_broker: a fixture)
     client,
     fhir_json,
     gateway_settings,
-    key_file,
     own_broker,
     serving,
     stored_submissions,
@@ -59,7 +58,7 @@ async def audit_of(database_url: str, tenant: str) -> list[tuple[str, str | None
 
 
 async def test_an_admin_manages_the_tenants_mappings_and_ingest_applies_them_for_that_tenant_only(
-    database_url: str, fresh_stream: str, key_file: Path  # noqa: F811
+    database_url: str, fresh_stream: str, key_file: Path
 ) -> None:
     tenant, other = longest_tenant("clinic-a"), longest_tenant("clinic-b")
     settings = gateway_settings(database_url, key_file)
@@ -137,7 +136,7 @@ async def test_an_admin_manages_the_tenants_mappings_and_ingest_applies_them_for
 
 
 async def test_a_change_ingest_has_not_answered_is_202_and_carried_out_once_ingest_runs(
-    database_url: str, fresh_stream: str, key_file: Path  # noqa: F811
+    database_url: str, fresh_stream: str, key_file: Path
 ) -> None:
     tenant = longest_tenant("clinic-c")
     settings = gateway_settings(database_url, key_file, gateway_answer_wait_seconds=0.5)

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from harness import running, until, watching
-from test_gateway import client, gateway_settings, key_file, serving, token  # noqa: F401 (key_file: a fixture)
+from test_gateway import client, gateway_settings, serving, token
 
 pytestmark = pytest.mark.nats
 
@@ -67,7 +67,7 @@ async def events(base: str, bearer: str) -> AsyncIterator[asyncio.Queue[tuple[st
 
 
 async def test_a_rupture_is_seen_live_listed_acknowledged_once_resolved_and_shown_on_the_record(
-    database_url: str, fresh_stream: str, tenant: str, key_file: Path  # noqa: F811
+    database_url: str, fresh_stream: str, tenant: str, key_file: Path
 ) -> None:
     settings = gateway_settings(database_url, key_file, licensed_instruments=f"{tenant}:srs")
     own = token(key_file, tenant, "clinician", clinician=CLINICIAN)
@@ -135,7 +135,7 @@ async def test_a_rupture_is_seen_live_listed_acknowledged_once_resolved_and_show
 
 
 async def test_every_route_answers_another_clinician_another_tenant_and_another_role_as_if_nothing_were_there(
-    database_url: str, fresh_stream: str, tenant: str, key_file: Path  # noqa: F811
+    database_url: str, fresh_stream: str, tenant: str, key_file: Path
 ) -> None:
     settings = gateway_settings(database_url, key_file, licensed_instruments=f"{tenant}:srs")
     tokens = {

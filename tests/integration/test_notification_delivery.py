@@ -34,7 +34,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 import rapport.services.gateway.app as gateway_app
 from rapport.embedded_nats import free_port
 from rapport.services.gateway.notifications.wiring import NotificationDelivery, notification_delivery
-from rapport.services.gateway.tokens import create_signing_key, load_signing_key, mint
+from rapport.services.gateway.tokens import load_signing_key, mint
 from rapport.shared.contracts.alert import Notification
 from rapport.shared.contracts.envelope import derived_event_id
 from rapport.shared.messaging import subjects
@@ -46,12 +46,6 @@ pytestmark = pytest.mark.nats
 NOW = datetime.now(UTC)
 PUBLIC_URL = "https://rapport.clinic.example"
 
-
-@pytest.fixture
-def key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "token-signing-key.pem"
-    assert create_signing_key(path)
-    return path
 
 
 def token(key_file: Path, tenant: str, role: str, clinician: str | None = None) -> str:

@@ -31,7 +31,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from test_gateway import client, gateway_settings, key_file, serving, token  # noqa: F401 (key_file: a fixture)
+from test_gateway import client, gateway_settings, serving, token
 
 from rapport.embedded_nats import free_port
 from rapport.services.gateway.audit import AuditRow
@@ -255,7 +255,7 @@ async def test_with_the_provider_down_held_keys_still_verify_and_without_any_the
 
 @pytest.mark.nats
 async def test_the_gateway_configured_with_an_issuer_answers_by_its_tokens_only(
-    sqlite_databases: Any, nats_url: str, tenant: str, key_file: Path  # noqa: F811
+    sqlite_databases: Any, nats_url: str, tenant: str, key_file: Path
 ) -> None:
     database_url = await sqlite_databases.sqlite()
     async with issuing() as issuer:
@@ -289,7 +289,7 @@ async def _walk(http: httpx.AsyncClient, base: str, *, tamper: Any = None) -> ht
 
 @pytest.mark.nats
 async def test_the_dashboard_signs_in_by_the_code_flow_with_pkce_and_refuses_each_abuse_of_it(
-    sqlite_databases: Any, nats_url: str, tenant: str, key_file: Path  # noqa: F811
+    sqlite_databases: Any, nats_url: str, tenant: str, key_file: Path
 ) -> None:
     database_url = await sqlite_databases.sqlite()
     async with issuing() as issuer:
@@ -367,7 +367,7 @@ async def _sign_out(http: httpx.AsyncClient, base: str) -> httpx.Response:
 @pytest.mark.nats
 @pytest.mark.parametrize("names_end_session", [True, False], ids=["provider-ends-it-too", "provider-names-no-way"])
 async def test_sign_out_ends_the_session_at_the_provider_where_it_names_an_end_session_endpoint(
-    sqlite_databases: Any, nats_url: str, tenant: str, key_file: Path, names_end_session: bool  # noqa: F811
+    sqlite_databases: Any, nats_url: str, tenant: str, key_file: Path, names_end_session: bool
 ) -> None:
     database_url = await sqlite_databases.sqlite()
     async with issuing() as issuer:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import uvicorn
 from browser_rig import Screens, chromium, output_dir
-from test_gateway import gateway_settings, key_file  # noqa: F401 (key_file: a fixture)
+from test_gateway import gateway_settings
 from test_oidc import AUDIENCE, CLIENT_ID, issuing
 
 from rapport.embedded_nats import free_port
@@ -48,7 +48,7 @@ async def serving_on(port: int, settings: Settings, nats_url: str) -> AsyncItera
 
 
 async def test_sign_out_in_the_browser_ends_the_session_at_the_provider_and_comes_back(
-    sqlite_databases: Any, nats_url: str, tenant: str, key_file: Path, request: pytest.FixtureRequest  # noqa: F811
+    sqlite_databases: Any, nats_url: str, tenant: str, key_file: Path, request: pytest.FixtureRequest
 ) -> None:
     screens = Screens(output_dir(request.node.name))
     database_url = await sqlite_databases.sqlite()

@@ -18,7 +18,6 @@ from test_gateway import client, fhir_json, fixture, gateway_settings, serving, 
 from test_gateway_attendance import native as native_attendance
 
 from rapport.services.gateway.audit import AuditFilters, AuditTrail
-from rapport.services.gateway.tokens import create_signing_key
 from rapport.shared.db.engine import create_engine, session_factory
 
 pytestmark = pytest.mark.nats
@@ -27,12 +26,6 @@ NATIVE = {"Content-Type": "application/json"}
 IDS_ONLY = re.compile(r"^(submission|appointment|ending|message)/[A-Za-z0-9_.\-:/]{1,128}$")
 LONGEST_ID = "s" * 128  # a submission id at its contract's longest
 
-
-@pytest.fixture
-def key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "token-signing-key.pem"
-    assert create_signing_key(path)
-    return path
 
 
 def native_submission(submission_id: str, **changes: Any) -> bytes:

@@ -13,10 +13,9 @@ from typing import Any
 
 import pytest
 from harness import running, serving
-from test_gateway import client, fhir_json, fixture, gateway_settings, key_file, stored_submissions, token
+from test_gateway import client, fhir_json, fixture, gateway_settings, stored_submissions, token
 
 pytestmark = pytest.mark.nats
-__all__ = ["key_file"]  # the fixture, used by name
 
 HOOK = "/fhir/subscription-hook/phq-responses-01"
 

@@ -32,7 +32,6 @@ from rapport.embedded_nats import free_port
 from rapport.services.gateway.notifications.domain import new_secret
 from rapport.services.gateway.notifications.models import WebhookEndpoint
 from rapport.services.gateway.notifications.repository import add_target
-from rapport.services.gateway.tokens import create_signing_key
 
 pytestmark = pytest.mark.nats
 
@@ -51,12 +50,6 @@ REFUSED_URLS = {
     "https://224.0.0.1/": "multicast",
 }
 
-
-@pytest.fixture
-def key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "token-signing-key.pem"
-    assert create_signing_key(path)
-    return path
 
 
 def strict_settings(database_url: str, key_file: Path, **overrides: Any) -> Any:

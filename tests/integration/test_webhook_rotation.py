@@ -28,16 +28,9 @@ from test_notification_delivery import (
 )
 
 from rapport.services.gateway.notifications.models import WebhookEndpoint
-from rapport.services.gateway.tokens import create_signing_key
 
 pytestmark = pytest.mark.nats
 
-
-@pytest.fixture
-def key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "token-signing-key.pem"
-    assert create_signing_key(path)
-    return path
 
 
 def verifies(secret: str, body: bytes, headers: dict[str, str]) -> bool:

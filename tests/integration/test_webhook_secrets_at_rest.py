@@ -34,16 +34,9 @@ from rapport.services.gateway.notifications.domain import fingerprint, new_secre
 from rapport.services.gateway.notifications.models import WebhookEndpoint
 from rapport.services.gateway.notifications.repository import add_target
 from rapport.services.gateway.notifications.sealing import SecretsKeyMissing, new_key_text, use_key
-from rapport.services.gateway.tokens import create_signing_key
 
 pytestmark = pytest.mark.nats
 
-
-@pytest.fixture
-def key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "token-signing-key.pem"
-    assert create_signing_key(path)
-    return path
 
 
 async def stored(sessions: async_sessionmaker[AsyncSession], endpoint_id: str) -> str:
