@@ -326,6 +326,8 @@ def test_a_wai_sr_part_is_read_against_its_floor_of_two_points(bond: float, seve
     episode.give_all([*STEADY, waisr(16, 16, bond, 4)])
     found = [t.alert.severity for t in episode.log]
     assert found == ([severity] if severity else [])
+    if severity:  # the therapist reads which it was
+        assert ("(major)" in episode.log[0].alert.evidence[-1].summary) is (severity == "high")
 
 
 def test_the_wai_sr_z_waits_for_three_earlier_sessions() -> None:
@@ -371,7 +373,8 @@ def test_a_sourced_between_person_sd_is_taken_when_it_is_the_stricter() -> None:
     for score in STEADY:
         state = evaluate(state, score, {}, rules=rules, now=NOW).state
     [raised] = evaluate(state, waisr(16, 16, 12, 4), {}, rules=rules, now=NOW).transitions
-    assert raised.alert.evidence[-1].values["parts"]["bond"]["z"] == -1.0 and raised.alert.severity == "high"
+    bond = raised.alert.evidence[-1].values["parts"]["bond"]
+    assert (bond["z"], bond["sd_used"], bond["own_sd"]) == (-1.0, 4.0, 0.0) and raised.alert.severity == "high"
 
 
 @pytest.mark.parametrize(("level", "repaired"), [(15.0, True), (15.01, False)])
