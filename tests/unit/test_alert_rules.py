@@ -850,3 +850,19 @@ def test_a_screener_runs_no_change_rule_even_with_a_reliable_change_value() -> N
         result = evaluate(state, s, {}, rules=RULES, now=NOW, registry=patched)
         state, log = result.state, log + result.transitions
     assert log == []
+
+
+@pytest.mark.parametrize(("fourth", "loss"), [(20, True), (21, False)])
+def test_an_ors_that_falls_suddenly_is_a_possible_sudden_loss_where_higher_is_better(fourth: float,
+                                                                                    loss: bool) -> None:
+    """Ana (synthetic), ORS (higher is better): 18, 26, 27, then a fall to 20 or 21. The step down is the
+    worsening on this measure, as a rise is on PHQ-9: 27 -> 20 is at least the ORS reliable change and 25% of
+    27 (a possible sudden loss); 27 -> 21 is not both."""
+    ors = load_registry().get("ors")
+    assert ors is not None and ors.reliable_change is not None
+    rcv = round(ors.reliable_change.points(), 2)
+    episode = Episode()
+    episode.give_all(scored("ors", [18, 26, 27, fourth], "client-ana"))
+    found = [t.alert.evidence[-1].values for t in episode.log if t.alert.kind == "reliable_deterioration"]
+    assert bool(found) is loss and (not loss or found[0]["sudden_loss"] is True)
+    assert (27 - fourth >= rcv and 27 - fourth >= 0.25 * 27) is loss
