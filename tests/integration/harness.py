@@ -61,12 +61,13 @@ async def watching(nats_url: str, tenant: str) -> AsyncIterator[Journeys]:
 
 
 @asynccontextmanager
-async def serving(settings: Settings, nats_url: str) -> AsyncIterator[str]:
-    """The gateway as `rapport serve gateway` runs it: its ASGI app under uvicorn, lifespan and all."""
+async def serving(settings: Settings, nats_url: str, port: int | None = None) -> AsyncIterator[str]:
+    """The gateway as `rapport serve gateway` runs it: its ASGI app under uvicorn, lifespan and all;
+    on `port` when its public URL must be known before it starts (an identity provider's redirects)."""
     from rapport.services.gateway.app import build
 
     _runtime, asgi = build(settings, nats_url)
-    server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=free_port(), log_config=None,
+    server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=port or free_port(), log_config=None,
                                            access_log=False, lifespan="on"))
     task = asyncio.create_task(server.serve())
     while not server.started:

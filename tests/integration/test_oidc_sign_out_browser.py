@@ -7,44 +7,18 @@ Screenshot under test-output/browser/<test>/."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from browser_rig import Screens, chromium, output_dir
+from harness import serving
 from test_gateway import gateway_settings
 from test_oidc import AUDIENCE, CLIENT_ID, issuing
 
 from rapport.embedded_nats import free_port
-from rapport.shared.settings import Settings
 
 pytestmark = [pytest.mark.browser, pytest.mark.nats]
-
-
-@asynccontextmanager
-async def serving_on(port: int, settings: Settings, nats_url: str) -> AsyncIterator[str]:
-    """The gateway as `rapport serve gateway` runs it, on a port chosen first: its public URL (the
-    provider's redirects) must be where the browser finds it."""
-    from rapport.services.gateway.app import build
-
-    _runtime, asgi = build(settings, nats_url)
-    server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=port, log_config=None, access_log=False,
-                                           lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            pytest.fail("the gateway did not start")
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def test_sign_out_in_the_browser_ends_the_session_at_the_provider_and_comes_back(
@@ -59,7 +33,7 @@ async def test_sign_out_in_the_browser_ends_the_session_at_the_provider_and_come
         settings = gateway_settings(database_url, key_file, oidc_issuer=issuer.url, oidc_audience=AUDIENCE,
                                     oidc_role_claim="realm_access.roles", oidc_client_id=CLIENT_ID,
                                     gateway_public_url=f"http://127.0.0.1:{port}")
-        async with serving_on(port, settings, nats_url) as base, chromium() as browser:
+        async with serving(settings, nats_url, port) as base, chromium() as browser:
             page = await browser.new_page()  # type: ignore[attr-defined]
             await page.goto(f"{base}/sign-in/oidc")  # to the provider and back with a code
             await page.get_by_role("heading", name="Clinical lead dashboard").wait_for()
