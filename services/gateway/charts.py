@@ -209,6 +209,10 @@ def _number(value: Any) -> float | None:
         return None
 
 
+def _naming(alert: AlertShown) -> str:
+    return f" ({', '.join(alert.parts)})" if alert.parts else ""
+
+
 def _value(row: Row, subscale: str | None) -> float | None:
     return row.score.total if subscale is None else row.subscales.get(subscale)
 
@@ -255,7 +259,7 @@ def _place(alert: AlertShown, rows: Sequence[Row], session_of: dict[str, int]) -
 
 
 def _mark_words(kind: str, alert: AlertShown, session: int) -> str:
-    what = KIND_TITLES.get(alert.kind, alert.kind) + (f" ({alert.subscale})" if alert.subscale else "")
+    what = KIND_TITLES.get(alert.kind, alert.kind) + _naming(alert)
     verb = {"raised": "raised", "rupture": "raised", "escalated": "escalated, not repaired",
             "resolved": f"resolved ({(alert.resolution or '').replace('_', ' ')})", "repaired": "repaired"}[kind]
     return f"{what} {verb} at session {session}"
@@ -263,7 +267,7 @@ def _mark_words(kind: str, alert: AlertShown, session: int) -> str:
 
 def _label(kind: str, alert: AlertShown) -> str:
     if kind in ("rupture", "repaired", "escalated"):
-        return kind + (f" ({alert.subscale})" if alert.subscale else "")
+        return kind + _naming(alert)
     return f"{kind}: {KIND_TITLES.get(alert.kind, alert.kind)}"
 
 

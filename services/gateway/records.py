@@ -92,6 +92,9 @@ class AlertShown(BaseModel):
     clinician_id: str | None
     instrument: str
     subscale: str | None
+    parts: list[str] = Field(default_factory=list, description=(
+        "the alliance parts the alert is about (goals, tasks, bond, ...): the parts that dropped, or the weakest "
+        "part a drop of the total named; empty for a total or an outcome measure"))
     opened_at: datetime
     updated_at: datetime
     headline: str
@@ -111,7 +114,8 @@ class AlertShown(BaseModel):
         return cls(
             alert_id=alert.alert_id, kind=alert.kind, severity=alert.severity, status=alert.status,
             client_id=alert.client_id, episode_id=alert.episode_id, clinician_id=alert.clinician_id,
-            instrument=alert.instrument, subscale=alert.subscale, opened_at=alert.opened_at,
+            instrument=alert.instrument, subscale=alert.subscale, parts=list(alert.parts_named),
+            opened_at=alert.opened_at,
             updated_at=alert.updated_at, headline=headline, evidence_words=evidence_words,
             repair_prompt=alert.repair_prompt, priority_raised=alert.priority_raised, escalated=alert.escalated,
             resolution=alert.resolution, resolved_reason=alert.resolved_reason, version=alert.version,

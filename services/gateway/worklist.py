@@ -87,7 +87,7 @@ def entry_of(alert: Alert) -> WorklistEntry:
     """Words for an alert whose source has none of its own (the read model keeps the alerts
     service's words for each transition; this is the same reading of the latest evidence)."""
     latest: Evidence | None = alert.evidence[-1] if alert.evidence else None
-    part = f" ({alert.subscale})" if alert.subscale else ""
+    part = f" ({', '.join(alert.parts_named)})" if alert.parts_named else ""
     headline = latest.summary if latest else TITLES[alert.kind] + part
     if alert.priority_raised:
         headline = f"Priority, not on track with a falling alliance. {headline}"

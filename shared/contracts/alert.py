@@ -65,6 +65,19 @@ class Alert(BaseModel):
         "set, the sourced defaults); a later policy never rewrites it. Absent on alerts from before clinical "
         "policies"))
 
+    @property
+    def parts_named(self) -> tuple[str, ...]:
+        """The alliance parts the alert is about: its subscale (alerts raised per part, before rule version 3),
+        else the parts that dropped when it opened, else the weakest part a drop of the total named."""
+        if self.subscale:
+            return (self.subscale,)
+        opening = self.evidence[0].values if self.evidence else {}
+        dropped = opening.get("parts")
+        if isinstance(dropped, dict) and dropped:
+            return tuple(str(part) for part in dropped)
+        weakest = opening.get("weakest_part")
+        return (str(weakest),) if weakest else ()
+
 
 class AlertTransition(BaseModel):
     """`alert.raised`, `alert.updated` or `alert.resolved`: who or what moved it, and when."""

@@ -13,6 +13,7 @@ from jinja2 import Environment, FileSystemLoader
 from rapport.services.gateway.charts import Scale, episode_charts, session_numbers, shape_path
 from rapport.services.gateway.records import AlertShown, EpisodeRecord, ScoreShown, TransitionShown
 from rapport.services.gateway.views import TEMPLATES
+from rapport.shared.contracts.alert import Alert, Evidence
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
 PHQ9 = [18.0, 17.0, 17.0, 16.0, 12.0, 9.0]
@@ -237,3 +238,33 @@ def test_the_client_view_shows_the_episodes_attendance_beside_its_scores_and_say
         update={"ending": "unplanned", "ended_at": T0 + timedelta(days=91)})}))
     assert "unplanned (read from the attendance)" in ended
     assert "No appointments recorded for this episode." in _page(record())
+
+
+def test_a_wai_sr_rupture_s_marks_name_the_parts_that_dropped_when_it_opened() -> None:
+    scores = [score("waisr", n, total, subscales={"goal": 14.0, "task": task, "bond": bond})
+              for n, (total, task, bond) in enumerate([(44.0, 15.0, 15.0), (45.0, 15.0, 16.0), (36.0, 12.0, 10.0)],
+                                                      start=1)]
+    opened = Evidence(rule_id="alliance_rupture", rule_version="3", summary="Alliance drop (bond, task)",
+                      submission_id="waisr-3", administered_at=T0 + timedelta(days=14), instrument="waisr",
+                      score=36.0, values={"parts": {"bond": {"z": -3.0}, "task": {"z": -2.1}}, "session": 3})
+    state = Alert(alert_id="a-wai", tenant="acme", kind="alliance_rupture", severity="high", status="open",
+                  client_id="client-0001", episode_id="ep-1", instrument="waisr", opened_at=T0, updated_at=T0,
+                  evidence=[opened], version=1)
+    shown = AlertShown.of(state, "Alliance drop (bond, task)", "w")
+    assert shown.subscale is None and shown.parts == ["bond", "task"]
+    [wai] = episode_charts(EpisodeRecord(client_id="client-0001", episode_id="ep-1", scores=scores,
+                                         alerts=[shown])).alliance
+    [mark] = wai.marks
+    assert (mark.kind, mark.session, mark.label) == ("rupture", 3, "rupture (bond, task)")
+    assert mark.words == "alliance rupture (bond, task) raised at session 3"
+
+
+def test_an_alert_names_no_part_for_a_total_and_the_weakest_part_a_drop_of_the_total_named() -> None:
+    def opened_with(values: dict[str, Any]) -> Alert:
+        return Alert(alert_id="a", tenant="acme", kind="alliance_rupture", severity="high", status="open",
+                     client_id="c", episode_id="e", instrument="waisr", opened_at=T0, updated_at=T0, version=1,
+                     evidence=[Evidence(rule_id="r", rule_version="3", summary="s", submission_id="x",
+                                        administered_at=T0, instrument="waisr", score=1.0, values=values)])
+    assert opened_with({"z": -2.5}).parts_named == ()
+    assert opened_with({"weakest_part": "goal"}).parts_named == ("goal",)
+    assert opened_with({"parts": {}, "weakest_part": "task"}).parts_named == ("task",)

@@ -208,10 +208,7 @@ def _follow_ruptures(score: ScoreComputed, before: EpisodeState, ruptures: dict[
 def _unrepaired(score: ScoreComputed, key: AlertKey, alert: Alert, rupture: Rupture, context: Context) -> Evidence:
     """The evidence of an escalation: this session's score against the pre-rupture level."""
     value = score.score.total if key.subscale is None else score.score.subscales[key.subscale]
-    opening = alert.evidence[0].values if alert.evidence else {}
-    dropped = opening.get("parts")
-    named = key.subscale or (", ".join(dropped) if isinstance(dropped, dict) and dropped else None) \
-        or opening.get("weakest_part")
+    named = ", ".join(alert.parts_named)
     name = context.rules.name(key.instrument) + (f" {key.subscale}" if key.subscale else "")
     summary = (f"Rupture not repaired{f' ({named})' if named else ''}: {name} {points(value)} after "
                f"{rupture.sessions_since} further sessions, pre-rupture level {points(rupture.level_to_regain)}")
