@@ -206,6 +206,22 @@ def db_upgrade(revision: str = "head") -> None:
     typer.echo(f"{redact(url)} is at {revision}")
 
 
+@db_app.command("bench-locks")
+def db_bench_locks(
+    processes: Annotated[int, typer.Option(help="writers committing at once, as a stack's services do")] = 5,
+    count: Annotated[int, typer.Option("--count", "-n", help="commits per writer")] = 400,
+    rate: Annotated[float, typer.Option(help="commits per second per writer")] = 100.0,
+    rounds: Annotated[int, typer.Option(help="runs of each handler, alternating")] = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Wait for SQLite's write lock (in a temporary file) with SQLite's own busy handler and with Rapport's
+    tries, in one run on the same disk."""
+    from rapport.lock_bench import lines, run
+
+    results = run(processes=processes, count=count, rate=rate, rounds=rounds)
+    typer.echo(json.dumps(results, indent=2) if as_json else "\n".join(lines(results)))
+
+
 Tenants = Annotated[list[str] | None, typer.Option("--tenant", help="repeat for several; default: every tenant")]
 
 
