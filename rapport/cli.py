@@ -105,7 +105,7 @@ def serve(
     configure(service, settings.log_level)
     _runtime, asgi = importlib.import_module(f"rapport.services.{service}.app").build(settings, _broker_url(settings))
     uvicorn.run(asgi, host=host, port=port, log_config=None, access_log=False, lifespan="on", loop="uvloop",
-                timeout_graceful_shutdown=int(settings.graceful_timeout_seconds) + 5)
+                http="httptools", timeout_graceful_shutdown=int(settings.graceful_timeout_seconds) + 5)
 
 
 @app.command()
