@@ -154,6 +154,40 @@ async def test_the_worklist_shows_the_clinicians_open_alerts_most_urgent_first_a
     assert any(r["action"] == "read_alerts" and r["resource"] == "worklist" for r in rows)
 
 
+async def test_a_live_refresh_that_lands_while_a_reason_is_being_typed_keeps_what_was_typed(
+    served: tuple[str, Path, InMemoryAlerts], tenant: str
+) -> None:
+    base, key, source = served
+    async with chromium() as browser:
+        page = await (await browser.new_context(viewport={"width": 1100, "height": 900})).new_page()  # type: ignore[attr-defined]
+        await page.goto(link(base, key, tenant, "clinician", clinician="clin-07"))
+        await page.locator("[data-live='open']").wait_for()
+        in_flight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        answer = asyncio.Event()
+
+        async def hold(route: Any) -> None:  # the list's refresh is on its way, not yet answered
+            if not in_flight.done():
+                in_flight.set_result(None)
+            await answer.wait()
+            await route.continue_()
+
+        await page.route("**/worklist/items*", hold)
+        source.put(alert(tenant, "a-live", "critical_item", "critical", days_ago=0.01))
+        await in_flight  # the new alert's event started a refresh before anything was typed
+        reason = page.locator("#alert-a-critical").get_by_label("Reason for resolving")
+        await reason.fill("discussed at session 7, plan agreed")
+        answer.set()
+        await page.locator("#live-status").filter(has_text="Changes are waiting until you finish typing.").wait_for()
+        assert await reason.input_value() == "discussed at session 7, plan agreed"
+        assert await page.locator("#alert-a-live").count() == 0  # not swapped in over the typing
+        await page.unroute("**/worklist/items*")
+
+        await reason.press("Enter")
+        await page.locator("#alert-a-critical[data-status='resolved']").wait_for()
+        await page.locator("#alert-a-live").wait_for()  # the waiting change, once the typing was sent
+        assert (await shown_ids(page))[0] == "a-live" and "a-critical" not in await shown_ids(page)
+
+
 async def test_nothing_open_says_nothing_needs_you_now(
     served: tuple[str, Path, InMemoryAlerts], tenant: str, screens: Screens
 ) -> None:

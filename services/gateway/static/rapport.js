@@ -2,11 +2,15 @@
 //
 // Live updates: an element with data-live-source (a Server-Sent Events URL on this origin) and
 // data-live-refresh (the URL of its own contents) has its contents fetched again, through htmx,
-// whenever an event arrives; not while someone is typing in one of its fields.
+// whenever an event arrives; not while someone is typing in one of its fields (a refresh that was
+// already on its way when they started is not swapped in: what they typed stays, and the status line
+// says changes are waiting).
 // After a form is answered in place, focus moves to what the answer said, so a keyboard or screen
 // reader user is not left on a button that is gone.
 (function () {
   "use strict";
+  var LIVE = "Live: changes appear here as they happen.";
+  var WAITING = "Changes are waiting until you finish typing.";
   function typing(element) {
     var active = document.activeElement;
     return active && element.contains(active) && active.tagName === "INPUT" && active.value !== "";
@@ -21,11 +25,20 @@
       window.htmx.ajax("GET", element.getAttribute("data-live-refresh"), {target: element, swap: "innerHTML"});
     }
     function changed() { if (pending === null) { pending = setTimeout(refresh, 150); } }
+    element.addEventListener("htmx:beforeSwap", function (event) {
+      if (event.detail.target !== element || !typing(element)) { return; }
+      event.detail.shouldSwap = false;
+      if (status) { status.textContent = WAITING; }
+      if (pending === null) { pending = setTimeout(refresh, 1000); }
+    });
+    element.addEventListener("htmx:afterSwap", function (event) {
+      if (event.detail.target === element && status && status.textContent === WAITING) { status.textContent = LIVE; }
+    });
     source.addEventListener("changed", changed);
     source.onmessage = changed;
     source.onopen = function () {
       element.setAttribute("data-live", "open");
-      if (status) { status.textContent = "Live: changes appear here as they happen."; }
+      if (status) { status.textContent = LIVE; }
     };
     source.onerror = function () {
       element.setAttribute("data-live", "reconnecting");
