@@ -226,13 +226,17 @@ Tenants = Annotated[list[str] | None, typer.Option("--tenant", help="repeat for 
 
 
 @trajectories_app.command("fit")
-def trajectories_fit(tenant: Tenants = None, data_dir: DataDir = None) -> None:
+def trajectories_fit(tenant: Tenants = None, data_dir: DataDir = None, calibration: Annotated[bool, typer.Option(
+        "--calibration", help="then fit both methods on four episodes in five and report, per session, the share "
+                              "of the held-out fifth beyond the boundary")] = False) -> None:
     """Fit expected trajectories from the stored scores (RAPPORT_DATABASE_URL or the embedded SQLite) and
     store them; the alerts service uses them within a minute."""
-    from rapport.trajectories import describe, fit_stored
+    from rapport.trajectories import calibrate_stored, describe, describe_calibration, fit_stored
 
-    fits = asyncio.run(fit_stored(_settings(data_dir).resolved_database_url(), tenant or []))
-    typer.echo(describe(fits, cells=False))
+    url = _settings(data_dir).resolved_database_url()
+    typer.echo(describe(asyncio.run(fit_stored(url, tenant or [])), cells=False))
+    if calibration:
+        typer.echo(describe_calibration(asyncio.run(calibrate_stored(url, tenant or []))))
 
 
 @trajectories_app.command("show")
@@ -307,6 +311,9 @@ def evaluate(
     write: Annotated[Path | None, typer.Option(
         "--write", help="with --curves: write the cohort to this file (rapport-labelled-cohort/1) and run nothing")
     ] = None,
+    early_endings: Annotated[bool, typer.Option(
+        "--early-endings", help="with --curves: improvers end at their first reliably improved session (a synthetic "
+                                "assumption, to show the survivorship bias of expected trajectories)")] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Each alert rule's precision, recall and lead time against a seeded cohort with planted truth,
@@ -328,13 +335,14 @@ def evaluate(
                 raise typer.Exit(2) from None
             report = run_cohort(_settings(data_dir) if data_dir else None, labelled, source=str(cohort))
         else:
-            labelled, history, made = curve_cohorts(clients, history_clients, seed)
+            labelled, history, made = curve_cohorts(clients, history_clients, seed, early_endings=early_endings)
             if write is not None:
                 write.write_text("\n".join(labelled.lines()) + "\n", encoding="utf-8")
                 typer.echo(f"wrote {write}: {len(labelled.submissions)} submissions, {len(labelled.labels)} labels")
                 return
             report = run_cohort(_settings(data_dir) if data_dir else None, labelled, history=history,
-                                source=f"recovery curves, seed {seed}", extra=made)
+                                source=f"recovery curves, seed {seed}" + (", early endings" if early_endings else ""),
+                                extra=made)
         typer.echo(json.dumps(report, indent=2) if as_json else describe_cohort(report))
         return
     report = run_evaluation(_settings(data_dir) if data_dir else None, clients=clients, sessions=sessions, seed=seed,

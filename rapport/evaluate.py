@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,9 @@ from rapport.bench import percentile
 from rapport.cohort import Cohort, build_cohort
 from rapport.journeys import Journey, Journeys
 from rapport.labelled_cohort import RULE_KINDS, LabelledCohort, alerts_per_100_sessions, score_against_labels
+from rapport.recovery_curves import TrueCourse
+from rapport.services.alerts.rules.trajectory import FittedTrajectory, MixedModelFit, Series
+from rapport.services.alerts.trajectory_model import Unfitted
 from rapport.shared.settings import Settings
 from rapport.stack import Stack
 from rapport.trajectories import fit_stored
@@ -121,10 +124,24 @@ async def _evaluate(broker_url: str, signed_in: Settings, database_url: str, ten
         "tenant": tenant,
         "history_clients": len(history.storylines), "clients": len(cohort.storylines),
         "administrations": len(cohort.administrations),
-        "fits": [{"instrument": f.instrument, "episodes": f.episodes, "cells": len(f.cells)} for f in fits],
+        "fits": [fit_summary(f) for f in fits],
         "rules": {rule: asdict(f) for rule, f in figures.items()},
         "alert_latency_ms": _percentiles(latencies),
     }
+
+
+def fit_summary(fit: MixedModelFit | Unfitted) -> dict[str, Any]:
+    if isinstance(fit, Unfitted):
+        return {"instrument": fit.instrument, "episodes": fit.episodes, "stored": False, "reason": fit.reason}
+    return {"instrument": fit.instrument, "episodes": fit.episodes, "stored": True, "method": fit.method,
+            "observations": fit.observations, "sessions": [fit.first_session, fit.last_session]}
+
+
+def _fit_line(f: dict[str, Any]) -> str:
+    if not f["stored"]:
+        return f"  expected trajectories: {f['instrument']} not fitted ({f['reason']}): only the checkpoint rule runs"
+    return (f"  expected trajectories: {f['instrument']} mixed model fitted on {f['episodes']} episodes "
+            f"({f['observations']} scores, sessions {f['sessions'][0]}-{f['sessions'][1]})")
 
 
 async def _all_done(journeys: list[Journey]) -> None:
@@ -141,9 +158,7 @@ def _percentiles(values: list[float]) -> dict[str, float] | None:
 def describe(report: dict[str, Any]) -> str:
     lines = [f"Rapport evaluate: {report['clients']} synthetic clients ({report['administrations']} administrations, "
              f"session by session) after {report['history_clients']} history clients, in {report['seconds']}s"]
-    for f in report["fits"]:
-        lines.append(f"  expected trajectories: {f['instrument']} fitted on {f['episodes']} episodes, "
-                     f"{f['cells']} cells")
+    lines += [_fit_line(f) for f in report["fits"]]
     lines.append(f"  {'rule':<24} {'alert kind':<24} {'planted':>7} {'flagged':>7} {'precision':>9} {'recall':>6} "
                  f"{'lead (sessions)':>15}")
     for f in report["rules"].values():
@@ -202,7 +217,7 @@ async def _run_cohort(broker_url: str, signed_in: Settings, database_url: str, t
         "episodes": len({(s.client_id, s.episode_id) for s in cohort.submissions}),
         "submissions": len(cohort.submissions), "sessions": cohort.sessions, "labels": len(cohort.labels),
         "rejected_lines": rejected,
-        "fits": [{"instrument": f.instrument, "episodes": f.episodes, "cells": len(f.cells)} for f in fits],
+        "fits": [fit_summary(f) for f in fits],
         "rules": {rule: asdict(s) for rule, s in score_against_labels(cohort, journeys.alert_events).items()},
         "all_alerts_per_100_sessions": alerts_per_100_sessions(cohort, journeys.alert_events),
     }
@@ -214,9 +229,7 @@ def describe_cohort(report: dict[str, Any]) -> str:
     if report["rejected_lines"]:
         lines.append(f"  rejected by ingest: {len(report['rejected_lines'])} submissions (lines "
                      f"{', '.join(map(str, report['rejected_lines'][:10]))})")
-    for f in report["fits"]:
-        lines.append(f"  expected trajectories: {f['instrument']} fitted on {f['episodes']} episodes, "
-                     f"{f['cells']} cells")
+    lines += [_fit_line(f) for f in report["fits"]]
     if not report["fits"]:
         lines.append("  expected trajectories: no fit (no history cohort), so that rule cannot speak")
     lines.append(f"  {'rule':<24} {'alert kind':<24} {'labelled':>8} {'flagged':>7} {'precision':>9} {'recall':>6} "
@@ -236,7 +249,30 @@ def describe_cohort(report: dict[str, Any]) -> str:
                          f"{said}")
     lines.append(f"  every alert, any rule: {report['all_alerts_per_100_sessions']:g} per 100 sessions")
     lines.append("  lead: labelled session minus the rule's first evidence (positive: before the labelled point)")
+    lines += describe_curve_calibration(report.get("calibration") or [])
     return "\n".join(lines)
+
+
+def describe_curve_calibration(calibrations: list[dict[str, Any]]) -> list[str]:
+    """Both methods' held-out calibration, session by session: attending, and had everyone attended."""
+    if not calibrations:
+        return []
+    lines = ["  calibration: share of the evaluated clients beyond each method's boundary (fitted on the history "
+             "cohort; nominal " + f"{calibrations[0]['nominal']:.0%})"]
+    for c in calibrations:
+        lines.append(f"  {c['instrument']}: mixed model {'fitted' if c['mixed_model'] else 'not fitted'}; "
+                     "columns: attending (had all attended)")
+        lines.append(f"    {'session':>7} {'mixed model':>24} {'per-cell percentiles':>24}")
+        mixed = c["mixed_model"] or {"attending": [], "complete": []}
+        rows: dict[int, list[str]] = {}
+        for column, method in enumerate((mixed, c["cells"])):
+            for part in ("attending", "complete"):
+                for r in method[part]:
+                    cell = rows.setdefault(r["session"], ["-", "-", "-", "-"])
+                    cell[column * 2 + (part == "complete")] = "-" if r["share"] is None else f"{r['share']:.0%}"
+        for session, cell in sorted(rows.items()):
+            lines.append(f"    {session:>7} {cell[0] + ' (' + cell[1] + ')':>24} {cell[2] + ' (' + cell[3] + ')':>24}")
+    return lines
 
 
 def read_cohort_file(path: Path) -> LabelledCohort:
@@ -249,14 +285,57 @@ def read_cohort_file(path: Path) -> LabelledCohort:
         return read_cohort(lines, now=datetime.now(UTC))
 
 
-def curve_cohorts(clients: int, history_clients: int, seed: int
+def curve_cohorts(clients: int, history_clients: int, seed: int, *, early_endings: bool = False
                   ) -> tuple[LabelledCohort, LabelledCohort, dict[str, Any]]:
     """The recovery-curve cohort, its history cohort (other clients, other seed) and what the report says
-    about how they were made."""
+    about how they were made, with both trajectory methods' calibration on them."""
     from rapport.recovery_curves import build_curve_cohort, parameters_table
 
-    cohort, courses = build_curve_cohort(clients, seed)
-    history, _ = build_curve_cohort(history_clients, seed + 1, first=clients + 1)
+    cohort, courses = build_curve_cohort(clients, seed, early_endings=early_endings)
+    history, earlier = build_curve_cohort(history_clients, seed + 1, first=clients + 1, early_endings=early_endings)
     truth = {"clients": clients, "deteriorating": sum(c.deteriorates for c in courses),
-             "ending_without_reliable_improvement_in_clinical_range": sum(c.failed for c in courses)}
-    return cohort, history, {"seed": seed, "truth": truth, "parameters": parameters_table()}
+             "ending_without_reliable_improvement_in_clinical_range": sum(c.failed for c in courses),
+             "ending_early": sum(c.ends_at < len(c.observed) for c in courses)}
+    return cohort, history, {"seed": seed, "early_endings": early_endings, "truth": truth,
+                             "calibration": curve_calibration(earlier, courses), "parameters": parameters_table()}
+
+
+def curve_calibration(history: list[TrueCourse], evaluated: list[TrueCourse]) -> list[dict[str, Any]]:
+    """Per instrument, both methods fitted on the history cohort's attended sessions (what a clinic has) and
+    judged on the evaluated clients (other clients, other seed: held out by construction): over the
+    sessions they attended, and over every session as if they had attended all of them (the population a
+    new episode's boundary describes; only a simulation can know it)."""
+    from datetime import UTC, datetime
+
+    from rapport.services.alerts.rules import load_ruleset
+    from rapport.services.alerts.rules.trajectory import fit
+    from rapport.services.alerts.trajectories import intake_bands
+    from rapport.services.alerts.trajectory_model import calibration, calibration_table, fit_mixed
+    from rapport.shared.instruments import load_registry
+
+    registry, p = load_registry(), load_ruleset().expected_trajectory.parameters
+    found = []
+    for instrument_id in sorted({c.instrument for c in history}):
+        instrument = registry.get(instrument_id)
+        assert instrument is not None
+        fitting = [c.attended() for c in history if c.instrument == instrument_id]
+        judged = [c for c in evaluated if c.instrument == instrument_id]
+        bands, now = intake_bands(instrument), datetime.now(UTC)
+        mixed = fit_mixed(fitting, tenant="evaluate", instrument=instrument_id, better=instrument.better, bands=bands,
+                          percentile=p.percentile.value, min_episodes=p.min_episodes.value,
+                          max_session=p.max_session.value, fitted_at=now)
+        cells = fit(fitting, tenant="evaluate", instrument=instrument_id, better=instrument.better, bands=bands,
+                    percentile=p.percentile.value, min_episodes=p.min_episodes.value,
+                    max_session=p.max_session.value, fitted_at=now)
+        attending, complete = [c.attended() for c in judged], [c.complete() for c in judged]
+
+        def table(f: FittedTrajectory, attending: Sequence[Series] = attending,
+                  complete: Sequence[Series] = complete) -> dict[str, Any]:
+            return {"attending": calibration_table(calibration(f, attending)),
+                    "complete": calibration_table(calibration(f, complete))}
+
+        found.append({"instrument": instrument_id, "nominal": round(1 - p.percentile.value, 3),
+                      "fitted_on": len(fitting), "judged": len(judged),
+                      "mixed_model": table(mixed) if isinstance(mixed, MixedModelFit) else None,
+                      "cells": table(cells)})
+    return found

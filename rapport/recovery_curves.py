@@ -11,7 +11,13 @@ true (noise-free) course:
   "half by session 8" and "three quarters by session 26" (IMPROVED_BY);
 - each observed total is the true score plus measurement error: the measure's standard error of
   measurement, from its reliability and SD where the sources give them (CORE-10), else from its
-  reliable-change value read back through Jacobson & Truax (PHQ-9; see MEASURES).
+  reliable-change value read back through Jacobson & Truax (PHQ-9; see MEASURES);
+- every client attends all 12 sessions, unless `early_endings` is asked for: then an improver ends the
+  course at the first session its true course has reliably improved (PARAMETERS["ends_when_improved"]),
+  a synthetic assumption that makes the survivorship bias of an expected-trajectory fit visible
+  (improvers leave early, so later sessions hold the non-responders). No source in the anchors says who
+  leaves when: Swift & Greenberg's ~20% premature discontinuation (SWIFT2012) is dropout against the
+  therapist's advice, not improvers ending, so it is not used for this.
 
 Labels come from that truth alone, never from a rule's threshold applied to what a rule sees:
 - `reliable_deterioration` at the first session where the *true* score is worse than intake by at least
@@ -32,7 +38,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from statistics import NormalDist
 from typing import Literal
@@ -73,8 +79,13 @@ PARAMETERS: dict[str, Figure] = {
     "deterioration_size_low": Figure(1.0, "assumption: a deteriorating client's true worsening by the course's end, "
                                           "drawn uniformly from 1 to 2 reliable changes", "assumption"),
     "deterioration_size_high": Figure(2.0, "assumption (see deterioration_size_low)", "assumption"),
-    "course_sessions": Figure(12, "assumption: every client attends 12 weekly sessions (no dropout is simulated)",
-                              "assumption"),
+    "course_sessions": Figure(12, "assumption: every client attends 12 weekly sessions (no dropout is simulated "
+                                  "unless early endings are asked for)", "assumption"),
+    "ends_when_improved": Figure(1, "assumption (only with early endings, `rapport evaluate --curves "
+                                    "--early-endings`): an improver ends the course at the first session its true "
+                                    "course has reliably improved; deteriorating and unimproved clients attend all "
+                                    "sessions. Synthetic, not a clinical fact: it stands in for 'improvers leave "
+                                    "early', the survivorship bias of issue 13", "assumption"),
     "earliest_improvement_session": Figure(2, "assumption: a client drawn as improved before session 2 improves at "
                                               "session 2 (the first score is the intake)", "assumption"),
 }
@@ -128,6 +139,16 @@ class TrueCourse:
     improved_at: float | None  # the session the true course reaches reliable improvement (improvers)
     deteriorated_at: int | None  # the first session truly worse than intake by the reliable change
     failed: bool  # ends without reliable improvement, still in the clinical range
+    observed: tuple[int, ...] = ()  # the observed totals of every session, attended or not (build_curve_cohort)
+    ends_at: int = 0  # the last session attended (build_curve_cohort)
+
+    def attended(self) -> list[tuple[int, float]]:
+        """(session, observed total) of the sessions attended, intake first."""
+        return [(s, float(t)) for s, t in enumerate(self.observed[:self.ends_at], start=1)]
+
+    def complete(self) -> list[tuple[int, float]]:
+        """(session, observed total) of every session, as if the client had attended them all."""
+        return [(s, float(t)) for s, t in enumerate(self.observed, start=1)]
 
 
 def true_course(instrument: Instrument, rng: random.Random) -> TrueCourse:
@@ -197,9 +218,20 @@ def observed_responses(instrument: Instrument, total: int, rng: random.Random) -
     return answers
 
 
+def ends_at(course: TrueCourse, sessions: int, early_endings: bool) -> int:
+    """The last session attended: all of them, or with early endings an improver's first reliably improved
+    session (ceil of the session its true course reaches reliable improvement)."""
+    if not early_endings or course.improved_at is None or course.improved_at > sessions:
+        return sessions
+    return max(2, math.ceil(course.improved_at))
+
+
 def build_curve_cohort(clients: int, seed: int, *, first: int = 1, start: datetime | None = None,
-                       registry: Registry | None = None) -> tuple[LabelledCohort, list[TrueCourse]]:
-    """`clients` clients numbered from `first`, weekly sessions from `start`, labelled from their true course."""
+                       registry: Registry | None = None, early_endings: bool = False
+                       ) -> tuple[LabelledCohort, list[TrueCourse]]:
+    """`clients` clients numbered from `first`, weekly sessions from `start`, labelled from their true course.
+    Every session's observation is drawn whether attended or not, so the same seed draws the same scores
+    with and without early endings."""
     registry = registry or load_registry()
     sessions = int(PARAMETERS["course_sessions"].value)
     start = start or weekly_start(sessions)
@@ -210,18 +242,23 @@ def build_curve_cohort(clients: int, seed: int, *, first: int = 1, start: dateti
         instrument = registry.get(INSTRUMENTS[n % len(INSTRUMENTS)])
         assert instrument is not None
         course = true_course(instrument, rng)
-        courses.append(course)
+        last = ends_at(course, sessions, early_endings)
         client, episode = f"client-{n + first:04d}", f"episode-{n + first:04d}-1"
         low, high = _scored_range(instrument)
         noise = MEASURES[instrument.id]["measurement_sd"].value
+        observed = []
         for s, true in enumerate(course.true_scores, start=1):
             total = int(min(high, max(low, round(true + rng.gauss(0, noise)))))
+            observed.append(total)
             at = start + timedelta(days=7 * (s - 1), minutes=n)
             sid = f"{client}-s{s:02d}-{instrument.id}"
             body = {"submission_id": sid, "instrument": instrument.id, "client_id": client, "episode_id": episode,
                     "clinician_id": f"clinician-{n % 3 + 1:02d}", "administered_at": at.isoformat(), "session": s,
                     "responses": observed_responses(instrument, total, rng)}
-            cohort.submissions.append(CohortSubmission(0, sid, client, episode, at, s, json.dumps(body).encode()))
+            if s <= last:
+                cohort.submissions.append(CohortSubmission(0, sid, client, episode, at, s, json.dumps(body).encode()))
+        course = replace(course, observed=tuple(observed), ends_at=last)
+        courses.append(course)
         if course.deteriorated_at is not None:
             cohort.labels.append(Label(0, "reliable_deterioration", client, episode, session=course.deteriorated_at,
                                        note="true score worse than intake by the reliable change"))

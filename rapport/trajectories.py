@@ -1,4 +1,4 @@
-"""`rapport trajectories fit | show`: expected trajectories from the clinic's own stored scores."""
+"""`rapport trajectories fit [--calibration] | show`: expected trajectories from the clinic's own stored scores."""
 
 from __future__ import annotations
 
@@ -7,16 +7,17 @@ from datetime import UTC, datetime
 
 from rapport.services.alerts import repository
 from rapport.services.alerts.rules import load_ruleset
-from rapport.services.alerts.rules.trajectory import TrajectoryFit
-from rapport.services.alerts.trajectories import fit_tenant
+from rapport.services.alerts.rules.trajectory import FittedTrajectory, MixedModelFit, TrajectoryFit
+from rapport.services.alerts.trajectories import Calibration, calibrate_tenant, fit_tenant
+from rapport.services.alerts.trajectory_model import SessionCalibration, Unfitted
 from rapport.shared.db.engine import create_engine, session_factory
 from rapport.shared.instruments import load_registry
 
 
-async def fit_stored(url: str, tenants: Sequence[str]) -> list[TrajectoryFit]:
+async def fit_stored(url: str, tenants: Sequence[str]) -> list[MixedModelFit | Unfitted]:
     """Fit each tenant (all tenants with scores when none are named) and store the fits, one transaction each."""
     engine = create_engine(url)
-    fitted: list[TrajectoryFit] = []
+    fitted: list[MixedModelFit | Unfitted] = []
     try:
         sessions = session_factory(engine)
         async with sessions() as session:
@@ -30,7 +31,24 @@ async def fit_stored(url: str, tenants: Sequence[str]) -> list[TrajectoryFit]:
     return fitted
 
 
-async def stored_fits(url: str, tenants: Sequence[str]) -> list[TrajectoryFit]:
+async def calibrate_stored(url: str, tenants: Sequence[str]) -> list[tuple[str, Calibration]]:
+    """Each tenant's held-out calibration of both methods (nothing stored)."""
+    engine = create_engine(url)
+    found: list[tuple[str, Calibration]] = []
+    try:
+        sessions = session_factory(engine)
+        async with sessions() as session:
+            wanted = list(tenants) or await repository.tenants_with_scores(session)
+            registry, rules = load_registry(), load_ruleset()
+            for tenant in wanted:
+                found += [(tenant, c) for c in await calibrate_tenant(session, tenant, registry=registry, rules=rules,
+                                                                       now=datetime.now(UTC))]
+    finally:
+        await engine.dispose()
+    return found
+
+
+async def stored_fits(url: str, tenants: Sequence[str]) -> list[FittedTrajectory]:
     engine = create_engine(url)
     try:
         async with session_factory(engine)() as session:
@@ -41,18 +59,77 @@ async def stored_fits(url: str, tenants: Sequence[str]) -> list[TrajectoryFit]:
     return [fit for tenant in sorted(found) for _, fit in sorted(found[tenant].items())]
 
 
-def describe(fits: Sequence[TrajectoryFit], *, cells: bool) -> str:
+def describe(fits: Sequence[FittedTrajectory | Unfitted], *, cells: bool) -> str:
     if not fits:
         return "no expected trajectories: only the checkpoint not_on_track rule runs"
-    lines = [f"{'tenant':<16} {'instrument':<10} {'episodes':>8} {'cells':>5}  fitted_at"]
+    lines = [f"{'tenant':<16} {'instrument':<10} {'episodes':>8}  fit"]
     for f in fits:
-        used = "stored" if f.cells else f"none with >= {f.min_episodes} episodes: not stored"
-        lines.append(f"{f.tenant:<16} {f.instrument:<10} {f.episodes:>8} {len(f.cells):>5}  "
-                     f"{f.fitted_at:%Y-%m-%d %H:%M} UTC ({used})")
-        if cells and f.cells:
-            side = "upper" if f.better == "lower" else "lower"
-            lines.append(f"    {'intake band':<20} {'session':>7} {'episodes':>8} {'expected':>8} "
-                         f"{side + ' ' + str(round(f.percentile * 100)) + '%':>9}")
-            lines += [f"    {c.band:<20} {c.session:>7} {c.episodes:>8} {c.expected:>8g} {c.boundary:>9g}"
-                      for c in f.cells]
+        if isinstance(f, Unfitted):
+            lines.append(f"{f.tenant:<16} {f.instrument:<10} {f.episodes:>8}  none stored: {f.reason}; "
+                         "only the checkpoint rule runs")
+        elif isinstance(f, MixedModelFit):
+            lines.append(f"{f.tenant:<16} {f.instrument:<10} {f.episodes:>8}  mixed model on {f.observations} scores, "
+                         f"sessions {f.first_session}-{f.last_session}, fitted {f.fitted_at:%Y-%m-%d %H:%M} UTC")
+            if cells:
+                lines += _mixed_model_lines(f)
+        else:
+            used = "stored" if f.cells else f"none with >= {f.min_episodes} episodes: not stored"
+            lines.append(f"{f.tenant:<16} {f.instrument:<10} {f.episodes:>8}  {len(f.cells)} cells (per-cell "
+                         f"percentiles, the method before the mixed model), fitted {f.fitted_at:%Y-%m-%d %H:%M} UTC "
+                         f"({used})")
+            if cells and f.cells:
+                lines += _cell_lines(f)
     return "\n".join(lines)
+
+
+def _cell_lines(f: TrajectoryFit) -> list[str]:
+    side = "upper" if f.better == "lower" else "lower"
+    lines = [f"    {'intake band':<20} {'session':>7} {'episodes':>8} {'expected':>8} "
+             f"{side + ' ' + str(round(f.percentile * 100)) + '%':>9}"]
+    return lines + [f"    {c.band:<20} {c.session:>7} {c.episodes:>8} {c.expected:>8g} {c.boundary:>9g}"
+                    for c in f.cells]
+
+
+def _mixed_model_lines(f: MixedModelFit) -> list[str]:
+    """The parameters, then expected and boundary at a few sessions for the lowest intake of each band."""
+    b, g = f.fixed, f.random
+    lines = [f"    score = {b.intercept:.3f} + {b.intake:.3f} (intake - {f.intake_centre:g}) + {b.log_session:.3f} "
+             f"log(s) + {b.intake_by_log_session:.3f} (intake - {f.intake_centre:g}) log(s)",
+             f"    G = [[{g.intercept_variance:.3f}, {g.covariance:.3f}], [{g.covariance:.3f}, "
+             f"{g.log_session_variance:.3f}]], residual variance {f.residual_variance:.3f}"]
+    side = ("upper " if f.better == "lower" else "lower ") + f"{round(f.percentile * 100)}%"
+    lines.append(f"    {'intake':>8} {'session':>7} {'expected':>8} {side:>9}")
+    shown = sorted({s for s in (2, 4, 8, 12, 20) if f.first_session <= s <= f.last_session} | {f.last_session})
+    for band in f.bands:
+        for session in shown:
+            at = f.at(band.min, session)
+            if at is not None:
+                lines.append(f"    {band.min:>8g} {session:>7} {at.expected:>8g} {at.boundary:>9g}")
+    return lines
+
+
+def describe_calibration(found: Sequence[tuple[str, Calibration]]) -> str:
+    """Per session: the share of held-out episodes beyond each method's boundary (nominal 1 - percentile)."""
+    if not found:
+        return "no trajectory instruments with stored scores: nothing to calibrate"
+    lines = []
+    for tenant, c in found:
+        lines.append(f"{tenant} {c.instrument}: fitted on {c.fitted_episodes} episodes, judged on "
+                     f"{c.held_out_episodes} held out (one in five, by a hash of the episode)")
+        if c.mixed_model is None:
+            lines.append("    no mixed-model fit on the fitting part (too few episodes or no convergence)")
+        lines.append(f"    {'session':>7} {'mixed model':>20} {'per-cell percentiles':>22}")
+        mixed = {r.session: r for r in c.mixed_model or []}
+        cell = {r.session: r for r in c.cells}
+        for session in sorted(mixed.keys() | cell.keys()):
+            lines.append(f"    {session:>7} {_share(mixed.get(session)):>20} {_share(cell.get(session)):>22}")
+    lines.append("  share beyond the boundary among held-out episodes still attending at that session; nominal "
+                 "10% at the 90th percentile. Where progress decides who stays, late sessions hold the slower "
+                 "clients, so a share above nominal there is partly who stayed, not only the fit.")
+    return "\n".join(lines)
+
+
+def _share(row: SessionCalibration | None) -> str:
+    if row is None or row.share is None:
+        return "-"
+    return f"{row.share:.0%} of {row.judged}"

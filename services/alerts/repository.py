@@ -26,7 +26,7 @@ from rapport.services.alerts.models import (
 )
 from rapport.services.alerts.rules.policy import ClinicalPolicy, PolicyValues
 from rapport.services.alerts.rules.state import NO_SCORE_YET
-from rapport.services.alerts.rules.trajectory import TrajectoryFit
+from rapport.services.alerts.rules.trajectory import FittedTrajectory, read_fit
 from rapport.shared.contracts.alert import Alert, AlertTransition
 from rapport.shared.contracts.attendance import Attendance
 from rapport.shared.contracts.score import ScoreComputed
@@ -69,7 +69,7 @@ async def tenant_scores(session: AsyncSession, tenant: str) -> AsyncIterator[tup
         yield row.client_id, row.episode_id, row.document
 
 
-async def save_trajectory_fits(session: AsyncSession, tenant: str, fitted: Sequence[TrajectoryFit]) -> None:
+async def save_trajectory_fits(session: AsyncSession, tenant: str, fitted: Sequence[FittedTrajectory]) -> None:
     """Replace the tenant's fits: an instrument without a new fit keeps none."""
     await session.execute(fits.delete().where(fits.c.tenant == tenant))
     if fitted:
@@ -79,14 +79,14 @@ async def save_trajectory_fits(session: AsyncSession, tenant: str, fitted: Seque
         ])
 
 
-async def trajectory_fits(session: AsyncSession, tenants: Iterable[str]) -> dict[str, dict[str, TrajectoryFit]]:
+async def trajectory_fits(session: AsyncSession, tenants: Iterable[str]) -> dict[str, dict[str, FittedTrajectory]]:
     """The stored fits by tenant and instrument (tenants without any get an empty mapping)."""
     wanted = sorted(set(tenants))
-    found: dict[str, dict[str, TrajectoryFit]] = {t: {} for t in wanted}
+    found: dict[str, dict[str, FittedTrajectory]] = {t: {} for t in wanted}
     if wanted:
         rows = await session.execute(select(fits.c.document).where(fits.c.tenant.in_(wanted)))
         for document in rows.scalars():
-            fit = TrajectoryFit.model_validate(document)
+            fit = read_fit(document)  # a cell fit stored before the mixed model reads as one still
             found[fit.tenant][fit.instrument] = fit
     return found
 
@@ -245,7 +245,7 @@ class SqlAlertRecord:
                 for c, event_id in zip(changes, event_ids, strict=True)
             ])
 
-    async def trajectory_fits(self, tenants: Iterable[str]) -> dict[str, dict[str, TrajectoryFit]]:
+    async def trajectory_fits(self, tenants: Iterable[str]) -> dict[str, dict[str, FittedTrajectory]]:
         return await trajectory_fits(self._session, tenants)
 
     async def clinical_policies(self, tenants: Iterable[str]) -> dict[str, ClinicalPolicy]:

@@ -1,6 +1,7 @@
-"""Expected trajectories from the clinic's own history: `rapport trajectories fit`, and the fits the
-alerts service evaluates with (re-read every RAPPORT_TRAJECTORY_REFRESH_SECONDS, so a new fit takes
-effect without a restart)."""
+"""Expected trajectories from the clinic's own history: `rapport trajectories fit` (the mixed model of
+trajectory_model.py over every episode, stored; with a calibration on held-out episodes when asked), and
+the fits the alerts service evaluates with (re-read every RAPPORT_TRAJECTORY_REFRESH_SECONDS, so a new fit
+takes effect without a restart)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rapport.services.alerts import repository
 from rapport.services.alerts.rules.ruleset import RuleSet
-from rapport.services.alerts.rules.trajectory import IntakeBand, TrajectoryFit, fit
+from rapport.services.alerts.rules.trajectory import FittedTrajectory, IntakeBand, MixedModelFit, Series, fit
+from rapport.services.alerts.trajectory_model import (
+    SessionCalibration,
+    Unfitted,
+    calibration,
+    fit_mixed,
+    held_out,
+)
 from rapport.shared.instruments import Instrument, Registry
 
 
@@ -31,11 +39,56 @@ def intake_bands(instrument: Instrument) -> list[IntakeBand]:
     return [IntakeBand(label="all", min=low)]
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """One instrument's fits on the episodes not held out, judged on the held-out ones, both methods."""
+
+    instrument: str
+    fitted_episodes: int
+    held_out_episodes: int
+    mixed_model: list[SessionCalibration] | None  # None: no mixed-model fit on the fitting part
+    cells: list[SessionCalibration]
+
+
 async def fit_tenant(session: AsyncSession, tenant: str, *, registry: Registry, rules: RuleSet,
-                     now: datetime) -> list[TrajectoryFit]:
+                     now: datetime) -> list[MixedModelFit | Unfitted]:
     """Fit every outcome instrument of the tenant (screeners excepted) from the stored scores, and store
-    the fits."""
-    series: dict[str, list[list[tuple[int, float]]]] = defaultdict(list)
+    the fits; an instrument with too few episodes or a fit that did not converge stores none."""
+    p = rules.expected_trajectory.parameters
+    fitted = [fit_mixed([s for _, s in episodes], tenant=tenant, instrument=instrument.id, better=instrument.better,
+                        bands=intake_bands(instrument), percentile=p.percentile.value,
+                        min_episodes=p.min_episodes.value, max_session=p.max_session.value, fitted_at=now)
+              for instrument, episodes in await _series(session, tenant, registry)]
+    await repository.save_trajectory_fits(session, tenant, [f for f in fitted if isinstance(f, MixedModelFit)])
+    return fitted
+
+
+async def calibrate_tenant(session: AsyncSession, tenant: str, *, registry: Registry, rules: RuleSet,
+                           now: datetime) -> list[Calibration]:
+    """Both methods fitted on four episodes in five (held_out's hash split) and judged on the fifth: the
+    share of held-out episodes beyond the boundary at each session. Stores nothing."""
+    p = rules.expected_trajectory.parameters
+    found = []
+    for instrument, episodes in await _series(session, tenant, registry):
+        fitting = [s for key, s in episodes if not held_out(key)]
+        held = [s for key, s in episodes if held_out(key)]
+        bands = intake_bands(instrument)
+        mixed = fit_mixed(fitting, tenant=tenant, instrument=instrument.id, better=instrument.better, bands=bands,
+                          percentile=p.percentile.value, min_episodes=p.min_episodes.value,
+                          max_session=p.max_session.value, fitted_at=now)
+        cells = fit(fitting, tenant=tenant, instrument=instrument.id, better=instrument.better, bands=bands,
+                    percentile=p.percentile.value, min_episodes=p.min_episodes.value,
+                    max_session=p.max_session.value, fitted_at=now)
+        found.append(Calibration(instrument.id, len(fitting), len(held),
+                                 calibration(mixed, held) if isinstance(mixed, MixedModelFit) else None,
+                                 calibration(cells, held)))
+    return found
+
+
+async def _series(session: AsyncSession, tenant: str, registry: Registry
+                  ) -> list[tuple[Instrument, list[tuple[str, Series]]]]:
+    """Each trajectory instrument's episodes (key 'client/episode', series), in instrument order."""
+    series: dict[str, list[tuple[str, Series]]] = defaultdict(list)
     episode: _Episode | None = None
     async for client, episode_id, document in repository.tenant_scores(session, tenant):
         if episode is None or episode.key != (client, episode_id):
@@ -45,18 +98,12 @@ async def fit_tenant(session: AsyncSession, tenant: str, *, registry: Registry, 
         episode.add(document)
     if episode is not None:
         episode.emit(series)
-    parameters = rules.expected_trajectory.parameters
-    fitted = []
+    found = []
     for instrument_id, episodes in sorted(series.items()):
         instrument = registry.get(instrument_id)
-        if instrument is None or not instrument.runs_trajectory_rule:  # alliance measures, screeners
-            continue
-        fitted.append(fit(episodes, tenant=tenant, instrument=instrument_id, better=instrument.better,
-                          bands=intake_bands(instrument), percentile=parameters.percentile.value,
-                          min_episodes=parameters.min_episodes.value, max_session=parameters.max_session.value,
-                          fitted_at=now))
-    await repository.save_trajectory_fits(session, tenant, [f for f in fitted if f.cells])
-    return fitted
+        if instrument is not None and instrument.runs_trajectory_rule:  # not alliance measures, screeners
+            found.append((instrument, episodes))
+    return found
 
 
 @dataclass
@@ -80,13 +127,13 @@ class _Episode:
         self.series[score["instrument"]].append((number if number is not None else self.sessions,
                                                  float(score["total"])))
 
-    def emit(self, into: dict[str, list[list[tuple[int, float]]]]) -> None:
+    def emit(self, into: dict[str, list[tuple[str, Series]]]) -> None:
         for instrument, points in self.series.items():
-            into[instrument].append(points)
+            into[instrument].append((f"{self.key[0]}/{self.key[1]}", points))
 
 
 class StoredFits(Protocol):
-    async def trajectory_fits(self, tenants: Iterable[str]) -> dict[str, dict[str, TrajectoryFit]]: ...
+    async def trajectory_fits(self, tenants: Iterable[str]) -> dict[str, dict[str, FittedTrajectory]]: ...
 
 
 @dataclass
@@ -94,10 +141,10 @@ class TrajectoryFits:
     """The stored fits per tenant, re-read when older than `refresh`."""
 
     refresh: timedelta = timedelta(seconds=60)
-    _loaded: dict[str, tuple[datetime, dict[str, TrajectoryFit]]] = field(default_factory=dict)
+    _loaded: dict[str, tuple[datetime, dict[str, FittedTrajectory]]] = field(default_factory=dict)
 
     async def for_tenants(self, record: StoredFits, tenants: Sequence[str],
-                          now: datetime) -> dict[str, dict[str, TrajectoryFit]]:
+                          now: datetime) -> dict[str, dict[str, FittedTrajectory]]:
         stale = sorted({t for t in tenants if t not in self._loaded or now - self._loaded[t][0] >= self.refresh})
         if stale:
             for tenant, by_instrument in (await record.trajectory_fits(stale)).items():

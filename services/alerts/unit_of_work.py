@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rapport.services.alerts.repository import AppointmentKey, ClientKey, EpisodeKey, SqlAlertRecord
 from rapport.services.alerts.rules.policy import ClinicalPolicy
-from rapport.services.alerts.rules.trajectory import TrajectoryFit
+from rapport.services.alerts.rules.trajectory import FittedTrajectory
 from rapport.shared.contracts.alert import Alert, AlertTransition
 from rapport.shared.contracts.attendance import Attendance
 from rapport.shared.contracts.score import ScoreComputed
@@ -38,7 +38,7 @@ class AlertRecord(Protocol):
 
     async def record_transitions(self, changes: Sequence[AlertTransition], event_ids: Sequence[str]) -> None: ...
 
-    async def trajectory_fits(self, tenants: Iterable[str]) -> dict[str, dict[str, TrajectoryFit]]: ...
+    async def trajectory_fits(self, tenants: Iterable[str]) -> dict[str, dict[str, FittedTrajectory]]: ...
 
     async def clinical_policies(self, tenants: Iterable[str]) -> dict[str, ClinicalPolicy]:
         """Each tenant's current clinical policy; a tenant without one is absent."""

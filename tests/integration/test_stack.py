@@ -155,5 +155,5 @@ def test_evaluate_scores_every_rule_against_the_planted_cohort(tmp_path: Path) -
         assert (rules[rule]["planted"], rules[rule]["recall"], rules[rule]["precision"]) == (
             rules[rule]["flagged"], 1.0, 1.0), rule
     [phq9] = report["fits"]
-    assert phq9["instrument"] == "phq9" and phq9["episodes"] == 120 and phq9["cells"] > 0
+    assert phq9["instrument"] == "phq9" and phq9["episodes"] == 120 and phq9["stored"]
     assert rules["expected_trajectory"]["kind"] == "not_on_track" and report["alert_latency_ms"]["count"] > 0

@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 
 from rapport.cli import app
 from rapport.journeys import Journey, Journeys
+from rapport.services.alerts.rules.trajectory import MixedModelFit
+from rapport.services.alerts.trajectory_model import held_out
 from rapport.trajectories import stored_fits
 
 pytestmark = pytest.mark.nats
@@ -41,11 +43,13 @@ async def all_answered(journeys: Journeys, bodies: list[bytes]) -> list[Journey]
 async def test_a_client_slower_than_the_clinics_own_clients_with_the_same_intake_is_not_on_track(
     database_url: str, fresh_stream: str, tenant: str
 ) -> None:
-    """Twenty earlier clients with a moderate intake (12) were at 10-12 by session 2 and 8-10 by session 3.
-    After `rapport trajectories fit`, a new client with the same intake still at 14 at session 3 gets a
-    not_on_track alert from the expected-trajectory rule, three sessions before the checkpoint rule could."""
+    """Twenty earlier clients with a moderate intake (11-13) fell about two points by session 2, four by
+    session 3 and five by session 4. After `rapport trajectories fit` (the mixed model, intake continuous), a
+    new client with an intake of 12 still at 14 at session 3 gets a not_on_track alert from the
+    expected-trajectory rule, three sessions before the checkpoint rule could."""
     history = [phq9(f"client-{i:04d}", s, total) for i in range(20)
-               for s, total in ((1, 12), (2, 10 + i % 3), (3, 8 + i % 3))]
+               for s, total in ((1, 11 + i % 3), (2, 11 + i % 3 - 3 + i % 3 + i % 2),
+                                (3, 11 + i % 3 - 5 + i % 3 + (i // 3) % 2), (4, 11 + i % 3 - 6 + i % 4))]
     settings = settings_for(database_url, trajectory_refresh_seconds=0)
     async with running(SERVICES, settings, fresh_stream), watching(fresh_stream, tenant) as watch:
         await all_answered(watch, history)
@@ -54,10 +58,20 @@ async def test_a_client_slower_than_the_clinics_own_clients_with_the_same_intake
         fitted = await asyncio.to_thread(CliRunner().invoke, app, ["trajectories", "fit", "--tenant", tenant],
                                          env={"RAPPORT_DATABASE_URL": database_url})
         assert fitted.exit_code == 0, fitted.output
-        assert f"{tenant[:16]:<16} phq9" in fitted.output and "stored" in fitted.output
+        assert f"{tenant[:16]:<16} phq9" in fitted.output and "mixed model on 60 scores" in fitted.output
         [fit] = await stored_fits(database_url, [tenant])
-        assert (fit.episodes, [(c.band, c.session, c.episodes) for c in fit.cells]) == (
-            20, [("moderate", 2, 20), ("moderate", 3, 20)])
+        assert isinstance(fit, MixedModelFit)
+        assert (fit.episodes, fit.observations, fit.first_session, fit.last_session) == (20, 60, 2, 4)
+        shown = await asyncio.to_thread(CliRunner().invoke, app, ["trajectories", "show", "--tenant", tenant],
+                                        env={"RAPPORT_DATABASE_URL": database_url})
+        assert shown.exit_code == 0 and "G = [[" in shown.output and "residual variance" in shown.output
+        calibrated = await asyncio.to_thread(CliRunner().invoke, app, ["trajectories", "fit", "--tenant", tenant,
+                                                                       "--calibration"],
+                                             env={"RAPPORT_DATABASE_URL": database_url})
+        held = sum(held_out(f"client-{i:04d}/client-{i:04d}-ep1") for i in range(20))
+        assert calibrated.exit_code == 0, calibrated.output
+        assert f"fitted on {20 - held} episodes, judged on {held} held out" in calibrated.output
+        assert "no mixed-model fit on the fitting part" in calibrated.output  # fewer than 20 left to fit on
 
         [_, within, off] = await all_answered(watch, [phq9("client-0100", s, t) for s, t in ((1, 12), (2, 11),
                                                                                               (3, 14))])
@@ -68,4 +82,5 @@ async def test_a_client_slower_than_the_clinics_own_clients_with_the_same_intake
     found = raised["alert"]["evidence"][0]
     assert found["rule_id"] == "expected_trajectory" and found["values"]["intake_band"] == "moderate"
     assert found["values"]["boundary"] < 14 and found["values"]["episodes_in_cell"] == 20
+    assert found["values"]["method"] == fit.method and found["values"]["curve_session"] == 3
     assert found["summary"].startswith("Off the expected trajectory on PHQ-9 at session 3: 14")

@@ -9,7 +9,7 @@ from typing import Any
 
 from rapport.services.alerts.repository import EpisodeKey
 from rapport.services.alerts.rules.policy import ClinicalPolicy
-from rapport.services.alerts.rules.trajectory import TrajectoryFit
+from rapport.services.alerts.rules.trajectory import FittedTrajectory
 from rapport.services.alerts.unit_of_work import AlertsUnitOfWork
 from rapport.services.ingest.admission import Admission, AttendanceAdmission, StoredAppointment, record_id
 from rapport.services.ingest.repository import Key
@@ -125,7 +125,7 @@ class InMemoryAlertRecord:
         self.alerts: dict[str, Alert] = {}
         self.transitions: list[tuple[str, AlertTransition]] = []
         self.seen: dict[tuple[str, str], ScoreComputed] = {}
-        self.fits: dict[str, dict[str, TrajectoryFit]] = {}
+        self.fits: dict[str, dict[str, FittedTrajectory]] = {}
         self.appointments: dict[tuple[str, str], tuple[Attendance, int, str | None]] = {}
         self.policies: dict[str, list[ClinicalPolicy]] = {}  # tenant -> versions, oldest first
         self.reads: list[str] = []
@@ -173,7 +173,7 @@ class InMemoryAlertRecord:
             self.alerts[change.alert.alert_id] = change.alert
             self.transitions.append((event_id, change))
 
-    async def trajectory_fits(self, tenants: Iterable[str]) -> dict[str, dict[str, TrajectoryFit]]:
+    async def trajectory_fits(self, tenants: Iterable[str]) -> dict[str, dict[str, FittedTrajectory]]:
         return {t: self.fits.get(t, {}) for t in tenants}
 
     async def clinical_policies(self, tenants: Iterable[str]) -> dict[str, ClinicalPolicy]:

@@ -20,7 +20,7 @@ from rapport.shared.contracts.score import ScoreComputed
 from rapport.shared.instruments import Instrument, Registry, load_registry
 
 if TYPE_CHECKING:
-    from rapport.services.alerts.rules.trajectory import TrajectoryFit
+    from rapport.services.alerts.rules.trajectory import FittedTrajectory
 
 SEVERITY_ORDER: list[Severity] = ["low", "medium", "high", "critical"]
 RISK_UNCHECKED = "risk items could not be checked (total only, or the item missing)"
@@ -34,7 +34,7 @@ def worst(*severities: Severity) -> Severity:
 class Context:
     rules: RuleSet
     session: int  # this score's session number in the episode
-    trajectories: Mapping[str, TrajectoryFit] = field(default_factory=dict)  # by instrument, for the tenant
+    trajectories: Mapping[str, FittedTrajectory] = field(default_factory=dict)  # by instrument, for the tenant
     instruments: Registry = field(default_factory=load_registry)  # what each instrument is for, its grading
 
     def instrument(self, instrument_id: str) -> Instrument | None:

@@ -52,7 +52,7 @@ from rapport.services.alerts.rules.outcome import NotOnTrackCheckpoints, Reliabl
 from rapport.services.alerts.rules.risk import CriticalItems
 from rapport.services.alerts.rules.ruleset import RuleSet
 from rapport.services.alerts.rules.state import AlertKey, EpisodeState, Rupture, SuddenLoss, series_name
-from rapport.services.alerts.rules.trajectory import NO_TRAJECTORIES, ExpectedTrajectory, TrajectoryFit
+from rapport.services.alerts.rules.trajectory import NO_TRAJECTORIES, ExpectedTrajectory, FittedTrajectory
 from rapport.shared.contracts.alert import Alert, AlertTransition, Evidence, Notification
 from rapport.shared.contracts.attendance import AttendanceSummary
 from rapport.shared.contracts.score import ScoreComputed
@@ -73,7 +73,7 @@ class Evaluation:
 
 def evaluate(state: EpisodeState | None, score: ScoreComputed, open_alerts: Mapping[AlertKey, Alert], *,
              rules: RuleSet, now: datetime, checks: Sequence[Check] = CHECKS,
-             trajectories: Mapping[str, TrajectoryFit] = NO_TRAJECTORIES,
+             trajectories: Mapping[str, FittedTrajectory] = NO_TRAJECTORIES,
              registry: Registry | None = None) -> Evaluation:
     """Evaluate one score of an episode, in administration order, against its open alerts.
 
@@ -286,7 +286,7 @@ class Replayed:
 
 
 def replay(scores: Sequence[ScoreComputed], *, rules: RuleSet, now: datetime, checks: Sequence[Check] = CHECKS,
-           trajectories: Mapping[str, TrajectoryFit] = NO_TRAJECTORIES, registry: Registry | None = None,
+           trajectories: Mapping[str, FittedTrajectory] = NO_TRAJECTORIES, registry: Registry | None = None,
            attendance: AttendanceSummary | None = None) -> Replayed:
     """Fold `evaluate` over the episode's scores in administration order from an empty state.
 
@@ -339,7 +339,7 @@ class EpisodeAlerts:
         return False
 
     def take(self, score: ScoreComputed, *, rules: RuleSet, now: datetime, checks: Sequence[Check] = CHECKS,
-             trajectories: Mapping[str, TrajectoryFit] = NO_TRAJECTORIES,
+             trajectories: Mapping[str, FittedTrajectory] = NO_TRAJECTORIES,
              registry: Registry | None = None) -> Evaluation:
         evaluation = evaluate(self.state, score, self.open, rules=rules, now=now, checks=checks,
                               trajectories=trajectories, registry=registry)
@@ -353,7 +353,7 @@ class EpisodeAlerts:
 
     @classmethod
     def replay(cls, history: Sequence[ScoreComputed], alerts: Iterable[Alert], *, rules: RuleSet, now: datetime,
-               trajectories: Mapping[str, TrajectoryFit] = NO_TRAJECTORIES,
+               trajectories: Mapping[str, FittedTrajectory] = NO_TRAJECTORIES,
                registry: Registry | None = None,
                attendance: AttendanceSummary | None = None) -> tuple[EpisodeAlerts, list[AlertTransition]]:
         """The episode evaluated again from `history` (every stored score), and the transitions that

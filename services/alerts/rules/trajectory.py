@@ -13,14 +13,28 @@ order) and returns a `TrajectoryFit`: per intake band and session, how many epis
 
 `ExpectedTrajectory` is the check: it looks up the cell of the score's intake band and session, and
 finds 'off the expected trajectory' beyond the boundary, or clears the not_on_track alert (back on
-track) within it. Cost per score is a dictionary lookup, whatever the history."""
+track) within it. Cost per score is a dictionary lookup, whatever the history.
+
+Those per-session percentiles have a survivorship bias: a cell holds only the episodes that reached its
+session, and improvers leave early, so later cells describe the non-responders and their boundary drifts
+above intake. `MixedModelFit` is the fit over all episodes instead (services/alerts/trajectory_model.py
+fits it): a linear mixed model of score on intake + log(session) + intake x log(session), with a random
+intercept and a random log(session) slope per episode, after Finch, Lambert & Schaalje (mixed model on
+log(session), intake as a continuous covariate) [R6]. It stores only the model's parameters; the expected
+score of a new episode with intake x at session s is the fixed-effects prediction, and its boundary is that
+plus z(percentile) standard deviations of a new episode's score there ([1, log s] G [1, log s]' + the
+residual variance) on the worse side. Both kinds are stored as documents; `read_fit` tells them apart by
+`method`, so a fit stored before the mixed model is still judged by its cells."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from statistics import NormalDist
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -29,6 +43,19 @@ from rapport.services.alerts.rules.state import AlertKey, EpisodeState
 from rapport.shared.contracts.score import ScoreComputed
 
 METHOD = "empirical percentile of the clinic's scores by intake band and session"
+MIXED_MODEL = ("linear mixed model (REML) of score on intake x log(session), random intercept and log(session) "
+               "slope per episode, over every episode's scores after intake (after Finch, Lambert & Schaalje)")
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a fit expects of one score: the expected score and the boundary beyond which it is off track."""
+
+    band: str | None  # the intake's band (the cell's, or for the mixed model the band its intake falls in)
+    expected: float
+    boundary: float
+    episodes: int  # the cell's episodes, or every episode the mixed model was fitted on
+    session: int  # the session the curve was read at (the mixed model clamps to the sessions it was fitted on)
 
 
 class IntakeBand(BaseModel):
@@ -83,6 +110,96 @@ class TrajectoryFit(BaseModel):
 
     def worse(self, score: float, boundary: float) -> bool:
         return score > boundary if self.better == "lower" else score < boundary
+
+    def at(self, intake: float, session: int) -> Expected | None:
+        found = self.cell(intake, session)
+        if found is None:
+            return None
+        return Expected(found.band, found.expected, found.boundary, found.episodes, session)
+
+
+class FixedEffects(BaseModel):
+    """score = intercept + intake x (intake - centre) + log_session x log(s)
+    + intake_by_log_session x (intake - centre) x log(s)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    intercept: float
+    intake: float
+    log_session: float
+    intake_by_log_session: float
+
+
+class RandomEffects(BaseModel):
+    """G: the covariance of an episode's own intercept and log(session) slope around the fixed effects."""
+
+    model_config = ConfigDict(frozen=True)
+
+    intercept_variance: float = Field(ge=0)
+    covariance: float
+    log_session_variance: float = Field(ge=0)
+
+
+class MixedModelFit(BaseModel):
+    """The mixed-model expected trajectory of one instrument for one tenant: the model's parameters only."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant: str
+    instrument: str
+    better: Literal["lower", "higher"]
+    fitted_at: datetime
+    method: str = MIXED_MODEL  # what read_fit tells the two kinds apart by
+    percentile: float
+    min_episodes: int
+    max_session: int
+    episodes: int = Field(description="episodes with a baseline and at least one later score in the sessions fitted")
+    observations: int = Field(description="scores after intake the model was fitted on")
+    first_session: int = Field(ge=2)
+    last_session: int = Field(description="the last session fitted: the latest seen, at most max_session")
+    intake_centre: float = Field(description="the mean intake of the episodes fitted; intake enters centred on it")
+    fixed: FixedEffects
+    random: RandomEffects
+    residual_variance: float = Field(gt=0)
+    bands: list[IntakeBand] = Field(description="the instrument's intake bands, to name an intake in words")
+
+    def band_of(self, intake: float) -> IntakeBand | None:
+        found = [b for b in sorted(self.bands, key=lambda b: b.min) if b.min <= intake]
+        return found[-1] if found else None
+
+    def worse(self, score: float, boundary: float) -> bool:
+        return score > boundary if self.better == "lower" else score < boundary
+
+    def at(self, intake: float, session: int) -> Expected | None:
+        """Before the first session fitted (the intake itself) nothing; after the last, the last session's
+        curve: a log curve is flat there, and the model has no data beyond it to say more."""
+        if session < self.first_session:
+            return None
+        read = min(session, self.last_session)
+        expected, sd = self.predict(intake, read)
+        z = NormalDist().inv_cdf(self.percentile)
+        boundary = expected + z * sd if self.better == "lower" else expected - z * sd
+        band = self.band_of(intake)
+        return Expected(band.label if band else None, round(expected, 2), round(boundary, 2), self.episodes, read)
+
+    def predict(self, intake: float, session: int) -> tuple[float, float]:
+        """A new episode's expected score at `session` and the standard deviation of its score there."""
+        x, log_s = intake - self.intake_centre, math.log(session)
+        f, g = self.fixed, self.random
+        expected = f.intercept + f.intake * x + f.log_session * log_s + f.intake_by_log_session * x * log_s
+        variance = (g.intercept_variance + 2 * g.covariance * log_s + g.log_session_variance * log_s ** 2
+                    + self.residual_variance)
+        return expected, math.sqrt(variance)
+
+
+FittedTrajectory = TrajectoryFit | MixedModelFit
+
+
+def read_fit(document: Mapping[str, Any]) -> FittedTrajectory:
+    """A stored fit of either kind, by its method: a document without the mixed model's is a cell fit."""
+    if document.get("method") == MIXED_MODEL:
+        return MixedModelFit.model_validate(document)
+    return TrajectoryFit.model_validate(document)
 
 
 Series = Sequence[tuple[int, float]]  # (session number, total) of one episode, baseline first
@@ -143,26 +260,32 @@ class ExpectedTrajectory:
         if score.score.kind != "outcome" or change is None or trajectory is None \
                 or not context.runs_trajectory_rule(score):  # a screener: a fit stored before it was one
             return Verdict()
-        cell = trajectory.cell(change.baseline_total, context.session)
-        if cell is None:
+        expected = trajectory.at(change.baseline_total, context.session)
+        if expected is None:
             return Verdict()
         rule = context.rules.expected_trajectory
         name = context.rules.name(score.score.instrument)
         key = AlertKey("not_on_track", score.score.instrument, None)
         total = score.score.total
-        if not trajectory.worse(total, cell.boundary):
+        mixed = isinstance(trajectory, MixedModelFit)
+        intake = (f"an intake of {points(change.baseline_total)}" if mixed or expected.band is None
+                  else f"a {expected.band} intake")
+        if not trajectory.worse(total, expected.boundary):
             return Verdict(clearings=[Clearing(key, "back_on_track", (
-                f"{name} {points(total)} at session {context.session}: within the expected range for a "
-                f"{cell.band} intake (boundary {points(cell.boundary)})"))])
+                f"{name} {points(total)} at session {context.session}: within the expected range for "
+                f"{intake} (boundary {points(expected.boundary)})"))])
         summary = (f"Off the expected trajectory on {name} at session {context.session}: {points(total)}, worse "
-                   f"than {round(trajectory.percentile * 100)}% of this clinic's clients with a {cell.band} intake "
-                   f"(expected {points(cell.expected)})")
-        values = {"session": context.session, "baseline": change.baseline_total, "intake_band": cell.band,
-                  "expected": cell.expected, "boundary": cell.boundary, "percentile": trajectory.percentile,
-                  "episodes_in_cell": cell.episodes, "fitted_at": trajectory.fitted_at.isoformat(),
-                  "method": trajectory.method, "status": "off trajectory"}
+                   f"than {round(trajectory.percentile * 100)}% of this clinic's clients with {intake} "
+                   f"(expected {points(expected.expected)})")
+        values: dict[str, Any] = {
+            "session": context.session, "baseline": change.baseline_total, "intake_band": expected.band,
+            "expected": expected.expected, "boundary": expected.boundary, "percentile": trajectory.percentile,
+            "episodes_in_cell": expected.episodes, "fitted_at": trajectory.fitted_at.isoformat(),
+            "method": trajectory.method, "status": "off trajectory"}
+        if mixed:
+            values["curve_session"] = expected.session  # below context.session past the sessions fitted
         return Verdict(findings=[Finding(key, rule.severity, evidence(context, rule, score, summary, values),
                                          rule.prompt)])
 
 
-NO_TRAJECTORIES: Mapping[str, TrajectoryFit] = {}
+NO_TRAJECTORIES: Mapping[str, FittedTrajectory] = {}
