@@ -108,3 +108,23 @@ def test_every_figure_names_its_source_and_how_far_it_is_verified() -> None:
         assert row["confidence"] in ("secondary", "derived", "assumption") and len(str(row["source"])) > 20, row
         if row["confidence"] == "assumption":
             assert "assumption" in str(row["source"]), row  # said in its own words, not only in the mark
+
+
+def test_with_early_endings_improvers_leave_at_their_first_reliably_improved_session_and_nothing_else_moves() -> None:
+    """`--early-endings` (a synthetic assumption): the same draws, the same labels; an improver's course
+    stops at the first session its true course has reliably improved, everyone else attends all 12."""
+    everyone, all_courses = build_curve_cohort(200, seed=9)
+    early, early_courses = build_curve_cohort(200, seed=9, early_endings=True)
+    assert [c.observed for c in all_courses] == [c.observed for c in early_courses]
+    assert everyone.labels == early.labels
+    kept = {s.submission_id for s in early.submissions}
+    assert kept < {s.submission_id for s in everyone.submissions}
+    for course in early_courses:
+        if course.improved_at is not None and course.improved_at <= 12:
+            assert course.ends_at == max(2, math.ceil(course.improved_at))
+            change = REGISTRY.get(course.instrument).reliable_change.value  # type: ignore[union-attr]
+            assert course.true_scores[0] - course.true_scores[course.ends_at - 1] >= change - 1e-9
+        else:
+            assert course.ends_at == 12
+        assert course.attended() == course.complete()[:course.ends_at]
+    assert sum(c.ends_at < 12 for c in early_courses) > 60  # about half improve by session 8
