@@ -1,19 +1,20 @@
-"""Not on track by the expected trajectory: the clinic's own clients, by intake band and session.
+"""Not on track by the expected trajectory: the clinic's own clients, by intake and session.
 
 An expected-treatment-response (ETR) curve conditioned on intake, after Finch, Lambert & Schaalje
 (intake severity x session, tolerance band around the expected score) and the empirical rule of
-clinical-anchors §5: a score worse than the given percentile of the scores this clinic's clients
-with the same intake band had at the same session is off track [R6][R7][R21].
+clinical-anchors §5: a score worse than the given percentile of the scores expected of this clinic's
+clients with the same intake at the same session is off track [R6][R7][R21].
 
 `fit` is pure: it takes each episode's series of one instrument (session number, total, in session
 order) and returns a `TrajectoryFit`: per intake band and session, how many episodes, the expected
 (mean) score and the boundary (the percentile on the worse side). A cell with fewer episodes than
 `min_episodes` is left out, and where there is no cell the checkpoint rule (outcome.py) stands alone.
-`rapport trajectories fit` runs it over the stored scores; the alerts service reads the latest fit.
+That was the rule's fit until v3; it is kept to read the fits stored then and to calibrate against.
 
-`ExpectedTrajectory` is the check: it looks up the cell of the score's intake band and session, and
-finds 'off the expected trajectory' beyond the boundary, or clears the not_on_track alert (back on
-track) within it. Cost per score is a dictionary lookup, whatever the history.
+`ExpectedTrajectory` is the check: it asks the fit what it expects of the score's intake and session
+(`at`: the cell, or the mixed model's prediction), and finds 'off the expected trajectory' beyond the
+boundary, or clears the not_on_track alert (back on track) within it. Cost per score is a dictionary
+lookup or a few multiplications, whatever the history.
 
 Those per-session percentiles have a survivorship bias: a cell holds only the episodes that reached its
 session, and improvers leave early, so later cells describe the non-responders and their boundary drifts
