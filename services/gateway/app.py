@@ -30,6 +30,7 @@ from rapport.services.gateway.records_api import records_router
 from rapport.services.gateway.repository import StoredAnswers, forget_old_answers
 from rapport.services.gateway.tokens import TokenVerifier, verifier_for
 from rapport.services.gateway.worklist_records import RecordsAlerts
+from rapport.shared.db.group_commit import GroupCommit
 from rapport.shared.messaging import subjects
 from rapport.shared.messaging.ingress import BrokerUnavailable, Ingress
 from rapport.shared.periodic import Periodic
@@ -85,7 +86,8 @@ def build(settings: Settings, broker_url: str, *, verifier: TokenVerifier | None
                     "summary as the alerts service counts it (for the record API)",
     )
     ingress = Ingress(runtime.connection, timeout=settings.publish_timeout_seconds)
-    intake = Intake(ingress, AnswerWaiter(ingress), StoredAnswers(runtime.sessions),
+    writes = GroupCommit(runtime.sessions)  # the requests' records of messages and audit rows, together
+    intake = Intake(ingress, AnswerWaiter(ingress), StoredAnswers(runtime.sessions, writes),
                     wait_seconds=settings.gateway_answer_wait_seconds)
 
     def limit() -> int:
@@ -102,7 +104,7 @@ def build(settings: Settings, broker_url: str, *, verifier: TokenVerifier | None
     feed = AlertFeed(ingress)
     commander = AlertCommander(ingress, feed, wait_seconds=settings.gateway_answer_wait_seconds)
     pages = dashboard(settings, runtime.sessions, gate, clock=runtime.clock,  # sign-in, audit, pages
-                      alerts=RecordsAlerts(Records(runtime.sessions), commander, feed))
+                      alerts=RecordsAlerts(Records(runtime.sessions), commander, feed), writes=writes)
     notifications = notification_delivery(runtime, settings, gate, audit=pages.audit)  # webhooks, e-mail
     records = records_router(Records(runtime.sessions, runtime.clock), feed, commander, pages.sign_in.principal_of,
                              pages.audit)

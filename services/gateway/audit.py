@@ -22,7 +22,6 @@ documentation), not a setting Rapport guesses.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 from collections.abc import Callable, Sequence
@@ -39,6 +38,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from rapport.services.gateway.http import Refused
 from rapport.services.gateway.tokens import Principal
 from rapport.shared.db.base import Base, UtcDateTime
+from rapport.shared.db.group_commit import GroupCommit
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
@@ -111,16 +111,28 @@ def _clip(value: str | None, length: int) -> str | None:
     return None if value is None else value[:length]
 
 
+class AuditRows:
+    """Each request's audit rows, one INSERT for the group."""
+
+    async def write(self, session: AsyncSession, requests: Sequence[list[dict[str, Any]]]) -> list[None]:
+        rows = [row for rows in requests for row in rows]
+        if rows:
+            await session.execute(insert(AuditRow), rows)
+        return [None] * len(requests)
+
+
+AUDIT_ROWS = AuditRows()
+
+
 class AuditTrail:
     """Writes and reads `gateway_audit`. Only `record` and `entries`: a row is never changed."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession],
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), writes: GroupCommit | None = None) -> None:
+        """`writes`: the group commit of record_each, shared with the gateway's records of messages."""
         self._sessions = sessions
         self._clock = clock
-        # the group commit of record_each: rows waiting for the next transaction, and the task writing
-        self._waiting: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writes = writes or GroupCommit(sessions)
 
     async def record_each(self, *, action: str, outcome: int, principal: Principal | None, request: Request,
                           credential: str, parts: Sequence[tuple[str | None, str | None]]) -> None:
@@ -135,26 +147,7 @@ class AuditTrail:
                "clinician": principal.clinician if principal else None, "action": action[:64],
                "client_address": client_address(request), "credential": credential, "outcome": outcome}
         rows = [{**who, "resource": _clip(resource, 300), "detail": _clip(detail, 64)} for resource, detail in parts]
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((rows, done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_waiting(), name="gateway-audit-group-commit")
-        await asyncio.shield(done)  # a request that goes away leaves its rows to be written
-
-    async def _write_waiting(self) -> None:
-        while self._waiting:
-            batch, self._waiting = self._waiting, []
-            try:
-                async with self._sessions() as session, session.begin():
-                    await session.execute(insert(AuditRow), [row for rows, _ in batch for row in rows])
-            except Exception as error:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(error)
-            else:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
+        await self._writes.write(AUDIT_ROWS, rows)
 
     def _row(self, *, action: str, outcome: int, principal: Principal | None, resource: str | None,
              request: Request | None, credential: str | None, detail: str | None) -> AuditRow:

@@ -25,6 +25,7 @@ from rapport.services.gateway.signin import SignIn
 from rapport.services.gateway.tokens import Principal, load_signing_key
 from rapport.services.gateway.views import Views, static_router
 from rapport.services.gateway.worklist import AlertSource, WorklistPage, worklist_router
+from rapport.shared.db.group_commit import GroupCommit
 from rapport.shared.periodic import Periodic
 from rapport.shared.settings import Settings
 
@@ -43,9 +44,11 @@ class Dashboard:
 
 
 def dashboard(settings: Settings, sessions: async_sessionmaker[AsyncSession], gate: Gate, *,
-              clock: Callable[[], datetime], alerts: AlertSource | None = None) -> Dashboard:
-    """`alerts`: where the worklist reads and sends commands (without it, `/` has no worklist)."""
-    audit = AuditTrail(sessions, clock)
+              clock: Callable[[], datetime], alerts: AlertSource | None = None,
+              writes: GroupCommit | None = None) -> Dashboard:
+    """`alerts`: where the worklist reads and sends commands (without it, `/` has no worklist);
+    `writes`: the group commit the audit rows of submissions share with the records of messages."""
+    audit = AuditTrail(sessions, clock, writes)
     views = Views()
     key_file = settings.resolved_token_key_file()
     # login links are the embedded stack's: with an OIDC issuer (or no key) /sign-in refuses them

@@ -5,7 +5,6 @@ tells pending from never sent and a reused Idempotency-Key with another body is 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from rapport.services.gateway.answers import Answer, complete
 from rapport.services.gateway.models import PublishedMessage, StoredAnswer
 from rapport.shared.db.delivery import inbox_key
 from rapport.shared.db.engine import READ_ONLY
+from rapport.shared.db.group_commit import GroupCommit
 from rapport.shared.db.upsert import insert_ignoring_conflicts
 
 
@@ -68,55 +68,32 @@ class Status:
     answers: list[Answer] | None
 
 
-class GroupInsert:
-    """The records of concurrent requests inserted in one transaction. On SQLite every commit is a
-    synced write under the file's one write lock, shared with the other services: a commit per
-    request held the HTTP path to the commits the disk makes per second (under 30/s measured with
-    the pipeline running). A request waits for the insert in flight, then goes in with every
-    request that came meanwhile. Returns, per row, whether that row was the one inserted."""
+class MessageRecords:
+    """The records of the messages published, one INSERT for the requests of the moment (a group
+    commit, shared/db/group_commit.py); per row, whether it was the one inserted (two requests racing
+    with one id: only the first)."""
 
-    MAX_ROWS = 200
+    async def write(self, session: AsyncSession, rows: Sequence[dict[str, Any]]) -> list[bool]:
+        unique = list({row["message_key"]: row for row in reversed(rows)}.values())  # the first of each key
+        statement = insert_ignoring_conflicts(session, PublishedMessage.__table__, ["message_key"])  # type: ignore[arg-type]
+        inserted = set((await session.execute(
+            statement.values(unique).returning(PublishedMessage.message_key))).scalars())
+        claimed: set[str] = set()
+        firsts = []
+        for row in rows:
+            firsts.append(row["message_key"] in inserted and row["message_key"] not in claimed)
+            claimed.add(row["message_key"])
+        return firsts
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
-        self._waiting: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
-        self._flusher: asyncio.Task[None] | None = None
 
-    async def insert(self, row: dict[str, Any]) -> bool:
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.append((row, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        return await future
-
-    async def _flush(self) -> None:
-        while self._waiting:
-            batch, self._waiting = self._waiting[:self.MAX_ROWS], self._waiting[self.MAX_ROWS:]
-            rows = list({row["message_key"]: row for row, _ in reversed(batch)}.values())  # the first of each key
-            try:
-                async with self._sessions() as session:
-                    statement = insert_ignoring_conflicts(session, PublishedMessage.__table__,  # type: ignore[arg-type]
-                                                          ["message_key"])
-                    inserted = set((await session.execute(
-                        statement.values(rows).returning(PublishedMessage.message_key))).scalars())
-                    await session.commit()
-            except Exception as error:  # each request answers for itself (503)
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
-            claimed: set[str] = set()
-            for row, future in batch:
-                key = row["message_key"]
-                if not future.done():
-                    future.set_result(key in inserted and key not in claimed)
-                claimed.add(key)
+MESSAGE_RECORDS = MessageRecords()
 
 
 class StoredAnswers:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], writes: GroupCommit | None = None) -> None:
+        """`writes`: the gateway's group commit, shared with the audit trail's rows."""
         self._sessions = sessions
-        self._inserts = GroupInsert(sessions)
+        self._writes = writes or GroupCommit(sessions)
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[AsyncConnection]:
@@ -149,8 +126,8 @@ class StoredAnswers:
     async def record(self, tenant: str, message_id: str, *, body_digest: str, form: str, now: datetime) -> bool:
         """Record the message (an insert shared with the requests of the moment); False when
         another request recorded the id first (two requests racing with one id: only one inserts)."""
-        return await self._inserts.insert({"message_key": inbox_key(tenant, message_id), "body_digest": body_digest,
-                                           "form": form, "received_at": now})
+        return await self._writes.write(MESSAGE_RECORDS, {
+            "message_key": inbox_key(tenant, message_id), "body_digest": body_digest, "form": form, "received_at": now})
 
     async def status(self, tenant: str, message_id: str) -> Status:
         key = inbox_key(tenant, message_id)
