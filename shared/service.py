@@ -32,7 +32,7 @@ from rapport.shared.db.delivery import PublishedRows, forget_old_inbox
 from rapport.shared.db.engine import create_engine, session_factory
 from rapport.shared.durability import describe_durability
 from rapport.shared.messaging.broker import batch_pull, bound_stream, consumer_config, make_broker, require_tls
-from rapport.shared.messaging.consumer import BatchConsumer, Handler, U, UnitOfWorkFactory, utcnow
+from rapport.shared.messaging.consumer import BatchConsumer, Handler, Inbound, U, UnitOfWorkFactory, utcnow
 from rapport.shared.messaging.publish import EventPublisher
 from rapport.shared.messaging.relay import OutboxRelay
 from rapport.shared.messaging.streams import ensure_streams
@@ -107,17 +107,20 @@ class ServiceRuntime:
         async with self.sessions() as session, session.begin():
             await forget_old_inbox(session, self.inbox, self.clock() - self.settings.inbox_retention)
 
-    def consumer(self, subject: str, handler: Handler[U], unit_of_work: UnitOfWorkFactory[U]) -> BatchConsumer[U]:
+    def consumer(self, subject: str, handler: Handler[U], unit_of_work: UnitOfWorkFactory[U],
+                 passes_over: Callable[[Inbound], bool] | None = None) -> BatchConsumer[U]:
         return BatchConsumer(
             service=self.name, subject_pattern=subject, sessions=self.sessions, inbox=self.inbox,
             outbox=self.outbox, handler=handler, unit_of_work=unit_of_work, publisher=self.publisher,
             published=self.published, settings=self.settings, max_payload=self.max_payload, clock=self.clock,
+            passes_over=passes_over,
         )
 
     def subscribe(self, subject: str, durable: str, handler: Handler[U], *, unit_of_work: UnitOfWorkFactory[U],
-                  description: str) -> BatchConsumer[U]:
-        """A durable pull consumer taking batches, acking by hand (see shared/messaging/consumer.py)."""
-        consumer = self.consumer(subject, handler, unit_of_work)
+                  description: str, passes_over: Callable[[Inbound], bool] | None = None) -> BatchConsumer[U]:
+        """A durable pull consumer taking batches, acking by hand (see shared/messaging/consumer.py);
+        `passes_over`: messages acked without a transaction, the handler having nothing to do with them."""
+        consumer = self.consumer(subject, handler, unit_of_work, passes_over)
         stream = stream_of(subject)
         config = consumer_config(self.settings, durable, subject)
 

@@ -18,7 +18,14 @@ from faststream.asgi.types import Receive, Scope, Send
 from rapport.services.gateway.answers import AnswerWaiter
 from rapport.services.gateway.attendance_api import attendance_router
 from rapport.services.gateway.dashboard import dashboard
-from rapport.services.gateway.handlers import SERVICE, KeepAlerts, KeepAnswers, KeepAttendance, KeepScores
+from rapport.services.gateway.handlers import (
+    SERVICE,
+    KeepAlerts,
+    KeepAnswers,
+    KeepAttendance,
+    KeepScores,
+    answer_to_another,
+)
 from rapport.services.gateway.http import Gate, create_app
 from rapport.services.gateway.intake import Intake, body_limit
 from rapport.services.gateway.live import AlertCommander, AlertFeed
@@ -71,6 +78,7 @@ def build(settings: Settings, broker_url: str, *, verifier: TokenVerifier | None
     runtime.subscribe(
         SUBMISSION_ANSWERS, "gateway-answers-v1", KeepAnswers(), unit_of_work=SessionUnitOfWork,
         description="ingest's answers, kept so a resend over HTTP gets the answer the first request got",
+        passes_over=answer_to_another,
     )
     runtime.subscribe(
         ALERT_TRANSITIONS, "gateway-alerts-v1", KeepAlerts(), unit_of_work=SessionUnitOfWork,
@@ -84,6 +92,7 @@ def build(settings: Settings, broker_url: str, *, verifier: TokenVerifier | None
         ATTENDANCE, "gateway-attendance-v1", KeepAttendance(), unit_of_work=SessionUnitOfWork,
         description="ingest's answers to attendance (kept for resends over HTTP) and each episode's attendance "
                     "summary as the alerts service counts it (for the record API)",
+        passes_over=answer_to_another,
     )
     ingress = Ingress(runtime.connection, timeout=settings.publish_timeout_seconds)
     writes = GroupCommit(runtime.sessions)  # the requests' records of messages and audit rows, together

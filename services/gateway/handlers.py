@@ -50,6 +50,18 @@ def _answer(message: Inbound, event: dict[str, Any]) -> KeptAnswer | None:
         raise PoisonMessage(f"not an answer ({type(error).__name__})") from None
 
 
+def answer_to_another(message: Inbound) -> bool:
+    """One of ingest's answers to a message the gateway did not publish (one published straight to
+    the broker): nothing of it is kept, so its consumer passes over it without a transaction. What
+    cannot be read as an answer is the handler's to refuse."""
+    try:
+        event = json.loads(message.body)
+        return bool(event["type"] in ANSWER_TYPES
+                    and not str(event["data"]["inbound_message_id"]).startswith(GATEWAY_MESSAGE_PREFIX))
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 def _event(message: Inbound) -> dict[str, Any]:
     try:
         event = json.loads(message.body)

@@ -144,7 +144,10 @@ class BatchConsumer(Generic[U]):
         settings: Settings,
         max_payload: Callable[[], int],
         clock: Callable[[], datetime] = utcnow,
+        passes_over: Callable[[Inbound], bool] | None = None,
     ) -> None:
+        """`passes_over`: messages the handler would do nothing with, acked without a transaction
+        (and without an inbox row: there is nothing to do twice)."""
         self.service = service
         self.subject_pattern = subject_pattern
         self._sessions = sessions
@@ -157,6 +160,7 @@ class BatchConsumer(Generic[U]):
         self._settings = settings
         self._max_payload = max_payload
         self._clock = clock
+        self._passes_over = passes_over
         self._stop = asyncio.Event()
         self.paused: Pause | None = None
         self.last_batch_at = time.monotonic()
@@ -170,7 +174,16 @@ class BatchConsumer(Generic[U]):
         messages = [Inbound.from_nats(m) for m in raw]
         messages_received.labels(self.service, self.subject_pattern).inc(len(messages))
         batch_size.labels(self.service).observe(len(messages))
-        await self.handle(messages)
+        passed: list[Inbound] = []
+        if self._passes_over is not None:
+            worked: list[Inbound] = []
+            for message in messages:
+                (passed if self._passes_over(message) else worked).append(message)
+            messages = worked
+        if messages:
+            await self.handle(messages)
+        if passed:
+            await self._ack(passed)
         batch_seconds.labels(self.service).observe(time.perf_counter() - started)
 
     async def handle(self, messages: Sequence[Inbound]) -> None:

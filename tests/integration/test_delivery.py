@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import nats
 import pytest
-from harness import running, settings_for
+from harness import running, settings_for, until
 from nats.aio.msg import Msg
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
@@ -68,11 +68,12 @@ class Listener:
 
 @asynccontextmanager
 async def echo_service(
-    database_url: str, nats_url: str, work: Echo, **settings: object
+    database_url: str, nats_url: str, work: Echo, passes_over: Callable[[Inbound], bool] | None = None,
+    **settings: object
 ) -> AsyncIterator[ServiceRuntime]:
     runtime = ServiceRuntime("ingest", settings_for(database_url, **settings), nats_url, inbox=inbox, outbox=outbox)
     runtime.subscribe(subjects.INBOUND_SUBMISSIONS, "echo-v1", work, unit_of_work=SessionUnitOfWork,
-                      description="test echo")
+                      description="test echo", passes_over=passes_over)
     await runtime.start()
     try:
         yield runtime
@@ -129,6 +130,29 @@ async def test_a_message_published_twice_with_one_id_gives_one_event(
         assert sorted(m.data for m in events) == [b'{"marker": 1}', b"{}"]
         assert len(events) == 2
         assert await count_rows(runtime, inbox) == 2
+
+
+async def test_a_message_the_handler_would_pass_over_is_acked_without_a_transaction_or_an_inbox_row(
+    database_url: str, fresh_stream: str, tenant: str
+) -> None:
+    work = Echo()
+    async with echo_service(database_url, fresh_stream, work, passes_over=lambda m: b"nothing to do" in m.body) \
+            as runtime, listening(fresh_stream, echoed(tenant)) as (listener, client):
+        js = client.jetstream()
+        for n in range(3):
+            await js.publish(subjects.submissions_in(tenant), b'{"note": "nothing to do"}',
+                             headers={"Nats-Msg-Id": f"passed-{n}"})
+        await js.publish(subjects.submissions_in(tenant), b'{"marker": 1}', headers={"Nats-Msg-Id": "marker"})
+        assert [m.data for m in await listener.wait_for(1)] == [b'{"marker": 1}']
+        assert await count_rows(runtime, inbox) == 1  # the marker's only
+        stream = subjects.stream_of(subjects.INBOUND_SUBMISSIONS)
+
+        async def all_acked() -> bool:
+            info = await js.consumer_info(stream, "echo-v1")
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        assert await until(all_acked)  # none of the passed-over messages comes back
+        assert len(listener.messages) == 1
 
 
 async def test_one_tenant_reusing_another_tenants_message_id_is_still_answered(

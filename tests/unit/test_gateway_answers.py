@@ -12,7 +12,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from rapport.services.gateway import fhir
-from rapport.services.gateway.answers import Answer, AnswerWaiter
+from rapport.services.gateway.answers import ACCEPTED, ATTENDANCE_REJECTED, Answer, AnswerWaiter
+from rapport.services.gateway.handlers import answer_to_another
 from rapport.services.gateway.http import PERMISSIONS, may
 from rapport.services.gateway.intake import body_limit, message_id_for
 from rapport.services.gateway.tokens import (
@@ -26,7 +27,7 @@ from rapport.services.gateway.tokens import (
     principal_from,
 )
 from rapport.shared.contracts.problems import Problem
-from rapport.shared.messaging.consumer import HEADER_ROOM
+from rapport.shared.messaging.consumer import HEADER_ROOM, Inbound
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -217,3 +218,19 @@ async def test_a_wait_finds_the_stored_answer_of_a_message_answered_before() -> 
         return None
 
     assert await nothing.wait(0.05, look_up=none, look_up_after=0.01) is None
+
+
+def test_the_answer_projections_pass_over_answers_to_messages_the_gateway_did_not_publish() -> None:
+    def inbound(body: object) -> Inbound:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return Inbound(message_id="m", subject="rapport.acme.submission.accepted", tenant="acme", body=raw,
+                       deliveries=1)
+
+    sent_by_broker = {"type": ACCEPTED, "data": {"inbound_message_id": "3f0c-uuid"}}
+    sent_over_http = {"type": ACCEPTED, "data": {"inbound_message_id": "http-body:" + "a" * 40}}
+    assert answer_to_another(inbound(sent_by_broker))
+    assert answer_to_another(inbound({**sent_by_broker, "type": ATTENDANCE_REJECTED}))
+    assert not answer_to_another(inbound(sent_over_http))
+    assert not answer_to_another(inbound({"type": "rapport.attendance.recorded.v1", "data": {}}))  # not an answer
+    assert not answer_to_another(inbound(b"not json"))  # the handler refuses it (poison), with its reason
+    assert not answer_to_another(inbound({"type": ACCEPTED}))
