@@ -23,7 +23,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from rapport.services.gateway.answers import Answer, AnswerWaiter
 from rapport.services.gateway.repository import Seen, Status
@@ -110,7 +110,7 @@ class Intake:
     stored: Messages
     wait_seconds: float
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    _recording: set[asyncio.Future[bool]] = field(default_factory=set, init=False, repr=False)
+    _recording: set[asyncio.Future[Any]] = field(default_factory=set, init=False, repr=False)
 
     async def submit(self, tenant: str, body: bytes, message_id: str, form: str, *,
                      channel: Channel = SUBMISSIONS) -> Received:
@@ -121,31 +121,44 @@ class Intake:
 
         A keyed message is recorded before it is published, so that of two bodies sent with one
         key only the one recorded is ever published. A message whose id is its body's digest can
-        have no other body: its record is written while it is published and answered (on SQLite
-        the insert waits for the other services' writers, and it would add that wait to every
-        request). It is in before a 202 is answered, so every 202 can be polled; an answer that came
-        in time does not wait for it (a resend is answered from the stored answers, and the record's
-        wait was the largest part of the HTTP path's slowest answers)."""
+        have no other body: what is stored of it is read, and its record written, while it is
+        published and answered (each a wait for the database, which the answer need not add to):
+        one answered before is answered from the stored answers (its republishing is the broker's
+        duplicate, or ingest's inbox's). The record is in before a 202 is answered, so every 202 can
+        be polled; an answer that came in time does not wait for it."""
         digest = body_digest(body)
-        seen = await self._guarded(self.stored.seen(tenant, message_id, digest), message_id)
-        if seen.reused:
-            raise IdempotencyKeyReused
-        if seen.answers is not None:
-            return Received(message_id, seen.answers, duplicate=True)
-        recording = None
-        if not seen.recorded:
-            recording = asyncio.ensure_future(self._guarded(
-                self.stored.record(tenant, message_id, body_digest=digest, form=form, now=self.clock()), message_id))
-            if message_id.startswith(KEYED_PREFIX):
-                first, recording = await recording, None
+        if message_id.startswith(KEYED_PREFIX):
+            seen = await self._guarded(self.stored.seen(tenant, message_id, digest), message_id)
+            if seen.reused:
+                raise IdempotencyKeyReused
+            if seen.answers is not None:
+                return Received(message_id, seen.answers, duplicate=True)
+            if not seen.recorded:
+                first = await self._guarded(self.stored.record(tenant, message_id, body_digest=digest, form=form,
+                                                               now=self.clock()), message_id)
                 if not first and (await self._guarded(self.stored.seen(tenant, message_id, digest),
                                                       message_id)).reused:
                     raise IdempotencyKeyReused  # another request recorded the key with its body a moment ago
+            return await self._published(tenant, body, message_id, channel, looked_up=seen, recording=None)
+        # a body's own id can name no other body: what is known of it is read, and its record
+        # written, while it is published (a resend published again is the broker's duplicate, or
+        # ingest's inbox's, and is answered from the stored answers)
+        looking = asyncio.ensure_future(self._guarded(self.stored.seen(tenant, message_id, digest), message_id))
+        recording = asyncio.ensure_future(self._guarded(
+            self.stored.record(tenant, message_id, body_digest=digest, form=form, now=self.clock()), message_id))
+        return await self._published(tenant, body, message_id, channel, looked_up=looking, recording=recording)
+
+    async def _published(self, tenant: str, body: bytes, message_id: str, channel: Channel, *,
+                         looked_up: Seen | asyncio.Future[Seen], recording: asyncio.Future[bool] | None) -> Received:
         pending = await self.waiter.expect(tenant, message_id, channel.entity)
         answers: list[Answer] | None = None
         try:
             try:
                 duplicate = await self.ingress.publish(channel.inbound(tenant), body, message_id=message_id)
+                seen = looked_up if isinstance(looked_up, Seen) else await looked_up
+                if seen.answers is not None:  # answered before: its answer will not come live again
+                    answers = seen.answers
+                    return Received(message_id, answers, duplicate=True)
                 # the stored answers are looked up for what may have been answered already (a resend:
                 # its answer will not come live again); a new message's answer comes live, looked up
                 # only late, for an answer the subscription missed (every waiting request's look-up
@@ -153,6 +166,8 @@ class Intake:
                 answers = await pending.wait(self.wait_seconds, look_up=lambda: self._stored(tenant, message_id),
                                              look_up_after=0.5 if seen.recorded else LATE_LOOK_UP_SECONDS)
             finally:
+                if isinstance(looked_up, asyncio.Future) and not looked_up.done():
+                    self._finish_later(looked_up)  # the publish failed first: nobody reads it now
                 if recording is not None:
                     if answers is None:  # a 202, or nothing published: the record is what a poll or resend reads
                         await recording
@@ -162,12 +177,12 @@ class Intake:
             self.waiter.release(pending)
         return Received(message_id, answers, duplicate=duplicate)
 
-    def _finish_later(self, recording: asyncio.Future[bool]) -> None:
+    def _finish_later(self, recording: asyncio.Future[T]) -> None:
         """Keeps the record's write going after its request was answered (a failure was logged by
         _guarded; nothing waits for it)."""
         self._recording.add(recording)
 
-        def done(future: asyncio.Future[bool]) -> None:
+        def done(future: asyncio.Future[T]) -> None:
             self._recording.discard(future)
             if not future.cancelled():
                 future.exception()  # retrieved: the failure was said where it happened
