@@ -2,50 +2,67 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from rapport.services.alerts import repository
 from rapport.services.alerts.rules import load_ruleset
+from rapport.services.alerts.rules.ruleset import RuleSet
 from rapport.services.alerts.rules.trajectory import FittedTrajectory, MixedModelFit, TrajectoryFit
-from rapport.services.alerts.trajectories import Calibration, calibrate_tenant, fit_tenant
+from rapport.services.alerts.trajectories import Calibration, calibrate_tenant, fit_tenant, save_fits
 from rapport.services.alerts.trajectory_model import SessionCalibration, Unfitted
-from rapport.shared.db.engine import create_engine, session_factory
-from rapport.shared.instruments import load_registry
+from rapport.shared.db.engine import READ_ONLY, create_engine, session_factory
+from rapport.shared.instruments import Registry, load_registry
+
+T = TypeVar("T")
+TenantWork = Callable[[AsyncSession, str, Registry, RuleSet], Awaitable[list[T]]]
 
 
-async def fit_stored(url: str, tenants: Sequence[str]) -> list[MixedModelFit | Unfitted]:
-    """Fit each tenant (all tenants with scores when none are named) and store the fits, one transaction each."""
+async def _each_tenant(url: str, tenants: Sequence[str], work: TenantWork[T],
+                       keep: Callable[[AsyncSession, str, list[T]], Awaitable[None]] | None = None) -> list[T]:
+    """`work` for each tenant named (all tenants with scores when none are) in a transaction that only
+    reads (fitting takes seconds, and on SQLite a writer's transaction would hold the services' write
+    lock all that time), then `keep` of what it gave in a short one."""
     engine = create_engine(url)
-    fitted: list[MixedModelFit | Unfitted] = []
+    done: list[T] = []
     try:
         sessions = session_factory(engine)
         async with sessions() as session:
             wanted = list(tenants) or await repository.tenants_with_scores(session)
         registry, rules = load_registry(), load_ruleset()
         for tenant in wanted:
-            async with sessions() as session, session.begin():
-                fitted += await fit_tenant(session, tenant, registry=registry, rules=rules, now=datetime.now(UTC))
+            async with sessions() as session:
+                await session.connection(execution_options=READ_ONLY)
+                found = await work(session, tenant, registry, rules)
+            if keep is not None:
+                async with sessions() as session, session.begin():
+                    await keep(session, tenant, found)
+            done += found
     finally:
         await engine.dispose()
-    return fitted
+    return done
+
+
+async def fit_stored(url: str, tenants: Sequence[str]) -> list[MixedModelFit | Unfitted]:
+    """Fit each tenant (all tenants with scores when none are named) and store the fits."""
+    async def fit(session: AsyncSession, tenant: str, registry: Registry, rules: RuleSet,
+                  ) -> list[MixedModelFit | Unfitted]:
+        return await fit_tenant(session, tenant, registry=registry, rules=rules, now=datetime.now(UTC))
+
+    return await _each_tenant(url, tenants, fit, save_fits)
 
 
 async def calibrate_stored(url: str, tenants: Sequence[str]) -> list[tuple[str, Calibration]]:
     """Each tenant's held-out calibration of both methods (nothing stored)."""
-    engine = create_engine(url)
-    found: list[tuple[str, Calibration]] = []
-    try:
-        sessions = session_factory(engine)
-        async with sessions() as session:
-            wanted = list(tenants) or await repository.tenants_with_scores(session)
-            registry, rules = load_registry(), load_ruleset()
-            for tenant in wanted:
-                found += [(tenant, c) for c in await calibrate_tenant(session, tenant, registry=registry, rules=rules,
-                                                                       now=datetime.now(UTC))]
-    finally:
-        await engine.dispose()
-    return found
+    async def calibrate(session: AsyncSession, tenant: str, registry: Registry, rules: RuleSet,
+                        ) -> list[tuple[str, Calibration]]:
+        return [(tenant, c) for c in await calibrate_tenant(session, tenant, registry=registry, rules=rules,
+                                                             now=datetime.now(UTC))]
+
+    return await _each_tenant(url, tenants, calibrate)
 
 
 async def stored_fits(url: str, tenants: Sequence[str]) -> list[FittedTrajectory]:

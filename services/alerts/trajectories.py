@@ -52,15 +52,18 @@ class Calibration:
 
 async def fit_tenant(session: AsyncSession, tenant: str, *, registry: Registry, rules: RuleSet,
                      now: datetime) -> list[MixedModelFit | Unfitted]:
-    """Fit every outcome instrument of the tenant (screeners excepted) from the stored scores, and store
-    the fits; an instrument with too few episodes or a fit that did not converge stores none."""
+    """Fit every outcome instrument of the tenant (screeners excepted) from the stored scores (read
+    with `session`; nothing stored: `save_fits`); an instrument with too few episodes or a fit that did
+    not converge has none."""
     p = rules.expected_trajectory.parameters
-    fitted = [fit_mixed([s for _, s in episodes], tenant=tenant, instrument=instrument.id, better=instrument.better,
-                        bands=intake_bands(instrument), percentile=p.percentile.value,
-                        min_episodes=p.min_episodes.value, max_session=p.max_session.value, fitted_at=now)
-              for instrument, episodes in await _series(session, tenant, registry)]
+    return [fit_mixed([s for _, s in episodes], tenant=tenant, instrument=instrument.id, better=instrument.better,
+                      bands=intake_bands(instrument), percentile=p.percentile.value,
+                      min_episodes=p.min_episodes.value, max_session=p.max_session.value, fitted_at=now)
+            for instrument, episodes in await _series(session, tenant, registry)]
+
+
+async def save_fits(session: AsyncSession, tenant: str, fitted: Sequence[MixedModelFit | Unfitted]) -> None:
     await repository.save_trajectory_fits(session, tenant, [f for f in fitted if isinstance(f, MixedModelFit)])
-    return fitted
 
 
 async def calibrate_tenant(session: AsyncSession, tenant: str, *, registry: Registry, rules: RuleSet,

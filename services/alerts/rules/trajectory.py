@@ -78,8 +78,9 @@ class Cell(BaseModel):
     boundary: float = Field(description="the percentile on the worse side: beyond it is off track")
 
 
-class TrajectoryFit(BaseModel):
-    """The expected trajectories of one instrument for one tenant, as `rapport trajectories fit` left them."""
+class InstrumentFit(BaseModel):
+    """What both kinds of expected trajectory say of themselves: whose, which instrument, which way is
+    better, when fitted, and the rule's parameters they were fitted with."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -87,30 +88,35 @@ class TrajectoryFit(BaseModel):
     instrument: str
     better: Literal["lower", "higher"]
     fitted_at: datetime
-    method: str = METHOD
     percentile: float
     min_episodes: int
     max_session: int
+    bands: list[IntakeBand] = Field(description="the instrument's intake bands")
+
+    def band_of(self, intake: float) -> IntakeBand | None:
+        found = [b for b in sorted(self.bands, key=lambda b: b.min) if b.min <= intake]
+        return found[-1] if found else None
+
+    def worse(self, score: float, boundary: float) -> bool:
+        return score > boundary if self.better == "lower" else score < boundary
+
+
+class TrajectoryFit(InstrumentFit):
+    """The expected trajectories of one instrument for one tenant, as `rapport trajectories fit` left them."""
+
+    method: str = METHOD
     episodes: int = Field(description="episodes with a baseline and at least one later score")
-    bands: list[IntakeBand]
     cells: list[Cell]
     _by_cell: dict[tuple[str, int], Cell] = PrivateAttr(default_factory=dict)  # built once; never model_copy
 
     def model_post_init(self, context: object, /) -> None:
         self._by_cell.update({(c.band, c.session): c for c in self.cells})
 
-    def band_of(self, intake: float) -> IntakeBand | None:
-        found = [b for b in self.bands if b.min <= intake]
-        return found[-1] if found else None
-
     def cell(self, intake: float, session: int) -> Cell | None:
         band = self.band_of(intake)
         if band is None:
             return None
         return self._by_cell.get((band.label, session))
-
-    def worse(self, score: float, boundary: float) -> bool:
-        return score > boundary if self.better == "lower" else score < boundary
 
     def at(self, intake: float, session: int) -> Expected | None:
         found = self.cell(intake, session)
@@ -141,19 +147,10 @@ class RandomEffects(BaseModel):
     log_session_variance: float = Field(ge=0)
 
 
-class MixedModelFit(BaseModel):
+class MixedModelFit(InstrumentFit):
     """The mixed-model expected trajectory of one instrument for one tenant: the model's parameters only."""
 
-    model_config = ConfigDict(frozen=True)
-
-    tenant: str
-    instrument: str
-    better: Literal["lower", "higher"]
-    fitted_at: datetime
     method: str = MIXED_MODEL  # what read_fit tells the two kinds apart by
-    percentile: float
-    min_episodes: int
-    max_session: int
     episodes: int = Field(description="episodes with a baseline and at least one later score in the sessions fitted")
     observations: int = Field(description="scores after intake the model was fitted on")
     first_session: int = Field(ge=2)
@@ -162,14 +159,6 @@ class MixedModelFit(BaseModel):
     fixed: FixedEffects
     random: RandomEffects
     residual_variance: float = Field(gt=0)
-    bands: list[IntakeBand] = Field(description="the instrument's intake bands, to name an intake in words")
-
-    def band_of(self, intake: float) -> IntakeBand | None:
-        found = [b for b in sorted(self.bands, key=lambda b: b.min) if b.min <= intake]
-        return found[-1] if found else None
-
-    def worse(self, score: float, boundary: float) -> bool:
-        return score > boundary if self.better == "lower" else score < boundary
 
     def at(self, intake: float, session: int) -> Expected | None:
         """Before the first session fitted (the intake itself) nothing; after the last, the last session's
