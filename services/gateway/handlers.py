@@ -43,11 +43,15 @@ def _answer(message: Inbound, event: dict[str, Any]) -> KeptAnswer | None:
     try:
         kind, data = event["type"], event["data"]
         message.require_tenant(event["tenant"])
-        if not str(data["inbound_message_id"]).startswith(GATEWAY_MESSAGE_PREFIX):
+        if not _published_by_gateway(data):
             return None  # published straight to the broker: not the gateway's to answer
         return message.tenant, str(data["inbound_message_id"]), Answer.from_event(kind, data)
     except (ValueError, KeyError, TypeError) as error:
         raise PoisonMessage(f"not an answer ({type(error).__name__})") from None
+
+
+def _published_by_gateway(answer: dict[str, Any]) -> bool:
+    return str(answer["inbound_message_id"]).startswith(GATEWAY_MESSAGE_PREFIX)
 
 
 def answer_to_another(message: Inbound) -> bool:
@@ -56,8 +60,7 @@ def answer_to_another(message: Inbound) -> bool:
     cannot be read as an answer is the handler's to refuse."""
     try:
         event = json.loads(message.body)
-        return bool(event["type"] in ANSWER_TYPES
-                    and not str(event["data"]["inbound_message_id"]).startswith(GATEWAY_MESSAGE_PREFIX))
+        return bool(event["type"] in ANSWER_TYPES and not _published_by_gateway(event["data"]))
     except (ValueError, KeyError, TypeError):
         return False
 

@@ -110,7 +110,7 @@ class Intake:
     stored: Messages
     wait_seconds: float
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    _recording: set[asyncio.Future[Any]] = field(default_factory=set, init=False, repr=False)
+    _unawaited: set[asyncio.Future[Any]] = field(default_factory=set, init=False, repr=False)
 
     async def submit(self, tenant: str, body: bytes, message_id: str, form: str, *,
                      channel: Channel = SUBMISSIONS) -> Received:
@@ -166,8 +166,8 @@ class Intake:
                 answers = await pending.wait(self.wait_seconds, look_up=lambda: self._stored(tenant, message_id),
                                              look_up_after=0.5 if seen.recorded else LATE_LOOK_UP_SECONDS)
             finally:
-                if isinstance(looked_up, asyncio.Future) and not looked_up.done():
-                    self._finish_later(looked_up)  # the publish failed first: nobody reads it now
+                if isinstance(looked_up, asyncio.Future):
+                    self._finish_later(looked_up)  # read above, or the publish failed first and nobody will
                 if recording is not None:
                     if answers is None:  # a 202, or nothing published: the record is what a poll or resend reads
                         await recording
@@ -177,17 +177,17 @@ class Intake:
             self.waiter.release(pending)
         return Received(message_id, answers, duplicate=duplicate)
 
-    def _finish_later(self, recording: asyncio.Future[T]) -> None:
-        """Keeps the record's write going after its request was answered (a failure was logged by
-        _guarded; nothing waits for it)."""
-        self._recording.add(recording)
+    def _finish_later(self, step: asyncio.Future[T]) -> None:
+        """Keeps a record's write or read going after its request no longer waits for it (a failure
+        was logged by _guarded)."""
+        self._unawaited.add(step)
 
         def done(future: asyncio.Future[T]) -> None:
-            self._recording.discard(future)
+            self._unawaited.discard(future)
             if not future.cancelled():
                 future.exception()  # retrieved: the failure was said where it happened
 
-        recording.add_done_callback(done)
+        step.add_done_callback(done)
 
     async def _guarded(self, step: Awaitable[T], message_id: str) -> T:
         try:

@@ -24,9 +24,9 @@ READ_ONLY = {READ_ONLY_OPTION: True}
 
 # SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25, ... up to 100 ms between its tries, so a
 # writer that finds the file's one write lock held by another service's commit (a few ms) often sleeps
-# long past its release. A writer's BEGIN IMMEDIATE is tried every 0.5 to 4 ms instead (`rapport
-# bench-locks`: five processes committing 100 times a second each, the p99 wait for the lock 54-79 ms
-# with SQLite's handler, 12-25 ms so).
+# long past its release. A writer's BEGIN IMMEDIATE is tried every 0.5 to 4 ms instead (`rapport db
+# bench-locks`: five processes committing 100 times a second each, the p99 wait for the lock 54-83 ms
+# with SQLite's handler, 20-24 ms so).
 LOCK_TRY_FIRST_SECONDS = 0.0005
 LOCK_TRY_MOST_SECONDS = 0.004
 

@@ -33,9 +33,14 @@ def computed(session: int, total: int) -> Inbound:
     score = ScoreComputed(tenant="clinic-a", submission_id=f"s{session}", revision=1, client_id="client-0001",
                           episode_id="episode-0001", administered_at=T0 + timedelta(days=7 * (session - 1)),
                           score=scored, responses=phq9_responses(total))
+    return delivered(score, f"m{session}")
+
+
+def delivered(score: ScoreComputed, message_id: str) -> Inbound:
+    """`score.computed` as the alerts service's consumer is given it, delivered once."""
     event = cloud_event(entity="score", verb="computed", service="scoring", tenant="clinic-a",
                         subject="rapport.clinic-a.score.computed", about=score.submission_id, data=score)
-    return Inbound(f"m{session}", event.subject, "clinic-a", event.body, 1)
+    return Inbound(message_id, event.subject, "clinic-a", event.body, 1)
 
 
 async def test_a_batch_with_a_late_score_and_a_newer_one_counts_each_score_once(
@@ -77,9 +82,7 @@ def waisr(session: int, goal: int, task: int, bond: int) -> Inbound:
                           episode_id="episode-sam", clinician_id="clin-07", session_number=session,
                           administered_at=T0 + timedelta(days=7 * (session - 1)),
                           score=score_of(instrument, responses), responses=responses)
-    event = cloud_event(entity="score", verb="computed", service="scoring", tenant="clinic-a",
-                        subject="rapport.clinic-a.score.computed", about=score.submission_id, data=score)
-    return Inbound(f"m-wai-{session}", event.subject, "clinic-a", event.body, 1)
+    return delivered(score, f"m-wai-{session}")
 
 
 async def test_sams_bond_collapse_is_one_rupture_alert_on_disk_and_a_late_session_keeps_it_one(
