@@ -103,33 +103,50 @@ class Pending:
     tenant: str
     message_id: str
     answers: dict[int, Answer] = field(default_factory=dict)
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    _woken: asyncio.Event = field(default_factory=asyncio.Event)
+    _look_up_due: bool = False
 
     def add(self, answer: Answer) -> None:
         self.answers[answer.part] = answer
         if complete(self.answers) is not None:
-            self.arrived.set()
+            self._woken.set()
+
+    @property
+    def answered(self) -> bool:
+        return complete(self.answers) is not None
+
+    def look_up_now(self) -> None:
+        """The message turns out to have been sent before (a resend): its answers may be stored
+        already and will not come live again."""
+        self._look_up_due = True
+        self._woken.set()
 
     async def wait(self, seconds: float, *, look_up: Callable[[], Awaitable[list[Answer] | None]],
                    look_up_after: float = 0.5) -> list[Answer] | None:
         """The answers as they arrive, or from `look_up` (the stored answers: for a message answered
         before this request, such as a resend, whose answer will not come again), within `seconds`.
-        Looked up after `look_up_after`, then at doubling intervals: an answer usually comes live
-        first, and under load a look-up every few hundred milliseconds per waiting request was
-        what the database spent its time on."""
+        Looked up at once when `look_up_now` is called, else after `look_up_after`; then at
+        doubling intervals: an answer usually comes live first, and under load a look-up every few
+        hundred milliseconds per waiting request was what the database spent its time on."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         interval = look_up_after
         while (remaining := deadline - loop.time()) > 0:
             try:
-                await asyncio.wait_for(self.arrived.wait(), min(remaining, interval))
+                await asyncio.wait_for(self._woken.wait(), min(remaining, interval))
             except TimeoutError:
-                found = await look_up()
-                if found is not None:
-                    return found
                 interval = min(interval * 2, 4.0)
-                continue
-            return complete(self.answers)
+            else:
+                if (answers := complete(self.answers)) is not None:
+                    return answers
+                self._woken.clear()
+                if not self._look_up_due:
+                    continue
+                self._look_up_due = False
+                interval = 0.5  # a resend whose first request may still be waiting for its answer
+            found = await look_up()
+            if found is not None:
+                return found
         return complete(self.answers)
 
 

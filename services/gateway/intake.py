@@ -23,9 +23,10 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
-from rapport.services.gateway.answers import Answer, AnswerWaiter
+from rapport.services.gateway.answers import Answer, AnswerWaiter, Pending
 from rapport.services.gateway.repository import Seen, Status
 from rapport.shared.messaging import subjects
 from rapport.shared.messaging.consumer import HEADER_ROOM
@@ -100,7 +101,6 @@ class RecordUnavailable(Exception):
 class Received:
     message_id: str
     answers: list[Answer] | None  # None: no answer within the wait
-    duplicate: bool = False  # answered from the stored answers, or the broker knew the message id
 
 
 @dataclass
@@ -119,55 +119,43 @@ class Intake:
         IdempotencyKeyReused before anything is published, RecordUnavailable when the database
         did not take the record (a resend is safe then too).
 
-        A keyed message is recorded before it is published, so that of two bodies sent with one
-        key only the one recorded is ever published. A message whose id is its body's digest can
-        have no other body: what is stored of it is read, and its record written, while it is
-        published and answered (each a wait for the database, which the answer need not add to):
-        one answered before is answered from the stored answers (its republishing is the broker's
-        duplicate, or ingest's inbox's). The record is in before a 202 is answered, so every 202 can
-        be polled; an answer that came in time does not wait for it."""
+        A keyed message is read and recorded before it is published, so that of two bodies sent
+        with one key only the one recorded is ever published. A message whose id is its body's
+        digest can have no other body, so nothing is read first: it is recorded while it is
+        published and answered, and the record's insert tells a resend (recorded by an earlier
+        request) from a new message. A resend's answers are then looked up, as they will not come
+        live again (its republishing is ingest's inbox's duplicate); a new message's come live,
+        looked up only late. The record is in before a 202 is answered, so every 202 can be
+        polled; an answer that came in time does not wait for it."""
         digest = body_digest(body)
-        if message_id.startswith(KEYED_PREFIX):
-            seen = await self._guarded(self.stored.seen(tenant, message_id, digest), message_id)
-            if seen.reused:
-                raise IdempotencyKeyReused
-            if seen.answers is not None:
-                return Received(message_id, seen.answers, duplicate=True)
-            if not seen.recorded:
-                first = await self._guarded(self.stored.record(tenant, message_id, body_digest=digest, form=form,
-                                                               now=self.clock()), message_id)
-                if not first and (await self._guarded(self.stored.seen(tenant, message_id, digest),
-                                                      message_id)).reused:
-                    raise IdempotencyKeyReused  # another request recorded the key with its body a moment ago
-            return await self._published(tenant, body, message_id, channel, looked_up=seen, recording=None)
-        # a body's own id can name no other body: what is known of it is read, and its record
-        # written, while it is published (a resend published again is the broker's duplicate, or
-        # ingest's inbox's, and is answered from the stored answers)
-        looking = asyncio.ensure_future(self._guarded(self.stored.seen(tenant, message_id, digest), message_id))
-        recording = asyncio.ensure_future(self._guarded(
-            self.stored.record(tenant, message_id, body_digest=digest, form=form, now=self.clock()), message_id))
-        return await self._published(tenant, body, message_id, channel, looked_up=looking, recording=recording)
+        if not message_id.startswith(KEYED_PREFIX):
+            recording = asyncio.ensure_future(self._guarded(
+                self.stored.record(tenant, message_id, body_digest=digest, form=form, now=self.clock()), message_id))
+            return await self._published(tenant, body, message_id, channel, sent_before=False, recording=recording)
+        seen = await self._guarded(self.stored.seen(tenant, message_id, digest), message_id)
+        if seen.reused:
+            raise IdempotencyKeyReused
+        if seen.answers is not None:
+            return Received(message_id, seen.answers)
+        if not seen.recorded:
+            first = await self._guarded(self.stored.record(tenant, message_id, body_digest=digest, form=form,
+                                                           now=self.clock()), message_id)
+            if not first and (await self._guarded(self.stored.seen(tenant, message_id, digest), message_id)).reused:
+                raise IdempotencyKeyReused  # another request recorded the key with its body a moment ago
+        return await self._published(tenant, body, message_id, channel, sent_before=seen.recorded, recording=None)
 
     async def _published(self, tenant: str, body: bytes, message_id: str, channel: Channel, *,
-                         looked_up: Seen | asyncio.Future[Seen], recording: asyncio.Future[bool] | None) -> Received:
+                         sent_before: bool, recording: asyncio.Future[bool] | None) -> Received:
         pending = await self.waiter.expect(tenant, message_id, channel.entity)
         answers: list[Answer] | None = None
         try:
             try:
-                duplicate = await self.ingress.publish(channel.inbound(tenant), body, message_id=message_id)
-                seen = looked_up if isinstance(looked_up, Seen) else await looked_up
-                if seen.answers is not None:  # answered before: its answer will not come live again
-                    answers = seen.answers
-                    return Received(message_id, answers, duplicate=True)
-                # the stored answers are looked up for what may have been answered already (a resend:
-                # its answer will not come live again); a new message's answer comes live, looked up
-                # only late, for an answer the subscription missed (every waiting request's look-up
-                # at half a second was a database read per request whenever ingest was slower)
+                if recording is not None:
+                    recording.add_done_callback(partial(_look_up_if_resent, pending))
+                await self.ingress.publish(channel.inbound(tenant), body, message_id=message_id)
                 answers = await pending.wait(self.wait_seconds, look_up=lambda: self._stored(tenant, message_id),
-                                             look_up_after=0.5 if seen.recorded else LATE_LOOK_UP_SECONDS)
+                                             look_up_after=0.5 if sent_before else LATE_LOOK_UP_SECONDS)
             finally:
-                if isinstance(looked_up, asyncio.Future):
-                    self._finish_later(looked_up)  # read above, or the publish failed first and nobody will
                 if recording is not None:
                     if answers is None:  # a 202, or nothing published: the record is what a poll or resend reads
                         await recording
@@ -175,10 +163,10 @@ class Intake:
                         self._finish_later(recording)
         finally:
             self.waiter.release(pending)
-        return Received(message_id, answers, duplicate=duplicate)
+        return Received(message_id, answers)
 
     def _finish_later(self, step: asyncio.Future[T]) -> None:
-        """Keeps a record's write or read going after its request no longer waits for it (a failure
+        """Keeps a record's write going after its request no longer waits for it (a failure
         was logged by _guarded)."""
         self._unawaited.add(step)
 
@@ -202,3 +190,9 @@ class Intake:
             return await self.stored.complete(tenant, message_id)
         except Exception:  # the database away: the live answer still comes; only a resend's would not
             return None
+
+
+def _look_up_if_resent(pending: Pending, record: asyncio.Future[bool]) -> None:
+    """The record's insert found the message recorded by an earlier request: a resend."""
+    if not record.cancelled() and record.exception() is None and not record.result():
+        pending.look_up_now()

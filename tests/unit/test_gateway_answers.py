@@ -3,8 +3,9 @@ the body limit, tokens and roles, the CapabilityStatement, and the waiter's hand
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -190,9 +191,9 @@ async def test_the_waiter_hands_each_answer_to_its_message_and_tenant_only() -> 
     broker.deliver(rejected, answer_event("acme", "m-2", 1, 1))  # another message
     broker.deliver(rejected, answer_event("beta", "m-1", 1, 2))  # names another tenant than its subject
     broker.deliver(rejected, answer_event("acme", "m-1", 2, 2))
-    assert not pending.arrived.is_set()
+    assert not pending.answered
     broker.deliver(rejected, answer_event("acme", "m-1", 1, 2))
-    assert pending.arrived.is_set()
+    assert pending.answered
 
     async def nothing_stored() -> list[Answer] | None:
         return None
@@ -218,6 +219,32 @@ async def test_a_wait_finds_the_stored_answer_of_a_message_answered_before() -> 
         return None
 
     assert await nothing.wait(0.05, look_up=none, look_up_after=0.01) is None
+
+
+async def test_a_resend_is_looked_up_as_soon_as_it_is_known_and_a_new_message_only_late() -> None:
+    broker = Listening()
+    waiter = AnswerWaiter(broker)  # type: ignore[arg-type]
+    stored = [Answer(outcome="accepted", part=1, parts=1, submission_id="s", source_format=None, problems=())]
+    looked_up: list[str] = []
+
+    def look_up(message_id: str) -> Callable[[], Awaitable[list[Answer] | None]]:
+        async def stored_answers() -> list[Answer] | None:
+            looked_up.append(message_id)
+            return stored
+        return stored_answers
+
+    resend = await waiter.expect("acme", "m-1")
+    waiting = asyncio.ensure_future(resend.wait(60, look_up=look_up("m-1"), look_up_after=30))
+    await asyncio.sleep(0)  # a yield, not a wait: the wait is under way before the message is known to be a resend
+    resend.look_up_now()
+    assert await asyncio.wait_for(waiting, 5) == stored  # not after the half minute
+
+    new = await waiter.expect("acme", "m-2")
+    waiting = asyncio.ensure_future(new.wait(60, look_up=look_up("m-2"), look_up_after=30))
+    broker.deliver("rapport.acme.submission.rejected", answer_event("acme", "m-2", 1, 1))
+    answers = await asyncio.wait_for(waiting, 5)
+    assert answers is not None and answers[0].outcome == "rejected"
+    assert looked_up == ["m-1"], "a new message's answer came live, with no look-up"
 
 
 def test_the_answer_projections_pass_over_answers_to_messages_the_gateway_did_not_publish() -> None:
