@@ -117,9 +117,12 @@ class ServiceRuntime:
         )
 
     def subscribe(self, subject: str, durable: str, handler: Handler[U], *, unit_of_work: UnitOfWorkFactory[U],
-                  description: str, passes_over: Callable[[Inbound], bool] | None = None) -> BatchConsumer[U]:
+                  description: str, passes_over: Callable[[Inbound], bool] | None = None,
+                  batch_wait_seconds: float | None = None) -> BatchConsumer[U]:
         """A durable pull consumer taking batches, acking by hand (see shared/messaging/consumer.py);
-        `passes_over`: messages acked without a transaction, the handler having nothing to do with them."""
+        `passes_over`: messages acked without a transaction, the handler having nothing to do with them;
+        `batch_wait_seconds`: how long a batch waits to fill (RAPPORT_BATCH_WAIT_SECONDS when None),
+        longer for what nobody waits on, so a trickle of messages is a few transactions, not one each."""
         consumer = self.consumer(subject, handler, unit_of_work, passes_over)
         stream = stream_of(subject)
         config = consumer_config(self.settings, durable, subject)
@@ -128,7 +131,7 @@ class ServiceRuntime:
             subject,
             stream=bound_stream(stream),
             durable=durable,
-            pull_sub=batch_pull(self.settings),
+            pull_sub=batch_pull(self.settings, batch_wait_seconds),
             config=config,
             decoder=raw_bodies,
             description=description,

@@ -264,8 +264,9 @@ async def connect_client(settings: Settings, url: str, *, name: str, **options: 
     return client
 
 
-def batch_pull(settings: Settings) -> PullSub:
-    return PullSub(batch_size=settings.batch_size, timeout=settings.batch_wait_seconds, batch=True)
+def batch_pull(settings: Settings, wait_seconds: float | None = None) -> PullSub:
+    """`wait_seconds`: how long a batch waits to fill after its first message (the setting's when None)."""
+    return PullSub(batch_size=settings.batch_size, timeout=wait_seconds or settings.batch_wait_seconds, batch=True)
 
 
 def consumer_config(settings: Settings, durable: str, subject: str) -> ConsumerConfig:
