@@ -1,7 +1,8 @@
 """One transaction for what concurrent requests write (a group commit).
 
 A request hands its rows to `GroupCommit.write(kind, item)` and waits; the rows of every request
-that came while the previous transaction was on its way go in together, each kind as one statement
+that came while the previous transaction was on its way, or while this one waited for the
+database's write lock, go in together, each kind as one statement
 (`GroupWrite.write` takes all of its items at once), and each request is answered once its rows are
 on disk, or with what the database raised when they are not.
 
@@ -62,15 +63,21 @@ class GroupCommit:
 
     async def _write_waiting(self) -> None:
         while self._waiting:
-            batch, self._waiting = self._waiting[:self.MAX_ITEMS], self._waiting[self.MAX_ITEMS:]
-            kinds: dict[int, list[_Waiting[Any, Any]]] = {}
-            for waiting in batch:
-                kinds.setdefault(id(waiting.kind), []).append(waiting)
+            batch: list[_Waiting[Any, Any]] = []
             try:
                 async with self._sessions() as session, session.begin():
+                    # the transaction (on SQLite, the write lock) first, then the rows: whatever came
+                    # while the lock was awaited goes in with the rest
+                    await session.connection()
+                    batch, self._waiting = self._waiting[:self.MAX_ITEMS], self._waiting[self.MAX_ITEMS:]
+                    kinds: dict[int, list[_Waiting[Any, Any]]] = {}
+                    for waiting in batch:
+                        kinds.setdefault(id(waiting.kind), []).append(waiting)
                     results = [(entries, await entries[0].kind.write(session, [w.item for w in entries]))
                                for entries in kinds.values()]
             except Exception as error:  # each request answers for itself
+                if not batch:  # no transaction: what waits now is answered with why
+                    batch, self._waiting = self._waiting[:self.MAX_ITEMS], self._waiting[self.MAX_ITEMS:]
                 for waiting in batch:
                     if not waiting.answer.done():
                         waiting.answer.set_exception(error)

@@ -8,6 +8,7 @@ its 300 characters."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -109,3 +110,28 @@ async def test_a_request_that_goes_away_while_waiting_still_has_its_rows_written
     with pytest.raises(asyncio.CancelledError):
         await leaving
     assert await counts(factory) == (0, 2)
+
+
+async def test_on_sqlite_a_request_that_comes_while_the_write_lock_is_awaited_goes_in_the_same_transaction(
+        sqlite_databases: Any, tenant: str) -> None:
+    url = await sqlite_databases.sqlite()
+    engine = create_engine(url)
+    commits: list[int] = []
+    trying = asyncio.Event()
+    event.listen(engine.sync_engine, "commit", lambda _connection: commits.append(1))
+    event.listen(engine.sync_engine, "engine_connect", lambda _connection: trying.set())  # then BEGIN IMMEDIATE
+    other_service = sqlite3.connect(url.split("///", 1)[1], isolation_level=None)
+    try:
+        other_service.execute("BEGIN IMMEDIATE")  # another service holds the file's one write lock
+        writes = GroupCommit(session_factory(engine))
+        first = asyncio.ensure_future(writes.write(MESSAGE_RECORDS, record(tenant, 1)))
+        await trying.wait()  # the group commit is beginning its transaction, with the first request's row
+        second = asyncio.ensure_future(writes.write(AUDIT_ROWS, audit_rows(tenant, 2)))
+        await asyncio.sleep(0)  # a yield, not a wait: the second request hands in its row
+        other_service.execute("ROLLBACK")
+        assert await asyncio.gather(first, second) == [True, None]
+        assert len(commits) == 1, "the row handed in while the lock was awaited went in with the first"
+        assert await counts(session_factory(engine)) == (1, 1)
+    finally:
+        other_service.close()
+        await engine.dispose()
