@@ -8,8 +8,9 @@ resend is the same message: ingest's inbox answers a message once, the gateway's
 answer the resend. Derived, not taken as sent, so one tenant's keys can never collide with
 another's (not even in the broker's short duplicate window, which every tenant shares).
 
-Each message is recorded before it is published, with a digest of its body: a poll of its id is
-then answered 202 until every answer is in, and an Idempotency-Key sent again with another body is
+Each message is recorded with a digest of its body (a keyed one before it is published, one named
+by its body while it is, the record's insert telling a resend from a new message): a poll of its id
+is then answered 202 until every answer is in, and an Idempotency-Key sent again with another body is
 refused without publishing (the IETF Idempotency-Key draft's 422), where the broker and ingest would
 otherwise take it for the first message and answer it with the first body's answer.
 """
