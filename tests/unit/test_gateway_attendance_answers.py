@@ -134,5 +134,5 @@ async def test_the_waiter_listens_for_attendance_answers_once_asked_to() -> None
     broker.deliver("rapport.acme.attendance.accepted", {
         "type": "rapport.attendance.accepted.v1", "tenant": "acme",
         "data": accepted(attendance=APPOINTMENT, inbound_message_id="m-2")})
-    assert appointment.arrived.is_set() and not submission.arrived.is_set()
+    assert appointment.answered and not submission.answered
     assert appointment.answers[1].submission_id == "appt-0501-03"
