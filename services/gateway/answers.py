@@ -106,14 +106,14 @@ class Pending:
     _woken: asyncio.Event = field(default_factory=asyncio.Event)
     _look_up_due: bool = False
 
-    def add(self, answer: Answer) -> None:
-        self.answers[answer.part] = answer
-        if complete(self.answers) is not None:
-            self._woken.set()
-
     @property
     def answered(self) -> bool:
         return complete(self.answers) is not None
+
+    def add(self, answer: Answer) -> None:
+        self.answers[answer.part] = answer
+        if self.answered:
+            self._woken.set()
 
     def look_up_now(self) -> None:
         """The message turns out to have been sent before (a resend): its answers may be stored
