@@ -181,6 +181,7 @@ async def _drive(broker_url: str, signed_in: Settings, tenant: str, count: int, 
             "answered": len(answer_latencies),
             "answers_per_s": round(len(answer_latencies) / (last_answer - started), 1) if answer_latencies else 0.0,
             "answer_latency_ms": _latency_summary(answer_latencies),
+            "hop_latency_ms": _hop_latencies(finished),
             "rss_mb": memory,
             "cpu_ms_per_submission": {n: round((after[n] - before[n]) * 1000 / max(1, len(finished)), 2)
                                       for n in after if n in before},
@@ -189,6 +190,18 @@ async def _drive(broker_url: str, signed_in: Settings, tenant: str, count: int, 
         }
     finally:
         await journeys.close()
+
+
+def _hop_latencies(finished: list[Journey]) -> dict[str, dict[str, float | None]]:
+    """Where the time from publish to evaluation.completed goes: to ingest's answer, from it to the
+    score, from the score to the evaluation (the journeys that were scored)."""
+    marks = [(j.published, j.answered, j.scored, j.finished) for j in finished
+             if j.answered is not None and j.scored is not None and j.finished is not None]
+    return {
+        "ingest": _latency_summary([answered - published for published, answered, _, _ in marks]),
+        "scoring": _latency_summary([scored - answered for _, answered, scored, _ in marks]),
+        "alerts": _latency_summary([done - scored for _, _, scored, done in marks]),
+    }
 
 
 async def _drive_baseline(broker_url: str, services: Settings, database_url: str, count: int,
@@ -401,6 +414,8 @@ def run_bench(settings: Settings, *, count: int, rate: float, tenant: str, histo
         f"{result['episodes']} episodes, {history} earlier sessions each) in {result['seconds']}s: "
         f"{result['throughput_per_s']}/s\n"
         f"latency publish -> evaluation.completed: p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms\n"
+        "  of which (p50 / p99 ms): " + ", ".join(
+            f"{hop} {hop_lat['p50']} / {hop_lat['p99']}" for hop, hop_lat in result["hop_latency_ms"].items()) + "\n"
         f"resident memory (MB): {result['rss_mb'] or 'not available'}\n"
         f"CPU per submission (ms): {result['cpu_ms_per_submission'] or 'not available'}; "
         f"idle CPU (% of a core, {IDLE_SECONDS:g}s before the run): {result['idle_cpu_percent'] or 'not available'}"

@@ -35,6 +35,7 @@ class Journey:
     evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     answered: float | None = None  # when the last part's answer (accepted or rejected) arrived
+    scored: float | None = None  # when its first score.computed arrived
     finished: float | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -119,6 +120,7 @@ class Journeys:
             journey = self.by_submission.get(data["submission_id"])
             if journey:
                 journey.scores[data["submission_id"]] = data
+                journey.scored = journey.scored or time.perf_counter()
         elif kind == "rapport.alert-command.rejected.v1":
             self.command_rejections.append(event)
         elif kind.startswith("rapport.alert."):

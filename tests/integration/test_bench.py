@@ -28,3 +28,7 @@ def test_bench_with_the_baseline_completes_both_loads_and_reports_their_share(tm
     assert report["share_of_baseline"] == round(report["throughput_per_s"] / report["baseline"]["throughput_per_s"], 2)
     assert set(report["baseline"]["cpu_ms_per_submission"]) == {"hop1", "hop2", "hop3"}
     assert report["latency_ms"]["p99"] is not None and report["baseline"]["latency_ms"]["p99"] is not None
+    hops = report["hop_latency_ms"]
+    assert set(hops) == {"ingest", "scoring", "alerts"} and all(hops[hop]["p50"] > 0 for hop in hops)
+    # the three hops are the whole journey: their means add up to its mean (to the rounding)
+    assert abs(sum(hops[hop]["mean"] for hop in hops) - report["latency_ms"]["mean"]) < 0.5
