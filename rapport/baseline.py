@@ -42,30 +42,36 @@ def subject(run: str, hop: int) -> str:
     return f"{PREFIX}.{run}.hop{hop}"
 
 
+def service(hop: int) -> str:
+    """A hop's name where a service's would be (its database: Settings.database_url_of)."""
+    return f"baseline-{hop}"
+
+
 def table(hop: int, metadata: MetaData | None = None) -> Table:
     return Table(f"rapport_baseline_hop{hop}", metadata or MetaData(),
                  Column("message_id", String(64), primary_key=True), Column("body", LargeBinary, nullable=False))
 
 
-async def prepare(js: JetStreamContext, engine: AsyncEngine) -> None:
-    await remove(js, engine)
+async def prepare(js: JetStreamContext, engines: list[AsyncEngine]) -> None:
+    """`engines`: one per hop, hop 1's first."""
+    await remove(js, engines)
     await js.add_stream(StreamConfig(name=STREAM, subjects=[f"{PREFIX}.>"], storage=StorageType.FILE,
                                      duplicate_window=300))
-    metadata = MetaData()
-    for hop in range(1, HOPS + 1):
+    for hop, engine in enumerate(engines, start=1):
+        metadata = MetaData()
         table(hop, metadata)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
 
 
-async def remove(js: JetStreamContext, engine: AsyncEngine) -> None:
+async def remove(js: JetStreamContext, engines: list[AsyncEngine]) -> None:
     with contextlib.suppress(NotFoundError):
         await js.delete_stream(STREAM)
-    metadata = MetaData()
-    for hop in range(1, HOPS + 1):
+    for hop, engine in enumerate(engines, start=1):
+        metadata = MetaData()
         table(hop, metadata)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.drop_all)
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.drop_all)
 
 
 async def raw_batch(msg: NatsBatchMessage, _original: Any) -> list[bytes]:
@@ -74,8 +80,8 @@ async def raw_batch(msg: NatsBatchMessage, _original: Any) -> list[bytes]:
 
 async def serve_hop(hop: int, run: str, settings: Settings) -> None:
     assert settings.broker_url is not None
-    broker = make_broker(settings, settings.broker_url, service=f"baseline-{hop}")
-    engine = create_engine(settings.resolved_database_url())
+    broker = make_broker(settings, settings.broker_url, service=service(hop))
+    engine = create_engine(settings.database_url_of(service(hop)))
     rows = table(hop)
     durable = f"baseline-{run}-{hop}"
 

@@ -204,24 +204,25 @@ def _hop_latencies(finished: list[Journey]) -> dict[str, dict[str, float | None]
     }
 
 
-async def _drive_baseline(broker_url: str, services: Settings, database_url: str, count: int,
+async def _drive_baseline(broker_url: str, services: Settings, stored: Settings, count: int,
                           rate: float) -> dict[str, Any]:
     """The same load through the bare three-hop pipeline (rapport/baseline.py), on the same broker and
-    database, signed in as the services are."""
+    database, signed in as the services are. `stored`: where the services keep their tables; each hop
+    keeps its own as a service does (a file of its own on the embedded SQLite)."""
     run = f"b{int(time.time()) % 10**6}"
     connection = await connect_client(services, broker_url, name="rapport-bench-baseline")
-    engine = create_engine(database_url)
+    urls = [stored.database_url_of(baseline.service(hop)) for hop in range(1, baseline.HOPS + 1)]
+    engines = [create_engine(url) for url in urls]
     processes: list[asyncio.subprocess.Process] = []
     try:
         js = connection.jetstream()
-        await baseline.prepare(js, engine)
-        env = {**os.environ, "RAPPORT_BROKER_URL": broker_url, "RAPPORT_DATABASE_URL": database_url,
-               "RAPPORT_LOG_LEVEL": "WARNING"}
+        await baseline.prepare(js, engines)
+        env = {**os.environ, "RAPPORT_BROKER_URL": broker_url, "RAPPORT_LOG_LEVEL": "WARNING"}
         if services.broker_nkey_seed_file:  # the embedded stack's services' user
             env["RAPPORT_BROKER_NKEY_SEED_FILE"] = str(services.broker_nkey_seed_file)
-        for hop in range(1, baseline.HOPS + 1):
+        for hop, url in enumerate(urls, start=1):
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "rapport.baseline", str(hop), run, env=env,
+                sys.executable, "-m", "rapport.baseline", str(hop), run, env={**env, "RAPPORT_DATABASE_URL": url},
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
             processes.append(process)
             assert process.stdout is not None
@@ -273,8 +274,9 @@ async def _drive_baseline(broker_url: str, services: Settings, database_url: str
         for process in processes:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), 20)
-        await baseline.remove(connection.jetstream(), engine)
-        await engine.dispose()
+        await baseline.remove(connection.jetstream(), engines)
+        for engine in engines:
+            await engine.dispose()
         await connection.close()
 
 
@@ -391,7 +393,7 @@ def run_bench(settings: Settings, *, count: int, rate: float, tenant: str, histo
                                                          episodes, pids))
             if compare_baseline:
                 result["baseline"] = asyncio.run(_drive_baseline(stack.broker_url, stack.client_settings(),
-                                                                 stack.database_url, count, rate))
+                                                                 stack.settings, count, rate))
     else:
         assert broker_url is not None
         endpoints = read_endpoints(settings.data_dir) or {}
@@ -407,7 +409,7 @@ def run_bench(settings: Settings, *, count: int, rate: float, tenant: str, histo
                                                      episodes, pids))
         if compare_baseline:
             result["baseline"] = asyncio.run(_drive_baseline(broker_url, client_settings(settings),
-                                                             settings.resolved_database_url(), count, rate))
+                                                             settings, count, rate))
     lat = result["latency_ms"]
     result["text"] = (
         f"{result['completed']}/{result['count']} submissions ({result['rate_requested']}/s requested, "

@@ -191,19 +191,19 @@ def audit(
     except ValueError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None
-    typer.echo(asyncio.run(read_trail(_settings(data_dir).resolved_database_url(), filters, limit, as_json)))
+    typer.echo(asyncio.run(read_trail(_settings(data_dir).database_url_of("gateway"), filters, limit, as_json)))
 
 
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
-    """Migrate RAPPORT_DATABASE_URL (or the embedded SQLite file) to the newest schema."""
+    """Migrate RAPPORT_DATABASE_URL (or the embedded SQLite files, one per service) to the newest schema."""
     from rapport.database import upgrade
-    from rapport.stack import redact
+    from rapport.stack import SERVICES, redact
 
     settings = Settings()
-    url = settings.resolved_database_url()
-    asyncio.run(upgrade(url, revision))
-    typer.echo(f"{redact(url)} is at {revision}")
+    for url in dict.fromkeys(settings.database_url_of(name) for name in SERVICES):
+        asyncio.run(upgrade(url, revision))
+        typer.echo(f"{redact(url)} is at {revision}")
 
 
 @db_app.command("bench-locks")
@@ -233,7 +233,7 @@ def trajectories_fit(tenant: Tenants = None, data_dir: DataDir = None, calibrati
     store them; the alerts service uses them within a minute."""
     from rapport.trajectories import calibrate_stored, describe, describe_calibration, fit_stored
 
-    url = _settings(data_dir).resolved_database_url()
+    url = _settings(data_dir).database_url_of("alerts")
     typer.echo(describe(asyncio.run(fit_stored(url, tenant or [])), cells=False))
     if calibration:
         typer.echo(describe_calibration(asyncio.run(calibrate_stored(url, tenant or []))))
@@ -244,7 +244,7 @@ def trajectories_show(tenant: Tenants = None, data_dir: DataDir = None) -> None:
     """Print the stored fits, cell by cell: intake band, session, episodes, expected score, boundary."""
     from rapport.trajectories import describe, stored_fits
 
-    typer.echo(describe(asyncio.run(stored_fits(_settings(data_dir).resolved_database_url(), tenant or [])),
+    typer.echo(describe(asyncio.run(stored_fits(_settings(data_dir).database_url_of("alerts"), tenant or [])),
                         cells=True))
 
 
@@ -549,7 +549,7 @@ def questionnaires_list(
     from rapport.questionnaires import QuestionnaireError, describe_list, load_entries, tenant_forms
 
     try:
-        imported = asyncio.run(tenant_forms(_settings(data_dir).resolved_database_url(), tenant)) if tenant else []
+        imported = asyncio.run(tenant_forms(_settings(data_dir).database_url_of("ingest"), tenant)) if tenant else []
     except QuestionnaireError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
@@ -566,7 +566,7 @@ def questionnaires_show(
     from rapport.questionnaires import QuestionnaireError, show, tenant_forms
 
     try:
-        imported = asyncio.run(tenant_forms(_settings(data_dir).resolved_database_url(), tenant)) if tenant else []
+        imported = asyncio.run(tenant_forms(_settings(data_dir).database_url_of("ingest"), tenant)) if tenant else []
         typer.echo(show(url, imported, tenant))
     except QuestionnaireError as error:
         typer.echo(str(error), err=True)
@@ -585,7 +585,7 @@ def questionnaires_import(
 
     try:
         form = read_file(file, instrument)
-        typer.echo(asyncio.run(store(_settings(data_dir).resolved_database_url(), tenant, form)))
+        typer.echo(asyncio.run(store(_settings(data_dir).database_url_of("ingest"), tenant, form)))
     except QuestionnaireError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
@@ -610,7 +610,8 @@ def questionnaires_mappings(
     from rapport.questionnaires import QuestionnaireError, describe_imports, imports
 
     try:
-        typer.echo(describe_imports(asyncio.run(imports(_settings(data_dir).resolved_database_url(), tenant)), tenant))
+        stored = asyncio.run(imports(_settings(data_dir).database_url_of("ingest"), tenant))
+        typer.echo(describe_imports(stored, tenant))
     except QuestionnaireError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
@@ -627,7 +628,7 @@ def questionnaires_remove(
     from rapport.questionnaires import QuestionnaireError, remove
 
     try:
-        typer.echo(asyncio.run(remove(_settings(data_dir).resolved_database_url(), tenant, url)))
+        typer.echo(asyncio.run(remove(_settings(data_dir).database_url_of("ingest"), tenant, url)))
     except QuestionnaireError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
@@ -656,7 +657,7 @@ def policy_show(
     or the tenant's own with the version that set it), and which rules run on which instruments."""
     from rapport.policy import describe, show
 
-    effective = asyncio.run(show(_settings(data_dir).resolved_database_url(), tenant))
+    effective = asyncio.run(show(_settings(data_dir).database_url_of("alerts"), tenant))
     typer.echo(effective.model_dump_json(indent=2) if as_json else describe(effective))
 
 
@@ -674,7 +675,7 @@ def policy_set(
     from rapport.policy import PolicyError, read_file, set_policy
 
     try:
-        policy = asyncio.run(set_policy(_settings(data_dir).resolved_database_url(), tenant, read_file(file),
+        policy = asyncio.run(set_policy(_settings(data_dir).database_url_of("alerts"), tenant, read_file(file),
                                         signed_off_by, datetime.now(UTC)))
     except PolicyError as error:
         raise _refused(error) from None

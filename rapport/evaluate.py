@@ -98,8 +98,8 @@ def run_evaluation(settings: Settings | None, *, clients: int, sessions: int, se
         cohort = build_cohort(tenant, clients, sessions, seed)
         started = time.perf_counter()
         with Stack(settings, banner=sys.stderr) as stack:  # stdout carries the report alone (--json: for jq)
-            report = asyncio.run(_evaluate(stack.broker_url, stack.client_settings(tenant), stack.database_url, tenant,
-                                           history, cohort))
+            report = asyncio.run(_evaluate(stack.broker_url, stack.client_settings(tenant),
+                                           stack.database_urls["alerts"], tenant, history, cohort))
         report["seconds"] = round(time.perf_counter() - started, 1)
     return report
 
@@ -187,8 +187,8 @@ def run_cohort(settings: Settings | None, cohort: LabelledCohort, *, history: La
         settings = settings or Settings(data_dir=Path(scratch))
         started = time.perf_counter()
         with Stack(settings, banner=sys.stderr) as stack:
-            report = asyncio.run(_run_cohort(stack.broker_url, stack.client_settings(tenant), stack.database_url,
-                                             tenant, cohort, history))
+            report = asyncio.run(_run_cohort(stack.broker_url, stack.client_settings(tenant),
+                                             stack.database_urls["alerts"], tenant, cohort, history))
         report["seconds"] = round(time.perf_counter() - started, 1)
     return {"source": source, **(extra or {}), **report}
 

@@ -48,9 +48,10 @@ from rapport.tenants import (
 
 SERVICES = ("ingest", "scoring", "alerts", "gateway")
 ENDPOINTS_FILE = "endpoints.json"
-# what `rapport up` keeps in the data dir (SQLite file with -wal/-shm, logs, broker config and store)
-OWN_FILES = ("rapport.db*", "*.log", ENDPOINTS_FILE, "nats-server.conf", "nats", "token-signing-key.pem",
-             USERS_CONFIG, SERVICES_SEED, "tenants")
+# what `rapport up` keeps in the data dir (SQLite files with -wal/-shm: one per service, or the one
+# of earlier releases, and the bench's bare pipeline's; logs, broker config and store)
+OWN_FILES = ("rapport.db*", *(f"{name}.db*" for name in SERVICES), "baseline-*.db*", "*.log", ENDPOINTS_FILE,
+             "nats-server.conf", "nats", "token-signing-key.pem", USERS_CONFIG, SERVICES_SEED, "tenants")
 
 
 @dataclass
@@ -155,7 +156,7 @@ class Stack:
     quiet: bool = False
     nats: EmbeddedNats | None = None
     broker_url: str = ""
-    database_url: str = ""
+    database_urls: dict[str, str] = field(default_factory=dict)  # each service's (Settings.database_url_of)
     services: list[ServiceProcess] = field(default_factory=list)
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     clock: Callable[[], float] = time.monotonic
@@ -188,11 +189,12 @@ class Stack:
                 self.nats.verify_sync()
             except Exception as error:  # a mismatch, or a monitoring endpoint that does not answer
                 raise StackError(f"not starting: {error}") from error
-        self.database_url = self.settings.resolved_database_url()
-        asyncio.run(upgrade(self.database_url))
-        database = asyncio.run(read_database_policy(self.database_url))
-        if database.startswith("sqlite") and database != "sqlite synchronous=FULL":
-            raise StackError(f"not starting: {database}, expected synchronous=FULL (shared/db/engine.py)")
+        self.database_urls = {name: self.settings.database_url_of(name) for name in SERVICES}
+        for url in dict.fromkeys(self.database_urls.values()):
+            asyncio.run(upgrade(url))
+            database = asyncio.run(read_database_policy(url))
+            if database.startswith("sqlite") and database != "sqlite synchronous=FULL":
+                raise StackError(f"not starting: {database}, expected synchronous=FULL (shared/db/engine.py)")
         self.durability = durability_line(broker_sync=self.settings.broker_sync, embedded=self.nats is not None,
                                           database=database)
         key = self.settings.resolved_token_key_file()
@@ -208,13 +210,20 @@ class Stack:
         self._install_tenants_added_meanwhile()
         self.say(f"broker    {without_credentials(self.broker_url)}" +
                  ("  (embedded, sign-in per tenant: rapport tenants list)" if self.nats else ""))
-        self.say(f"database  {redact(self.database_url)}")
+        self.say(f"database  {self.database_line()}")
         self.say(self.durability)
         for service in self.services:
             routes = "(/fhir /api/v1 /healthz /readyz /metrics)" if service.name == "gateway" else \
                 "(/healthz /readyz /metrics)"
             self.say(f"{service.name:<9} {service.url}  {routes}")
         self.say(f"endpoints {self.data_dir / ENDPOINTS_FILE}")
+
+    def database_line(self) -> str:
+        urls = set(self.database_urls.values())
+        if len(urls) == 1:
+            return redact(urls.pop())
+        return f"sqlite, a file per service in {self.data_dir}: " + ", ".join(
+            url.rsplit("/", 1)[-1] for url in self.database_urls.values())
 
     def client_settings(self, tenant: str | None = None) -> Settings:
         """How this process's own clients (demo, evaluate, bench) sign in: as `tenant`, or as the services."""
@@ -232,14 +241,14 @@ class Stack:
                 write_users_config(self.data_dir)
                 reload_embedded_broker({"pid": self.nats.process.pid, "monitor": self.nats.monitor_url})
 
-    def _environment(self) -> dict[str, str]:
+    def _environment(self, service: str) -> dict[str, str]:
         env = os.environ.copy()
         if self.nats is not None:  # the embedded broker's services' user, and no other way of signing in
             for name in ("USER", "PASSWORD", "PASSWORD_FILE", "CREDS", "INBOX_PREFIX"):
                 env.pop(f"RAPPORT_BROKER_{name}", None)
             env["RAPPORT_BROKER_NKEY_SEED_FILE"] = str(services_seed(self.data_dir))
         env["RAPPORT_BROKER_URL"] = self.broker_url
-        env["RAPPORT_DATABASE_URL"] = self.database_url
+        env["RAPPORT_DATABASE_URL"] = self.database_urls[service]
         env["RAPPORT_DATA_DIR"] = str(self.data_dir)
         return env
 
@@ -247,7 +256,7 @@ class Stack:
         with (self.data_dir / f"{service.name}.log").open("ab") as log:  # the child keeps its own copy
             service.process = subprocess.Popen(
                 [sys.executable, "-m", "rapport.cli", "serve", service.name, "--port", str(service.port)],
-                env=self._environment(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                env=self._environment(service.name), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             )
 
     def _wait_ready(self, service: ServiceProcess, timeout: float = 60.0) -> None:
@@ -271,7 +280,7 @@ class Stack:
     def _write_endpoints(self) -> None:
         endpoints: dict[str, object] = {
             "broker_url": without_credentials(self.broker_url),
-            "database": redact(self.database_url),
+            "database": self.database_line(),
             "services": {s.name: {"url": s.url, "pid": s.process.pid if s.process else None} for s in self.services},
             "gateway": next((s.url for s in self.services if s.name == "gateway"), None),
         }

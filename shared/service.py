@@ -74,7 +74,7 @@ class ServiceRuntime:
     def __post_init__(self) -> None:
         tenant_label.limit = self.settings.metrics_max_tenants
         self.engine = create_engine(
-            self.settings.resolved_database_url(), statement_timeout=self.settings.statement_timeout_seconds
+            self.settings.database_url_of(self.name), statement_timeout=self.settings.statement_timeout_seconds
         )
         self.sessions = session_factory(self.engine)
         self.broker = make_broker(self.settings, self.broker_url, service=self.name)

@@ -26,6 +26,9 @@ def normalise_database_url(url: str) -> str:
 SECRET_FIELDS = ("database_url", "broker_url", "broker_password", "oidc_client_secret")
 
 
+# the one SQLite file every service shared before each had its own (Settings.database_url_of)
+SHARED_SQLITE_FILE = "rapport.db"
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAPPORT_", env_ignore_empty=True, extra="ignore")
 
@@ -201,10 +204,17 @@ class Settings(BaseSettings):
             raise ValueError("waits between notification tries are seconds, 0 or more")
         return value
 
-    def resolved_database_url(self) -> str:
+    def database_url_of(self, service: str) -> str:
+        """Where `service` keeps its tables. RAPPORT_DATABASE_URL when set: every service in that one
+        database, as in production. Otherwise an SQLite file of the service's own in the data dir
+        (`<service>.db`), so that no service waits for another's write lock; a data dir that holds the
+        one file earlier releases shared (`rapport.db`) goes on using it for every service, so nothing
+        stored there is left behind."""
         if self.database_url:
             return self.database_url
-        return f"sqlite+aiosqlite:///{(self.data_dir / 'rapport.db').resolve()}"
+        shared = self.data_dir / SHARED_SQLITE_FILE
+        path = shared if shared.exists() else self.data_dir / f"{service}.db"
+        return f"sqlite+aiosqlite:///{path.resolve()}"
 
     def resolved_token_key_file(self) -> Path:
         return self.token_key_file or self.data_dir / "token-signing-key.pem"

@@ -43,7 +43,11 @@ def run_with(connection: Connection) -> None:
 
 
 async def run_online() -> None:
-    engine = create_engine(Settings().resolved_database_url())
+    url = Settings().database_url
+    if not url:
+        raise SystemExit("alembic on its own migrates RAPPORT_DATABASE_URL: set it (`rapport db upgrade` also "
+                         "migrates the embedded SQLite files)")
+    engine = create_engine(url)
     async with engine.connect() as connection:
         await connection.run_sync(run_with)
         await connection.commit()

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from rapport.database import upgrade
 from rapport.embedded_nats import (
     BrokerSyncMismatch,
     EmbeddedNats,
@@ -176,6 +177,28 @@ def rapport_up(data: Path, **extra_env: str) -> Iterator[list[str]]:
         assert process.wait(60) == 0
 
 
+@pytest.mark.e2e
+def test_rapport_up_on_a_data_dir_of_an_earlier_release_goes_on_with_its_one_file(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shared = data / "rapport.db"
+    asyncio.run(upgrade(f"sqlite+aiosqlite:///{shared}", "0016"))  # as an earlier release left it
+    with rapport_up(data) as output:
+        assert f"database  sqlite+aiosqlite:///{shared.resolve()}" in output, output
+        assert not list(data.glob("ingest.db*")) and not list(data.glob("gateway.db*"))
+        assert _service_durability(data) == {
+            name: {"broker": "fsync always", "database": "sqlite synchronous=FULL"} for name in SERVICES}
+    engine = create_engine(f"sqlite+aiosqlite:///{shared}")
+
+    async def revision() -> str:
+        async with engine.connect() as connection:
+            return str((await connection.execute(text("select version_num from alembic_version"))).scalar_one())
+
+    try:
+        assert asyncio.run(revision()) != "0016", "rapport up migrates the one file to the newest schema"
+    finally:
+        asyncio.run(engine.dispose())
+
+
 def _service_durability(data: Path) -> dict[str, object]:
     services = json.loads((data / "endpoints.json").read_text())["services"]
     assert set(services) == set(SERVICES)
@@ -194,6 +217,8 @@ def test_rapport_up_states_durability_and_keeps_its_files_private(tmp_path: Path
         durability = [line for line in output if line.startswith("durability")]
         assert durability == [
             "durability  broker fsync always (embedded, single node), database sqlite synchronous=FULL"], output
+        assert f"database  sqlite, a file per service in {data.resolve()}: ingest.db, scoring.db, alerts.db, " \
+               "gateway.db" in output, output
         broker_line = next(line for line in output if line.startswith("broker"))
         assert f":{SHARED_NATS_PORT}" not in broker_line
         assert _service_durability(data) == {
@@ -204,8 +229,8 @@ def test_rapport_up_states_durability_and_keeps_its_files_private(tmp_path: Path
         for root, dirs, files in os.walk(data):
             for name in [*dirs, *files]:
                 modes[str(Path(root, name).relative_to(data))] = stat.S_IMODE(Path(root, name).lstat().st_mode)
-        expected = {"rapport.db", "rapport.db-wal", "rapport.db-shm", "endpoints.json", "nats-server.conf",
-                    "nats-server.log", "ingest.log", "scoring.log", "alerts.log", "old.log", "nats"}
+        expected = {*(f"{name}.db{end}" for name in SERVICES for end in ("", "-wal", "-shm")), "endpoints.json",
+                    "nats-server.conf", "nats-server.log", "ingest.log", "scoring.log", "alerts.log", "old.log", "nats"}
         assert expected <= set(modes), sorted(modes)
         assert any(path.startswith("nats/jetstream/") for path in modes), "the store has files"
         opened = {path: oct(mode) for path, mode in modes.items() if mode & 0o077}

@@ -29,7 +29,7 @@ class FakeStack:
     """Stands in for the embedded stack: says its lines on the banner it was given, as Stack.start does."""
 
     def __init__(self, settings: Settings, *, banner: Any = None) -> None:
-        self.banner, self.broker_url, self.database_url = banner, "nats://test", "sqlite+aiosqlite://"
+        self.banner, self.broker_url, self.database_urls = banner, "nats://test", {"alerts": "sqlite+aiosqlite://"}
 
     def __enter__(self) -> FakeStack:
         print("broker    nats://test  (embedded)", file=self.banner or sys.stdout)

@@ -28,3 +28,22 @@ def test_an_unreadable_secret_file_is_named_and_refused(tmp_path: Path, monkeypa
 def test_a_broker_sync_that_is_neither_always_nor_an_interval_is_refused() -> None:
     with pytest.raises(ValidationError):
         Settings(broker_sync="sometimes")
+
+
+def test_each_service_has_an_sqlite_file_of_its_own_in_a_new_data_dir(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=None)
+    assert {name: settings.database_url_of(name) for name in ("ingest", "gateway")} == {
+        "ingest": f"sqlite+aiosqlite:///{tmp_path.resolve() / 'ingest.db'}",
+        "gateway": f"sqlite+aiosqlite:///{tmp_path.resolve() / 'gateway.db'}"}
+
+
+def test_a_data_dir_of_an_earlier_release_keeps_its_one_file_for_every_service(tmp_path: Path) -> None:
+    (tmp_path / "rapport.db").touch()
+    settings = Settings(data_dir=tmp_path, database_url=None)
+    assert {settings.database_url_of(name) for name in ("ingest", "scoring", "alerts", "gateway")} == {
+        f"sqlite+aiosqlite:///{tmp_path.resolve() / 'rapport.db'}"}
+
+
+def test_a_database_url_holds_every_service(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, database_url="postgresql://u@h/db")
+    assert {settings.database_url_of(name) for name in ("ingest", "alerts")} == {"postgresql+asyncpg://u@h/db"}
